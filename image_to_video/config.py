@@ -1,0 +1,326 @@
+"""Configuration: YAML defaults, then environment, then command line, into one frozen object.
+
+``load_config`` is the only way in. Every value is type-checked and range-checked
+here, once; a bad one raises ``ConfigError`` naming the setting, the value and
+what is allowed. The rest of the app reads limits and defaults from the result
+and never writes them again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+#: The project folder: relative paths in the config are relative to it.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = PROJECT_DIR / "config" / "model_config.yaml"
+ENV_PREFIX = "I2V_"
+#: Folder name of the built-in demo model inside ``models_dir``.
+DEMO_MODEL_DIR = "demo-i2vgen-xl-tiny"
+
+_DEVICES = ("auto", "cpu", "cuda")
+_DTYPES = ("auto", "float16", "bfloat16", "float32")
+
+
+def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: {allowed}.")
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive numeric range, written ``{min: A, max: B}`` in YAML."""
+
+    min: float
+    max: float
+
+    def __contains__(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+    def __str__(self) -> str:
+        return f"{self.min:g} to {self.max:g}"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    source: str = "ali-vilab/i2vgen-xl"
+    variant: str = "fp16"
+    revision: str = "main"
+    device: str = "auto"
+    dtype: str = "auto"
+    decode_chunk_size: int = 4
+    #: Serve the built-in demo model instead of ``source`` (set by ``--demo``).
+    demo: bool = False
+
+    def __post_init__(self) -> None:
+        _require(bool(self.source.strip()), "model.source", self.source, "a folder or a hub repo id")
+        _require(self.device in _DEVICES or self.device.startswith("cuda:"), "model.device",
+                 self.device, "auto, cpu, cuda or cuda:N")
+        _require(self.dtype in _DTYPES, "model.dtype", self.dtype, ", ".join(_DTYPES))
+        _require(1 <= self.decode_chunk_size <= 32, "model.decode_chunk_size",
+                 self.decode_chunk_size, "1 to 32")
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    resolution: str = "512p"
+    num_frames: int = 16
+    fps: int = 8
+    num_inference_steps: int = 50
+    guidance_scale: float = 9.0
+    negative_prompt: str = ""
+    #: -1 means a random seed.
+    seed: int = -1
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of parameters the page offers as one click."""
+
+    resolution: str
+    num_frames: int
+    fps: int
+    num_inference_steps: int
+    guidance_scale: float
+
+
+_DEFAULT_PRESETS = {
+    "Quick preview": Preset("512p", 8, 8, 30, 9.0),
+    "Standard": Preset("512p", 16, 8, 50, 9.0),
+    "High quality": Preset("768p", 24, 12, 80, 10.0),
+}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
+    presets: Mapping[str, Preset] = field(default_factory=lambda: types.MappingProxyType(_DEFAULT_PRESETS))
+    resolutions: Mapping[str, int] = field(default_factory=lambda: types.MappingProxyType(
+        {"256p": 256, "512p": 512, "768p": 768, "1024p": 1024}))
+    num_frames: Range = Range(8, 32)
+    fps: Range = Range(4, 24)
+    num_inference_steps: Range = Range(10, 100)
+    guidance_scale: Range = Range(1.0, 20.0)
+    max_prompt_chars: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(bool(self.resolutions), "generation.resolutions", dict(self.resolutions),
+                 "at least one name: side pair")
+        for name, side in self.resolutions.items():
+            _require(side % 64 == 0 and 64 <= side <= 2048, f"generation.resolutions.{name}", side,
+                     "a multiple of 64 from 64 to 2048")
+        for key in ("num_frames", "fps", "num_inference_steps", "guidance_scale"):
+            limits = getattr(self, key)
+            _require(0 < limits.min <= limits.max, f"generation.{key}", dataclasses.asdict(limits),
+                     "0 < min <= max")
+        _require(self.max_prompt_chars > 0, "generation.max_prompt_chars", self.max_prompt_chars,
+                 "a positive number")
+        self._check_values("generation.defaults", self.defaults)
+        _require(-1 <= self.defaults.seed < 2**32, "generation.defaults.seed", self.defaults.seed,
+                 "-1 (random) or 0 to 4294967295")
+        for name, preset in self.presets.items():
+            self._check_values(f"generation.presets.{name}", preset)
+
+    def _check_values(self, prefix: str, values: GenerationDefaults | Preset) -> None:
+        _require(values.resolution in self.resolutions, f"{prefix}.resolution", values.resolution,
+                 ", ".join(self.resolutions))
+        for key in ("num_frames", "fps", "num_inference_steps", "guidance_scale"):
+            value, limits = getattr(values, key), getattr(self, key)
+            _require(value in limits, f"{prefix}.{key}", value, str(limits))
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    max_megapixels: float = 50.0
+    max_aspect_ratio: float = 4.0
+    min_side: int = 64
+
+    def __post_init__(self) -> None:
+        _require(0 < self.max_megapixels <= 200, "images.max_megapixels", self.max_megapixels, "0 to 200")
+        _require(self.max_aspect_ratio >= 1, "images.max_aspect_ratio", self.max_aspect_ratio, "1 or more")
+        _require(1 <= self.min_side <= 1024, "images.min_side", self.min_side, "1 to 1024")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    port: int = 7860
+    max_upload_mb: float = 30.0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.host.strip()), "server.host", self.host, "an address such as 0.0.0.0 or 127.0.0.1")
+        _require(1 <= self.port <= 65535, "server.port", self.port, "1 to 65535")
+        _require(0 < self.max_upload_mb <= 1000, "server.max_upload_mb", self.max_upload_mb, "0 to 1000")
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    models_dir: Path = Path("models")
+    output_dir: Path = Path("outputs")
+    log_dir: Path = Path("logs")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the app is configured with. Build it with ``load_config``."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+
+    @property
+    def model_path(self) -> str:
+        """The folder or repo id the engine loads: the demo folder when ``model.demo`` is set."""
+        if self.model.demo:
+            return str(self.paths.models_dir / DEMO_MODEL_DIR)
+        source = Path(self.model.source).expanduser()
+        if source.is_absolute() or source.exists() or (PROJECT_DIR / source).exists():
+            return str(source if source.is_absolute() else (PROJECT_DIR / source).resolve())
+        return self.model.source
+
+
+def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> AppConfig:
+    """Read ``path`` (the project's YAML by default), apply ``env`` then ``overrides``.
+
+    ``overrides`` maps dotted keys (``"server.port"``) to values, as the command line
+    gives them. Raises ``ConfigError`` for a missing file, bad YAML, an unknown key,
+    a wrong type or a value out of range.
+    """
+    data = _read_yaml(Path(path) if path else DEFAULT_CONFIG_FILE)
+    for key, value in _env_overrides(os.environ if env is None else env).items():
+        _set_dotted(data, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    config = _build(AppConfig, data, "")
+    return dataclasses.replace(config, paths=_resolve_paths(config.paths))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"Cannot read the config file {path}: {error.strerror}. "
+                          f"Pass an existing file with --config.") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"The config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"The config file {path} must hold sections such as 'model:' and 'server:'.")
+    return data
+
+
+def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    """Dotted names of every scalar setting, used to map environment variables."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint) and hint is not Range:
+            keys += _leaf_keys(hint, f"{prefix}{f.name}.")
+        elif hint is not Range and typing.get_origin(hint) is not Mapping:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def env_var_name(key: str) -> str:
+    """``server.port`` -> ``I2V_SERVER_PORT``."""
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    found = {}
+    for key in _leaf_keys(AppConfig):
+        name = env_var_name(key)
+        if name in env:
+            try:
+                found[key] = yaml.safe_load(env[name]) if env[name].strip() else ""
+            except yaml.YAMLError:
+                found[key] = env[name]
+    return found
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"Invalid setting {key}: its section must be a mapping.")
+    node[leaf] = value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a YAML mapping, checking keys and types."""
+    name = prefix.rstrip(".") or "the config file"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Invalid setting {name}: {data!r}. Allowed: a mapping of settings.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"Unknown setting {prefix}{unknown[0]} in {name}. "
+                          f"Allowed: {', '.join(sorted(known))}.")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ConfigError(f"Missing setting {prefix}{missing[0]} in {name}. "
+                          f"Each needs: {', '.join(required)}.")
+    values = {key: _coerce(hints[key], data[key], prefix + key) for key in data}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    if typing.get_origin(hint) is Mapping:
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: a non-empty mapping of names.")
+        item = typing.get_args(hint)[1]
+        return types.MappingProxyType({str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()})
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: true or false.")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: a whole number.")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: a number.")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: text.")
+    if hint is Path:
+        if isinstance(value, str) and value.strip():
+            return Path(value).expanduser()
+        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: a folder path.")
+    raise TypeError(f"no coercion for {hint}")  # a programming error, not a user's
+
+
+def _resolve_paths(paths: PathSettings) -> PathSettings:
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (PROJECT_DIR / p).resolve()
+
+    return PathSettings(**{f.name: resolve(getattr(paths, f.name)) for f in dataclasses.fields(paths)})

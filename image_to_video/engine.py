@@ -1,0 +1,323 @@
+"""The I2VGen-XL engine: load the pipeline once, then turn requests into frames.
+
+The engine owns the model and nothing else: no files, no UI. It reports its
+state (downloading, loading, ready, error) for the page to show, reports progress
+per denoising step with an ETA and then per decoding chunk, and stops at the next
+step when asked to cancel. The diffusers pipeline offers no step callback and no
+interrupt (STACK.md, trap 2), so both are hooks on the UNet.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import demo_model, model_store
+from .config import ModelSettings
+from .errors import Cancelled, GenerationFailed, ModelUnavailable
+from .request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+#: CLIP's context length; the prompt is padded or cut to it.
+PROMPT_TOKENS = 77
+
+
+class ModelState(enum.Enum):
+    NOT_LOADED = "not loaded"
+    DOWNLOADING = "downloading"
+    LOADING = "loading"
+    READY = "ready"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the page shows about the model."""
+
+    state: ModelState = ModelState.NOT_LOADED
+    message: str = "The model has not been loaded yet."
+    device: str = ""
+    is_demo: bool = False
+    #: 0..1 while downloading, else None.
+    fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: a stage, how far it is, and the estimated time left."""
+
+    stage: str  # "denoising", "decoding" or "encoding"
+    done: int
+    total: int
+    elapsed: float
+    eta: float | None
+
+    def describe(self) -> str:
+        text = f"{self.stage.capitalize()} {self.done}/{self.total}"
+        if self.eta is not None:
+            text += f" · about {format_seconds(self.eta)} left"
+        return text
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class Frames:
+    """What one generation produced, with its measurements."""
+
+    frames: np.ndarray  # uint8, frames x height x width x 3
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_gpu_memory_gb: float | None = None
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class Engine:
+    """Loads ``I2VGenXLPipeline`` from ``model_path`` and generates videos with it.
+
+    ``model_path`` is a folder or a hub repo id (downloaded into ``models_dir``).
+    Build it, call ``load`` (or ``start_loading``) once, then ``generate`` from
+    one thread at a time.
+    """
+
+    def __init__(self, settings: ModelSettings, model_path: str, models_dir: Path):
+        self.settings = settings
+        self.model_path = model_path
+        self.models_dir = Path(models_dir)
+        self.model_revision: str | None = None
+        self._pipe = None
+        self._device = None
+        self._dtype = None
+        self._status = ModelStatus(is_demo=settings.demo)
+        self._status_lock = threading.Lock()
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def status(self) -> ModelStatus:
+        with self._status_lock:
+            return self._status
+
+    def _set_status(self, **changes) -> None:
+        with self._status_lock:
+            self._status = replace(self._status, **changes)
+        log.info("Model %s: %s", self._status.state.value, self._status.message)
+
+    @property
+    def ready(self) -> bool:
+        return self.status.state is ModelState.READY
+
+    # -- loading -------------------------------------------------------------
+
+    def start_loading(self) -> threading.Thread:
+        """Load in a background thread so the server can answer while the model loads."""
+        thread = threading.Thread(target=self.load, name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def load(self) -> None:
+        """Download if needed, then load the pipeline. Failures end in the ERROR state."""
+        try:
+            self._load()
+        except ModelUnavailable as error:
+            self._set_status(state=ModelState.ERROR, message=str(error), fraction=None)
+        except Exception as error:  # the page must say why, whatever it was
+            log.exception("Loading the model failed")
+            self._set_status(state=ModelState.ERROR, fraction=None, message=(
+                f"Loading the model from {self.model_path} failed: {type(error).__name__}: {error}. "
+                "Check that the folder holds a complete I2VGen-XL pipeline (see models/README.md); "
+                "the log has the details."))
+
+    def _load(self) -> None:
+        import torch
+
+        folder = self._resolve_folder()
+        self._device, self._dtype = self._pick_device(torch)
+        self._set_status(state=ModelState.LOADING, device=self._describe_device(torch),
+                         message=f"Loading the model from {folder} onto {self._device}...", fraction=None)
+        started = time.perf_counter()
+        self._pipe = self._from_pretrained(folder)
+        self._set_status(state=ModelState.READY, is_demo=demo_model.is_demo_model(folder), message=(
+            f"Ready: model loaded in {time.perf_counter() - started:.1f} s."))
+
+    def _resolve_folder(self) -> Path:
+        if self.settings.demo:
+            return demo_model.build_demo_model(Path(self.model_path))
+        if not model_store.is_local(self.model_path):
+            self._set_status(state=ModelState.DOWNLOADING, fraction=0.0,
+                             message=f"Downloading {self.model_path} (about 5 GB, once)...")
+        folder, self.model_revision = model_store.ensure_local(
+            self.model_path, self.models_dir, variant=self.settings.variant,
+            revision=self.settings.revision, progress=self._on_download)
+        return folder
+
+    def _on_download(self, done: int, total: int) -> None:
+        self._set_status(fraction=done / total,
+                         message=f"Downloading the model: {done / 1e9:.2f} of {total / 1e9:.2f} GB "
+                                 f"({100 * done / total:.0f}%).")
+
+    def _pick_device(self, torch):
+        wanted = self.settings.device
+        if wanted == "auto":
+            wanted = "cuda" if torch.cuda.is_available() else "cpu"
+        if wanted.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelUnavailable(f"model.device is {wanted}, but PyTorch sees no CUDA GPU. "
+                                   "Install the NVIDIA driver and a CUDA build of PyTorch, or set "
+                                   "model.device to auto.")
+        if wanted == "cpu":
+            if not self.settings.demo:
+                log.warning("No CUDA GPU: running I2VGen-XL on the CPU in float32. One video will "
+                            "take hours; use a GPU, or the demo model (--demo) to try the app.")
+            return torch.device("cpu"), torch.float32
+        dtype = {"auto": torch.float16, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                 "float32": torch.float32}[self.settings.dtype]
+        return torch.device(wanted), dtype
+
+    def _describe_device(self, torch) -> str:
+        if self._device.type == "cuda":
+            props = torch.cuda.get_device_properties(self._device)
+            return f"{props.name} ({props.total_memory / 2**30:.0f} GiB), {str(self._dtype)[6:]}"
+        return "CPU, float32 (slow: use a GPU for real videos)"
+
+    def _from_pretrained(self, folder: Path):
+        import torch
+        from diffusers import I2VGenXLPipeline
+
+        variant = self.settings.variant if model_store.has_variant(folder, self.settings.variant) else None
+        pipe = I2VGenXLPipeline.from_pretrained(folder, dtype=self._dtype, variant=variant)
+        pipe.to(self._device)
+        pipe.set_progress_bar_config(disable=True)
+        if self._device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        return pipe
+
+    # -- generation ----------------------------------------------------------
+
+    def generate(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> Frames:
+        """Make the frames for ``request``. Raises ``Cancelled`` if ``cancel`` is set meanwhile."""
+        if not self.ready:
+            raise ModelUnavailable(self._not_ready_message())
+        import torch
+
+        cancel = cancel or threading.Event()
+        report = progress or (lambda _: None)
+        timings: dict[str, float] = {}
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
+        with torch.inference_mode():
+            started = time.perf_counter()
+            latents = self._denoise(request, report, cancel)
+            timings["denoise_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            frames = self._decode(latents, report, cancel)
+            timings["decode_s"] = time.perf_counter() - started
+        peak = None
+        if self._device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self._device) / 2**30
+        return Frames(frames=frames, timings=timings, peak_gpu_memory_gb=peak)
+
+    def _not_ready_message(self) -> str:
+        status = self.status
+        if status.state is ModelState.ERROR:
+            return f"The model is not available: {status.message}"
+        return f"The model is not ready yet ({status.state.value}); please wait a moment and try again."
+
+    def encode_prompt(self, text: str):
+        """CLIP embeddings as the pipeline's default ``clip_skip=1`` computes them.
+
+        The pipeline's own path crashes with transformers >= 5.6 (STACK.md, trap 1):
+        the final layer norm applied to the second-to-last hidden state.
+        """
+        pipe = self._pipe
+        tokens = pipe.tokenizer(text, padding="max_length", max_length=PROMPT_TOKENS, truncation=True,
+                                return_tensors="pt")
+        encoder = pipe.text_encoder
+        mask = tokens.attention_mask.to(self._device) if getattr(encoder.config, "use_attention_mask", False) else None
+        hidden = encoder(tokens.input_ids.to(self._device), attention_mask=mask,
+                         output_hidden_states=True).hidden_states[-2]
+        norm = encoder.text_model.final_layer_norm if hasattr(encoder, "text_model") else encoder.final_layer_norm
+        return norm(hidden).to(self._dtype)
+
+    def _denoise(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event):
+        import torch
+
+        total = request.num_inference_steps
+        clock = {"start": time.perf_counter(), "done": 0}
+
+        def before_step(_module, _args):
+            if cancel.is_set():
+                raise Cancelled("Cancelled: the video was stopped before it finished.")
+
+        def after_step(_module, _args, _output):
+            clock["done"] += 1
+            elapsed = time.perf_counter() - clock["start"]
+            eta = elapsed / clock["done"] * (total - clock["done"])
+            report(Progress("denoising", clock["done"], total, elapsed, eta))
+
+        # The conditioning image is VAE-encoded with the global RNG (STACK.md):
+        # seed it as well as the generator so a seed gives one video.
+        torch.manual_seed(request.seed)
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        hooks = [self._pipe.unet.register_forward_pre_hook(before_step),
+                 self._pipe.unet.register_forward_hook(after_step)]
+        try:
+            report(Progress("denoising", 0, total, 0.0, None))
+            return self._pipe(
+                image=request.image,
+                prompt_embeds=self.encode_prompt(request.prompt),
+                negative_prompt_embeds=self.encode_prompt(request.negative_prompt),
+                height=request.height,
+                width=request.width,
+                num_frames=request.num_frames,
+                target_fps=request.fps,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                generator=generator,
+                output_type="latent",
+            ).frames
+        except torch.cuda.OutOfMemoryError as error:
+            raise GenerationFailed(_out_of_memory_message(request)) from error
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _decode(self, latents, report: ProgressFn, cancel: threading.Event) -> np.ndarray:
+        import torch
+
+        num_frames = latents.shape[2]
+        chunk = self.settings.decode_chunk_size
+        started = time.perf_counter()
+        pieces = []
+        for first in range(0, num_frames, chunk):
+            if cancel.is_set():
+                raise Cancelled("Cancelled: the video was stopped before it finished.")
+            try:
+                video = self._pipe.decode_latents(latents[:, :, first:first + chunk])
+            except torch.cuda.OutOfMemoryError as error:
+                raise GenerationFailed("The GPU ran out of memory while decoding. Set "
+                                       "model.decode_chunk_size lower (e.g. 1) and try again.") from error
+            # (batch, channels, frames, h, w) in [-1, 1] -> (frames, h, w, channels) uint8
+            video = ((video[0] / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+            pieces.append(video.permute(1, 2, 3, 0).cpu().numpy())
+            done = min(first + chunk, num_frames)
+            elapsed = time.perf_counter() - started
+            report(Progress("decoding", done, num_frames, elapsed, elapsed / done * (num_frames - done)))
+        return np.concatenate(pieces)
+
+
+def _out_of_memory_message(request: GenerationRequest) -> str:
+    return (f"The GPU ran out of memory at {request.resolution} with {request.num_frames} frames. "
+            "Lower the resolution (e.g. 512p) or the number of frames (e.g. 16) and try again.")

@@ -1,0 +1,40 @@
+"""The app's error hierarchy.
+
+Every error here carries a message written for the person using the app: it says
+what went wrong and what to do. The UI and command line show ``str(error)`` as is;
+anything that is not an ``AppError`` is logged with its traceback and shown as a
+generic message, never as a traceback.
+"""
+
+
+class AppError(Exception):
+    """Base class: an expected failure with a message a user can act on."""
+
+
+class ConfigError(AppError):
+    """A setting in the config file, environment or command line is invalid.
+
+    Seen by whoever starts the app; start-up stops with this message.
+    """
+
+
+class InvalidInput(AppError):
+    """A generation request (image, prompt or parameter) is not acceptable.
+
+    Seen by the user who submitted it; nothing else changes.
+    """
+
+
+class ModelUnavailable(AppError):
+    """The model is not loaded (still loading, or it failed to load).
+
+    Seen by a user who clicks Generate before the model is ready.
+    """
+
+
+class Cancelled(AppError):
+    """The user cancelled the job; the GPU work stopped at the next step."""
+
+
+class GenerationFailed(AppError):
+    """The pipeline or the video encoder failed for a reason the user cannot fix by input."""

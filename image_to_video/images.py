@@ -1,0 +1,131 @@
+"""Turn any uploaded picture into exactly the RGB image the pipeline expects.
+
+The pipeline's own crop can ask for gigabytes on odd shapes (STACK.md, trap 3), and
+Gradio hands over some files unconverted, so every image is normalised here:
+first frame of animations, EXIF rotation, any mode to RGB (transparency over white),
+size and shape checks with a clear message, then resize and centre-crop to the
+exact output size.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import ImageSettings
+from .errors import InvalidInput
+
+SUPPORTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+_BACKGROUND = (255, 255, 255)
+_RESIZE_HINT = "Resize it to at most about 4000x4000 pixels and upload it again."
+
+
+def normalise_image(source: Image.Image | str | Path | bytes, size: tuple[int, int],
+                    settings: ImageSettings) -> Image.Image:
+    """Return ``source`` as an RGB image of exactly ``size`` (width, height).
+
+    Raises ``InvalidInput`` with an actionable message for anything that is not a
+    readable picture of acceptable size and shape.
+    """
+    image = _open(source, settings)
+    _check_pixels(image, settings)
+    image = _first_frame(image)
+    image = _load(image)
+    image = ImageOps.exif_transpose(image)
+    image = to_rgb(image)
+    _check_shape(image, settings)
+    return ImageOps.fit(image, size, method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
+def _open(source, settings: ImageSettings) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if source is None:
+        raise InvalidInput("Please upload an image first.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            data = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+            return Image.open(data)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise InvalidInput(f"The image has far more pixels than the limit of {settings.max_megapixels:g} "
+                           f"megapixels. {_RESIZE_HINT}") from None
+    except UnidentifiedImageError:
+        raise InvalidInput(f"This file is not an image we can read. Upload a {SUPPORTED} file.") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise InvalidInput("The uploaded file is missing; please upload it again.") from None
+    except OSError as error:
+        raise InvalidInput(f"The image could not be opened ({error}). Upload a {SUPPORTED} file.") from None
+
+
+def _check_pixels(image: Image.Image, settings: ImageSettings) -> None:
+    # Checked on the header, before decoding, so a decompression bomb costs nothing.
+    width, height = image.size
+    megapixels = width * height / 1e6
+    if megapixels > settings.max_megapixels:
+        raise InvalidInput(f"The image is {width}x{height} ({megapixels:.0f} megapixels); the limit is "
+                           f"{settings.max_megapixels:g}. {_RESIZE_HINT}")
+    if min(width, height) < 1:
+        raise InvalidInput("The image is empty (zero pixels wide or high).")
+
+
+def _first_frame(image: Image.Image) -> Image.Image:
+    if getattr(image, "is_animated", False):
+        image.seek(0)
+    return image
+
+
+def _load(image: Image.Image) -> Image.Image:
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InvalidInput(f"The image file is damaged or incomplete ({error}). "
+                           "Upload the original file again, or export it anew as PNG or JPEG.") from None
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparent areas become white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_depth_to_rgb(image)
+    if image.mode == "P" and "transparency" in image.info or image.mode in ("PA", "LA", "RGBa", "La"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, _BACKGROUND)
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    # CMYK (Pillow undoes Adobe's inverted JPEGs itself), L, 1, YCbCr, LAB, HSV.
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(pixels).all():
+        pixels = np.nan_to_num(pixels)
+    top = pixels.max(initial=0.0)
+    if image.mode == "F" and top <= 1.0:
+        scale = 255.0
+    elif top > 255:
+        scale = 255.0 / 65535.0
+    else:
+        scale = 1.0
+    gray = np.clip(pixels * scale, 0, 255).round().astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def _check_shape(image: Image.Image, settings: ImageSettings) -> None:
+    width, height = image.size
+    if min(width, height) < settings.min_side:
+        raise InvalidInput(f"The image is only {width}x{height} pixels; each side needs at least "
+                           f"{settings.min_side}. Upload a larger picture.")
+    ratio = max(width, height) / min(width, height)
+    if ratio > settings.max_aspect_ratio:
+        raise InvalidInput(f"The image is {width}x{height}, {ratio:.1f} times longer than it is wide; "
+                           f"the limit is {settings.max_aspect_ratio:g}:1. Crop it closer to a square "
+                           "(the video is square and keeps the centre of the picture).")

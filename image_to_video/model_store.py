@@ -1,0 +1,115 @@
+"""Find the model's weights on disk, downloading them from the hub the first time.
+
+A folder is used as it is. A hub repo id is downloaded once into
+``models/<repo name>`` (resumable: an interrupted download continues where it
+stopped), honouring ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``, and a small record of
+what was fetched is written beside it so later starts need no network at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Written into a downloaded folder once every file is there.
+COMPLETE_FILE = ".download_complete.json"
+
+ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+def is_local(source: str) -> bool:
+    return Path(source).expanduser().is_dir()
+
+
+def local_folder(repo_id: str, models_dir: Path) -> Path:
+    """Where a hub repo is (or will be) stored: ``models/<repo name>``."""
+    return Path(models_dir) / repo_id.rstrip("/").split("/")[-1]
+
+
+def has_variant(folder: Path, variant: str) -> bool:
+    """True when ``folder`` holds weight files of ``variant`` (e.g. ``*.fp16.safetensors``)."""
+    return bool(variant) and any(Path(folder).glob(f"*/*.{variant}.safetensors"))
+
+
+def download_record(folder: Path) -> dict | None:
+    """The record written after a complete download, or None."""
+    try:
+        return json.loads((Path(folder) / COMPLETE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_local(source: str, models_dir: Path, *, variant: str, revision: str,
+                 progress: ProgressFn | None = None) -> tuple[Path, str | None]:
+    """Return (folder, revision sha or None) holding the weights for ``source``.
+
+    Raises ``ModelUnavailable`` with what to do when they cannot be had.
+    """
+    if is_local(source):
+        return Path(source).expanduser().resolve(), None
+    if Path(source).is_absolute() or source.startswith((".", "~")) or source.count("/") != 1:
+        raise ModelUnavailable(f"The model folder {source} does not exist. Set model.source in "
+                               "config/model_config.yaml to a folder with the weights or a hub id "
+                               "such as ali-vilab/i2vgen-xl.")
+    folder = local_folder(source, models_dir)
+    record = download_record(folder)
+    if record and record.get("repo_id") == source and record.get("variant") == variant:
+        return folder, record.get("sha")
+    return folder, _download(source, folder, variant=variant, revision=revision, progress=progress)
+
+
+def _download(repo_id: str, folder: Path, *, variant: str, revision: str,
+              progress: ProgressFn | None) -> str | None:
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        raise ModelUnavailable(
+            f"The model {repo_id} is not in {folder} and HF_HUB_OFFLINE is set, so it cannot be "
+            f"downloaded. Copy the weights into {folder} (see models/README.md) or unset HF_HUB_OFFLINE.")
+    log.info("Downloading %s (%s) into %s", repo_id, variant or "full precision", folder)
+    weights = [f"*.{variant}.safetensors"] if variant else ["*.safetensors"]
+    try:
+        sha = HfApi().model_info(repo_id, revision=revision).sha
+        snapshot_download(repo_id, revision=sha or revision, local_dir=folder,
+                          allow_patterns=["*.json", "*.txt", *weights],
+                          tqdm_class=_progress_class(progress))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
+        raise ModelUnavailable(
+            f"Downloading {repo_id} failed: {error}. Check the network (or set HF_ENDPOINT to a "
+            f"mirror) and start again: the download resumes where it stopped. Or copy the weights "
+            f"into {folder} (see models/README.md).") from error
+    record = {"repo_id": repo_id, "revision": revision, "sha": sha, "variant": variant}
+    (folder / COMPLETE_FILE).write_text(json.dumps(record, indent=2))
+    return sha
+
+
+def _progress_class(progress: ProgressFn | None):
+    """A tqdm class that forwards the byte counts of snapshot_download to ``progress``.
+
+    snapshot_download keeps two byte bars (received and written); the received one
+    is reported. Counts are kept here because a disabled tqdm does not count.
+    """
+    from tqdm.auto import tqdm
+
+    class _Reporter(tqdm):
+        def __init__(self, *args, **kwargs):
+            desc = str(kwargs.get("desc") or "")
+            self._reports = kwargs.get("unit") == "B" and not desc.startswith("Reconstruct")
+            self._done = kwargs.get("initial") or 0
+            kwargs.setdefault("mininterval", 5.0)  # the bar goes to the log file: few lines
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            self._done += n or 0
+            if progress and self._reports and self.total:
+                progress(int(self._done), int(self.total))
+            return super().update(n)
+
+    return _Reporter

@@ -1,0 +1,293 @@
+"""The Gradio page: upload, prompt, settings, Generate/Cancel, progress, result, history.
+
+``build_ui`` returns a ``gr.Blocks`` without starting anything; ``launch`` serves it
+with the queue and server settings the app needs (one GPU job at a time, the
+queue-bypassing REST routes closed, an upload cap, no monitoring endpoint).
+All limits, defaults and presets come from the config; none is written here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .config import PROJECT_DIR, AppConfig
+from .engine import ModelState, Progress, format_seconds
+from .errors import AppError
+from .examples import ensure_examples
+from .service import VideoService
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = PROJECT_DIR / "static"
+RANDOM_SEED = -1
+
+_HELP = {
+    "image": "The first frame of your video. Any photo works; it is centre-cropped to a square.",
+    "prompt": "Describe the motion in English, e.g. 'the waves roll in slowly'. Name what moves "
+              "and how; the picture already shows what things look like.",
+    "negative": "What to avoid, e.g. 'blurry, distorted, flickering'. Leave empty if unsure.",
+    "resolution": "Output size. Higher is sharper but slower and needs more GPU memory: "
+                  "768p takes about twice the time and memory of 512p, 1024p about four times.",
+    "frames": "Number of frames. More frames make a longer video; time and memory grow in proportion.",
+    "fps": "Playback speed, and how fast the model makes things move. 8 is smooth and calm; "
+           "higher is shorter and faster. Costs nothing extra.",
+    "steps": "Denoising steps. More steps give finer detail; time grows in proportion "
+             "(30 is a quick draft, 50 the standard, 80+ for the final cut).",
+    "guidance": "How closely to follow the prompt. 7-12 works best; too high looks harsh, "
+                "too low ignores the prompt. Costs nothing extra.",
+    "seed": "The same seed with the same inputs gives the same video. Tick 'Random seed' for a new "
+            "variation each time; the seed used is shown with the result.",
+}
+
+
+class UploadedImage(gr.Image):
+    """``gr.Image`` that hands over the uploaded file untouched.
+
+    The stock component opens the file with Pillow first and fails with a bare
+    error on anything unreadable; the app's own normaliser gives a clear message.
+    """
+
+    is_template = True  # rendered by the frontend's ordinary Image component
+
+    def preprocess(self, payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)
+
+
+class Slider(gr.Slider):
+    """``gr.Slider`` whose value is checked by the app, so an API caller's out-of-range
+    value gets the same message naming the parameter as everyone else."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        return payload
+
+
+class SeedNumber(gr.Number):
+    """``gr.Number`` checked by the app, like ``Slider``."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        return payload
+
+
+def build_ui(config: AppConfig, service: VideoService) -> gr.Blocks:
+    """Build the page. Nothing is started or loaded here."""
+    page = _Page(config, service)
+    return page.build()
+
+
+def launch(demo: gr.Blocks, config: AppConfig, **kwargs: Any):
+    """Serve ``demo`` with the queue and server settings the app depends on."""
+    demo.queue(default_concurrency_limit=1, api_open=False)
+    return demo.launch(
+        server_name=config.server.host,
+        server_port=config.server.port,
+        max_file_size=f"{config.server.max_upload_mb:g}mb",
+        enable_monitoring=False,
+        show_error=False,
+        allowed_paths=[str(config.paths.output_dir)],
+        favicon_path=str(STATIC_DIR / "logo.svg"),
+        css_paths=[STATIC_DIR / "style.css"],
+        theme=gr.themes.Soft(),
+        footer_links=["gradio"],
+        **kwargs,
+    )
+
+
+class _Page:
+    def __init__(self, config: AppConfig, service: VideoService):
+        self.config = config
+        self.service = service
+        self.settings = config.generation
+
+    # -- layout ----------------------------------------------------------------
+
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="Image-to-Video") as demo:
+            self._header()
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=5):
+                    inputs = self._inputs()
+                with gr.Column(scale=6):
+                    outputs = self._outputs()
+            history = gr.Gallery(label="Past results (newest first)", columns=4, height="auto",
+                                 object_fit="contain", value=self._history_items)
+            self._wire(demo, inputs, outputs, history)
+        return demo
+
+    def _header(self) -> None:
+        logo = (STATIC_DIR / "logo.svg").read_text()
+        gr.HTML(f'<div class="app-header">{logo}<div><h1>Image-to-Video</h1>'
+                "<p>Turn one picture and a sentence into a short video (I2VGen-XL).</p></div></div>")
+        if self.config.model.demo:
+            gr.Markdown(DEMO_BANNER, elem_classes=["demo-banner"])
+        self.status = gr.Markdown(self._status_text, elem_classes=["model-status"])
+        self.timer = gr.Timer(2.0)
+
+    def _inputs(self) -> dict[str, gr.components.Component]:
+        s, d = self.settings, self.settings.defaults
+        c: dict[str, Any] = {}
+        c["image"] = UploadedImage(label="Image", type="filepath", sources=["upload", "clipboard"],
+                                   height=320)
+        gr.Markdown(_HELP["image"])
+        c["prompt"] = gr.Textbox(label="Prompt", info=_HELP["prompt"], lines=2,
+                                 max_length=s.max_prompt_chars, placeholder="the waves roll in slowly")
+        c["negative_prompt"] = gr.Textbox(label="Negative prompt", info=_HELP["negative"],
+                                          value=d.negative_prompt, max_length=s.max_prompt_chars)
+        c["preset"] = gr.Radio(list(s.presets), label="Preset", value=self._matching_preset(),
+                               info="One click sets resolution, frames, FPS, steps and guidance.")
+        with gr.Accordion("Settings", open=True):
+            c["resolution"] = gr.Radio(list(s.resolutions), value=d.resolution, label="Resolution",
+                                       info=_HELP["resolution"])
+            c["num_frames"] = Slider(int(s.num_frames.min), int(s.num_frames.max), step=1,
+                                        value=d.num_frames, label="Frames", info=_HELP["frames"])
+            c["fps"] = Slider(int(s.fps.min), int(s.fps.max), step=1, value=d.fps, label="FPS",
+                                 info=_HELP["fps"])
+            c["num_inference_steps"] = Slider(int(s.num_inference_steps.min),
+                                                 int(s.num_inference_steps.max), step=1,
+                                                 value=d.num_inference_steps, label="Steps",
+                                                 info=_HELP["steps"])
+            c["guidance_scale"] = Slider(s.guidance_scale.min, s.guidance_scale.max, step=0.5,
+                                            value=d.guidance_scale, label="Guidance scale",
+                                            info=_HELP["guidance"])
+            with gr.Row():
+                c["random_seed"] = gr.Checkbox(value=d.seed == RANDOM_SEED, label="Random seed")
+                c["seed"] = SeedNumber(value=max(d.seed, 0), precision=0, minimum=0, maximum=2**32 - 1,
+                                      label="Seed", info=_HELP["seed"], interactive=d.seed != RANDOM_SEED)
+        with gr.Row():
+            c["generate"] = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=3)
+            c["cancel"] = gr.Button("Cancel", variant="stop", scale=1)
+        examples = ensure_examples(STATIC_DIR / "examples")
+        gr.Examples([[str(path), prompt] for path, prompt in examples], [c["image"], c["prompt"]],
+                    label="Examples: click one to try it")
+        return c
+
+    def _outputs(self) -> dict[str, gr.components.Component]:
+        c: dict[str, Any] = {}
+        c["video"] = gr.Video(label="Video", autoplay=True, loop=True, height=420, interactive=False,
+                              buttons=["download"])
+        c["info"] = gr.Markdown("Your video will appear here.", elem_classes=["result-info"])
+        c["files"] = gr.File(label="Download the video and its settings (.json)", file_count="multiple",
+                             interactive=False)
+        c["reuse_seed"] = gr.Button("Reuse this seed", visible=False, size="sm")
+        c["last_seed"] = gr.State(None)
+        return c
+
+    # -- events ----------------------------------------------------------------
+
+    def _wire(self, demo, i: dict, o: dict, history: gr.Gallery) -> None:
+        params = [i[k] for k in ("resolution", "num_frames", "fps", "num_inference_steps", "guidance_scale")]
+        # Page helpers: instant, outside the GPU queue, and left out of the API docs.
+        quick = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
+        self.timer.tick(self._status_text, outputs=self.status, **quick)
+        i["preset"].input(self._apply_preset, i["preset"], params, **quick)
+        for component in params:
+            component.input(self._preset_for, params, i["preset"], **quick)
+        i["random_seed"].change(lambda r: gr.Number(interactive=not r), i["random_seed"], i["seed"], **quick)
+        generate = i["generate"].click(
+            self.generate,
+            [i["image"], i["prompt"], i["negative_prompt"], *params, i["seed"], i["random_seed"]],
+            [o["video"], o["info"], o["files"], o["last_seed"], o["reuse_seed"], history],
+            api_name="generate", concurrency_limit=1, concurrency_id="gpu", trigger_mode="once",
+            show_progress_on=[o["video"]],
+        )
+        i["cancel"].click(self.cancel, None, None, cancels=[generate], queue=False, api_name="cancel")
+        o["reuse_seed"].click(lambda seed: (False, seed), o["last_seed"], [i["random_seed"], i["seed"]], **quick)
+        demo.load(self._history_items, None, history, **quick)
+
+    def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
+                 seed, random_seed, request: gr.Request, progress=gr.Progress()):
+        """Run one job for this browser session; every failure becomes a message."""
+        def report(p: Progress) -> None:
+            progress((p.done, p.total), desc=p.describe(), unit="steps" if p.stage == "denoising" else "")
+
+        try:
+            result = self.service.generate(
+                image, prompt, owner=_owner(request), progress=report,
+                negative_prompt=negative_prompt, resolution=resolution, num_frames=num_frames, fps=fps,
+                num_inference_steps=steps, guidance_scale=guidance,
+                seed=RANDOM_SEED if random_seed else seed)
+        except AppError as error:
+            log.info("Generation refused or stopped: %s", error)
+            raise gr.Error(str(error), print_exception=False) from None
+        except Exception:
+            log.exception("Generation failed")
+            raise gr.Error("Something went wrong while making the video. Please try again; if it keeps "
+                           "happening, the log file in logs/ has the details.", print_exception=False) from None
+        info = _describe_result(result.metadata)
+        files = [str(result.video_path), str(result.metadata_path)]
+        return (str(result.video_path), info, files, result.seed, gr.Button(visible=True),
+                self._history_items())
+
+    def cancel(self, request: gr.Request) -> None:
+        if self.service.cancel(_owner(request)):
+            gr.Info("Cancelling: the video stops at the next step.")
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _status_text(self) -> str:
+        status = self.service.engine.status
+        icon = {ModelState.READY: "🟢", ModelState.ERROR: "🔴", ModelState.DOWNLOADING: "⬇️",
+                ModelState.LOADING: "⏳", ModelState.NOT_LOADED: "⏳"}[status.state]
+        text = f"{icon} **Model {status.state.value}**: {status.message}"
+        if status.device:
+            text += f"  \nDevice: {status.device}"
+        if status.is_demo and status.state is ModelState.READY:
+            text += "  \nServing the **demo model**: its videos are random noise."
+        return text
+
+    def _apply_preset(self, name: str):
+        preset = self.settings.presets[name]
+        return (preset.resolution, preset.num_frames, preset.fps, preset.num_inference_steps,
+                preset.guidance_scale)
+
+    def _preset_for(self, resolution, num_frames, fps, steps, guidance) -> str | None:
+        current = (resolution, num_frames, fps, steps, guidance)
+        for name in self.settings.presets:
+            if self._apply_preset(name) == current:
+                return name
+        return None
+
+    def _matching_preset(self) -> str | None:
+        d = self.settings.defaults
+        return self._preset_for(d.resolution, d.num_frames, d.fps, d.num_inference_steps, d.guidance_scale)
+
+    def _history_items(self) -> list[tuple[str, str]]:
+        items = []
+        for record in self.service.history():
+            p = record.get("parameters", {})
+            caption = (f"{p.get('prompt', '')[:60]} · {p.get('resolution')} · {p.get('num_frames')} frames"
+                       f" · seed {p.get('seed')}")
+            items.append((record["video_path"], caption))
+        return items
+
+
+def _owner(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
+def _describe_result(record: dict) -> str:
+    p, t, v = record["parameters"], record["timings_s"], record["video_info"]
+    text = (f"**Done** in {format_seconds(t['total'])}: {v['width']}x{v['height']}, {v['frames']} frames "
+            f"at {v['fps']:g} fps ({v['duration_s']:.1f} s), seed **{p['seed']}**.  \n"
+            f"Saved as `{record['video']}` in the output folder, with its settings in "
+            f"`{Path(record['video']).with_suffix('.json').name}`.")
+    if record["model"]["demo"]:
+        text += "  \nMade with the demo model: the video is noise by design."
+    return text
+
+
+DEMO_BANNER = """\
+**Demo mode: this is not the real model.** It serves a tiny built-in model with random weights, so
+the whole app works on any machine, but every video it makes is coloured noise.
+To make real videos, run the app on a machine with an NVIDIA GPU (12 GB or more):
+`bash start_app.sh` there loads I2VGen-XL (about 5 GB, downloaded once into `models/`).
+See the README for details."""

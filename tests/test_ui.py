@@ -1,0 +1,131 @@
+"""End to end: the real `python main.py --demo` on a free port, driven with gradio_client."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError as ClientError
+
+from image_to_video.config import PROJECT_DIR
+from image_to_video.examples import ensure_examples
+from image_to_video.video import probe_video
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (root / "app.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "main.py", "--demo", "--host", "127.0.0.1", "--port", str(port),
+         "--output-dir", str(root / "outputs"), "--models-dir", str(root / "models")],
+        cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        client = _wait_until_ready(url, process, root / "app.log")
+        yield {"url": url, "client": client, "outputs": root / "outputs", "log": root / "app.log"}
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def _wait_until_ready(url: str, process, log: Path, timeout: float = 180) -> Client:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            client = Client(url, verbose=False)
+            while "Model ready" not in client.predict(api_name="/_status_text"):
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            return client
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    raise AssertionError(f"the app did not become ready:\n{log.read_text()}")
+
+
+def example_image() -> str:
+    path, _ = ensure_examples(PROJECT_DIR / "static" / "examples")[0]
+    return str(path)
+
+
+def generate(client: Client, image, prompt="the waves roll in slowly", **params):
+    values = dict(negative_prompt="", resolution="512p", num_frames=16, fps=8, steps=50, guidance=9.0,
+                  seed=0, random_seed=True)
+    values.update(params)
+    return client.submit(handle_file(image), prompt, *values.values(), api_name="/generate")
+
+
+def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(server):
+    job = generate(server["client"], example_image())
+    video, info, files, gallery = job.result(timeout=600)
+    decoded = probe_video(Path(video))
+    assert (decoded.width, decoded.height, decoded.frames, decoded.fps) == (512, 512, 16, 8.0)
+    assert (decoded.codec, decoded.pixel_format) == ("h264", "yuv420p")
+    assert "seed" in info and "demo model" in info
+
+    saved = list(server["outputs"].glob("video_*.mp4"))
+    assert len(saved) == 1 and probe_video(saved[0]).frames == 16
+    record = json.loads(saved[0].with_suffix(".json").read_text())
+    assert record["parameters"]["num_frames"] == 16 and record["model"]["demo"] is True
+    assert str(record["parameters"]["seed"]) in info
+    assert Path(files[1]).name == saved[0].with_suffix(".json").name
+    assert gallery and gallery[0]["caption"].startswith("the waves roll in slowly")
+
+
+def test_a_text_file_named_png_gets_a_clear_message(server, tmp_path):
+    fake = tmp_path / "photo.png"
+    fake.write_text("this is not a picture")
+    with pytest.raises(ClientError, match="not an image we can read"):
+        generate(server["client"], str(fake)).result(timeout=60)
+
+
+def test_limits_hold_for_api_callers_too(server):
+    with pytest.raises(ClientError, match="Frames 99 is out of range. Allowed: 8 to 32"):
+        generate(server["client"], example_image(), num_frames=99).result(timeout=60)
+    with pytest.raises(ClientError, match="Please write a prompt"):
+        generate(server["client"], example_image(), prompt="  ").result(timeout=60)
+
+
+def test_cancel_stops_a_running_job(server):
+    client = server["client"]
+    before = set(server["outputs"].glob("*.mp4"))
+    job = generate(client, example_image(), steps=100, num_frames=32)
+    deadline = time.monotonic() + 120
+    while not (job.status().progress_data or [None])[0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    client.predict(api_name="/cancel")
+    with pytest.raises(ClientError, match="Cancelled"):
+        job.result(timeout=120)
+    assert set(server["outputs"].glob("*.mp4")) == before
+
+
+def test_queue_bypass_and_monitoring_routes_are_closed(server):
+    request = urllib.request.Request(server["url"] + "gradio_api/run/generate", method="POST",
+                                     data=b'{"data": []}', headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    assert error.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(server["url"] + "monitoring/summary", timeout=10)
+    assert error.value.code in (403, 404)
+
+
+def test_page_says_it_is_the_demo_model(server):
+    config = json.loads(urllib.request.urlopen(server["url"] + "config", timeout=10).read())
+    texts = json.dumps(config)
+    assert "Demo mode: this is not the real model" in texts
+    assert "start_app.sh" in texts
+    log = server["log"].read_text()
+    assert "Demo mode" in log and "Traceback" not in log
