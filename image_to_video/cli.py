@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", help="auto, float16, bfloat16 or float32 (config: model.dtype)")
     parser.add_argument("--output-dir", metavar="DIR", help="where videos go (config: paths.output_dir)")
     parser.add_argument("--models-dir", metavar="DIR", help="where models go (config: paths.models_dir)")
+    parser.add_argument("--pid-file", metavar="FILE",
+                        help="remove FILE on exit if it holds this process's id (used by start_app.sh)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="how much to log (default: INFO)")
     parser.add_argument("--version", action="version", version=f"Image-to-Video {__version__}")
@@ -73,14 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[ERROR] {error}", file=sys.stderr)
         return 2
     setup_logging(args.log_level)
-    return serve(config)
+    return serve(config, pid_file=args.pid_file)
 
 
-def serve(config: AppConfig) -> int:
+def serve(config: AppConfig, pid_file: str | None = None) -> int:
     """Start loading the model in the background and serve the page until stopped."""
+    from pathlib import Path
+
     from .engine import Engine
+    from .server import run_server
     from .service import VideoService
-    from .ui import DEMO_BANNER, build_ui, launch
+    from .ui import DEMO_BANNER
 
     for folder in (config.paths.output_dir, config.paths.log_dir, config.paths.models_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -89,10 +94,10 @@ def serve(config: AppConfig) -> int:
     engine = Engine(config.model, config.model_path, config.paths.models_dir)
     engine.start_loading()
     service = VideoService(config, engine)
-    demo = build_ui(config, service)
     log.info("Serving on http://%s:%d (local: http://localhost:%d)",
              config.server.host, config.server.port, config.server.port)
-    launch(demo, config, quiet=True)
+    run_server(config, service, pid_file=Path(pid_file) if pid_file else None)
+    log.info("Stopped")
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from . import __version__
 from .config import AppConfig
 from .engine import Engine, Progress, ProgressFn
-from .errors import InvalidInput
+from .errors import InvalidInput, ModelUnavailable
 from .request import GenerationRequest, build_request
 from .video import new_video_name, write_json, write_video
 
@@ -52,6 +52,13 @@ class VideoService:
         self._gpu = threading.Lock()
         self._active: dict[str, threading.Event] = {}
         self._active_lock = threading.Lock()
+        self._closing = False
+
+    @property
+    def busy(self) -> bool:
+        """True while a job is waiting for or using the GPU."""
+        with self._active_lock:
+            return bool(self._active)
 
     def generate(self, image: Any, prompt: Any, *, owner: str = "local",
                  progress: ProgressFn | None = None, **params: Any) -> VideoResult:
@@ -78,8 +85,28 @@ class VideoService:
             event.set()
         return event is not None
 
+    def shutdown(self, grace_s: float) -> None:
+        """Take no new jobs; give running ones ``grace_s`` seconds, then cancel them."""
+        self._closing = True
+        if self._wait_idle(grace_s):
+            return
+        with self._active_lock:
+            events = list(self._active.values())
+        log.warning("Cancelling %d unfinished job(s) to shut down", len(events))
+        for event in events:
+            event.set()
+        self._wait_idle(30)
+
+    def _wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return not self.busy
+
     def _claim(self, owner: str) -> threading.Event:
         with self._active_lock:
+            if self._closing:
+                raise ModelUnavailable("The server is shutting down; try again in a minute.")
             if owner in self._active:
                 raise InvalidInput("A video is already being made for you; wait for it to finish "
                                    "or press Cancel before starting another.")

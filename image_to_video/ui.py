@@ -1,9 +1,8 @@
 """The Gradio page: upload, prompt, settings, Generate/Cancel, progress, result, history.
 
-``build_ui`` returns a ``gr.Blocks`` without starting anything; ``launch`` serves it
-with the queue and server settings the app needs (one GPU job at a time, the
-queue-bypassing REST routes closed, an upload cap, no monitoring endpoint).
-All limits, defaults and presets come from the config; none is written here.
+``build_ui`` returns a ``gr.Blocks`` without starting anything; ``server.create_app``
+mounts it with the queue and server settings the app needs. All limits, defaults
+and presets come from the config; none is written here.
 """
 
 from __future__ import annotations
@@ -82,24 +81,6 @@ def build_ui(config: AppConfig, service: VideoService) -> gr.Blocks:
     """Build the page. Nothing is started or loaded here."""
     page = _Page(config, service)
     return page.build()
-
-
-def launch(demo: gr.Blocks, config: AppConfig, **kwargs: Any):
-    """Serve ``demo`` with the queue and server settings the app depends on."""
-    demo.queue(default_concurrency_limit=1, api_open=False)
-    return demo.launch(
-        server_name=config.server.host,
-        server_port=config.server.port,
-        max_file_size=f"{config.server.max_upload_mb:g}mb",
-        enable_monitoring=False,
-        show_error=False,
-        allowed_paths=[str(config.paths.output_dir)],
-        favicon_path=str(STATIC_DIR / "logo.svg"),
-        css_paths=[STATIC_DIR / "style.css"],
-        theme=gr.themes.Soft(),
-        footer_links=["gradio"],
-        **kwargs,
-    )
 
 
 class _Page:

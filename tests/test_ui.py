@@ -44,14 +44,13 @@ def _wait_until_ready(url: str, process, log: Path, timeout: float = 180) -> Cli
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text()
         try:
-            urllib.request.urlopen(url, timeout=5)
-            client = Client(url, verbose=False)
-            while "Model ready" not in client.predict(api_name="/_status_text"):
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
-            return client
+            status = json.loads(urllib.request.urlopen(url + "api/status", timeout=5).read())
         except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.5)
+            status = None
+        if status and status["model"]["state"] == "ready":
+            return Client(url, verbose=False)
+        assert not status or status["model"]["state"] != "error", status
+        time.sleep(0.5)
     raise AssertionError(f"the app did not become ready:\n{log.read_text()}")
 
 
@@ -129,3 +128,9 @@ def test_page_says_it_is_the_demo_model(server):
     assert "start_app.sh" in texts
     log = server["log"].read_text()
     assert "Demo mode" in log and "Traceback" not in log
+
+
+def test_status_endpoint_reports_the_model(server):
+    status = json.loads(urllib.request.urlopen(server["url"] + "api/status", timeout=10).read())
+    assert status["model"]["state"] == "ready" and status["model"]["demo"] is True
+    assert "CPU" in status["model"]["device"] and status["busy"] is False
