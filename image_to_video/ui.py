@@ -99,8 +99,9 @@ class _Page:
                     inputs = self._inputs()
                 with gr.Column(scale=6):
                     outputs = self._outputs()
-            history = gr.Gallery(label="Past results (newest first)", columns=4, height="auto",
-                                 object_fit="contain", value=self._history_items)
+            history = gr.Dataframe(headers=list(_HISTORY_COLUMNS), value=self._history_rows, interactive=False,
+                                   wrap=True, max_height=360, label="Past results (newest first): "
+                                   "click a row to open it")
             self._wire(demo, inputs, outputs, history)
         return demo
 
@@ -125,6 +126,9 @@ class _Page:
                                           value=d.negative_prompt, max_length=s.max_prompt_chars)
         c["preset"] = gr.Radio(list(s.presets), label="Preset", value=self._matching_preset(),
                                info="One click sets resolution, frames, FPS, steps and guidance.")
+        with gr.Row():
+            c["generate"] = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=3)
+            c["cancel"] = gr.Button("Cancel", variant="stop", scale=1)
         with gr.Accordion("Settings", open=True):
             c["resolution"] = gr.Radio(list(s.resolutions), value=d.resolution, label="Resolution",
                                        info=_HELP["resolution"])
@@ -143,9 +147,6 @@ class _Page:
                 c["random_seed"] = gr.Checkbox(value=d.seed == RANDOM_SEED, label="Random seed")
                 c["seed"] = SeedNumber(value=max(d.seed, 0), precision=0, minimum=0, maximum=2**32 - 1,
                                       label="Seed", info=_HELP["seed"], interactive=d.seed != RANDOM_SEED)
-        with gr.Row():
-            c["generate"] = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=3)
-            c["cancel"] = gr.Button("Cancel", variant="stop", scale=1)
         examples = ensure_examples(STATIC_DIR / "examples")
         gr.Examples([[str(path), prompt] for path, prompt in examples], [c["image"], c["prompt"]],
                     label="Examples: click one to try it")
@@ -164,7 +165,7 @@ class _Page:
 
     # -- events ----------------------------------------------------------------
 
-    def _wire(self, demo, i: dict, o: dict, history: gr.Gallery) -> None:
+    def _wire(self, demo, i: dict, o: dict, history: gr.Dataframe) -> None:
         params = [i[k] for k in ("resolution", "num_frames", "fps", "num_inference_steps", "guidance_scale")]
         # Page helpers: instant, outside the GPU queue, and left out of the API docs.
         quick = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
@@ -182,7 +183,8 @@ class _Page:
         )
         i["cancel"].click(self.cancel, None, None, cancels=[generate], queue=False, api_name="cancel")
         o["reuse_seed"].click(lambda seed: (False, seed), o["last_seed"], [i["random_seed"], i["seed"]], **quick)
-        demo.load(self._history_items, None, history, **quick)
+        history.select(self._open_past, None, [o["video"], o["info"], o["files"]], **quick)
+        demo.load(self._history_rows, None, history, **quick)
 
     def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
                  seed, random_seed, request: gr.Request, progress=gr.Progress()):
@@ -206,7 +208,7 @@ class _Page:
         info = _describe_result(result.metadata)
         files = [str(result.video_path), str(result.metadata_path)]
         return (str(result.video_path), info, files, result.seed, gr.Button(visible=True),
-                self._history_items())
+                self._history_rows())
 
     def cancel(self, request: gr.Request) -> None:
         if self.service.cancel(_owner(request)):
@@ -241,14 +243,25 @@ class _Page:
         d = self.settings.defaults
         return self._preset_for(d.resolution, d.num_frames, d.fps, d.num_inference_steps, d.guidance_scale)
 
-    def _history_items(self) -> list[tuple[str, str]]:
-        items = []
+    def _history_rows(self) -> list[list]:
+        rows = []
         for record in self.service.history():
             p = record.get("parameters", {})
-            caption = (f"{p.get('prompt', '')[:60]} · {p.get('resolution')} · {p.get('num_frames')} frames"
-                       f" · seed {p.get('seed')}")
-            items.append((record["video_path"], caption))
-        return items
+            rows.append([record.get("created", "")[:19].replace("T", " "), p.get("prompt", ""),
+                         p.get("resolution"), p.get("num_frames"), p.get("fps"), p.get("num_inference_steps"),
+                         p.get("guidance_scale"), p.get("seed"), record.get("video", "")])
+        return rows
+
+    def _open_past(self, event: gr.SelectData):
+        name = (event.row_value or [""])[-1]
+        for record in self.service.history(limit=1000):
+            if record.get("video") == name:
+                path = record["video_path"]
+                return path, _describe_result(record), [path, str(Path(path).with_suffix(".json"))]
+        raise gr.Error("That video is no longer in the output folder.", print_exception=False)
+
+
+_HISTORY_COLUMNS = ("Created", "Prompt", "Resolution", "Frames", "FPS", "Steps", "Guidance", "Seed", "File")
 
 
 def _owner(request: gr.Request | None) -> str:

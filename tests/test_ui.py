@@ -68,7 +68,7 @@ def generate(client: Client, image, prompt="the waves roll in slowly", **params)
 
 def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(server):
     job = generate(server["client"], example_image())
-    video, info, files, gallery = job.result(timeout=600)
+    video, info, files, history = job.result(timeout=600)
     decoded = probe_video(Path(video))
     assert (decoded.width, decoded.height, decoded.frames, decoded.fps) == (512, 512, 16, 8.0)
     assert (decoded.codec, decoded.pixel_format) == ("h264", "yuv420p")
@@ -80,7 +80,8 @@ def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(s
     assert record["parameters"]["num_frames"] == 16 and record["model"]["demo"] is True
     assert str(record["parameters"]["seed"]) in info
     assert Path(files[1]).name == saved[0].with_suffix(".json").name
-    assert gallery and gallery[0]["caption"].startswith("the waves roll in slowly")
+    rows = history["data"]
+    assert rows[0][1] == "the waves roll in slowly" and rows[0][-1] == saved[0].name
 
 
 def test_a_text_file_named_png_gets_a_clear_message(server, tmp_path):
