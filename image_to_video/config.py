@@ -171,6 +171,13 @@ class PathSettings:
 
 
 @dataclass(frozen=True)
+class LauncherSettings:
+    """Read by start_app.sh (before Python is set up); kept here so the file validates."""
+
+    conda_env: str = "torch28"
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """Everything the app is configured with. Build it with ``load_config``."""
 
@@ -179,6 +186,7 @@ class AppConfig:
     images: ImageSettings = field(default_factory=ImageSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     paths: PathSettings = field(default_factory=PathSettings)
+    launcher: LauncherSettings = field(default_factory=LauncherSettings)
 
     @property
     def model_path(self) -> str:

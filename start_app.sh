@@ -1,0 +1,605 @@
+#!/usr/bin/env bash
+#
+# start_app.sh: set up, start, watch, stop and restart the Image-to-Video app.
+#
+# The first run prepares the Python environment (the conda environment named in
+# config/model_config.yaml, else a project-local .venv with requirements.txt),
+# then every run checks the machine, starts main.py in the background, waits
+# until the page really answers and prints where to open it. Running it again
+# after a crash, a `pkill -9`, a reboot or an out-of-memory error just works.
+#
+# Sourcing this file defines the functions without running anything (for tests).
+
+readonly APP_NAME="Image-to-Video"
+APP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly APP_DIR
+readonly CONFIG_FILE="${APP_DIR}/config/model_config.yaml"
+readonly REQUIREMENTS="${APP_DIR}/requirements.txt"
+readonly VENV_DIR="${I2V_VENV_DIR:-${APP_DIR}/.venv}"
+readonly RUN_DIR="${APP_DIR}/run"
+readonly GRADIO_TMP="${APP_DIR}/.gradio/tmp"
+readonly KEEP_LOGS=20                      # app_*.log files kept in logs/
+readonly READY_TIMEOUT="${I2V_READY_TIMEOUT:-1800}"  # seconds; a first model download is ~5 GB
+readonly STOP_TIMEOUT=20                   # seconds between TERM and KILL
+readonly MIN_PYTHON_MINOR=10               # Python 3.10+
+
+# Options (set by parse_args).
+COMMAND="start"
+OPT_PORT=""
+OPT_HOST=""
+OPT_MODEL=""
+OPT_DEMO=0
+OPT_FOREGROUND=0
+OPT_QUIET=0
+OPT_DEBUG=0
+
+# Filled in by ensure_env / preflight.
+PYTHON=""
+ENV_DESCRIPTION=""
+declare -A PRE=()
+
+usage() {
+  cat <<EOF
+Usage: bash start_app.sh [COMMAND] [OPTIONS]
+
+Set up, start and manage the ${APP_NAME} web app.
+
+Commands:
+  start       prepare the environment if needed, start the app, wait until it is ready (default)
+  stop        stop the app (TERM to its process group, then KILL after ${STOP_TIMEOUT} s)
+  restart     stop, then start
+  status      say whether the app runs, with its PID, address, uptime and model state
+  logs        follow the newest log file
+
+Options:
+  --port N        port to serve on (default: server.port in config/model_config.yaml, 7860)
+  --host ADDR     address to listen on (default: server.host, 0.0.0.0 = the whole network)
+  --demo          serve the built-in demo model (random weights; runs anywhere; videos are noise)
+  --model SOURCE  model folder or hub repo id (default: model.source in the config)
+  --foreground    run in this terminal instead of the background (Ctrl+C stops it)
+  --quiet         print only errors and the final address lines
+  --debug         trace this script and log the app at DEBUG level
+  -h, --help      show this help
+
+Without a CUDA GPU, and unless a model is asked for (--model, I2V_MODEL_SOURCE or a
+model.source other than the default), the demo model is served.
+
+Environment:
+  CONDA_ENV           conda environment to use (default: launcher.conda_env, torch28);
+                      'none' skips conda and uses ${VENV_DIR/#${APP_DIR}\//}
+  I2V_READY_TIMEOUT   seconds to wait for the app to be ready (default ${READY_TIMEOUT})
+  NO_COLOR            set to turn colours off
+EOF
+}
+
+# -- output --------------------------------------------------------------------
+
+setup_colours() {
+  if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
+    C_RED=$'\033[31m'; C_GREEN=$'\033[32m'; C_YELLOW=$'\033[33m'; C_BLUE=$'\033[34m'; C_OFF=$'\033[0m'
+  else
+    C_RED=""; C_GREEN=""; C_YELLOW=""; C_BLUE=""; C_OFF=""
+  fi
+}
+
+say() { [[ "${OPT_QUIET}" == 1 ]] || printf '%s\n' "$*"; }
+info() { say "${C_BLUE}[INFO]${C_OFF} $*"; }
+success() { say "${C_GREEN}[SUCCESS]${C_OFF} $*"; }
+warn() { printf '%s\n' "${C_YELLOW}[WARNING]${C_OFF} $*" >&2; }
+error() { printf '%s\n' "${C_RED}[ERROR]${C_OFF} $*" >&2; }
+die() { error "$@"; exit 1; }
+debug() { [[ "${OPT_DEBUG}" == 1 ]] && printf '[DEBUG] %s\n' "$*" >&2; return 0; }
+
+# -- arguments -----------------------------------------------------------------
+
+parse_args() {
+  while (($#)); do
+    case "$1" in
+      start|stop|restart|status|logs) COMMAND="$1" ;;
+      --port) OPT_PORT="${2:?--port needs a number}"; shift ;;
+      --port=*) OPT_PORT="${1#*=}" ;;
+      --host) OPT_HOST="${2:?--host needs an address}"; shift ;;
+      --host=*) OPT_HOST="${1#*=}" ;;
+      --model) OPT_MODEL="${2:?--model needs a folder or repo id}"; shift ;;
+      --model=*) OPT_MODEL="${1#*=}" ;;
+      --demo) OPT_DEMO=1 ;;
+      --foreground) OPT_FOREGROUND=1 ;;
+      --quiet|-q) OPT_QUIET=1 ;;
+      --debug) OPT_DEBUG=1 ;;
+      -h|--help) usage; exit 0 ;;
+      *) error "Unknown argument: $1"; printf 'Run "bash start_app.sh --help" for the options.\n' >&2; exit 2 ;;
+    esac
+    shift
+  done
+  if [[ -n "${OPT_PORT}" && ! "${OPT_PORT}" =~ ^[0-9]+$ ]]; then
+    error "--port must be a number, not '${OPT_PORT}'."; exit 2
+  fi
+}
+
+# -- environment ---------------------------------------------------------------
+
+# The conda environment's name: CONDA_ENV, else launcher.conda_env in the config, else torch28.
+conda_env_name() {
+  if [[ -n "${CONDA_ENV:-}" ]]; then
+    printf '%s\n' "${CONDA_ENV}"
+    return
+  fi
+  local name
+  name="$(awk '/^launcher:/ {inside=1; next} /^[^ #]/ {inside=0}
+               inside && $1 == "conda_env:" {print $2; exit}' "${CONFIG_FILE}" 2>/dev/null)"
+  printf '%s\n' "${name:-torch28}"
+}
+
+find_conda() {
+  local candidate
+  for candidate in "${CONDA_EXE:-}" "$(command -v conda 2>/dev/null)" \
+      "${HOME}/miniconda3/bin/conda" "${HOME}/anaconda3/bin/conda" "/opt/conda/bin/conda"; do
+    if [[ -n "${candidate}" && -x "${candidate}" ]]; then
+      printf '%s\n' "${candidate}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Activate the named conda environment; returns 1 if conda or the environment is missing.
+activate_conda() {
+  local name="$1" conda hook
+  conda="$(find_conda)" || { debug "conda not found"; return 1; }
+  "${conda}" env list 2>/dev/null | awk '!/^#/ {print $1}' | grep -qxF "${name}" \
+    || { info "Conda has no environment '${name}'; using ${VENV_DIR/#${APP_DIR}\//} instead."; return 1; }
+  # The shell hook makes `conda activate` work in a non-interactive shell.
+  hook="$("${conda}" shell.bash hook 2>/dev/null)" || { warn "'conda shell.bash hook' failed."; return 1; }
+  eval "${hook}"
+  conda activate "${name}" || { warn "'conda activate ${name}' failed."; return 1; }
+  PYTHON="$(command -v python)"
+  ENV_DESCRIPTION="conda environment ${name}"
+  success "Conda environment activated: ${name}"
+}
+
+# A Python 3.10+ to build the virtual environment with.
+find_system_python() {
+  local candidate
+  for candidate in python3.12 python3.11 python3.10 python3 python; do
+    if command -v "${candidate}" >/dev/null 2>&1 && python_is_recent "${candidate}"; then
+      command -v "${candidate}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+python_is_recent() {
+  "$1" -c "import sys; sys.exit(0 if sys.version_info >= (3, ${MIN_PYTHON_MINOR}) else 1)" 2>/dev/null
+}
+
+requirements_hash() {
+  sha256sum "${REQUIREMENTS}" | awk '{print $1}'
+}
+
+# True when the venv's packages were installed from a different requirements.txt.
+requirements_changed() {
+  [[ "$(cat "${VENV_DIR}/.requirements.sha256" 2>/dev/null)" != "$(requirements_hash)" ]]
+}
+
+# Create (first run) or update (requirements.txt changed) the project's .venv, then use it.
+ensure_venv() {
+  local system_python torch_pin
+  if [[ ! -x "${VENV_DIR}/bin/python" ]]; then
+    system_python="$(find_system_python)" \
+      || die "Python 3.${MIN_PYTHON_MINOR} or newer is needed. Install it (e.g. 'apt install python3 python3-venv') and run this again."
+    info "Creating the virtual environment ${VENV_DIR} (first run only)..."
+    "${system_python}" -m venv "${VENV_DIR}" \
+      || die "Could not create ${VENV_DIR}. On Debian/Ubuntu install the venv module: apt install python3-venv"
+  fi
+  if requirements_changed; then
+    torch_pin="$(grep -E '^torch==' "${REQUIREMENTS}" | head -n 1)"
+    info "Installing packages from requirements.txt (${torch_pin} first; the first time takes a few minutes)..."
+    if ! { "${VENV_DIR}/bin/python" -m pip install --quiet --upgrade pip >&2 \
+           && "${VENV_DIR}/bin/python" -m pip install --quiet "${torch_pin}" >&2 \
+           && "${VENV_DIR}/bin/python" -m pip install --quiet -r "${REQUIREMENTS}" >&2; }; then
+      die "Installing the packages failed (see the pip output above). Check the network and disk space, then run this again."
+    fi
+    requirements_hash > "${VENV_DIR}/.requirements.sha256"
+    success "Packages installed into ${VENV_DIR}"
+  fi
+  PYTHON="${VENV_DIR}/bin/python"
+  ENV_DESCRIPTION="virtual environment ${VENV_DIR}"
+  # shellcheck disable=SC1091
+  source "${VENV_DIR}/bin/activate"
+  success "Virtual environment ready: ${VENV_DIR/#${APP_DIR}\//}"
+}
+
+ensure_env() {
+  local name
+  name="$(conda_env_name)"
+  if [[ "${name}" == "none" ]] || ! activate_conda "${name}"; then
+    ensure_venv
+  fi
+  python_is_recent "${PYTHON}" \
+    || die "The ${ENV_DESCRIPTION} has $("${PYTHON}" --version 2>&1); ${APP_NAME} needs Python 3.${MIN_PYTHON_MINOR}+."
+}
+
+# -- checks --------------------------------------------------------------------
+
+# Run the app's own preflight and keep its KEY=VALUE answers in PRE.
+preflight() {
+  local output status key value
+  local -a args=()
+  [[ -n "${OPT_PORT}" ]] && args+=(--port "${OPT_PORT}")
+  [[ -n "${OPT_HOST}" ]] && args+=(--host "${OPT_HOST}")
+  [[ -n "${OPT_MODEL}" ]] && args+=(--model "${OPT_MODEL}")
+  output="$(cd "${APP_DIR}" && "${PYTHON}" -m image_to_video.preflight "${args[@]}" 2>&1)"
+  status=$?
+  while IFS='=' read -r key value; do
+    [[ "${key}" =~ ^[A-Z_]+$ ]] && PRE["${key}"]="${value}"
+  done <<< "${output}"
+  if ((status != 0)); then
+    if [[ -n "${PRE[ERROR]:-}" ]]; then
+      die "${PRE[ERROR]}"
+    fi
+    error "The app's packages do not import in the ${ENV_DESCRIPTION}:"
+    printf '%s\n' "${output}" | tail -n 5 >&2
+    die "Reinstall them: '${PYTHON} -m pip install -r requirements.txt' (or delete .venv and run this again)."
+  fi
+  debug "preflight: ${output//$'\n'/ }"
+}
+
+report_checks() {
+  success "Python ${PRE[PYTHON]}, torch ${PRE[TORCH]}, gradio ${PRE[GRADIO]}"
+  if [[ "${PRE[CUDA]}" == 1 ]]; then
+    success "GPU: ${PRE[GPU]} (CUDA ${PRE[TORCH_CUDA]})"
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    warn "nvidia-smi sees a GPU but torch does not (torch ${PRE[TORCH]}): install the CUDA build of torch, e.g. 'pip install torch==${PRE[TORCH]%%+*}' from a machine that reaches PyPI, and check the driver with nvidia-smi."
+  else
+    info "No NVIDIA GPU found (nvidia-smi: $(command -v nvidia-smi >/dev/null 2>&1 && echo 'no device' || echo 'not installed'))."
+  fi
+  if [[ -z "${PRE[FFMPEG]}" ]]; then
+    die "imageio-ffmpeg has no ffmpeg binary for this machine. Reinstall it: '${PYTHON} -m pip install --force-reinstall imageio-ffmpeg'."
+  fi
+  if [[ "${PRE[DISK_LOW]}" == 1 ]]; then
+    warn "Only ${PRE[DISK_FREE_GB]} GB free for ${PRE[OUTPUT_DIR]}: the model needs ~5 GB and each video a few MB."
+  fi
+}
+
+# The demo model is served when there is no CUDA GPU and nobody asked for a model.
+want_demo() {
+  [[ "${OPT_DEMO}" == 1 ]] && return 0
+  [[ -n "${OPT_MODEL}" || -n "${I2V_MODEL_SOURCE:-}" || "${PRE[MODEL_EXPLICIT]}" == 1 ]] && return 1
+  [[ "${PRE[CUDA]}" != 1 ]]
+}
+
+print_demo_banner() {
+  say ""
+  say "${C_YELLOW}==================================================================${C_OFF}"
+  say "${C_YELLOW} DEMO MODE: no CUDA GPU here, so the built-in demo model is served.${C_OFF}"
+  say " Its videos are random noise; it shows the app works on this machine."
+  say " For real videos run 'bash start_app.sh' on a server with an NVIDIA GPU"
+  say " (12 GB+). To force the real model here (hours per video on a CPU):"
+  say "   bash start_app.sh --model ali-vilab/i2vgen-xl"
+  say "${C_YELLOW}==================================================================${C_OFF}"
+  say ""
+}
+
+# -- processes -----------------------------------------------------------------
+
+pid_file() { printf '%s/app-%s.pid\n' "${RUN_DIR}" "$1"; }
+
+# Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
+process_start_ticks() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"  # drop "pid (comm) ", comm may hold spaces
+  awk '{print $20}' <<< "${stat}"
+}
+
+# Print the PID recorded for PORT if that process is still our app; else clean up and fail.
+running_pid() {
+  local port="$1" file pid ticks recorded
+  file="$(pid_file "${port}")"
+  [[ -f "${file}" ]] || return 1
+  read -r pid recorded _ < "${file}" || true
+  if [[ "${pid}" =~ ^[0-9]+$ ]] && ticks="$(process_start_ticks "${pid}")" \
+      && [[ "${ticks}" == "${recorded}" ]] && grep -qa "main.py" "/proc/${pid}/cmdline" 2>/dev/null; then
+    printf '%s\n' "${pid}"
+    return 0
+  fi
+  debug "stale PID file ${file} (${pid:-empty}); removing it"
+  rm -f "${file}"
+  return 1
+}
+
+# PIDs listening on PORT (empty if none; "?" if something listens but its PID is hidden).
+port_listeners() {
+  local port="$1" pids=""
+  if command -v lsof >/dev/null 2>&1; then
+    pids="$(lsof -nP -t -iTCP:"${port}" -sTCP:LISTEN 2>/dev/null | sort -u | tr '\n' ' ')"
+  elif command -v ss >/dev/null 2>&1; then
+    pids="$(ss -Hltnp "sport = :${port}" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | tr '\n' ' ')"
+  fi
+  if [[ -z "${pids// /}" ]] && ! port_bindable "${port}"; then
+    pids="?"
+  fi
+  printf '%s\n' "${pids% }"
+}
+
+# A bind test: true if nothing holds PORT (works without lsof and ss, and for other users' processes).
+port_bindable() {
+  "${PYTHON:-python3}" - "$1" <<'EOF' 2>/dev/null
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+EOF
+}
+
+check_port() {
+  local port="$1" listeners pid
+  listeners="$(port_listeners "${port}")"
+  if [[ -z "${listeners}" ]]; then
+    success "Port ${port} is free"
+    return 0
+  fi
+  if [[ "${listeners}" == "?" ]]; then
+    error "Port ${port} is in use by a process this user cannot see."
+  else
+    error "Port ${port} is in use by another program:"
+    for pid in ${listeners}; do
+      printf '  PID %s: %s\n' "${pid}" "$(ps -o args= -p "${pid}" 2>/dev/null | cut -c1-150)" >&2
+    done
+  fi
+  printf 'Start on another port: bash start_app.sh --port %s   (or stop that program first)\n' "$((port + 1))" >&2
+  exit 1
+}
+
+# Ask the running app for its state: prints "state<TAB>message<TAB>device<TAB>demo".
+app_status() {
+  local url="http://127.0.0.1:$1/api/status"
+  "${PYTHON:-python3}" - "${url}" <<'EOF' 2>/dev/null
+import json, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=3) as response:
+        s = json.load(response)
+except Exception:
+    sys.exit(1)
+m = s["model"]
+print("\t".join([m["state"], m["message"].replace("\t", " "), m["device"], str(m["demo"]).lower()]))
+EOF
+}
+
+uptime_of() {
+  local seconds
+  seconds="$(ps -o etimes= -p "$1" 2>/dev/null | tr -d ' ')"
+  [[ -n "${seconds}" ]] || { echo "unknown"; return; }
+  printf '%dh %02dm %02ds\n' "$((seconds / 3600))" "$((seconds % 3600 / 60))" "$((seconds % 60))"
+}
+
+# -- logs ----------------------------------------------------------------------
+
+new_log_file() {
+  local log_dir="$1" file
+  mkdir -p "${log_dir}"
+  file="${log_dir}/app_$(date +%Y%m%d_%H%M%S).log"
+  : > "${file}"
+  ln -sfn "$(basename "${file}")" "${log_dir}/latest.log"
+  prune_logs "${log_dir}"
+  printf '%s\n' "${file}"
+}
+
+# Keep the newest KEEP_LOGS app logs: logs do not grow without bound.
+prune_logs() {
+  local old
+  while IFS= read -r old; do
+    rm -f -- "${old}"
+  done < <(find "$1" -maxdepth 1 -name 'app_*.log' -type f -printf '%T@ %p\n' | sort -rn \
+             | tail -n +"$((KEEP_LOGS + 1))" | cut -d' ' -f2-)
+}
+
+likely_cause() {
+  local log="$1"
+  if grep -q "OutOfMemoryError\|CUDA out of memory" "${log}"; then
+    echo "The GPU ran out of memory. Stop other programs using it (nvidia-smi lists them) and start again."
+  elif grep -q "Address already in use\|error while attempting to bind" "${log}"; then
+    echo "The port was taken while the app started. Use another: bash start_app.sh --port N"
+  elif grep -q "ModuleNotFoundError\|ImportError" "${log}"; then
+    echo "A package is missing. Delete .venv (or fix the conda environment) and run this script again."
+  elif grep -q "No space left on device" "${log}"; then
+    echo "The disk is full. Free some space (old videos are in outputs/) and start again."
+  elif grep -q "\[ERROR\]" "${log}"; then
+    grep -m 1 "\[ERROR\]" "${log}"
+  else
+    echo "See the whole log: ${log}"
+  fi
+}
+
+# -- commands ------------------------------------------------------------------
+
+# Settle the port (flag, then config via preflight) for commands that only look.
+resolve_port() {
+  if [[ -n "${OPT_PORT}" ]]; then
+    PORT="${OPT_PORT}"
+  elif [[ -n "${PRE[PORT]:-}" ]]; then
+    PORT="${PRE[PORT]}"
+  else
+    PORT="$(awk '/^server:/ {inside=1; next} /^[^ #]/ {inside=0}
+                 inside && $1 == "port:" {print $2; exit}' "${CONFIG_FILE}" 2>/dev/null)"
+    PORT="${I2V_SERVER_PORT:-${PORT:-7860}}"
+  fi
+}
+
+cmd_start() {
+  local pid log_file host port
+  say "🚀 ${APP_NAME} launcher"
+  ensure_env
+  preflight
+  port="${PRE[PORT]}"
+  host="${PRE[HOST]}"
+  if pid="$(running_pid "${port}")"; then
+    success "${APP_NAME} is already running (PID ${pid})."
+    print_addresses "${host}" "${port}"
+    exit 0
+  fi
+  report_checks
+  check_port "${port}"
+  mkdir -p "${PRE[OUTPUT_DIR]}" "${RUN_DIR}" "${GRADIO_TMP}" \
+    || die "Cannot create the app's folders under ${APP_DIR}: check the permissions and free space."
+  rm -rf "${GRADIO_TMP:?}"/* 2>/dev/null || true
+  log_file="$(new_log_file "${PRE[LOG_DIR]}")"
+  success "Folders ready: ${PRE[OUTPUT_DIR]/#${APP_DIR}\//}, ${PRE[LOG_DIR]/#${APP_DIR}\//}"
+  success "Log file: ${log_file}"
+
+  local -a app_args=(main.py --host "${host}" --port "${port}" --pid-file "$(pid_file "${port}")")
+  [[ -n "${OPT_MODEL}" ]] && app_args+=(--model "${OPT_MODEL}")
+  if want_demo; then
+    app_args+=(--demo)
+    print_demo_banner
+  fi
+  [[ "${OPT_DEBUG}" == 1 ]] && app_args+=(--log-level DEBUG)
+  export_app_environment
+
+  if [[ "${OPT_FOREGROUND}" == 1 ]]; then
+    say "📡 Starting in the foreground (Ctrl+C stops it)..."
+    print_addresses "${host}" "${port}"
+    printf '%s %s %s %s\n' "$$" "$(process_start_ticks "$$")" "${port}" "${log_file}" > "$(pid_file "${port}")"
+    cd "${APP_DIR}" && exec "${PYTHON}" "${app_args[@]}" > >(tee -a "${log_file}") 2>&1
+  fi
+
+  say "📡 Starting the app..."
+  (cd "${APP_DIR}" && exec setsid nohup "${PYTHON}" "${app_args[@]}" >> "${log_file}" 2>&1 < /dev/null) &
+  pid=$!
+  printf '%s %s %s %s\n' "${pid}" "$(process_start_ticks "${pid}")" "${port}" "${log_file}" > "$(pid_file "${port}")"
+  debug "started PID ${pid}"
+  wait_until_ready "${pid}" "${port}" "${log_file}"
+  print_addresses "${host}" "${port}"
+}
+
+export_app_environment() {
+  # Less fragmentation after many jobs of different sizes; the app's scratch files stay in the project.
+  export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"
+  export GRADIO_TEMP_DIR="${GRADIO_TMP}"
+  export GRADIO_ANALYTICS_ENABLED=False
+  export PYTHONUNBUFFERED=1
+}
+
+wait_until_ready() {
+  local pid="$1" port="$2" log_file="$3" started state message device demo last=""
+  started="${SECONDS}"
+  while ((SECONDS - started < READY_TIMEOUT)); do
+    if ! kill -0 "${pid}" 2>/dev/null; then
+      fail_start "The app stopped while starting." "${log_file}" "${port}"
+    fi
+    if IFS=$'\t' read -r state message device demo < <(app_status "${port}"); then
+      case "${state}" in
+        ready)
+          success "${APP_NAME} is ready in $((SECONDS - started)) s: ${device}$([[ "${demo}" == true ]] && echo ', demo model')"
+          return 0 ;;
+        error)
+          warn "The page is up, but the model could not be loaded: ${message}"
+          return 0 ;;
+        *)
+          if [[ "${message}" != "${last}" ]]; then
+            info "Model ${state}: ${message}"
+            last="${message}"
+          fi ;;
+      esac
+    fi
+    sleep 1
+  done
+  fail_start "The app was not ready after ${READY_TIMEOUT} s." "${log_file}" "${port}"
+}
+
+fail_start() {
+  local reason="$1" log_file="$2" port="$3"
+  error "${reason}"
+  printf -- '--- last lines of %s ---\n' "${log_file}" >&2
+  tail -n 25 "${log_file}" >&2
+  printf -- '---\n' >&2
+  error "Likely cause: $(likely_cause "${log_file}")"
+  stop_pid_group "$(head -c 64 "$(pid_file "${port}")" 2>/dev/null | awk '{print $1}')" >/dev/null 2>&1
+  rm -f "$(pid_file "${port}")"
+  exit 1
+}
+
+print_addresses() {
+  local host="$1" port="$2"
+  printf '📍 Access address: http://%s:%s\n' "${host}" "${port}"
+  printf '📍 Local address: http://localhost:%s\n' "${port}"
+}
+
+# TERM to the whole process group, wait, then KILL. Never by name.
+stop_pid_group() {
+  local pid="$1" waited=0
+  [[ "${pid}" =~ ^[0-9]+$ ]] || return 0
+  kill -TERM -- "-${pid}" 2>/dev/null || kill -TERM "${pid}" 2>/dev/null || return 0
+  while kill -0 "${pid}" 2>/dev/null && ((waited < STOP_TIMEOUT * 10)); do
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  if kill -0 "${pid}" 2>/dev/null; then
+    warn "PID ${pid} did not stop within ${STOP_TIMEOUT} s; killing it."
+    kill -KILL -- "-${pid}" 2>/dev/null || kill -KILL "${pid}" 2>/dev/null
+  fi
+}
+
+cmd_stop() {
+  local pid
+  resolve_port
+  if ! pid="$(running_pid "${PORT}")"; then
+    success "${APP_NAME} is not running on port ${PORT}."
+    return 0
+  fi
+  info "Stopping ${APP_NAME} (PID ${pid})..."
+  stop_pid_group "${pid}"
+  rm -f "$(pid_file "${PORT}")"
+  success "Stopped."
+}
+
+cmd_status() {
+  local pid state message device demo log_file
+  resolve_port
+  if ! pid="$(running_pid "${PORT}")"; then
+    printf '%s is not running on port %s.\n' "${APP_NAME}" "${PORT}"
+    return 3
+  fi
+  read -r _ _ _ log_file < "$(pid_file "${PORT}")" || true
+  printf '%s is running.\n' "${APP_NAME}"
+  printf '  PID:     %s\n  URL:     http://localhost:%s\n  Uptime:  %s\n' "${pid}" "${PORT}" "$(uptime_of "${pid}")"
+  if IFS=$'\t' read -r state message device demo < <(app_status "${PORT}"); then
+    printf '  Model:   %s (%s)%s\n  Device:  %s\n' "${state}" "${message}" \
+      "$([[ "${demo}" == true ]] && echo ', demo model')" "${device}"
+  else
+    printf '  Model:   not answering yet\n'
+  fi
+  printf '  Log:     %s\n' "${log_file:-unknown}"
+}
+
+cmd_logs() {
+  local log_dir
+  log_dir="$(awk '/^paths:/ {inside=1; next} /^[^ #]/ {inside=0}
+                  inside && $1 == "log_dir:" {print $2; exit}' "${CONFIG_FILE}" 2>/dev/null)"
+  log_dir="${I2V_PATHS_LOG_DIR:-${log_dir:-logs}}"
+  [[ "${log_dir}" == /* ]] || log_dir="${APP_DIR}/${log_dir}"
+  [[ -e "${log_dir}/latest.log" ]] || die "No log yet in ${log_dir}. Start the app first: bash start_app.sh"
+  exec tail -n 50 -F "${log_dir}/latest.log"
+}
+
+main() {
+  setup_colours
+  parse_args "$@"
+  [[ "${OPT_DEBUG}" == 1 ]] && set -x
+  case "${COMMAND}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    restart) cmd_stop; cmd_start ;;
+    status) cmd_status ;;
+    logs) cmd_logs ;;
+  esac
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  set -o nounset -o pipefail
+  main "$@"
+fi

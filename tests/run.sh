@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+#
+# Run the test suite: prepare the Python environment exactly as start_app.sh does
+# (conda environment, else .venv, created on the first run), add the test tools
+# from requirements-dev.txt, then run pytest. Arguments go to pytest.
+set -o errexit -o nounset -o pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=start_app.sh
+source ./start_app.sh
+setup_colours
+ensure_env
+
+dev_stamp="$("${PYTHON}" -c 'import sys; print(sys.prefix)')/.requirements-dev.sha256"
+dev_hash="$(cat requirements-dev.txt requirements.txt | sha256sum | awk '{print $1}')"
+if [[ "$(cat "${dev_stamp}" 2>/dev/null)" != "${dev_hash}" ]]; then
+  info "Installing the test tools from requirements-dev.txt..."
+  "${PYTHON}" -m pip install --quiet -r requirements-dev.txt
+  printf '%s\n' "${dev_hash}" > "${dev_stamp}"
+fi
+
+exec "${PYTHON}" -m pytest "$@"

@@ -1,0 +1,246 @@
+"""The launcher, driven as a person would: `bash start_app.sh ...` in subprocesses, demo model, free ports."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from image_to_video.config import PROJECT_DIR
+
+SCRIPT = PROJECT_DIR / "start_app.sh"
+
+
+@pytest.fixture
+def launcher(tmp_path, free_port):
+    """Run start_app.sh with its state in tmp_path; stops whatever it started afterwards."""
+    env = {
+        **os.environ,
+        "CONDA_ENV": "none",
+        "I2V_VENV_DIR": sys.prefix,  # the environment running these tests
+        "I2V_PATHS_OUTPUT_DIR": str(tmp_path / "outputs"),
+        "I2V_PATHS_LOG_DIR": str(tmp_path / "logs"),
+        "I2V_PATHS_MODELS_DIR": str(tmp_path / "models"),
+        "I2V_READY_TIMEOUT": "240",
+        "NO_COLOR": "1",
+    }
+    env.pop("HF_HUB_OFFLINE", None)
+
+    def run(*args, port=free_port, timeout=300):
+        command = ["bash", str(SCRIPT), *args, "--port", str(port), "--host", "127.0.0.1"]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+    run.port = free_port
+    run.env = env
+    run.logs = tmp_path / "logs"
+    yield run
+    run("stop", "--quiet")
+
+
+def pid_file(port: int) -> Path:
+    return PROJECT_DIR / "run" / f"app-{port}.pid"
+
+
+def recorded_pid(port: int) -> int:
+    return int(pid_file(port).read_text().split()[0])
+
+
+def page_answers(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status == 200
+    except OSError:
+        return False
+
+
+def test_start_is_ready_second_start_says_running_status_and_stop(launcher):
+    first = launcher("--demo")
+    assert first.returncode == 0, first.stderr
+    assert "[SUCCESS] Port" in first.stdout and "is free" in first.stdout
+    assert re.search(r"\[SUCCESS\] Log file: .*/logs/app_\d{8}_\d{6}\.log", first.stdout)
+    assert "is ready in" in first.stdout and "demo model" in first.stdout
+    assert f"📍 Access address: http://127.0.0.1:{launcher.port}" in first.stdout
+    assert f"📍 Local address: http://localhost:{launcher.port}" in first.stdout
+    assert page_answers(launcher.port)
+    pid = recorded_pid(launcher.port)
+    assert os.getpgid(pid) == pid  # its own process group, so stop reaches every child
+    assert (launcher.logs / "latest.log").resolve().name.startswith("app_")
+    assert "\033[" not in (launcher.logs / "latest.log").read_text()  # no colour codes in logs
+
+    second = launcher()
+    assert second.returncode == 0
+    assert f"already running (PID {pid})" in second.stdout and recorded_pid(launcher.port) == pid
+
+    status = launcher("status")
+    assert status.returncode == 0
+    assert f"PID:     {pid}" in status.stdout and "Model:   ready" in status.stdout
+    assert "Uptime:" in status.stdout
+
+    stop = launcher("stop")
+    assert stop.returncode == 0 and "Stopped." in stop.stdout
+    assert not pid_file(launcher.port).exists() and not page_answers(launcher.port)
+    assert "Stopping: no new jobs" in (launcher.logs / "latest.log").read_text()  # TERM, handled
+    status = launcher("status")
+    assert status.returncode == 3 and "not running" in status.stdout
+
+
+def test_a_foreign_listener_is_named_and_refused(launcher):
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("0.0.0.0", launcher.port))
+        blocker.listen()
+        result = launcher("--demo")
+    assert result.returncode == 1
+    assert f"Port {launcher.port} is in use by another program" in result.stderr
+    assert f"PID {os.getpid()}" in result.stderr and "--port" in result.stderr
+    assert not pid_file(launcher.port).exists()
+
+
+def test_stale_pid_file_and_kill_9_never_block_the_next_start(launcher):
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        pid_file(launcher.port).parent.mkdir(exist_ok=True)
+        pid_file(launcher.port).write_text(f"{unrelated.pid} 12345 {launcher.port} nowhere.log\n")
+        started = launcher("--demo", "--debug")
+        assert started.returncode == 0, started.stderr
+        assert "stale PID file" in started.stderr  # --debug explains what it did
+        assert "+ " in started.stderr  # --debug traces the script
+        assert " DEBUG " in (launcher.logs / "latest.log").read_text()  # and the app logs at DEBUG
+        assert unrelated.poll() is None  # the unrelated process was left alone
+    finally:
+        unrelated.kill()
+
+    os.kill(recorded_pid(launcher.port), signal.SIGKILL)
+    time.sleep(0.5)
+    again = launcher("--demo")
+    assert again.returncode == 0, again.stderr
+    assert "is ready in" in again.stdout and page_answers(launcher.port)
+
+
+def test_restart_gives_a_new_process_and_quiet_prints_only_the_addresses(launcher):
+    assert launcher("--demo", "--quiet").returncode == 0
+    before = recorded_pid(launcher.port)
+    restarted = launcher("restart", "--demo", "--quiet")
+    assert restarted.returncode == 0, restarted.stderr
+    assert restarted.stdout.splitlines() == [f"📍 Access address: http://127.0.0.1:{launcher.port}",
+                                             f"📍 Local address: http://localhost:{launcher.port}"]
+    assert recorded_pid(launcher.port) != before and page_answers(launcher.port)
+
+
+def test_a_start_that_fails_shows_the_log_and_the_cause(launcher):
+    launcher.env["I2V_GENERATION_DEFAULTS_FPS"] = "500"
+    result = launcher("--demo")
+    assert result.returncode == 1
+    assert "generation.defaults.fps: 500" in result.stderr
+    assert not pid_file(launcher.port).exists()
+
+
+def test_help_and_unknown_arguments():
+    help_text = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True).stdout
+    for word in ("start", "stop", "restart", "status", "logs", "--port", "--host", "--demo", "--foreground",
+                 "--quiet", "--debug", "CONDA_ENV"):
+        assert word in help_text
+    wrong = subprocess.run(["bash", str(SCRIPT), "--colour"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "Unknown argument: --colour" in wrong.stderr
+
+
+def source_and_run(snippet: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", f'source "{SCRIPT}"; setup_colours; {snippet}'],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def fake_conda(tmp_path):
+    """A stand-in `conda` with one environment, torch28, whose python is this test's python."""
+    envs = tmp_path / "envs"
+    (envs / "torch28" / "bin").mkdir(parents=True)
+    (envs / "torch28" / "bin" / "python").symlink_to(sys.executable)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    conda = bin_dir / "conda"
+    conda.write_text(f"""#!/usr/bin/env bash
+case "$1 $2" in
+  "env list") printf '# conda environments:\\nbase  /opt/base\\ntorch28  {envs}/torch28\\n' ;;
+  "shell.bash hook") cat <<'HOOK'
+conda() {{ [ "$1" = activate ] && export CONDA_DEFAULT_ENV="$2" PATH="{envs}/$2/bin:$PATH"; }}
+HOOK
+  ;;
+esac
+""")
+    conda.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NO_COLOR": "1",
+            "I2V_VENV_DIR": sys.prefix}
+
+
+def test_the_conda_environment_is_activated_through_condas_hook(fake_conda):
+    result = source_and_run('ensure_env; echo "PYTHON=$PYTHON ENV=$CONDA_DEFAULT_ENV"', fake_conda)
+    assert result.returncode == 0, result.stderr
+    assert "[SUCCESS] Conda environment activated: torch28" in result.stdout
+    assert "/envs/torch28/bin/python ENV=torch28" in result.stdout
+
+
+def test_a_missing_conda_environment_falls_back_to_the_venv(fake_conda):
+    result = source_and_run('ensure_env; echo "PYTHON=$PYTHON"', {**fake_conda, "CONDA_ENV": "other"})
+    assert result.returncode == 0, result.stderr
+    assert "Conda has no environment 'other'" in result.stdout
+    assert f"PYTHON={sys.prefix}/bin/python" in result.stdout
+
+
+def test_the_conda_name_comes_from_the_config_unless_overridden(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CONDA_ENV"}
+    assert source_and_run("conda_env_name", env).stdout.strip() == "torch28"
+    assert source_and_run("conda_env_name", {**env, "CONDA_ENV": "py311"}).stdout.strip() == "py311"
+
+
+def test_packages_are_reinstalled_only_when_requirements_change(tmp_path):
+    env = {**os.environ, "I2V_VENV_DIR": str(tmp_path)}
+    assert source_and_run("requirements_changed && echo changed", env).stdout.strip() == "changed"
+    source_and_run('requirements_hash > "$VENV_DIR/.requirements.sha256"', env)
+    assert source_and_run("requirements_changed || echo same", env).stdout.strip() == "same"
+
+
+def test_old_logs_are_pruned(tmp_path):
+    for day in range(1, 31):
+        log = tmp_path / f"app_202611{day:02d}_120000.log"
+        log.write_text("x")
+        os.utime(log, (day * 1000, day * 1000))
+    source_and_run(f'prune_logs "{tmp_path}"', dict(os.environ))
+    kept = sorted(p.name for p in tmp_path.glob("app_*.log"))
+    assert len(kept) == 20 and kept[0] == "app_20261111_120000.log"
+
+
+def test_the_port_is_checked_without_lsof_too(tmp_path, free_port):
+    # Only `ss`, then only the bind test, must still see a listener.
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("0.0.0.0", free_port))
+        blocker.listen()
+        bare = tmp_path / "bin"
+        bare.mkdir()
+        for tool in ("bash", "python3", "awk", "grep", "sort", "tr", "cut", "cat", "ss"):
+            found = shutil.which(tool)
+            if found:
+                (bare / tool).symlink_to(found)
+        env = {**os.environ, "PATH": str(bare)}
+        with_ss = source_and_run(f"port_listeners {free_port}", env)
+        (bare / "ss").unlink(missing_ok=True)
+        bind_only = source_and_run(f"port_listeners {free_port}", env)
+    if shutil.which("ss"):
+        assert with_ss.stdout.strip() == str(os.getpid())
+    assert bind_only.stdout.strip() == "?"
+    free = source_and_run(f"port_listeners {free_port}", env)
+    assert free.stdout.strip() == ""
+
+
+def test_the_script_passes_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    if not shellcheck:
+        pytest.skip("shellcheck is not installed (requirements-dev.txt installs it)")
+    result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
