@@ -1,12 +1,13 @@
 import io
 import json
 import threading
+import time
 
 import pytest
 from PIL import Image
 
 from image_to_video.engine import Engine
-from image_to_video.errors import Cancelled, InvalidInput
+from image_to_video.errors import Cancelled, InvalidInput, ModelUnavailable
 from image_to_video.service import VideoService
 from image_to_video.video import probe_video
 
@@ -113,7 +114,42 @@ def test_history_lists_newest_first_and_skips_damaged_records(service, photo):
 def test_model_not_ready_is_a_clear_message(small_config, demo_dir, photo):
     config = small_config()
     engine = Engine(config.model, config.model_path, config.paths.models_dir)
-    from image_to_video.errors import ModelUnavailable
-
     with pytest.raises(ModelUnavailable, match="not ready yet"):
         VideoService(config, engine).generate(photo, "waves")
+
+
+def test_shutdown_refuses_new_jobs_and_cancels_a_job_that_outlasts_the_grace(service, photo):
+    started = threading.Event()
+    outcome = {}
+
+    def progress(report):
+        if report.stage == "denoising" and report.done >= 1:
+            started.set()
+            time.sleep(0.05)  # a slow GPU
+
+    def run():
+        try:
+            service.generate(photo, "waves", owner="alice", num_inference_steps=100, progress=progress)
+        except Cancelled as error:
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert started.wait(30)
+    began = time.monotonic()
+    service.shutdown(grace_s=0.5)
+    assert 0.5 <= time.monotonic() - began < 20
+    worker.join(30)
+    assert isinstance(outcome.get("error"), Cancelled) and not service.busy
+    with pytest.raises(ModelUnavailable, match="shutting down"):
+        service.generate(photo, "waves")
+
+
+def test_shutdown_lets_a_short_job_finish(service, photo):
+    results = []
+    worker = threading.Thread(target=lambda: results.append(service.generate(photo, "waves", num_frames=2)))
+    worker.start()
+    time.sleep(0.2)
+    service.shutdown(grace_s=60)
+    worker.join(30)
+    assert results and results[0].video_path.is_file()

@@ -174,7 +174,8 @@ HOOK
 esac
 """)
     conda.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NO_COLOR": "1",
+    inherited = {k: v for k, v in os.environ.items() if k != "CONDA_ENV"}  # CI sets CONDA_ENV=none
+    return {**inherited, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NO_COLOR": "1",
             "I2V_VENV_DIR": sys.prefix}
 
 
