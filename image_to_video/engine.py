@@ -31,7 +31,7 @@ PROMPT_TOKENS = 77
 
 
 class ModelState(enum.Enum):
-    NOT_LOADED = "not loaded"
+    NOT_LOADED = "starting"
     DOWNLOADING = "downloading"
     LOADING = "loading"
     READY = "ready"
@@ -43,7 +43,7 @@ class ModelStatus:
     """What the page shows about the model."""
 
     state: ModelState = ModelState.NOT_LOADED
-    message: str = "The model has not been loaded yet."
+    message: str = "The app is starting; the model loads next."
     device: str = ""
     is_demo: bool = False
     #: 0..1 while downloading, else None.

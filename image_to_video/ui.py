@@ -181,7 +181,7 @@ class _Page:
             api_name="generate", concurrency_limit=1, concurrency_id="gpu", trigger_mode="once",
             show_progress_on=[o["video"]],
         )
-        i["cancel"].click(self.cancel, None, None, cancels=[generate], queue=False, api_name="cancel")
+        i["cancel"].click(self.cancel, None, o["info"], cancels=[generate], queue=False, api_name="cancel")
         o["reuse_seed"].click(lambda seed: (False, seed), o["last_seed"], [i["random_seed"], i["seed"]], **quick)
         history.select(self._open_past, None, [o["video"], o["info"], o["files"]], **quick)
         demo.load(self._history_rows, None, history, **quick)
@@ -210,9 +210,10 @@ class _Page:
         return (str(result.video_path), info, files, result.seed, gr.Button(visible=True),
                 self._history_rows())
 
-    def cancel(self, request: gr.Request) -> None:
-        if self.service.cancel(_owner(request)):
-            gr.Info("Cancelling: the video stops at the next step.")
+    def cancel(self, request: gr.Request) -> str:
+        """Stop this session's running job at its next step (a queued one is dropped by Gradio)."""
+        self.service.cancel(_owner(request))
+        return "**Cancelled.** Nothing was saved. Change the settings if you like and press Generate again."
 
     # -- helpers ---------------------------------------------------------------
 
