@@ -32,6 +32,7 @@ OPT_DEMO=0
 OPT_FOREGROUND=0
 OPT_QUIET=0
 OPT_DEBUG=0
+OPT_NO_LOGIN=0
 
 # Filled in by ensure_env / preflight.
 PYTHON=""
@@ -56,6 +57,7 @@ Options:
   --host ADDR     address to listen on (default: server.host, 0.0.0.0 = the whole network)
   --demo          serve the built-in demo model (random weights; runs anywhere; videos are noise)
   --model SOURCE  model folder or hub repo id (default: model.source in the config)
+  --no-login      serve a network address without a login (not recommended; prints a warning)
   --foreground    run in this terminal instead of the background (Ctrl+C stops it)
   --quiet         print only errors and the final address lines
   --debug         trace this script and log the app at DEBUG level
@@ -103,6 +105,7 @@ parse_args() {
       --model) OPT_MODEL="${2:?--model needs a folder or repo id}"; shift ;;
       --model=*) OPT_MODEL="${1#*=}" ;;
       --demo) OPT_DEMO=1 ;;
+      --no-login) OPT_NO_LOGIN=1 ;;
       --foreground) OPT_FOREGROUND=1 ;;
       --quiet|-q) OPT_QUIET=1 ;;
       --debug) OPT_DEBUG=1 ;;
@@ -229,6 +232,7 @@ preflight() {
   [[ -n "${OPT_PORT}" ]] && args+=(--port "${OPT_PORT}")
   [[ -n "${OPT_HOST}" ]] && args+=(--host "${OPT_HOST}")
   [[ -n "${OPT_MODEL}" ]] && args+=(--model "${OPT_MODEL}")
+  [[ "${OPT_NO_LOGIN}" == 1 ]] && args+=(--no-login)
   output="$(cd "${APP_DIR}" && "${PYTHON}" -m image_to_video.preflight "${args[@]}" 2>&1)"
   status=$?
   while IFS='=' read -r key value; do
@@ -440,6 +444,7 @@ cmd_start() {
   if pid="$(running_pid "${port}")"; then
     success "${APP_NAME} is already running (PID ${pid})."
     print_addresses "${host}" "${port}"
+    print_login
     exit 0
   fi
   report_checks
@@ -453,6 +458,7 @@ cmd_start() {
 
   local -a app_args=(main.py --host "${host}" --port "${port}" --pid-file "$(pid_file "${port}")")
   [[ -n "${OPT_MODEL}" ]] && app_args+=(--model "${OPT_MODEL}")
+  [[ "${OPT_NO_LOGIN}" == 1 ]] && app_args+=(--no-login)
   if want_demo; then
     app_args+=(--demo)
     print_demo_banner
@@ -474,6 +480,27 @@ cmd_start() {
   debug "started PID ${pid}"
   wait_until_ready "${pid}" "${port}" "${log_file}"
   print_addresses "${host}" "${port}"
+  print_login
+}
+
+# How to log in, when the app asks for a login (it does whenever it listens beyond this machine).
+print_login() {
+  local password
+  if [[ "${PRE[LOGIN_REQUIRED]}" != 1 ]]; then
+    if [[ "${OPT_NO_LOGIN}" == 1 ]]; then
+      warn "No login on ${PRE[HOST]}: anyone who can reach port ${PRE[PORT]} can use the GPU and see every video."
+    fi
+    return 0
+  fi
+  if [[ "${PRE[PASSWORD_CONFIGURED]}" == 1 ]]; then
+    printf '🔑 Login: user %s, with the password set in server.password\n' "${PRE[LOGIN_USER]}"
+  elif password="$(cut -d: -f2- "${PRE[CREDENTIALS_FILE]}" 2>/dev/null)" && [[ -n "${password}" ]]; then
+    printf '🔑 Login: user %s, password %s\n' "${PRE[LOGIN_USER]}" "${password}"
+    printf '   (kept in %s, readable by you only; the HTTP API takes it as "Authorization: Bearer <password>")\n' \
+      "${PRE[CREDENTIALS_FILE]}"
+  else
+    warn "The app asks for a login, but ${PRE[CREDENTIALS_FILE]} is missing; see the log."
+  fi
 }
 
 export_app_environment() {

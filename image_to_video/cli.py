@@ -1,6 +1,8 @@
-"""Command line: parse flags, load the config, and serve the app or build the demo model.
+"""Command line: serve the app, make videos without the page, or build the demo model.
 
     python main.py [--config FILE] [--host HOST] [--port PORT] [--demo] ...
+    python main.py generate --image photo.jpg --prompt "the waves roll in slowly" [...]
+    python main.py generate --batch jobs.jsonl [...]
     python main.py build-demo [--force]
 """
 
@@ -33,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="Image-to-Video: serve the web UI that turns an image and a prompt into a video.",
-        epilog=("Other command: 'python main.py build-demo [--force]' writes the demo model into "
-                "models/. Every setting in the config file can also be set with an environment "
-                f"variable, e.g. {env_var_name('server.port')}=7861."),
+        epilog=("Other commands: 'python main.py generate --help' makes videos from the command line; "
+                "'python main.py build-demo [--force]' writes the demo model into models/. Every setting "
+                "in the config file can also be set with an environment variable, e.g. "
+                f"{env_var_name('server.port')}=7861."),
     )
     parser.add_argument("--config", metavar="FILE", help=f"config file (default: {DEFAULT_CONFIG_FILE})")
     parser.add_argument("--host", help="address to listen on (config: server.host)")
@@ -48,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", help="auto, float16, bfloat16 or float32 (config: model.dtype)")
     parser.add_argument("--output-dir", metavar="DIR", help="where videos go (config: paths.output_dir)")
     parser.add_argument("--models-dir", metavar="DIR", help="where models go (config: paths.models_dir)")
+    parser.add_argument("--no-login", action="store_true",
+                        help="serve a network address without a login (prints a warning; config: server.login)")
     parser.add_argument("--pid-file", metavar="FILE",
                         help="remove FILE on exit if it holds this process's id (used by start_app.sh)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -62,6 +67,8 @@ def parse_config(argv: Sequence[str]) -> tuple[argparse.Namespace, AppConfig]:
     overrides = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items()}
     if args.demo:
         overrides["model.demo"] = True
+    if getattr(args, "no_login", False):
+        overrides["server.login"] = "off"
     return args, load_config(args.config, overrides=overrides)
 
 
@@ -69,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["build-demo"]:
         return _build_demo(argv[1:])
+    if argv[:1] == ["generate"]:
+        from .batch import run_generate
+
+        return run_generate(argv[1:])
     try:
         args, config = parse_config(argv)
     except ConfigError as error:
@@ -78,25 +89,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(config, pid_file=args.pid_file)
 
 
+def build_components(config: AppConfig, *, only_owner: str | None = None, on_fatal=None):
+    """The engine, the video service and the job queue, wired together (nothing started)."""
+    from .engine import Engine
+    from .jobs import JobQueue, SQLiteJobStore
+    from .service import VideoService
+
+    for folder in (config.paths.output_dir, config.paths.log_dir, config.paths.models_dir,
+                   config.paths.state_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    engine = Engine(config.model, config.model_path, config.paths.models_dir)
+    service = VideoService(config, engine)
+    store = SQLiteJobStore(config.paths.state_dir / "jobs.sqlite3")
+    queue = JobQueue(store, service, inputs_dir=config.paths.state_dir / "inputs",
+                     max_queued=config.jobs.max_queued, only_owner=only_owner, on_fatal=on_fatal)
+    return engine, service, queue
+
+
 def serve(config: AppConfig, pid_file: str | None = None) -> int:
-    """Start loading the model in the background and serve the page until stopped."""
+    """Start loading the model in the background and serve the page and API until stopped."""
     from pathlib import Path
 
-    from .engine import Engine
-    from .server import run_server
-    from .service import VideoService
+    from .auth import credentials_path, resolve_credentials
+    from .server import restart_process, run_server
     from .ui import DEMO_BANNER
 
-    for folder in (config.paths.output_dir, config.paths.log_dir, config.paths.models_dir):
-        folder.mkdir(parents=True, exist_ok=True)
     if config.model.demo:
         log.warning("\n%s\n", DEMO_BANNER.replace("**", "").replace("`", ""))
-    engine = Engine(config.model, config.model_path, config.paths.models_dir)
+    engine, service, queue = build_components(config, on_fatal=restart_process)
+    removed = service.clean_temporary_files()
+    if removed:
+        log.info("Removed %d half-written file(s) left by an earlier run", removed)
+    service.apply_retention()
+    credentials = resolve_credentials(config)
+    if credentials:
+        log.info("Login required: user %r, password in %s (or server.password)", credentials.username,
+                 credentials_path(config))
     engine.start_loading()
-    service = VideoService(config, engine)
+    queue.start()
     log.info("Serving on http://%s:%d (local: http://localhost:%d)",
              config.server.host, config.server.port, config.server.port)
-    run_server(config, service, pid_file=Path(pid_file) if pid_file else None)
+    run_server(config, queue, credentials=credentials, pid_file=Path(pid_file) if pid_file else None)
     log.info("Stopped")
     return 0
 

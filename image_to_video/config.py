@@ -151,14 +151,32 @@ class ImageSettings:
         _require(1 <= self.min_side <= 1024, "images.min_side", self.min_side, "1 to 1024")
 
 
+_LOGIN = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 7860
     max_upload_mb: float = 30.0
+    #: auto: a login is required whenever the server listens beyond this machine.
+    login: str = "auto"
+    username: str = "admin"
+    #: Empty: a strong password is generated on first start and kept in the state folder.
+    password: str = ""
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def login_required(self) -> bool:
+        return self.login == "on" or (self.login == "auto" and not self.loopback_only)
 
     def __post_init__(self) -> None:
         _require(bool(self.host.strip()), "server.host", self.host, "an address such as 0.0.0.0 or 127.0.0.1")
+        _require(self.login in _LOGIN, "server.login", self.login, ", ".join(_LOGIN))
+        _require(bool(self.username.strip()), "server.username", self.username, "a user name")
         _require(1 <= self.port <= 65535, "server.port", self.port, "1 to 65535")
         _require(0 < self.max_upload_mb <= 1000, "server.max_upload_mb", self.max_upload_mb, "0 to 1000")
 
@@ -168,6 +186,34 @@ class PathSettings:
     models_dir: Path = Path("models")
     output_dir: Path = Path("outputs")
     log_dir: Path = Path("logs")
+    #: The job database, the queued jobs' input images and the generated password.
+    state_dir: Path = Path("data")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    #: Jobs that may wait in the queue; one more is refused at once with a message.
+    max_queued: int = 20
+    #: Seconds a running job may go on after a stop signal before it is stopped (and re-queued).
+    shutdown_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.max_queued <= 10000, "jobs.max_queued", self.max_queued, "1 to 10000")
+        _require(0 <= self.shutdown_grace_s <= 3600, "jobs.shutdown_grace_s", self.shutdown_grace_s, "0 to 3600")
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    #: Delete videos older than this many days; 0 keeps them forever.
+    max_age_days: float = 0
+    #: Delete the oldest videos while the folder holds more than this many GB; 0 means no limit.
+    max_total_gb: float = 0
+    #: Refuse a job when less disk than this is free.
+    min_free_gb: float = 1.0
+
+    def __post_init__(self) -> None:
+        for key in ("max_age_days", "max_total_gb", "min_free_gb"):
+            _require(getattr(self, key) >= 0, f"outputs.{key}", getattr(self, key), "0 or more")
 
 
 @dataclass(frozen=True)
@@ -186,6 +232,8 @@ class AppConfig:
     images: ImageSettings = field(default_factory=ImageSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     paths: PathSettings = field(default_factory=PathSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
+    outputs: OutputSettings = field(default_factory=OutputSettings)
     launcher: LauncherSettings = field(default_factory=LauncherSettings)
 
     @property

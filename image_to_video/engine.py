@@ -9,8 +9,10 @@ interrupt (STACK.md, trap 2), so both are hooks on the UNet.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ import numpy as np
 
 from . import demo_model, model_store
 from .config import ModelSettings
-from .errors import Cancelled, GenerationFailed, ModelUnavailable
+from .errors import Cancelled, ModelUnavailable, OutOfMemory
 from .request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class Engine:
         self._dtype = None
         self._status = ModelStatus(is_demo=settings.demo)
         self._status_lock = threading.Lock()
+        self.faults = FaultInjector(os.environ.get("I2V_TEST_FAULTS", ""))
 
     # -- state ---------------------------------------------------------------
 
@@ -118,6 +121,18 @@ class Engine:
     @property
     def ready(self) -> bool:
         return self.status.state is ModelState.READY
+
+    def device_answers(self) -> bool:
+        """A tiny operation on the model's device: False if the GPU no longer responds."""
+        if not self.ready:
+            return False
+        try:
+            import torch
+
+            return torch.ones(2, device=self._device).sum().item() == 2
+        except Exception:  # any failure means: not answering
+            log.exception("The device did not answer")
+            return False
 
     # -- loading -------------------------------------------------------------
 
@@ -207,13 +222,41 @@ class Engine:
 
     def generate(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
                  cancel: threading.Event | None = None) -> Frames:
-        """Make the frames for ``request``. Raises ``Cancelled`` if ``cancel`` is set meanwhile."""
+        """Make the frames for ``request``. Raises ``Cancelled`` if ``cancel`` is set meanwhile.
+
+        Out of GPU memory in any stage, the memory is freed and the job runs once more
+        in low-memory mode (model CPU offload, one frame decoded at a time); if that
+        fails too, ``GenerationFailed`` says what to lower. Either way the engine is
+        back to its normal mode for the next job.
+        """
         if not self.ready:
             raise ModelUnavailable(self._not_ready_message())
         import torch
 
         cancel = cancel or threading.Event()
         report = progress or (lambda _: None)
+        try:
+            return self._generate(request, report, cancel, low_memory=False)
+        except torch.cuda.OutOfMemoryError:
+            log.warning("Out of GPU memory at %s/%d frames; retrying in low-memory mode",
+                        request.resolution, request.num_frames)
+        # Freed outside the except block: the traceback there still holds the tensors.
+        self.free_memory()
+        try:
+            with self._low_memory_mode():
+                frames = self._generate(request, report, cancel, low_memory=True)
+            frames.timings["low_memory_retry"] = 1.0
+            return frames
+        except torch.cuda.OutOfMemoryError:
+            log.warning("Out of GPU memory in low-memory mode too")
+        self.free_memory()
+        raise OutOfMemory(f"The GPU ran out of memory at {request.resolution} with {request.num_frames} "
+                          "frames, even in low-memory mode.")
+
+    def _generate(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event, *,
+                  low_memory: bool) -> Frames:
+        import torch
+
         timings: dict[str, float] = {}
         if self._device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self._device)
@@ -222,12 +265,39 @@ class Engine:
             latents = self._denoise(request, report, cancel)
             timings["denoise_s"] = time.perf_counter() - started
             started = time.perf_counter()
-            frames = self._decode(latents, report, cancel)
+            frames = self._decode(latents, report, cancel, chunk=1 if low_memory else None)
             timings["decode_s"] = time.perf_counter() - started
+            del latents
         peak = None
         if self._device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self._device) / 2**30
         return Frames(frames=frames, timings=timings, peak_gpu_memory_gb=peak)
+
+    def free_memory(self) -> None:
+        """Give cached GPU memory back after a failure."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if self._device is not None and self._device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self._device)
+
+    @contextlib.contextmanager
+    def _low_memory_mode(self):
+        """Model CPU offload on CUDA for one job, then everything back on the GPU."""
+        offloaded = False
+        if self._device.type == "cuda":
+            self._pipe.enable_model_cpu_offload(device=self._device)
+            offloaded = True
+        try:
+            yield
+        finally:
+            if offloaded:
+                self._pipe.remove_all_hooks()
+                self._pipe.to(self._device)
+                self.free_memory()
 
     def _not_ready_message(self) -> str:
         status = self.status
@@ -260,6 +330,7 @@ class Engine:
         def before_step(_module, _args):
             if cancel.is_set():
                 raise Cancelled("Cancelled: the video was stopped before it finished.")
+            self.faults.trip("denoise")
 
         def after_step(_module, _args, _output):
             clock["done"] += 1
@@ -288,27 +359,22 @@ class Engine:
                 generator=generator,
                 output_type="latent",
             ).frames
-        except torch.cuda.OutOfMemoryError as error:
-            raise GenerationFailed(_out_of_memory_message(request)) from error
         finally:
             for hook in hooks:
                 hook.remove()
 
-    def _decode(self, latents, report: ProgressFn, cancel: threading.Event) -> np.ndarray:
+    def _decode(self, latents, report: ProgressFn, cancel: threading.Event, *, chunk: int | None) -> np.ndarray:
         import torch
 
         num_frames = latents.shape[2]
-        chunk = self.settings.decode_chunk_size
+        chunk = chunk or self.settings.decode_chunk_size
         started = time.perf_counter()
         pieces = []
         for first in range(0, num_frames, chunk):
             if cancel.is_set():
                 raise Cancelled("Cancelled: the video was stopped before it finished.")
-            try:
-                video = self._pipe.decode_latents(latents[:, :, first:first + chunk])
-            except torch.cuda.OutOfMemoryError as error:
-                raise GenerationFailed("The GPU ran out of memory while decoding. Set "
-                                       "model.decode_chunk_size lower (e.g. 1) and try again.") from error
+            self.faults.trip("decode")
+            video = self._pipe.decode_latents(latents[:, :, first:first + chunk])
             # (batch, channels, frames, h, w) in [-1, 1] -> (frames, h, w, channels) uint8
             video = ((video[0] / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
             pieces.append(video.permute(1, 2, 3, 0).cpu().numpy())
@@ -318,6 +384,33 @@ class Engine:
         return np.concatenate(pieces)
 
 
-def _out_of_memory_message(request: GenerationRequest) -> str:
-    return (f"The GPU ran out of memory at {request.resolution} with {request.num_frames} frames. "
-            "Lower the resolution (e.g. 512p) or the number of frames (e.g. 16) and try again.")
+def is_fatal_cuda_error(error: BaseException) -> bool:
+    """CUDA errors after which the process's GPU context is unusable (a restart is needed)."""
+    text = str(error)
+    return any(marker in text for marker in (
+        "CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS", "cuDNN error"))
+
+
+class FaultInjector:
+    """Test-only switch: ``I2V_TEST_FAULTS="oom@denoise*1,fatal@decode*1"`` raises the named
+    failure at the start of that stage, the given number of times. Unset in normal use."""
+
+    def __init__(self, spec: str = ""):
+        self._faults: dict[str, list] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            kind, _, rest = item.partition("@")
+            stage, _, count = rest.partition("*")
+            self._faults[stage] = [kind, int(count or 1)]
+        if self._faults:
+            log.warning("Fault injection is on (I2V_TEST_FAULTS): %s", spec)
+
+    def trip(self, stage: str) -> None:
+        fault = self._faults.get(stage)
+        if not fault or fault[1] <= 0:
+            return
+        fault[1] -= 1
+        import torch
+
+        if fault[0] == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. (injected by I2V_TEST_FAULTS)")
+        raise RuntimeError("CUDA error: an illegal memory access was encountered (injected by I2V_TEST_FAULTS)")

@@ -38,3 +38,7 @@ class Cancelled(AppError):
 
 class GenerationFailed(AppError):
     """The pipeline or the video encoder failed for a reason the user cannot fix by input."""
+
+
+class OutOfMemory(GenerationFailed):
+    """The GPU ran out of memory even in low-memory mode; smaller settings are needed."""

@@ -54,7 +54,7 @@ def _open(source, settings: ImageSettings) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise InvalidInput(f"The image has far more pixels than the limit of {settings.max_megapixels:g} "
                            f"megapixels. {_RESIZE_HINT}") from None
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, SyntaxError, ValueError):
         raise InvalidInput(f"This file is not an image we can read. Upload a {SUPPORTED} file.") from None
     except (FileNotFoundError, IsADirectoryError):
         raise InvalidInput("The uploaded file is missing; please upload it again.") from None

@@ -14,6 +14,7 @@ import argparse
 import shutil
 import sys
 
+from .auth import credentials_path
 from .config import ModelSettings, load_config
 from .errors import ConfigError
 
@@ -26,17 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--host")
     parser.add_argument("--model")
+    parser.add_argument("--no-login", action="store_true")
     args = parser.parse_args(argv)
     out: dict[str, object] = {"PYTHON": sys.version.split()[0]}
     try:
         config = load_config(overrides={"server.port": args.port, "server.host": args.host,
-                                        "model.source": args.model})
+                                        "model.source": args.model,
+                                        "server.login": "off" if args.no_login else None})
     except ConfigError as error:
         return _emit({**out, "ERROR": str(error)}, 2)
     out.update(PORT=config.server.port, HOST=config.server.host, MODEL_SOURCE=config.model.source,
                MODEL_EXPLICIT=int(config.model.source != ModelSettings.source),
                OUTPUT_DIR=config.paths.output_dir, LOG_DIR=config.paths.log_dir,
-               MODELS_DIR=config.paths.models_dir)
+               MODELS_DIR=config.paths.models_dir, LOGIN_REQUIRED=int(config.server.login_required),
+               LOGIN_USER=config.server.username, PASSWORD_CONFIGURED=int(bool(config.server.password)),
+               CREDENTIALS_FILE=credentials_path(config))
     try:
         out.update(_libraries())
     except ImportError as error:

@@ -1,9 +1,21 @@
-"""The web server: the Gradio page mounted in a FastAPI app, run by uvicorn.
+"""The web server: the HTTP API and the Gradio page in one FastAPI app, run by uvicorn.
 
-Besides the page it serves ``GET /api/status`` (the model's state, for the launcher's
-readiness check and for monitoring) and ``GET /api/health`` (liveness). On SIGTERM
-or Ctrl+C it stops taking jobs, lets the running one finish within a grace period
-or cancels it, removes its PID file, and releases the port.
+Routes (OpenAPI docs at ``/docs``):
+  GET  /api/health              liveness: the process answers
+  GET  /api/ready               readiness: model loaded, GPU answers, disk space (503 if not)
+  GET  /api/status              the model's state, for the launcher and monitoring
+  POST /api/jobs                submit a job (multipart: image + parameters) -> its id
+  GET  /api/jobs                recent jobs
+  GET  /api/jobs/{id}           one job: state, progress, queue position
+  GET  /api/jobs/{id}/video     the finished MP4
+  GET  /api/jobs/{id}/metadata  its JSON record
+  POST /api/jobs/{id}/cancel    cancel it (queued: at once; running: at the next step)
+  POST /api/jobs/{id}/retry     queue a failed, cancelled or interrupted job again
+
+Job routes need ``Authorization: Bearer <password>`` whenever the server asks for a
+login. Errors come back as ``{"error": "..."}`` with a message, never a traceback.
+On SIGTERM or Ctrl+C the server stops taking jobs, lets the running one finish
+within the grace period or re-queues it, removes its PID file and releases the port.
 """
 
 from __future__ import annotations
@@ -11,56 +23,134 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import sys
 import threading
 from pathlib import Path
+from typing import Annotated
 
 import gradio as gr
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from . import __version__
+from .auth import Credentials
 from .config import AppConfig
-from .service import VideoService
+from .errors import AppError, InvalidInput, ModelUnavailable
+from .jobs import DONE, JobNotFound, JobQueue, QueueFull
 from .ui import STATIC_DIR, build_ui
 
 log = logging.getLogger(__name__)
 
-#: Seconds a running job may go on after SIGTERM before it is cancelled.
-SHUTDOWN_GRACE_S = 10.0
+_STATUS_CODES = {InvalidInput: 400, JobNotFound: 404, QueueFull: 429, ModelUnavailable: 503}
 
 
-def create_app(config: AppConfig, service: VideoService, *, pid_file: Path | None = None) -> FastAPI:
-    """The FastAPI app with the page at ``/``. Builds, but does not start, anything."""
+def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials | None = None,
+               pid_file: Path | None = None) -> FastAPI:
+    """The FastAPI app with the API under /api and the page at /. Starts nothing."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
-        _remove_pid_file(pid_file)
+        remove_pid_file(pid_file)
 
-    app = FastAPI(title="Image-to-Video", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="Image-to-Video API", version=__version__, lifespan=lifespan,
+                  description="Turn an image and a prompt into a short video with I2VGen-XL. "
+                              "Submit a job, poll it, download the video.",
+                  redoc_url=None)
+    _add_error_handlers(app)
+    require_login = _login_dependency(credentials)
+    engine = queue.service.engine
+    max_bytes = int(config.server.max_upload_mb * 1024 * 1024)
 
-    @app.get("/api/health")
+    @app.get("/api/health", tags=["server"])
     def health() -> dict:
+        """Liveness: the process is up and answering."""
         return {"status": "ok"}
 
-    @app.get("/api/status")
-    def status() -> dict:
-        model = service.engine.status
-        return {
-            "app": "Image-to-Video",
-            "version": __version__,
-            "model": {"state": model.state.value, "message": model.message, "device": model.device,
-                      "demo": model.is_demo, "download_fraction": model.fraction},
-            "busy": service.busy,
-        }
+    @app.get("/api/ready", tags=["server"])
+    def ready() -> JSONResponse:
+        """Readiness: the model is loaded, the GPU answers a small operation, there is disk space."""
+        checks = {"model": engine.ready, "device": engine.device_answers(),
+                  "disk": _free_gb(config.paths.output_dir) >= config.outputs.min_free_gb}
+        body = {"ready": all(checks.values()), "checks": checks, "model": engine.status.message}
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    demo = build_ui(config, service)
+    @app.get("/api/status", tags=["server"])
+    def status() -> dict:
+        """The model's state (starting, downloading, loading, ready, error) and whether a job runs."""
+        model = engine.status
+        return {"app": "Image-to-Video", "version": __version__, "busy": queue.busy,
+                "login_required": credentials is not None,
+                "model": {"state": model.state.value, "message": model.message, "device": model.device,
+                          "demo": model.is_demo, "download_fraction": model.fraction}}
+
+    @app.post("/api/jobs", status_code=202, tags=["jobs"], dependencies=[Depends(require_login)])
+    async def submit(
+        image: Annotated[UploadFile, File(description="The first frame: PNG, JPEG, WebP, GIF, BMP or TIFF")],
+        prompt: Annotated[str | None, Form(description="What should move, in English")] = None,
+        negative_prompt: Annotated[str | None, Form()] = None,
+        resolution: Annotated[str | None, Form(description="e.g. 512p")] = None,
+        num_frames: Annotated[str | None, Form()] = None,
+        fps: Annotated[str | None, Form()] = None,
+        num_inference_steps: Annotated[str | None, Form()] = None,
+        guidance_scale: Annotated[str | None, Form()] = None,
+        seed: Annotated[str | None, Form(description="-1 or empty for a random seed")] = None,
+    ) -> dict:
+        """Queue a job; returns its id at once. Every value is checked as in the page."""
+        data = await image.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise InvalidInput(f"The image is larger than {config.server.max_upload_mb:g} MB. "
+                               "Upload a smaller file.")
+        job = await _in_thread(queue.submit, data, prompt, owner="api", source="api",
+                               negative_prompt=negative_prompt, resolution=resolution, num_frames=num_frames,
+                               fps=fps, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                               seed=seed)
+        return _job_body(queue, job)
+
+    @app.get("/api/jobs", tags=["jobs"], dependencies=[Depends(require_login)])
+    def list_jobs(limit: int = 50) -> dict:
+        """The newest jobs, newest first."""
+        return {"jobs": [job.public() for job in queue.list(limit=max(1, min(limit, 500)))]}
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"], dependencies=[Depends(require_login)])
+    def get_job(job_id: str) -> dict:
+        """One job: its state, progress, queue position and result."""
+        return _job_body(queue, queue.get(job_id))
+
+    @app.get("/api/jobs/{job_id}/video", tags=["jobs"], dependencies=[Depends(require_login)],
+             response_class=FileResponse)
+    def get_video(job_id: str):
+        """The finished video (video/mp4)."""
+        return _result_file(queue, job_id, "video_path", "video/mp4")
+
+    @app.get("/api/jobs/{job_id}/metadata", tags=["jobs"], dependencies=[Depends(require_login)],
+             response_class=FileResponse)
+    def get_metadata(job_id: str):
+        """The JSON record written beside the video: every parameter, the seed, versions, timings."""
+        return _result_file(queue, job_id, "metadata_path", "application/json")
+
+    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"], dependencies=[Depends(require_login)])
+    def cancel(job_id: str) -> dict:
+        """Cancel a queued job at once, or a running one at its next step."""
+        return _job_body(queue, queue.cancel(job_id))
+
+    @app.post("/api/jobs/{job_id}/retry", status_code=202, tags=["jobs"], dependencies=[Depends(require_login)])
+    def retry(job_id: str) -> dict:
+        """Queue a failed, cancelled or interrupted job again (a new job, same parameters)."""
+        return _job_body(queue, queue.retry(job_id))
+
+    demo = build_ui(config, queue)
     demo.queue(default_concurrency_limit=1, api_open=False)
     return gr.mount_gradio_app(
         app, demo, path="/",
         server_name=config.server.host,
         server_port=config.server.port,
+        auth=credentials.check if credentials else None,
+        auth_message="Image-to-Video: log in with the user name and password that start_app.sh printed.",
         max_file_size=f"{config.server.max_upload_mb:g}mb",
         enable_monitoring=False,
         show_error=False,
@@ -72,12 +162,73 @@ def create_app(config: AppConfig, service: VideoService, *, pid_file: Path | Non
     )
 
 
-class _GracefulServer(uvicorn.Server):
-    """uvicorn, but a stop signal first drains the GPU job (finish or cancel)."""
+async def _in_thread(function, *args, **kwargs):
+    import anyio
 
-    def __init__(self, config: uvicorn.Config, service: VideoService, grace_s: float):
+    return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))
+
+
+def _job_body(queue: JobQueue, job) -> dict:
+    return {**job.public(), "queue_position": queue.position(job.id)}
+
+
+def _result_file(queue: JobQueue, job_id: str, attribute: str, media_type: str) -> FileResponse:
+    job = queue.get(job_id)
+    if job.state != DONE:
+        raise HTTPException(409, f"The job is {job.state}; its files exist once it is done.")
+    path = getattr(job, attribute)
+    if not path or not Path(path).is_file():
+        raise HTTPException(410, "The file is gone: the output folder's retention policy removed it.")
+    return FileResponse(path, media_type=media_type, filename=Path(path).name)
+
+
+def _free_gb(folder: Path) -> float:
+    folder.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(folder).free / 1e9
+
+
+def _login_dependency(credentials: Credentials | None):
+    bearer = HTTPBearer(auto_error=False)
+
+    def require_login(token: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        if credentials is None:
+            return
+        if token is None or not credentials.check_token(token.credentials):
+            raise HTTPException(401, "Log in: send 'Authorization: Bearer <password>' (the password "
+                                     "start_app.sh printed).", headers={"WWW-Authenticate": "Bearer"})
+
+    return require_login
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(_request: Request, error: AppError) -> JSONResponse:
+        code = next((c for kind, c in _STATUS_CODES.items() if isinstance(error, kind)), 422)
+        return JSONResponse({"error": str(error)}, status_code=code)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+                             for e in error.errors())
+        return JSONResponse({"error": f"The request is incomplete or malformed: {problems}."}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        log.error("Unexpected error", exc_info=error)
+        return JSONResponse({"error": "Something went wrong on the server; the log has the details."},
+                            status_code=500)
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn, but a stop signal first drains the GPU job (finish or re-queue)."""
+
+    def __init__(self, config: uvicorn.Config, queue: JobQueue, grace_s: float):
         super().__init__(config)
-        self._service = service
+        self._queue = queue
         self._grace_s = grace_s
         self._draining = False
 
@@ -90,24 +241,36 @@ class _GracefulServer(uvicorn.Server):
         threading.Thread(target=self._drain_then_exit, args=(sig, frame), daemon=True).start()
 
     def _drain_then_exit(self, sig, frame) -> None:
-        self._service.shutdown(self._grace_s)
+        self._queue.shutdown(self._grace_s)
         super().handle_exit(sig, frame)
 
 
-def run_server(config: AppConfig, service: VideoService, *, pid_file: Path | None = None,
-               grace_s: float = SHUTDOWN_GRACE_S) -> None:
+def run_server(config: AppConfig, queue: JobQueue, *, credentials: Credentials | None = None,
+               pid_file: Path | None = None) -> None:
     """Serve until SIGTERM or Ctrl+C."""
-    app = create_app(config, service, pid_file=pid_file)
+    app = create_app(config, queue, credentials=credentials, pid_file=pid_file)
     server_config = uvicorn.Config(app, host=config.server.host, port=config.server.port,
                                    log_level="warning", timeout_graceful_shutdown=5)
-    server = _GracefulServer(server_config, service, grace_s)
+    server = _GracefulServer(server_config, queue, config.jobs.shutdown_grace_s)
     try:
         server.run()
     finally:
-        _remove_pid_file(pid_file)
+        remove_pid_file(pid_file)
 
 
-def _remove_pid_file(pid_file: Path | None) -> None:
+def restart_process() -> None:
+    """Replace this process with a fresh copy of itself (same PID, same arguments).
+
+    Used after a CUDA error that leaves the GPU context unusable: the new process
+    gets a clean GPU, re-reads the queue and carries on.
+    """
+    log.critical("Restarting the server process to recover the GPU")
+    logging.shutdown()
+    os.environ.pop("I2V_TEST_FAULTS", None)  # an injected fault fires once per server, not once per restart
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def remove_pid_file(pid_file: Path | None) -> None:
     """Remove the launcher's PID file, but only if it still names this process."""
     if not pid_file:
         return

@@ -1,9 +1,9 @@
-"""From a user's inputs to a finished video on disk: validate, generate, encode, record.
+"""From a validated request to a finished video on disk: generate, encode, record.
 
-``VideoService`` is what the page (and later the API and command line) calls. It
-validates every input before touching the GPU, runs one job at a time, writes the
-video, the normalised input image and a JSON record with everything needed to
-reproduce the video, and lists past results.
+``VideoService.make_video`` runs one request on the engine (one at a time), writes
+the video, the normalised input image and a JSON record with everything needed to
+reproduce the video. It also checks free disk first, keeps the output folder within
+its retention limits, and lists past results. The job queue (``jobs.py``) calls it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import json
 import logging
 import platform
 import resource
+import shutil
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from importlib import metadata
@@ -24,7 +26,7 @@ from typing import Any
 from . import __version__
 from .config import AppConfig
 from .engine import Engine, Progress, ProgressFn
-from .errors import InvalidInput, ModelUnavailable
+from .errors import GenerationFailed, OutOfMemory
 from .request import GenerationRequest, build_request
 from .video import new_video_name, write_json, write_video
 
@@ -50,68 +52,62 @@ class VideoService:
         self.engine = engine
         self.output_dir = config.paths.output_dir
         self._gpu = threading.Lock()
-        self._active: dict[str, threading.Event] = {}
-        self._active_lock = threading.Lock()
-        self._closing = False
 
-    @property
-    def busy(self) -> bool:
-        """True while a job is waiting for or using the GPU."""
-        with self._active_lock:
-            return bool(self._active)
-
-    def generate(self, image: Any, prompt: Any, *, owner: str = "local",
-                 progress: ProgressFn | None = None, **params: Any) -> VideoResult:
-        """Validate, generate and save one video for ``owner`` (a browser session or a client).
-
-        ``params`` are the request's optional fields (resolution, num_frames, fps,
-        num_inference_steps, guidance_scale, negative_prompt, seed). Raises an
-        ``AppError`` subclass with a message for the user on any expected failure.
-        """
+    def generate(self, image: Any, prompt: Any, *, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None, **params: Any) -> VideoResult:
+        """Validate the inputs and make one video right away (no queue)."""
         request = build_request(self.config, image=image, prompt=prompt, **params)
-        cancel = self._claim(owner)
+        return self.make_video(request, progress=progress, cancel=cancel)
+
+    def make_video(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
+                   cancel: threading.Event | None = None) -> VideoResult:
+        """Generate, encode and record ``request``; one call at a time uses the GPU.
+
+        Raises an ``AppError`` subclass with a message for the user on any expected failure.
+        """
+        self._check_disk()
         try:
             with self._gpu:
-                return self._run(request, progress or (lambda _: None), cancel)
-        finally:
-            with self._active_lock:
-                self._active.pop(owner, None)
+                result = self._run(request, progress or (lambda _: None), cancel or threading.Event())
+        except OutOfMemory:
+            raise OutOfMemory(out_of_memory_message(request, self.config.generation.resolutions)) from None
+        self.apply_retention()
+        return result
 
-    def cancel(self, owner: str) -> bool:
-        """Ask ``owner``'s running job to stop at its next step. True if there was one."""
-        with self._active_lock:
-            event = self._active.get(owner)
-        if event:
-            event.set()
-        return event is not None
+    def _check_disk(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        free_gb = shutil.disk_usage(self.output_dir).free / 1e9
+        if free_gb < self.config.outputs.min_free_gb:
+            raise GenerationFailed(f"Only {free_gb:.1f} GB of disk is free for {self.output_dir}; at least "
+                                   f"{self.config.outputs.min_free_gb:g} GB is needed. Delete old videos "
+                                   "from the output folder and try again.")
 
-    def shutdown(self, grace_s: float) -> None:
-        """Take no new jobs; give running ones ``grace_s`` seconds, then cancel them."""
-        self._closing = True
-        if self._wait_idle(grace_s):
-            return
-        with self._active_lock:
-            events = list(self._active.values())
-        log.warning("Cancelling %d unfinished job(s) to shut down", len(events))
-        for event in events:
-            event.set()
-        self._wait_idle(30)
+    def apply_retention(self) -> int:
+        """Delete the oldest videos beyond the configured age and total size. Returns how many."""
+        limits = self.config.outputs
+        videos = sorted(self.output_dir.glob("video_*.mp4"), key=lambda p: p.stat().st_mtime)
+        removed = 0
+        if limits.max_age_days > 0:
+            cutoff = time.time() - limits.max_age_days * 86400
+            while videos and videos[0].stat().st_mtime < cutoff:
+                removed += _remove_video(videos.pop(0))
+        if limits.max_total_gb > 0:
+            sizes = {v: sum(f.stat().st_size for f in _companions(v)) for v in videos}
+            total = sum(sizes.values())
+            while videos and total > limits.max_total_gb * 1e9:
+                video = videos.pop(0)
+                total -= sizes[video]
+                removed += _remove_video(video)
+        if removed:
+            log.info("Retention: removed %d old video(s) from %s", removed, self.output_dir)
+        return removed
 
-    def _wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.busy and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return not self.busy
-
-    def _claim(self, owner: str) -> threading.Event:
-        with self._active_lock:
-            if self._closing:
-                raise ModelUnavailable("The server is shutting down; try again in a minute.")
-            if owner in self._active:
-                raise InvalidInput("A video is already being made for you; wait for it to finish "
-                                   "or press Cancel before starting another.")
-            event = self._active[owner] = threading.Event()
-            return event
+    def clean_temporary_files(self) -> int:
+        """Remove half-written files left by a crash (never a finished video)."""
+        stale = [*self.output_dir.glob(".video_*.tmp.mp4"), *self.output_dir.glob(".video_*.json.*.tmp")]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     def _run(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event) -> VideoResult:
         started = time.perf_counter()
@@ -172,6 +168,32 @@ class VideoService:
             if len(records) >= limit:
                 break
         return records
+
+
+def out_of_memory_message(request: GenerationRequest, resolutions: Mapping[str, int]) -> str:
+    """What to lower, and by how much: the next resolution down, else fewer frames."""
+    smaller = sorted((side, name) for name, side in resolutions.items() if side < request.width)
+    if smaller:
+        side, name = smaller[-1]
+        advice = (f"Lower the resolution to {name} (about {1 - (side / request.width) ** 2:.0%} less memory) "
+                  "or use fewer frames, and try again.")
+    else:
+        fewer = max(2, request.num_frames // 2)
+        advice = f"Lower the frames from {request.num_frames} to {fewer} (about half the memory) and try again."
+    return (f"The GPU ran out of memory at {request.resolution} with {request.num_frames} frames, even in "
+            f"low-memory mode. {advice} The server is fine and ready for the next video.")
+
+
+def _companions(video: Path) -> list[Path]:
+    """A video and the files written beside it."""
+    return [p for p in (video, video.with_suffix(".json"), video.with_name(video.stem + "_input.png"))
+            if p.exists()]
+
+
+def _remove_video(video: Path) -> int:
+    for path in _companions(video):
+        path.unlink(missing_ok=True)
+    return 1
 
 
 def _package_versions() -> dict[str, str]:

@@ -1,4 +1,8 @@
-"""The Gradio page: upload, prompt, settings, Generate/Cancel, progress, result, history.
+"""The Gradio page: upload, prompt, settings, Generate/Cancel, progress, result, your jobs, history.
+
+Generate submits a job to the job queue and follows it; the job belongs to this
+browser (an id kept in its local storage), so a reload or a closed tab loses
+nothing: "Your jobs" shows it again, with its queue position and progress.
 
 ``build_ui`` returns a ``gr.Blocks`` without starting anything; ``server.create_app``
 mounts it with the queue and server settings the app needs. All limits, defaults
@@ -7,7 +11,10 @@ and presets come from the config; none is written here.
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +22,9 @@ import gradio as gr
 
 from .config import PROJECT_DIR, AppConfig
 from .engine import ModelState, Progress, format_seconds
-from .errors import AppError
+from .errors import AppError, InvalidInput
 from .examples import ensure_examples
-from .service import VideoService
+from .jobs import CANCELLED, DONE, QUEUED, RUNNING, Job, JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +84,16 @@ class SeedNumber(gr.Number):
         return payload
 
 
-def build_ui(config: AppConfig, service: VideoService) -> gr.Blocks:
+def build_ui(config: AppConfig, queue: JobQueue) -> gr.Blocks:
     """Build the page. Nothing is started or loaded here."""
-    page = _Page(config, service)
-    return page.build()
+    return _Page(config, queue).build()
 
 
 class _Page:
-    def __init__(self, config: AppConfig, service: VideoService):
+    def __init__(self, config: AppConfig, queue: JobQueue):
         self.config = config
-        self.service = service
+        self.queue = queue
+        self.service = queue.service
         self.settings = config.generation
 
     # -- layout ----------------------------------------------------------------
@@ -99,11 +106,24 @@ class _Page:
                     inputs = self._inputs()
                 with gr.Column(scale=6):
                     outputs = self._outputs()
-            history = gr.Dataframe(headers=list(_HISTORY_COLUMNS), value=self._history_rows, interactive=False,
-                                   wrap=True, max_height=360, label="Past results (newest first): "
-                                   "click a row to open it")
-            self._wire(demo, inputs, outputs, history)
+            tables = self._tables()
+            self._wire(demo, inputs, outputs, tables)
         return demo
+
+    def _tables(self) -> dict[str, Any]:
+        c: dict[str, Any] = {"owner": gr.BrowserState("", storage_key="image-to-video-owner"),
+                             "selected": gr.State(None)}
+        with gr.Tab("Your jobs"):
+            c["jobs"] = gr.Dataframe(headers=list(_JOB_COLUMNS), interactive=False, wrap=True, max_height=360,
+                                     label="This browser's jobs, newest first: click one to open it")
+            with gr.Row():
+                c["job_message"] = gr.Markdown("")
+                c["retry"] = gr.Button("Retry this job", visible=False, size="sm")
+        with gr.Tab("All videos"):
+            c["history"] = gr.Dataframe(headers=list(_HISTORY_COLUMNS), value=self._history_rows,
+                                        interactive=False, wrap=True, max_height=360,
+                                        label="Every video in the output folder, newest first: click one to open it")
+        return c
 
     def _header(self) -> None:
         logo = (STATIC_DIR / "logo.svg").read_text()
@@ -165,55 +185,109 @@ class _Page:
 
     # -- events ----------------------------------------------------------------
 
-    def _wire(self, demo, i: dict, o: dict, history: gr.Dataframe) -> None:
+    def _wire(self, demo, i: dict, o: dict, t: dict) -> None:
         params = [i[k] for k in ("resolution", "num_frames", "fps", "num_inference_steps", "guidance_scale")]
         # Page helpers: instant, outside the GPU queue, and left out of the API docs.
         quick = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
-        self.timer.tick(self._status_text, outputs=self.status, **quick)
+        demo.load(self._owner_id, t["owner"], t["owner"], **quick).then(
+            self._job_rows, t["owner"], t["jobs"], **quick)
+        self.timer.tick(self._tick, t["owner"], [self.status, t["jobs"]], **quick)
         i["preset"].input(self._apply_preset, i["preset"], params, **quick)
         for component in params:
             component.input(self._preset_for, params, i["preset"], **quick)
         i["random_seed"].change(lambda r: gr.Number(interactive=not r), i["random_seed"], i["seed"], **quick)
-        generate = i["generate"].click(
+        i["generate"].click(
             self.generate,
-            [i["image"], i["prompt"], i["negative_prompt"], *params, i["seed"], i["random_seed"]],
-            [o["video"], o["info"], o["files"], o["last_seed"], o["reuse_seed"], history],
-            api_name="generate", concurrency_limit=1, concurrency_id="gpu", trigger_mode="once",
+            [i["image"], i["prompt"], i["negative_prompt"], *params, i["seed"], i["random_seed"], t["owner"]],
+            [o["video"], o["info"], o["files"], o["last_seed"], o["reuse_seed"], t["jobs"], t["history"]],
+            api_name="generate", concurrency_limit=self.config.jobs.max_queued + 2, trigger_mode="once",
             show_progress_on=[o["video"]],
         )
-        i["cancel"].click(self.cancel, None, o["info"], cancels=[generate], queue=False, api_name="cancel")
+        i["cancel"].click(self.cancel, t["owner"], o["info"], queue=False, api_name="cancel")
         o["reuse_seed"].click(lambda seed: (False, seed), o["last_seed"], [i["random_seed"], i["seed"]], **quick)
-        history.select(self._open_past, None, [o["video"], o["info"], o["files"]], **quick)
-        demo.load(self._history_rows, None, history, **quick)
+        t["jobs"].select(self._open_job, t["owner"], [o["video"], o["info"], o["files"], t["selected"],
+                                                      t["job_message"], t["retry"]], **quick)
+        t["retry"].click(self._retry, [t["selected"], t["owner"]], [t["job_message"], t["retry"], t["jobs"]], **quick)
+        t["history"].select(self._open_past, None, [o["video"], o["info"], o["files"]], **quick)
+        demo.load(self._history_rows, None, t["history"], **quick)
 
     def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
-                 seed, random_seed, request: gr.Request, progress=gr.Progress()):
-        """Run one job for this browser session; every failure becomes a message."""
-        def report(p: Progress) -> None:
-            progress((p.done, p.total), desc=p.describe(), unit="steps" if p.stage == "denoising" else "")
-
+                 seed, random_seed, owner, request: gr.Request, progress=gr.Progress()):
+        """Queue a job for this browser and follow it; every failure becomes a message."""
+        owner = owner or _owner(request)
         try:
-            result = self.service.generate(
-                image, prompt, owner=_owner(request), progress=report,
-                negative_prompt=negative_prompt, resolution=resolution, num_frames=num_frames, fps=fps,
-                num_inference_steps=steps, guidance_scale=guidance,
+            job = self.queue.submit(
+                image, prompt, owner=owner, source="ui", negative_prompt=negative_prompt, resolution=resolution,
+                num_frames=num_frames, fps=fps, num_inference_steps=steps, guidance_scale=guidance,
                 seed=RANDOM_SEED if random_seed else seed)
         except AppError as error:
-            log.info("Generation refused or stopped: %s", error)
+            log.info("Job refused: %s", error)
             raise gr.Error(str(error), print_exception=False) from None
         except Exception:
-            log.exception("Generation failed")
-            raise gr.Error("Something went wrong while making the video. Please try again; if it keeps "
-                           "happening, the log file in logs/ has the details.", print_exception=False) from None
-        info = _describe_result(result.metadata)
-        files = [str(result.video_path), str(result.metadata_path)]
-        return (str(result.video_path), info, files, result.seed, gr.Button(visible=True),
-                self._history_rows())
+            log.exception("Submitting a job failed")
+            raise gr.Error(_SOMETHING_WRONG, print_exception=False) from None
 
-    def cancel(self, request: gr.Request) -> str:
-        """Stop this session's running job at its next step (a queued one is dropped by Gradio)."""
-        self.service.cancel(_owner(request))
-        return "**Cancelled.** Nothing was saved. Change the settings if you like and press Generate again."
+        def follow(current: Job) -> None:
+            if current.state == QUEUED:
+                position = self.queue.position(current.id) or 1
+                progress(0, desc=f"Waiting in the queue: number {position}")
+            elif current.state == RUNNING and current.total:
+                report = Progress(current.stage or "", current.done, current.total, 0.0, current.eta)
+                progress((current.done, current.total), desc=report.describe())
+
+        job = self.queue.wait(job.id, on_update=follow)
+        rows = self._job_rows(owner)
+        if job.state == DONE:
+            try:
+                info = _describe_result(_read_record(job.metadata_path))
+            except AppError as error:
+                info = str(error)
+            files = [job.video_path, job.metadata_path]
+            return (job.video_path, info, files, job.params["seed"], gr.Button(visible=True),
+                    rows, self._history_rows())
+        if job.state == CANCELLED:
+            return None, _CANCELLED, None, None, gr.Button(visible=False), rows, gr.skip()
+        raise gr.Error(job.message or _SOMETHING_WRONG, print_exception=False)
+
+    def cancel(self, owner, request: gr.Request) -> str:
+        """Cancel this browser's unfinished jobs: queued ones at once, the running one at its next step."""
+        owner = owner or _owner(request)
+        for job in self.queue.list(owner=owner, limit=self.config.jobs.max_queued + 5):
+            if not job.finished_state:
+                self.queue.cancel(job.id)
+        return _CANCELLED
+
+    def _open_job(self, owner, event: gr.SelectData):
+        job_id = (event.row_value or [""])[-1]
+        try:
+            job = self.queue.get(job_id, owner=owner)
+        except AppError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        retry = gr.Button(visible=job.state in ("failed", "cancelled", "interrupted"))
+        if job.state == DONE and job.video_path and Path(job.video_path).is_file():
+            record = _read_record(job.metadata_path)
+            return (job.video_path, _describe_result(record), [job.video_path, job.metadata_path], job.id,
+                    "", retry)
+        text = f"**{job.state.capitalize()}**" + (f": {job.message}" if job.message else "")
+        return gr.skip(), gr.skip(), gr.skip(), job.id, text, retry
+
+    def _retry(self, job_id, owner):
+        if not job_id:
+            return "Select a job first.", gr.Button(visible=False), gr.skip()
+        try:
+            job = self.queue.retry(job_id, owner=owner)
+        except AppError as error:
+            return str(error), gr.Button(visible=False), gr.skip()
+        return (f"Queued again as job `{job.id}`; it appears above and runs when its turn comes.",
+                gr.Button(visible=False), self._job_rows(owner))
+
+    def _tick(self, owner):
+        return self._status_text(), self._job_rows(owner)
+
+    @staticmethod
+    def _owner_id(owner: str) -> str:
+        """A random id for this browser, kept in its local storage across reloads."""
+        return owner or f"browser-{uuid.uuid4().hex}"
 
     # -- helpers ---------------------------------------------------------------
 
@@ -244,6 +318,21 @@ class _Page:
         d = self.settings.defaults
         return self._preset_for(d.resolution, d.num_frames, d.fps, d.num_inference_steps, d.guidance_scale)
 
+    def _job_rows(self, owner: str) -> list[list]:
+        if not owner:
+            return []
+        rows = []
+        for job in self.queue.list(owner=owner, limit=50):
+            state = job.state
+            if job.state == QUEUED:
+                state = f"queued (number {self.queue.position(job.id) or 1})"
+            elif job.state == RUNNING and job.total:
+                state = f"{job.stage} {job.done}/{job.total}"
+            created = datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M:%S")
+            rows.append([created, job.params.get("prompt", ""), job.params.get("resolution"),
+                         job.params.get("num_frames"), job.params.get("seed"), state, job.id])
+        return rows
+
     def _history_rows(self) -> list[list]:
         rows = []
         for record in self.service.history():
@@ -263,6 +352,17 @@ class _Page:
 
 
 _HISTORY_COLUMNS = ("Created", "Prompt", "Resolution", "Frames", "FPS", "Steps", "Guidance", "Seed", "File")
+_JOB_COLUMNS = ("Created", "Prompt", "Resolution", "Frames", "Seed", "State", "Job")
+_CANCELLED = "**Cancelled.** Nothing was saved. Change the settings if you like and press Generate again."
+_SOMETHING_WRONG = ("Something went wrong while making the video. Please try again; if it keeps happening, "
+                    "the log file in logs/ has the details.")
+
+
+def _read_record(path: str | None) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, TypeError, ValueError):
+        raise InvalidInput("The record of this video is missing from the output folder.") from None
 
 
 def _owner(request: gr.Request | None) -> str:

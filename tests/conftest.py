@@ -11,6 +11,8 @@ from PIL import Image
 from image_to_video.config import load_config
 from image_to_video.demo_model import build_demo_model
 
+from .app_process import AppProcess
+
 # Small limits so the real pipeline runs in seconds on two CPU cores.
 SMALL = {
     "generation.resolutions": {"64p": 64, "128p": 128, "512p": 512},
@@ -83,3 +85,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_process(tmp_path):
+    """Start `python main.py --demo` processes on free ports; all are stopped afterwards."""
+    started = []
+
+    def make(*args, env=None, host="127.0.0.1", root=None, port=None):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            free = s.getsockname()[1]
+        app = AppProcess(root or tmp_path, port or free, *args, env=env, host=host)
+        started.append(app)
+        return app
+
+    yield make
+    for app in started:
+        app.stop()

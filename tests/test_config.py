@@ -101,7 +101,10 @@ def test_model_source_folder_is_resolved(tmp_path):
      ["generation.presets.Big.num_frames", "99"]),
     ("images.max_aspect_ratio", 0.5, ["images.max_aspect_ratio", "1 or more"]),
     ("paths.output_dir", "", ["paths.output_dir", "folder"]),
-    ("server.colour", "blue", ["Unknown setting server.colour", "host, max_upload_mb, port"]),
+    ("server.colour", "blue", ["Unknown setting server.colour", "host, login, max_upload_mb, password, port"]),
+    ("server.login", "maybe", ["server.login", "'maybe'", "auto, on, off"]),
+    ("jobs.max_queued", 0, ["jobs.max_queued", "1 to 10000"]),
+    ("outputs.max_age_days", -1, ["outputs.max_age_days", "0 or more"]),
 ])
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, words):
     with pytest.raises(ConfigError) as error:
@@ -142,3 +145,17 @@ def test_help_lists_the_flags():
     assert result.returncode == 0
     for flag in ("--config", "--host", "--port", "--demo", "build-demo"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("host, login, required", [
+    ("0.0.0.0", "auto", True), ("127.0.0.1", "auto", False), ("localhost", "auto", False),
+    ("192.168.1.5", "auto", True), ("127.0.0.1", "on", True), ("0.0.0.0", "off", False),
+])
+def test_a_login_is_required_beyond_loopback(host, login, required):
+    config = load_config(overrides={"server.host": host, "server.login": login})
+    assert config.server.login_required is required
+
+
+def test_no_login_flag_turns_the_login_off():
+    _, config = parse_config(["--no-login"])
+    assert config.server.login == "off"

@@ -1,13 +1,14 @@
 import io
 import json
+import os
 import threading
 import time
 
 import pytest
 from PIL import Image
 
-from image_to_video.engine import Engine
-from image_to_video.errors import Cancelled, InvalidInput, ModelUnavailable
+from image_to_video.engine import Engine, FaultInjector
+from image_to_video.errors import Cancelled, GenerationFailed, InvalidInput, ModelUnavailable, OutOfMemory
 from image_to_video.service import VideoService
 from image_to_video.video import probe_video
 
@@ -71,36 +72,6 @@ def test_bad_input_changes_nothing(service, photo):
     assert not service.output_dir.exists() or not list(service.output_dir.iterdir())
 
 
-def test_one_job_per_user_at_a_time_and_cancel_reaches_the_right_one(service, photo):
-    started, release = threading.Event(), threading.Event()
-    outcome = {}
-
-    def progress(report):
-        if report.stage == "denoising" and report.done == 1:
-            started.set()
-            release.wait(10)
-
-    def run():
-        try:
-            service.generate(photo, "waves", owner="alice", num_inference_steps=10, progress=progress)
-        except Cancelled as error:
-            outcome["error"] = error
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    assert started.wait(30)
-    with pytest.raises(InvalidInput, match="already being made"):
-        service.generate(photo, "waves", owner="alice")
-    assert not service.cancel("bob")  # bob has nothing running; alice's job is untouched
-    assert service.cancel("alice")
-    release.set()
-    worker.join(30)
-    assert isinstance(outcome.get("error"), Cancelled)
-    assert not service.output_dir.exists() or not list(service.output_dir.glob("*.mp4"))
-    # After the cancel alice can start again.
-    assert service.generate(photo, "waves", owner="alice", num_frames=2).video_path.is_file()
-
-
 def test_history_lists_newest_first_and_skips_damaged_records(service, photo):
     first = service.generate(photo, "first", num_frames=2)
     second = service.generate(photo, "second", num_frames=2)
@@ -118,38 +89,70 @@ def test_model_not_ready_is_a_clear_message(small_config, demo_dir, photo):
         VideoService(config, engine).generate(photo, "waves")
 
 
-def test_shutdown_refuses_new_jobs_and_cancels_a_job_that_outlasts_the_grace(service, photo):
-    started = threading.Event()
-    outcome = {}
+def test_a_cancelled_job_leaves_nothing(service, photo):
+    cancel = threading.Event()
 
     def progress(report):
-        if report.stage == "denoising" and report.done >= 1:
-            started.set()
-            time.sleep(0.05)  # a slow GPU
+        if report.stage == "denoising" and report.done == 1:
+            cancel.set()
 
-    def run():
-        try:
-            service.generate(photo, "waves", owner="alice", num_inference_steps=100, progress=progress)
-        except Cancelled as error:
-            outcome["error"] = error
+    with pytest.raises(Cancelled):
+        service.generate(photo, "waves", num_inference_steps=10, progress=progress, cancel=cancel)
+    assert not service.output_dir.exists() or not list(service.output_dir.iterdir())
 
-    worker = threading.Thread(target=run)
-    worker.start()
-    assert started.wait(30)
-    began = time.monotonic()
-    service.shutdown(grace_s=0.5)
-    assert 0.5 <= time.monotonic() - began < 20
-    worker.join(30)
-    assert isinstance(outcome.get("error"), Cancelled) and not service.busy
-    with pytest.raises(ModelUnavailable, match="shutting down"):
+
+def test_out_of_memory_twice_names_what_to_lower(small_config, loaded_engine, photo, monkeypatch):
+    service = VideoService(small_config(), loaded_engine)
+    monkeypatch.setattr(loaded_engine, "faults", FaultInjector("oom@denoise*2"))
+    with pytest.raises(OutOfMemory) as error:
+        service.generate(photo, "waves", resolution="128p", num_frames=6)
+    message = str(error.value)
+    assert "ran out of memory at 128p with 6 frames" in message
+    assert "Lower the resolution to 64p (about 75% less memory)" in message
+    assert "ready for the next video" in message
+    assert service.generate(photo, "waves", num_frames=2).video_path.is_file()  # the next job works
+
+
+def test_out_of_memory_at_the_smallest_size_suggests_fewer_frames(small_config, loaded_engine, photo, monkeypatch):
+    service = VideoService(small_config(), loaded_engine)
+    monkeypatch.setattr(loaded_engine, "faults", FaultInjector("oom@decode*2"))
+    with pytest.raises(OutOfMemory, match="Lower the frames from 8 to 4"):
+        service.generate(photo, "waves", resolution="64p", num_frames=8)
+
+
+def test_out_of_memory_once_is_retried_in_low_memory_mode(small_config, loaded_engine, photo, monkeypatch):
+    service = VideoService(small_config(), loaded_engine)
+    monkeypatch.setattr(loaded_engine, "faults", FaultInjector("oom@decode*1"))
+    result = service.generate(photo, "waves", num_frames=4)
+    assert probe_video(result.video_path).frames == 4
+    assert result.metadata["timings_s"]["low_memory_retry"] == 1.0
+
+
+def test_retention_removes_the_oldest_videos_with_their_files(small_config, loaded_engine, photo):
+    service = VideoService(small_config(), loaded_engine)
+    old = service.generate(photo, "old", num_frames=2)
+    new = service.generate(photo, "new", num_frames=2)
+    ten_days_ago = time.time() - 10 * 86400
+    for path in (old.video_path, old.metadata_path, old.image_path):
+        os.utime(path, (ten_days_ago, ten_days_ago))
+    aged = VideoService(small_config(**{"outputs.max_age_days": 7}), loaded_engine)
+    assert aged.apply_retention() == 1
+    assert not old.video_path.exists() and not old.metadata_path.exists() and not old.image_path.exists()
+    assert new.video_path.exists()
+    size = sum(p.stat().st_size for p in service.output_dir.iterdir())
+    capped = VideoService(small_config(**{"outputs.max_total_gb": size / 2 / 1e9}), loaded_engine)
+    assert capped.apply_retention() == 1 and not new.video_path.exists()
+
+
+def test_a_full_disk_refuses_the_job_before_the_gpu_runs(small_config, loaded_engine, photo):
+    service = VideoService(small_config(**{"outputs.min_free_gb": 1e9}), loaded_engine)
+    with pytest.raises(GenerationFailed, match="GB of disk is free.*Delete old videos"):
         service.generate(photo, "waves")
 
 
-def test_shutdown_lets_a_short_job_finish(service, photo):
-    results = []
-    worker = threading.Thread(target=lambda: results.append(service.generate(photo, "waves", num_frames=2)))
-    worker.start()
-    time.sleep(0.2)
-    service.shutdown(grace_s=60)
-    worker.join(30)
-    assert results and results[0].video_path.is_file()
+def test_half_written_files_are_cleaned_but_videos_kept(service, photo):
+    video = service.generate(photo, "waves", num_frames=2).video_path
+    (service.output_dir / ".video_x.abc123.tmp.mp4").write_bytes(b"partial")
+    (service.output_dir / ".video_x.json.abc123.tmp").write_text("{")
+    assert service.clean_temporary_files() == 2
+    assert video.is_file() and not list(service.output_dir.glob(".*"))

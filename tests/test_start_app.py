@@ -28,13 +28,14 @@ def launcher(tmp_path, free_port):
         "I2V_PATHS_OUTPUT_DIR": str(tmp_path / "outputs"),
         "I2V_PATHS_LOG_DIR": str(tmp_path / "logs"),
         "I2V_PATHS_MODELS_DIR": str(tmp_path / "models"),
+        "I2V_PATHS_STATE_DIR": str(tmp_path / "data"),
         "I2V_READY_TIMEOUT": "240",
         "NO_COLOR": "1",
     }
     env.pop("HF_HUB_OFFLINE", None)
 
-    def run(*args, port=free_port, timeout=300):
-        command = ["bash", str(SCRIPT), *args, "--port", str(port), "--host", "127.0.0.1"]
+    def run(*args, port=free_port, host="127.0.0.1", timeout=300):
+        command = ["bash", str(SCRIPT), *args, "--port", str(port), "--host", host]
         return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
     run.port = free_port
@@ -88,6 +89,19 @@ def test_start_is_ready_second_start_says_running_status_and_stop(launcher):
     assert "Stopping: no new jobs" in (launcher.logs / "latest.log").read_text()  # TERM, handled
     status = launcher("status")
     assert status.returncode == 3 and "not running" in status.stdout
+
+
+def test_a_network_address_prints_how_to_log_in(launcher, tmp_path):
+    result = launcher("--demo", host="0.0.0.0")
+    assert result.returncode == 0, result.stderr
+    password = (tmp_path / "data" / "credentials.txt").read_text().strip().split(":", 1)[1]
+    assert f"🔑 Login: user admin, password {password}" in result.stdout
+    assert "Authorization: Bearer" in result.stdout
+    again = launcher(host="0.0.0.0")  # already running: says how to log in again
+    assert f"password {password}" in again.stdout
+    launcher("stop")
+    no_login = launcher("--demo", "--no-login", host="0.0.0.0")
+    assert no_login.returncode == 0 and "No login on 0.0.0.0" in no_login.stderr
 
 
 def test_a_foreign_listener_is_named_and_refused(launcher):

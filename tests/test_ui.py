@@ -2,8 +2,6 @@
 
 import json
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +15,8 @@ from image_to_video.config import PROJECT_DIR
 from image_to_video.examples import ensure_examples
 from image_to_video.video import probe_video
 
+from .app_process import AppProcess
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -24,34 +24,12 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = (root / "app.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "main.py", "--demo", "--host", "127.0.0.1", "--port", str(port),
-         "--output-dir", str(root / "outputs"), "--models-dir", str(root / "models")],
-        cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    app = AppProcess(root, port).start()
     try:
-        client = _wait_until_ready(url, process, root / "app.log")
-        yield {"url": url, "client": client, "outputs": root / "outputs", "log": root / "app.log"}
+        yield {"url": app.url, "client": Client(app.url, verbose=False), "outputs": root / "outputs",
+               "log": app.log_path}
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-
-
-def _wait_until_ready(url: str, process, log: Path, timeout: float = 180) -> Client:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            status = json.loads(urllib.request.urlopen(url + "api/status", timeout=5).read())
-        except (urllib.error.URLError, ConnectionError):
-            status = None
-        if status and status["model"]["state"] == "ready":
-            return Client(url, verbose=False)
-        assert not status or status["model"]["state"] != "error", status
-        time.sleep(0.5)
-    raise AssertionError(f"the app did not become ready:\n{log.read_text()}")
+        app.stop()
 
 
 def example_image() -> str:
@@ -61,14 +39,14 @@ def example_image() -> str:
 
 def generate(client: Client, image, prompt="the waves roll in slowly", **params):
     values = dict(negative_prompt="", resolution="512p", num_frames=16, fps=8, steps=50, guidance=9.0,
-                  seed=0, random_seed=True)
+                  seed=0, random_seed=True, owner="browser-test")
     values.update(params)
     return client.submit(handle_file(image), prompt, *values.values(), api_name="/generate")
 
 
 def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(server):
     job = generate(server["client"], example_image())
-    video, info, files, history = job.result(timeout=600)
+    video, info, files, jobs, history = job.result(timeout=600)
     decoded = probe_video(Path(video))
     assert (decoded.width, decoded.height, decoded.frames, decoded.fps) == (512, 512, 16, 8.0)
     assert (decoded.codec, decoded.pixel_format) == ("h264", "yuv420p")
@@ -82,6 +60,7 @@ def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(s
     assert Path(files[1]).name == saved[0].with_suffix(".json").name
     rows = history["data"]
     assert rows[0][1] == "the waves roll in slowly" and rows[0][-1] == saved[0].name
+    assert jobs["data"][0][1] == "the waves roll in slowly" and jobs["data"][0][5] == "done"
 
 
 def test_a_text_file_named_png_gets_a_clear_message(server, tmp_path):
@@ -101,13 +80,14 @@ def test_limits_hold_for_api_callers_too(server):
 def test_cancel_stops_a_running_job(server):
     client = server["client"]
     before = set(server["outputs"].glob("*.mp4"))
-    job = generate(client, example_image(), steps=100, num_frames=32)
+    job = generate(client, example_image(), steps=100, num_frames=32, owner="browser-cancel")
     deadline = time.monotonic() + 120
-    while not (job.status().progress_data or [None])[0] and time.monotonic() < deadline:
+    while "Denoising" not in str(job.status().progress_data) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert "Cancelled" in client.predict(api_name="/cancel")
-    with pytest.raises(ClientError, match="Cancelled"):
-        job.result(timeout=120)
+    assert "Cancelled" in client.predict("browser-cancel", api_name="/cancel")
+    video, info, files, jobs, history = job.result(timeout=120)
+    assert video is None and "Cancelled" in info
+    assert jobs["data"][0][5] == "cancelled"
     assert set(server["outputs"].glob("*.mp4")) == before
 
 

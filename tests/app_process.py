@@ -1,0 +1,68 @@
+"""A helper for tests that run the real server: `python main.py --demo` in a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AppProcess:
+    """`python main.py ...` in a subprocess with its state in ``root``; waits until the model is ready."""
+
+    def __init__(self, root: Path, port: int, *args: str, env: dict | None = None, host: str = "127.0.0.1"):
+        import os
+
+        self.root, self.port, self.args = root, port, args
+        self.url = f"http://127.0.0.1:{port}/"
+        self.log_path = root / "app.log"
+        self.env = {**os.environ, **(env or {}), "I2V_PATHS_OUTPUT_DIR": str(root / "outputs"),
+                    "I2V_PATHS_STATE_DIR": str(root / "data"), "I2V_PATHS_MODELS_DIR": str(root / "models"),
+                    "I2V_PATHS_LOG_DIR": str(root / "logs")}
+        self.host = host
+        self.process = None
+
+    def start(self, timeout: float = 180) -> "AppProcess":
+        import subprocess
+        import sys
+
+        from image_to_video.config import PROJECT_DIR
+
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "main.py", "--demo", "--host", self.host, "--port", str(self.port), *self.args],
+            cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def status(self) -> dict | None:
+        import json
+        import urllib.request
+
+        try:
+            return json.loads(urllib.request.urlopen(self.url + "api/status", timeout=5).read())
+        except OSError:
+            return None
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()
+            status = self.status()
+            if status and status["model"]["state"] == "ready":
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"the app did not become ready:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(60)
+
+    def kill9(self) -> None:
+        self.process.kill()
+        self.process.wait(30)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
