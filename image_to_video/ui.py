@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -111,8 +110,8 @@ class _Page:
         return demo
 
     def _tables(self) -> dict[str, Any]:
-        c: dict[str, Any] = {"owner": gr.BrowserState("", storage_key="image-to-video-owner"),
-                             "selected": gr.State(None)}
+        # This browser's id, kept in its local storage (set by _OWNER_JS on load).
+        c: dict[str, Any] = {"owner": gr.Textbox(visible=False), "selected": gr.State(None)}
         with gr.Tab("Your jobs"):
             c["jobs"] = gr.Dataframe(headers=list(_JOB_COLUMNS), interactive=False, wrap=True, max_height=360,
                                      label="This browser's jobs, newest first: click one to open it")
@@ -189,8 +188,7 @@ class _Page:
         params = [i[k] for k in ("resolution", "num_frames", "fps", "num_inference_steps", "guidance_scale")]
         # Page helpers: instant, outside the GPU queue, and left out of the API docs.
         quick = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
-        demo.load(self._owner_id, t["owner"], t["owner"], **quick).then(
-            self._job_rows, t["owner"], t["jobs"], **quick)
+        demo.load(None, None, t["owner"], js=_OWNER_JS, **quick).then(self._job_rows, t["owner"], t["jobs"], **quick)
         self.timer.tick(self._tick, t["owner"], [self.status, t["jobs"]], **quick)
         i["preset"].input(self._apply_preset, i["preset"], params, **quick)
         for component in params:
@@ -284,11 +282,6 @@ class _Page:
     def _tick(self, owner):
         return self._status_text(), self._job_rows(owner)
 
-    @staticmethod
-    def _owner_id(owner: str) -> str:
-        """A random id for this browser, kept in its local storage across reloads."""
-        return owner or f"browser-{uuid.uuid4().hex}"
-
     # -- helpers ---------------------------------------------------------------
 
     def _status_text(self) -> str:
@@ -353,6 +346,17 @@ class _Page:
 
 _HISTORY_COLUMNS = ("Created", "Prompt", "Resolution", "Frames", "FPS", "Steps", "Guidance", "Seed", "File")
 _JOB_COLUMNS = ("Created", "Prompt", "Resolution", "Frames", "Seed", "State", "Job")
+# A random id per browser, kept across reloads and server restarts; getRandomValues also
+# works on plain http from another machine, where crypto.randomUUID does not.
+_OWNER_JS = """() => {
+  let id = localStorage.getItem("image-to-video-owner");
+  if (!id) {
+    id = "browser-" + Array.from(crypto.getRandomValues(new Uint8Array(16)),
+                                 (b) => b.toString(16).padStart(2, "0")).join("");
+    localStorage.setItem("image-to-video-owner", id);
+  }
+  return id;
+}"""
 _CANCELLED = "**Cancelled.** Nothing was saved. Change the settings if you like and press Generate again."
 _SOMETHING_WRONG = ("Something went wrong while making the video. Please try again; if it keeps happening, "
                     "the log file in logs/ has the details.")
