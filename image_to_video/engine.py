@@ -230,7 +230,7 @@ class Engine:
         back to its normal mode for the next job.
         """
         if not self.ready:
-            raise ModelUnavailable(self._not_ready_message())
+            raise self._not_ready_error()
         import torch
 
         cancel = cancel or threading.Event()
@@ -299,11 +299,11 @@ class Engine:
                 self._pipe.to(self._device)
                 self.free_memory()
 
-    def _not_ready_message(self) -> str:
+    def _not_ready_error(self) -> ModelUnavailable:
         status = self.status
         if status.state is ModelState.ERROR:
-            return f"The model is not available: {status.message}"
-        return f"The model is not ready yet ({status.state.value}); please wait a moment and try again."
+            return ModelUnavailable(key="err_not_available", detail=status.message)
+        return ModelUnavailable(key="err_not_ready", state=status.state.value)
 
     def encode_prompt(self, text: str):
         """CLIP embeddings as the pipeline's default ``clip_skip=1`` computes them.
@@ -329,7 +329,7 @@ class Engine:
 
         def before_step(_module, _args):
             if cancel.is_set():
-                raise Cancelled("Cancelled: the video was stopped before it finished.")
+                raise Cancelled(key="err_cancelled")
             self.faults.trip("denoise")
 
         def after_step(_module, _args, _output):
@@ -372,7 +372,7 @@ class Engine:
         pieces = []
         for first in range(0, num_frames, chunk):
             if cancel.is_set():
-                raise Cancelled("Cancelled: the video was stopped before it finished.")
+                raise Cancelled(key="err_cancelled")
             self.faults.trip("decode")
             video = self._pipe.decode_latents(latents[:, :, first:first + chunk])
             # (batch, channels, frames, h, w) in [-1, 1] -> (frames, h, w, channels) uint8

@@ -8,7 +8,20 @@ generic message, never as a traceback.
 
 
 class AppError(Exception):
-    """Base class: an expected failure with a message a user can act on."""
+    """Base class: an expected failure with a message a user can act on.
+
+    Raised with ``key=`` (a text in ``i18n.TEXT``) and its parameters, the message can
+    also be shown in the user's language (``i18n.localized``); ``str()`` is English.
+    """
+
+    def __init__(self, message: str | None = None, *, key: str | None = None, **params):
+        if key is not None:
+            from .i18n import t
+
+            message = t(key, "en", **params)
+        super().__init__(message)
+        self.key = key
+        self.params = params
 
 
 class ConfigError(AppError):

@@ -19,9 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .config import ImageSettings
 from .errors import InvalidInput
 
-SUPPORTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 _BACKGROUND = (255, 255, 255)
-_RESIZE_HINT = "Resize it to at most about 4000x4000 pixels and upload it again."
 
 
 def normalise_image(source: Image.Image | str | Path | bytes, size: tuple[int, int],
@@ -45,21 +43,20 @@ def _open(source, settings: ImageSettings) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
     if source is None:
-        raise InvalidInput("Please upload an image first.")
+        raise InvalidInput(key="err_no_image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             data = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
             return Image.open(data)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise InvalidInput(f"The image has far more pixels than the limit of {settings.max_megapixels:g} "
-                           f"megapixels. {_RESIZE_HINT}") from None
+        raise InvalidInput(key="err_bomb", limit=f"{settings.max_megapixels:g}") from None
     except (UnidentifiedImageError, SyntaxError, ValueError):
-        raise InvalidInput(f"This file is not an image we can read. Upload a {SUPPORTED} file.") from None
+        raise InvalidInput(key="err_not_image") from None
     except (FileNotFoundError, IsADirectoryError):
-        raise InvalidInput("The uploaded file is missing; please upload it again.") from None
+        raise InvalidInput(key="err_upload_missing") from None
     except OSError as error:
-        raise InvalidInput(f"The image could not be opened ({error}). Upload a {SUPPORTED} file.") from None
+        raise InvalidInput(key="err_cannot_open", detail=str(error)) from None
 
 
 def _check_pixels(image: Image.Image, settings: ImageSettings) -> None:
@@ -67,10 +64,10 @@ def _check_pixels(image: Image.Image, settings: ImageSettings) -> None:
     width, height = image.size
     megapixels = width * height / 1e6
     if megapixels > settings.max_megapixels:
-        raise InvalidInput(f"The image is {width}x{height} ({megapixels:.0f} megapixels); the limit is "
-                           f"{settings.max_megapixels:g}. {_RESIZE_HINT}")
+        raise InvalidInput(key="err_too_many_pixels", width=width, height=height, megapixels=f"{megapixels:.0f}",
+                           limit=f"{settings.max_megapixels:g}")
     if min(width, height) < 1:
-        raise InvalidInput("The image is empty (zero pixels wide or high).")
+        raise InvalidInput(key="err_empty_image")
 
 
 def _first_frame(image: Image.Image) -> Image.Image:
@@ -83,8 +80,7 @@ def _load(image: Image.Image) -> Image.Image:
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise InvalidInput(f"The image file is damaged or incomplete ({error}). "
-                           "Upload the original file again, or export it anew as PNG or JPEG.") from None
+        raise InvalidInput(key="err_damaged", detail=str(error)) from None
     return image
 
 
@@ -122,10 +118,8 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
 def _check_shape(image: Image.Image, settings: ImageSettings) -> None:
     width, height = image.size
     if min(width, height) < settings.min_side:
-        raise InvalidInput(f"The image is only {width}x{height} pixels; each side needs at least "
-                           f"{settings.min_side}. Upload a larger picture.")
+        raise InvalidInput(key="err_too_small", width=width, height=height, min_side=settings.min_side)
     ratio = max(width, height) / min(width, height)
     if ratio > settings.max_aspect_ratio:
-        raise InvalidInput(f"The image is {width}x{height}, {ratio:.1f} times longer than it is wide; "
-                           f"the limit is {settings.max_aspect_ratio:g}:1. Crop it closer to a square "
-                           "(the video is square and keeps the centre of the picture).")
+        raise InvalidInput(key="err_aspect", width=width, height=height, ratio=f"{ratio:.1f}",
+                           limit=f"{settings.max_aspect_ratio:g}")

@@ -147,8 +147,7 @@ class SQLiteJobStore:
         with self._connect() as db:
             (waiting,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()
             if waiting >= max_queued:
-                raise QueueFull(f"The queue is full ({waiting} videos waiting). Please try again in a few "
-                                "minutes, when some have finished.")
+                raise QueueFull(key="err_queue_full", waiting=waiting)
             values = [json.dumps(job.params) if name == "params" else getattr(job, name) for name in _COLUMNS]
             db.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                        values)
@@ -284,7 +283,7 @@ class JobQueue:
         Raises ``InvalidInput`` (nothing is stored) or ``QueueFull``.
         """
         if self._stopping.is_set():
-            raise ModelUnavailable("The server is shutting down; try again in a minute.")
+            raise ModelUnavailable(key="err_shutting_down")
         request = build_request(self.config, image=image, prompt=prompt, **params)
         job_id = uuid.uuid4().hex[:12]
         image_path = self.inputs_dir / f"{job_id}.png"
@@ -305,9 +304,9 @@ class JobQueue:
         """Queue a finished (failed, cancelled or interrupted) job again as a new job."""
         old = self.get(job_id, owner=owner)
         if old.state not in (FAILED, CANCELLED, INTERRUPTED):
-            raise InvalidInput(f"Only a failed, cancelled or interrupted job can be retried; this one is {old.state}.")
+            raise InvalidInput(key="err_already_running", state=old.state)
         if not Path(old.image_path).is_file():
-            raise InvalidInput("The input image of that job is gone; please upload it again.")
+            raise InvalidInput(key="err_input_gone")
         params = {k: v for k, v in old.params.items() if k not in ("width", "height", "prompt")}
         return self.submit(Image.open(old.image_path), old.params["prompt"], owner=old.owner,
                            source=old.source, **params)
@@ -327,7 +326,7 @@ class JobQueue:
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
         job = self.store.get(str(job_id))
         if job is None or (owner is not None and job.owner != owner):
-            raise JobNotFound(f"There is no job {job_id!r}.")
+            raise JobNotFound(key="err_no_job", job=job_id)
         return job
 
     def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]:
@@ -421,7 +420,7 @@ class JobQueue:
             with Image.open(job.image_path) as image:
                 rgb = image.convert("RGB")
         except OSError:
-            raise InvalidInput("The input image of this job is missing; please upload it again.") from None
+            raise InvalidInput(key="err_input_gone") from None
         return GenerationRequest(image=rgb, **job.params)
 
     def _reporter(self, job_id: str) -> Callable[[Progress], None]:

@@ -59,8 +59,7 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     d = settings.defaults
     resolution = d.resolution if resolution in (None, "") else str(resolution)
     if resolution not in settings.resolutions:
-        raise InvalidInput(f"Resolution {resolution!r} is not available. "
-                           f"Choose one of: {', '.join(settings.resolutions)}.")
+        raise InvalidInput(key="err_resolution", value=resolution, allowed=", ".join(settings.resolutions))
     side = settings.resolutions[resolution]
     seed = _integer("Seed", d.seed if seed in (None, "") else seed, -1, MAX_SEED)
     checked = dict(
@@ -87,37 +86,35 @@ def clean_prompt(text: Any, max_chars: int, *, required: bool) -> str:
     if text is None:
         text = ""
     if not isinstance(text, str):
-        raise InvalidInput(f"The prompt must be text, not {type(text).__name__}.")
+        raise InvalidInput(key="err_prompt_type", kind=type(text).__name__)
     text = unicodedata.normalize("NFC", text)
     text = "".join(" " if unicodedata.category(c).startswith(("C", "Z")) else c for c in text)
     text = " ".join(text.split())
     if required and not text:
-        raise InvalidInput("Please write a prompt: describe the motion you want, "
-                           "e.g. 'the waves roll in slowly'.")
+        raise InvalidInput(key="err_prompt_missing")
     if len(text) > max_chars:
-        raise InvalidInput(f"The prompt is {len(text)} characters long; the limit is {max_chars}. "
-                           "Shorten it: the model reads only about the first 75 words.")
+        raise InvalidInput(key="err_prompt_long", length=len(text), limit=max_chars)
     return text
 
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or value is None:
-        raise InvalidInput(f"{name} must be a number, not {value!r}.")
+        raise InvalidInput(key="err_not_number", name=name, value=value)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a number, not {value!r}.") from None
+        raise InvalidInput(key="err_not_number", name=name, value=value) from None
     if not math.isfinite(number):
-        raise InvalidInput(f"{name} must be a finite number, not {value!r}.")
+        raise InvalidInput(key="err_not_finite", name=name, value=value)
     return number
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:
     number = _number(name, value)
     if not number.is_integer():
-        raise InvalidInput(f"{name} must be a whole number, not {value!r}.")
+        raise InvalidInput(key="err_not_whole", name=name, value=value)
     if not low <= number <= high:
-        raise InvalidInput(f"{name} {int(number)} is out of range. Allowed: {low} to {high}.")
+        raise InvalidInput(key="err_out_of_range", name=name, value=int(number), low=low, high=high)
     return int(number)
 
 
@@ -128,5 +125,6 @@ def _in_range(name: str, value: Any, default: Any, limits, *, integer: bool):
         return _integer(name, value, int(limits.min), int(limits.max))
     number = _number(name, value)
     if number not in limits:
-        raise InvalidInput(f"{name} {number:g} is out of range. Allowed: {limits}.")
+        raise InvalidInput(key="err_out_of_range", name=name, value=f"{number:g}", low=f"{limits.min:g}",
+                           high=f"{limits.max:g}")
     return number

@@ -70,7 +70,7 @@ class VideoService:
             with self._gpu:
                 result = self._run(request, progress or (lambda _: None), cancel or threading.Event())
         except OutOfMemory:
-            raise OutOfMemory(out_of_memory_message(request, self.config.generation.resolutions)) from None
+            raise out_of_memory_error(request, self.config.generation.resolutions) from None
         self.apply_retention()
         return result
 
@@ -78,9 +78,8 @@ class VideoService:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         free_gb = shutil.disk_usage(self.output_dir).free / 1e9
         if free_gb < self.config.outputs.min_free_gb:
-            raise GenerationFailed(f"Only {free_gb:.1f} GB of disk is free for {self.output_dir}; at least "
-                                   f"{self.config.outputs.min_free_gb:g} GB is needed. Delete old videos "
-                                   "from the output folder and try again.")
+            raise GenerationFailed(key="err_disk", free=f"{free_gb:.1f}", folder=self.output_dir,
+                                   needed=f"{self.config.outputs.min_free_gb:g}")
 
     def apply_retention(self) -> int:
         """Delete the oldest videos beyond the configured age and total size. Returns how many."""
@@ -170,18 +169,15 @@ class VideoService:
         return records
 
 
-def out_of_memory_message(request: GenerationRequest, resolutions: Mapping[str, int]) -> str:
+def out_of_memory_error(request: GenerationRequest, resolutions: Mapping[str, int]) -> OutOfMemory:
     """What to lower, and by how much: the next resolution down, else fewer frames."""
     smaller = sorted((side, name) for name, side in resolutions.items() if side < request.width)
     if smaller:
         side, name = smaller[-1]
-        advice = (f"Lower the resolution to {name} (about {1 - (side / request.width) ** 2:.0%} less memory) "
-                  "or use fewer frames, and try again.")
-    else:
-        fewer = max(2, request.num_frames // 2)
-        advice = f"Lower the frames from {request.num_frames} to {fewer} (about half the memory) and try again."
-    return (f"The GPU ran out of memory at {request.resolution} with {request.num_frames} frames, even in "
-            f"low-memory mode. {advice} The server is fine and ready for the next video.")
+        return OutOfMemory(key="err_oom_resolution", resolution=request.resolution, frames=request.num_frames,
+                           lower=name, saving=f"{1 - (side / request.width) ** 2:.0%}")
+    return OutOfMemory(key="err_oom_frames", resolution=request.resolution, frames=request.num_frames,
+                       fewer=max(2, request.num_frames // 2))
 
 
 def _companions(video: Path) -> list[Path]:

@@ -4,6 +4,10 @@ Generate submits a job to the job queue and follows it; the job belongs to this
 browser (an id kept in its local storage), so a reload or a closed tab loses
 nothing: "Your jobs" shows it again, with its queue position and progress.
 
+The page speaks English and Simplified Chinese: it follows the browser's language
+(remembered once switched), and every label, help text, status and message
+follows the switch. Texts live in ``i18n.py``.
+
 ``build_ui`` returns a ``gr.Blocks`` without starting anything; ``server.create_app``
 mounts it with the queue and server settings the app needs. All limits, defaults
 and presets come from the config; none is written here.
@@ -23,31 +27,13 @@ from .config import PROJECT_DIR, AppConfig
 from .engine import ModelState, Progress, format_seconds
 from .errors import AppError, InvalidInput
 from .examples import ensure_examples
+from .i18n import LANGUAGES, localized, normalise_language, t
 from .jobs import CANCELLED, DONE, QUEUED, RUNNING, Job, JobQueue
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = PROJECT_DIR / "static"
 RANDOM_SEED = -1
-
-_HELP = {
-    "image": "The first frame of your video. Any photo works; it is centre-cropped to a square.",
-    "prompt": "Describe the motion in English, e.g. 'the waves roll in slowly'. Name what moves "
-              "and how; the picture already shows what things look like.",
-    "negative": "What to avoid, e.g. 'blurry, distorted, flickering'. Leave empty if unsure.",
-    "resolution": "Output size. Higher is sharper but slower and needs more GPU memory: "
-                  "768p takes about twice the time and memory of 512p, 1024p about four times.",
-    "frames": "Number of frames. More frames make a longer video; time and memory grow in proportion.",
-    "fps": "Playback speed, and how fast the model makes things move. 8 is smooth and calm; "
-           "higher is shorter and faster. Costs nothing extra.",
-    "steps": "Denoising steps. More steps give finer detail; time grows in proportion "
-             "(30 is a quick draft, 50 the standard, 80+ for the final cut).",
-    "guidance": "How closely to follow the prompt. 7-12 works best; too high looks harsh, "
-                "too low ignores the prompt. Costs nothing extra.",
-    "seed": "The same seed with the same inputs gives the same video. Tick 'Random seed' for a new "
-            "variation each time; the seed used is shown with the result.",
-}
-
 
 class UploadedImage(gr.Image):
     """``gr.Image`` that hands over the uploaded file untouched.
@@ -94,6 +80,13 @@ class _Page:
         self.queue = queue
         self.service = queue.service
         self.settings = config.generation
+        #: (component, {property: text key}) for everything that changes with the language.
+        self._texts: list[tuple[Any, dict[str, Any]]] = []
+
+    def _say(self, component, **keys):
+        """Register ``component``'s translatable properties; returns the component."""
+        self._texts.append((component, keys))
+        return component
 
     # -- layout ----------------------------------------------------------------
 
@@ -106,111 +99,137 @@ class _Page:
                 with gr.Column(scale=6):
                     outputs = self._outputs()
             tables = self._tables()
+            self._help()
             self._wire(demo, inputs, outputs, tables)
         return demo
 
-    def _tables(self) -> dict[str, Any]:
-        # This browser's id, kept in its local storage (set by _OWNER_JS on load).
-        c: dict[str, Any] = {"owner": gr.Textbox(visible=False), "selected": gr.State(None)}
-        with gr.Tab("Your jobs"):
-            c["jobs"] = gr.Dataframe(headers=list(_JOB_COLUMNS), interactive=False, wrap=True, max_height=360,
-                                     label="This browser's jobs, newest first: click one to open it")
-            with gr.Row():
-                c["job_message"] = gr.Markdown("")
-                c["retry"] = gr.Button("Retry this job", visible=False, size="sm")
-        with gr.Tab("All videos"):
-            c["history"] = gr.Dataframe(headers=list(_HISTORY_COLUMNS), value=self._history_rows,
-                                        interactive=False, wrap=True, max_height=360,
-                                        label="Every video in the output folder, newest first: click one to open it")
-        return c
-
     def _header(self) -> None:
-        logo = (STATIC_DIR / "logo.svg").read_text()
-        gr.HTML(f'<div class="app-header">{logo}<div><h1>Image-to-Video</h1>'
-                "<p>Turn one picture and a sentence into a short video (I2VGen-XL).</p></div></div>")
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=5):
+                self.subtitle = gr.HTML(self._title_html("en"))
+            with gr.Column(scale=1, min_width=180):
+                self.lang = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value="en",
+                                     show_label=False, elem_id="language", container=False)
         if self.config.model.demo:
-            gr.Markdown(DEMO_BANNER, elem_classes=["demo-banner"])
-        self.status = gr.Markdown(self._status_text, elem_classes=["model-status"])
+            self._say(gr.Markdown(t("demo_banner"), elem_classes=["demo-banner"]), value="demo_banner")
+        self.status = gr.Markdown(lambda: self._status_text("en"), elem_classes=["model-status"], elem_id="model-status")
         self.timer = gr.Timer(2.0)
+
+    def _title_html(self, lang: str) -> str:
+        logo = (STATIC_DIR / "logo.svg").read_text()
+        return (f'<div class="app-header">{logo}<div><h1>Image-to-Video</h1>'
+                f"<p>{t('subtitle', lang)}</p></div></div>")
 
     def _inputs(self) -> dict[str, gr.components.Component]:
         s, d = self.settings, self.settings.defaults
+        say = self._say
         c: dict[str, Any] = {}
-        c["image"] = UploadedImage(label="Image", type="filepath", sources=["upload", "clipboard"],
-                                   height=320)
-        gr.Markdown(_HELP["image"])
-        c["prompt"] = gr.Textbox(label="Prompt", info=_HELP["prompt"], lines=2,
-                                 max_length=s.max_prompt_chars, placeholder="the waves roll in slowly")
-        c["negative_prompt"] = gr.Textbox(label="Negative prompt", info=_HELP["negative"],
-                                          value=d.negative_prompt, max_length=s.max_prompt_chars)
-        c["preset"] = gr.Radio(list(s.presets), label="Preset", value=self._matching_preset(),
-                               info="One click sets resolution, frames, FPS, steps and guidance.")
+        c["image"] = say(UploadedImage(label=t("image"), type="filepath", sources=["upload", "clipboard"],
+                                       height=320), label="image")
+        say(gr.Markdown(t("image_help")), value="image_help")
+        c["prompt"] = say(gr.Textbox(label=t("prompt"), info=t("prompt_help"), lines=2, elem_id="prompt",
+                                     max_length=s.max_prompt_chars, placeholder="the waves roll in slowly"),
+                          label="prompt", info="prompt_help")
+        c["negative_prompt"] = say(gr.Textbox(label=t("negative"), info=t("negative_help"),
+                                              value=d.negative_prompt, max_length=s.max_prompt_chars),
+                                   label="negative", info="negative_help")
+        c["preset"] = say(gr.Radio(list(s.presets), label=t("preset"), value=self._matching_preset(),
+                                   info=t("preset_help")), label="preset", info="preset_help")
         with gr.Row():
-            c["generate"] = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=3)
-            c["cancel"] = gr.Button("Cancel", variant="stop", scale=1)
-        with gr.Accordion("Settings", open=True):
-            c["resolution"] = gr.Radio(list(s.resolutions), value=d.resolution, label="Resolution",
-                                       info=_HELP["resolution"])
-            c["num_frames"] = Slider(int(s.num_frames.min), int(s.num_frames.max), step=1,
-                                        value=d.num_frames, label="Frames", info=_HELP["frames"])
-            c["fps"] = Slider(int(s.fps.min), int(s.fps.max), step=1, value=d.fps, label="FPS",
-                                 info=_HELP["fps"])
-            c["num_inference_steps"] = Slider(int(s.num_inference_steps.min),
-                                                 int(s.num_inference_steps.max), step=1,
-                                                 value=d.num_inference_steps, label="Steps",
-                                                 info=_HELP["steps"])
-            c["guidance_scale"] = Slider(s.guidance_scale.min, s.guidance_scale.max, step=0.5,
-                                            value=d.guidance_scale, label="Guidance scale",
-                                            info=_HELP["guidance"])
+            c["generate"] = say(gr.Button(t("generate"), variant="primary", elem_id="generate-button", scale=3),
+                                value="generate")
+            c["cancel"] = say(gr.Button(t("cancel"), variant="stop", scale=1, elem_id="cancel-button"),
+                              value="cancel")
+        with say(gr.Accordion(t("settings"), open=True), label="settings"):
+            c["resolution"] = say(gr.Radio(list(s.resolutions), value=d.resolution, label=t("resolution"),
+                                           info=t("resolution_help")), label="resolution", info="resolution_help")
+            c["num_frames"] = self._slider("frames", s.num_frames, d.num_frames, 1)
+            c["fps"] = self._slider("fps", s.fps, d.fps, 1)
+            c["num_inference_steps"] = self._slider("steps", s.num_inference_steps, d.num_inference_steps, 1)
+            c["guidance_scale"] = self._slider("guidance", s.guidance_scale, d.guidance_scale, 0.5)
             with gr.Row():
-                c["random_seed"] = gr.Checkbox(value=d.seed == RANDOM_SEED, label="Random seed")
-                c["seed"] = SeedNumber(value=max(d.seed, 0), precision=0, minimum=0, maximum=2**32 - 1,
-                                      label="Seed", info=_HELP["seed"], interactive=d.seed != RANDOM_SEED)
+                c["random_seed"] = say(gr.Checkbox(value=d.seed == RANDOM_SEED, label=t("random_seed")),
+                                       label="random_seed")
+                c["seed"] = say(SeedNumber(value=max(d.seed, 0), precision=0, minimum=0, maximum=2**32 - 1,
+                                           label=t("seed"), info=t("seed_help"), interactive=d.seed != RANDOM_SEED),
+                                label="seed", info="seed_help")
         examples = ensure_examples(STATIC_DIR / "examples")
         gr.Examples([[str(path), prompt] for path, prompt in examples], [c["image"], c["prompt"]],
-                    label="Examples: click one to try it")
+                    label=t("examples"))
         return c
 
+    def _slider(self, key: str, limits, value, step) -> Slider:
+        integer = step == 1
+        low, high = (int(limits.min), int(limits.max)) if integer else (limits.min, limits.max)
+        return self._say(Slider(low, high, step=step, value=value, label=t(key), info=t(f"{key}_help")),
+                         label=key, info=f"{key}_help")
+
     def _outputs(self) -> dict[str, gr.components.Component]:
+        say = self._say
         c: dict[str, Any] = {}
-        c["video"] = gr.Video(label="Video", autoplay=True, loop=True, height=420, interactive=False,
-                              buttons=["download"])
-        c["info"] = gr.Markdown("Your video will appear here.", elem_classes=["result-info"])
-        c["files"] = gr.File(label="Download the video and its settings (.json)", file_count="multiple",
-                             interactive=False)
-        c["reuse_seed"] = gr.Button("Reuse this seed", visible=False, size="sm")
+        c["video"] = say(gr.Video(label=t("video"), autoplay=True, loop=True, height=420, interactive=False,
+                                  elem_id="result-video", buttons=["download"]), label="video")
+        c["info"] = gr.Markdown(t("video_placeholder"), elem_classes=["result-info"], elem_id="result-info")
+        c["files"] = say(gr.File(label=t("downloads"), file_count="multiple", interactive=False), label="downloads")
+        c["reuse_seed"] = say(gr.Button(t("reuse_seed"), visible=False, size="sm"), value="reuse_seed")
         c["last_seed"] = gr.State(None)
         return c
 
+    def _tables(self) -> dict[str, Any]:
+        say = self._say
+        # This browser's id, kept in its local storage (set by _OWNER_JS on load).
+        c: dict[str, Any] = {"owner": gr.Textbox(visible=False), "selected": gr.State(None)}
+        with say(gr.Tab(t("your_jobs")), label="your_jobs"):
+            c["jobs"] = say(gr.Dataframe(headers=_headers(_JOB_COLUMNS, "en"), interactive=False, wrap=True,
+                                         max_height=360, elem_id="your-jobs", label=t("your_jobs_help")),
+                            label="your_jobs_help")
+            with gr.Row():
+                c["job_message"] = gr.Markdown("")
+                c["retry"] = say(gr.Button(t("retry"), visible=False, size="sm"), value="retry")
+        with say(gr.Tab(t("all_videos")), label="all_videos"):
+            c["history"] = say(gr.Dataframe(value=lambda: self._history_table("en"), interactive=False, wrap=True,
+                                            max_height=360, elem_id="all-videos", label=t("all_videos_help")),
+                               label="all_videos_help")
+        return c
+
+    def _help(self) -> None:
+        with self._say(gr.Accordion(t("help"), open=False, elem_id="help"), label="help"):
+            self.manual = gr.Markdown(_manual("en"), elem_id="manual")
+
     # -- events ----------------------------------------------------------------
 
-    def _wire(self, demo, i: dict, o: dict, t: dict) -> None:
+    def _wire(self, demo, i: dict, o: dict, c: dict) -> None:
         params = [i[k] for k in ("resolution", "num_frames", "fps", "num_inference_steps", "guidance_scale")]
+        lang = self.lang
         # Page helpers: instant, outside the GPU queue, and left out of the API docs.
         quick = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
-        demo.load(None, None, t["owner"], js=_OWNER_JS, **quick).then(self._job_rows, t["owner"], t["jobs"], **quick)
-        self.timer.tick(self._tick, t["owner"], [self.status, t["jobs"]], **quick)
+        translated = [component for component, _keys in self._texts]
+        demo.load(None, None, [c["owner"], lang], js=_BROWSER_JS, **quick)
+        lang.change(self._relabel, lang, [*translated, self.subtitle, self.manual, self.status, o["info"]],
+                    js=_REMEMBER_LANGUAGE_JS, **quick).then(
+            self._tables_for, [c["owner"], lang], [c["jobs"], c["history"]], **quick)
+        self.timer.tick(self._tick, [c["owner"], lang], [self.status, c["jobs"]], **quick)
         i["preset"].input(self._apply_preset, i["preset"], params, **quick)
         for component in params:
             component.input(self._preset_for, params, i["preset"], **quick)
         i["random_seed"].change(lambda r: gr.Number(interactive=not r), i["random_seed"], i["seed"], **quick)
         i["generate"].click(
             self.generate,
-            [i["image"], i["prompt"], i["negative_prompt"], *params, i["seed"], i["random_seed"], t["owner"]],
-            [o["video"], o["info"], o["files"], o["last_seed"], o["reuse_seed"], t["jobs"], t["history"]],
+            [i["image"], i["prompt"], i["negative_prompt"], *params, i["seed"], i["random_seed"], c["owner"], lang],
+            [o["video"], o["info"], o["files"], o["last_seed"], o["reuse_seed"], c["jobs"], c["history"]],
             api_name="generate", concurrency_limit=self.config.jobs.max_queued + 2, trigger_mode="once",
             show_progress_on=[o["video"]],
         )
-        i["cancel"].click(self.cancel, t["owner"], o["info"], queue=False, api_name="cancel")
+        i["cancel"].click(self.cancel, [c["owner"], lang], o["info"], queue=False, api_name="cancel")
         o["reuse_seed"].click(lambda seed: (False, seed), o["last_seed"], [i["random_seed"], i["seed"]], **quick)
-        t["jobs"].select(self._open_job, t["owner"], [o["video"], o["info"], o["files"], t["selected"],
-                                                      t["job_message"], t["retry"]], **quick)
-        t["retry"].click(self._retry, [t["selected"], t["owner"]], [t["job_message"], t["retry"], t["jobs"]], **quick)
-        t["history"].select(self._open_past, None, [o["video"], o["info"], o["files"]], **quick)
-        demo.load(self._history_rows, None, t["history"], **quick)
+        c["jobs"].select(self._open_job, [c["owner"], lang], [o["video"], o["info"], o["files"], c["selected"],
+                                                              c["job_message"], c["retry"]], **quick)
+        c["retry"].click(self._retry, [c["selected"], c["owner"], lang], [c["job_message"], c["retry"], c["jobs"]],
+                         **quick)
+        c["history"].select(self._open_past, lang, [o["video"], o["info"], o["files"]], **quick)
 
     def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
-                 seed, random_seed, owner, request: gr.Request, progress=gr.Progress()):
+                 seed, random_seed, owner, lang, request: gr.Request, progress=gr.Progress()):
         """Queue a job for this browser and follow it; every failure becomes a message."""
         owner = owner or _owner(request)
         try:
@@ -220,79 +239,101 @@ class _Page:
                 seed=RANDOM_SEED if random_seed else seed)
         except AppError as error:
             log.info("Job refused: %s", error)
-            raise gr.Error(str(error), print_exception=False) from None
+            raise gr.Error(localized(error, lang), print_exception=False) from None
         except Exception:
             log.exception("Submitting a job failed")
-            raise gr.Error(_SOMETHING_WRONG, print_exception=False) from None
+            raise gr.Error(t("err_something_wrong", lang), print_exception=False) from None
 
         def follow(current: Job) -> None:
             if current.state == QUEUED:
-                position = self.queue.position(current.id) or 1
-                progress(0, desc=f"Waiting in the queue: number {position}")
+                progress(0, desc=t("waiting", lang, position=self.queue.position(current.id) or 1))
             elif current.state == RUNNING and current.total:
                 report = Progress(current.stage or "", current.done, current.total, 0.0, current.eta)
-                progress((current.done, current.total), desc=report.describe())
+                progress((current.done, current.total), desc=_describe_progress(report, lang))
 
         job = self.queue.wait(job.id, on_update=follow)
-        rows = self._job_rows(owner)
+        rows = self._job_table(owner, lang)
         if job.state == DONE:
             try:
-                info = _describe_result(_read_record(job.metadata_path))
+                info = _describe_result(_read_record(job.metadata_path), lang)
             except AppError as error:
-                info = str(error)
+                info = localized(error, lang)
             files = [job.video_path, job.metadata_path]
             return (job.video_path, info, files, job.params["seed"], gr.Button(visible=True),
-                    rows, self._history_rows())
+                    rows, self._history_table(lang))
         if job.state == CANCELLED:
-            return None, _CANCELLED, None, None, gr.Button(visible=False), rows, gr.skip()
-        raise gr.Error(job.message or _SOMETHING_WRONG, print_exception=False)
+            return None, t("cancelled_info", lang), None, None, gr.Button(visible=False), rows, gr.skip()
+        raise gr.Error(self._job_message(job, lang) or t("err_something_wrong", lang), print_exception=False)
 
-    def cancel(self, owner, request: gr.Request) -> str:
+    def cancel(self, owner, lang, request: gr.Request) -> str:
         """Cancel this browser's unfinished jobs: queued ones at once, the running one at its next step."""
         owner = owner or _owner(request)
         for job in self.queue.list(owner=owner, limit=self.config.jobs.max_queued + 5):
             if not job.finished_state:
                 self.queue.cancel(job.id)
-        return _CANCELLED
+        return t("cancelled_info", lang)
 
-    def _open_job(self, owner, event: gr.SelectData):
+    def _open_job(self, owner, lang, event: gr.SelectData):
         job_id = (event.row_value or [""])[-1]
         try:
             job = self.queue.get(job_id, owner=owner)
         except AppError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise gr.Error(localized(error, lang), print_exception=False) from None
         retry = gr.Button(visible=job.state in ("failed", "cancelled", "interrupted"))
         if job.state == DONE and job.video_path and Path(job.video_path).is_file():
             record = _read_record(job.metadata_path)
-            return (job.video_path, _describe_result(record), [job.video_path, job.metadata_path], job.id,
+            return (job.video_path, _describe_result(record, lang), [job.video_path, job.metadata_path], job.id,
                     "", retry)
-        text = f"**{job.state.capitalize()}**" + (f": {job.message}" if job.message else "")
+        message = self._job_message(job, lang)
+        text = f"**{_state_label(job.state, lang)}**" + (f": {message}" if message else "")
         return gr.skip(), gr.skip(), gr.skip(), job.id, text, retry
 
-    def _retry(self, job_id, owner):
+    @staticmethod
+    def _job_message(job: Job, lang: str) -> str | None:
+        """A finished job's message in ``lang`` (stored in English; known ones are translated)."""
+        if not job.message:
+            return None
+        for key in ("err_cancelled",):
+            if job.message == t(key):
+                return t(key, lang)
+        return job.message
+
+    def _retry(self, job_id, owner, lang):
         if not job_id:
-            return "Select a job first.", gr.Button(visible=False), gr.skip()
+            return t("select_job", lang), gr.Button(visible=False), gr.skip()
         try:
             job = self.queue.retry(job_id, owner=owner)
         except AppError as error:
-            return str(error), gr.Button(visible=False), gr.skip()
-        return (f"Queued again as job `{job.id}`; it appears above and runs when its turn comes.",
-                gr.Button(visible=False), self._job_rows(owner))
+            return localized(error, lang), gr.Button(visible=False), gr.skip()
+        return t("queued_again", lang, job=job.id), gr.Button(visible=False), self._job_table(owner, lang)
 
-    def _tick(self, owner):
-        return self._status_text(), self._job_rows(owner)
+    def _tick(self, owner, lang):
+        return self._status_text(lang), self._job_table(owner, lang)
+
+    def _relabel(self, lang: str) -> list:
+        """Every translatable property of the page, in ``lang``."""
+        lang = normalise_language(lang)
+        updates = []
+        for _component, keys in self._texts:
+            updates.append(gr.update(**{prop: t(key, lang) for prop, key in keys.items()}))
+        placeholder = t("video_placeholder", lang)
+        return [*updates, self._title_html(lang), _manual(lang), self._status_text(lang), placeholder]
+
+    def _tables_for(self, owner, lang):
+        return self._job_table(owner, lang), self._history_table(lang)
 
     # -- helpers ---------------------------------------------------------------
 
-    def _status_text(self) -> str:
+    def _status_text(self, lang: str = "en") -> str:
         status = self.service.engine.status
         icon = {ModelState.READY: "🟢", ModelState.ERROR: "🔴", ModelState.DOWNLOADING: "⬇️",
                 ModelState.LOADING: "⏳", ModelState.NOT_LOADED: "⏳"}[status.state]
-        text = f"{icon} **Model {status.state.value}**: {status.message}"
+        state = t(f"model_state_{status.state.value}", lang)
+        text = f"{icon} **{state}**" if status.state is ModelState.READY else f"{icon} **{state}**: {status.message}"
         if status.device:
-            text += f"  \nDevice: {status.device}"
+            text += f"  \n{t('device', lang)}: {status.device}"
         if status.is_demo and status.state is ModelState.READY:
-            text += "  \nServing the **demo model**: its videos are random noise."
+            text += "  \n" + t("demo_serving", lang)
         return text
 
     def _apply_preset(self, name: str):
@@ -311,82 +352,100 @@ class _Page:
         d = self.settings.defaults
         return self._preset_for(d.resolution, d.num_frames, d.fps, d.num_inference_steps, d.guidance_scale)
 
-    def _job_rows(self, owner: str) -> list[list]:
-        if not owner:
-            return []
+    def _job_table(self, owner: str, lang: str) -> dict:
         rows = []
-        for job in self.queue.list(owner=owner, limit=50):
-            state = job.state
+        for job in self.queue.list(owner=owner, limit=50) if owner else []:
+            state = _state_label(job.state, lang)
             if job.state == QUEUED:
-                state = f"queued (number {self.queue.position(job.id) or 1})"
+                state = t("state_queued", lang, position=self.queue.position(job.id) or 1)
             elif job.state == RUNNING and job.total:
-                state = f"{job.stage} {job.done}/{job.total}"
+                state = t("state_running", lang, stage=t(f"stage_{job.stage}", lang), done=job.done,
+                          total=job.total)
             created = datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M:%S")
             rows.append([created, job.params.get("prompt", ""), job.params.get("resolution"),
                          job.params.get("num_frames"), job.params.get("seed"), state, job.id])
-        return rows
+        return {"headers": _headers(_JOB_COLUMNS, lang), "data": rows}
 
-    def _history_rows(self) -> list[list]:
+    def _history_table(self, lang: str) -> dict:
         rows = []
         for record in self.service.history():
             p = record.get("parameters", {})
             rows.append([record.get("created", "")[:19].replace("T", " "), p.get("prompt", ""),
                          p.get("resolution"), p.get("num_frames"), p.get("fps"), p.get("num_inference_steps"),
                          p.get("guidance_scale"), p.get("seed"), record.get("video", "")])
-        return rows
+        return {"headers": _headers(_HISTORY_COLUMNS, lang), "data": rows}
 
-    def _open_past(self, event: gr.SelectData):
+    def _open_past(self, lang, event: gr.SelectData):
         name = (event.row_value or [""])[-1]
         for record in self.service.history(limit=1000):
             if record.get("video") == name:
                 path = record["video_path"]
-                return path, _describe_result(record), [path, str(Path(path).with_suffix(".json"))]
-        raise gr.Error("That video is no longer in the output folder.", print_exception=False)
+                return path, _describe_result(record, lang), [path, str(Path(path).with_suffix(".json"))]
+        raise gr.Error(t("err_video_gone", lang), print_exception=False)
 
 
-_HISTORY_COLUMNS = ("Created", "Prompt", "Resolution", "Frames", "FPS", "Steps", "Guidance", "Seed", "File")
-_JOB_COLUMNS = ("Created", "Prompt", "Resolution", "Frames", "Seed", "State", "Job")
-# A random id per browser, kept across reloads and server restarts; getRandomValues also
-# works on plain http from another machine, where crypto.randomUUID does not.
-_OWNER_JS = """() => {
+_HISTORY_COLUMNS = ("created", "prompt", "resolution", "frames", "fps", "steps", "guidance", "seed", "file")
+_JOB_COLUMNS = ("created", "prompt", "resolution", "frames", "seed", "state", "job")
+# On load: this browser's id (random, kept in local storage across reloads and server
+# restarts; getRandomValues also works on plain http, where crypto.randomUUID does not)
+# and its language (the one chosen before, else the browser's).
+_BROWSER_JS = """() => {
   let id = localStorage.getItem("image-to-video-owner");
   if (!id) {
     id = "browser-" + Array.from(crypto.getRandomValues(new Uint8Array(16)),
                                  (b) => b.toString(16).padStart(2, "0")).join("");
     localStorage.setItem("image-to-video-owner", id);
   }
-  return id;
+  const chosen = localStorage.getItem("image-to-video-language");
+  const lang = chosen || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh-CN" : "en");
+  return [id, lang];
 }"""
-_CANCELLED = "**Cancelled.** Nothing was saved. Change the settings if you like and press Generate again."
-_SOMETHING_WRONG = ("Something went wrong while making the video. Please try again; if it keeps happening, "
-                    "the log file in logs/ has the details.")
+_REMEMBER_LANGUAGE_JS = """(lang) => { localStorage.setItem("image-to-video-language", lang); return lang; }"""
+
+
+def _headers(columns: tuple[str, ...], lang: str) -> list[str]:
+    return [t(f"col_{column}", lang) for column in columns]
+
+
+def _state_label(state: str, lang: str) -> str:
+    """done, failed, cancelled, interrupted (and running) in ``lang``."""
+    return t("state_running_plain" if state == RUNNING else f"state_{state}", lang)
+
+
+def _describe_progress(report: Progress, lang: str) -> str:
+    text = f"{t('stage_' + report.stage, lang)} {report.done}/{report.total}"
+    if report.eta is not None:
+        text += " · " + t("time_left", lang, time=format_seconds(report.eta))
+    return text
+
+
+def _manual(lang: str) -> str:
+    name = "MANUAL.zh-CN.md" if normalise_language(lang) == "zh-CN" else "MANUAL.md"
+    try:
+        return (PROJECT_DIR / "docs" / name).read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def _read_record(path: str | None) -> dict:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, TypeError, ValueError):
-        raise InvalidInput("The record of this video is missing from the output folder.") from None
+        raise InvalidInput(key="err_record_missing") from None
 
 
 def _owner(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def _describe_result(record: dict) -> str:
-    p, t, v = record["parameters"], record["timings_s"], record["video_info"]
-    text = (f"**Done** in {format_seconds(t['total'])}: {v['width']}x{v['height']}, {v['frames']} frames "
-            f"at {v['fps']:g} fps ({v['duration_s']:.1f} s), seed **{p['seed']}**.  \n"
-            f"Saved as `{record['video']}` in the output folder, with its settings in "
-            f"`{Path(record['video']).with_suffix('.json').name}`.")
+def _describe_result(record: dict, lang: str = "en") -> str:
+    p, timing, v = record["parameters"], record["timings_s"], record["video_info"]
+    text = t("done", lang, time=format_seconds(timing["total"]), width=v["width"], height=v["height"],
+             frames=v["frames"], fps=f"{v['fps']:g}", duration=f"{v['duration_s']:.1f}", seed=p["seed"],
+             video=record["video"], record=Path(record["video"]).with_suffix(".json").name)
     if record["model"]["demo"]:
-        text += "  \nMade with the demo model: the video is noise by design."
+        text += "  \n" + t("done_demo", lang)
     return text
 
 
-DEMO_BANNER = """\
-**Demo mode: this is not the real model.** It serves a tiny built-in model with random weights, so
-the whole app works on any machine, but every video it makes is coloured noise.
-To make real videos, run the app on a machine with an NVIDIA GPU (12 GB or more):
-`bash start_app.sh` there loads I2VGen-XL (about 5 GB, downloaded once into `models/`).
-See the README for details."""
+DEMO_BANNER = t("demo_banner")

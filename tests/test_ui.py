@@ -39,7 +39,7 @@ def example_image() -> str:
 
 def generate(client: Client, image, prompt="the waves roll in slowly", **params):
     values = dict(negative_prompt="", resolution="512p", num_frames=16, fps=8, steps=50, guidance=9.0,
-                  seed=0, random_seed=True, owner="browser-test")
+                  seed=0, random_seed=True, owner="browser-test", lang="en")
     values.update(params)
     return client.submit(handle_file(image), prompt, *values.values(), api_name="/generate")
 
@@ -58,7 +58,7 @@ def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(s
     assert record["parameters"]["num_frames"] == 16 and record["model"]["demo"] is True
     assert str(record["parameters"]["seed"]) in info
     assert Path(files[1]).name == saved[0].with_suffix(".json").name
-    rows = history["data"]
+    rows = history["value"]["data"] if "value" in history else history["data"]
     assert rows[0][1] == "the waves roll in slowly" and rows[0][-1] == saved[0].name
     assert jobs["data"][0][1] == "the waves roll in slowly" and jobs["data"][0][5] == "done"
 
@@ -84,7 +84,7 @@ def test_cancel_stops_a_running_job(server):
     deadline = time.monotonic() + 120
     while "Denoising" not in str(job.status().progress_data) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert "Cancelled" in client.predict("browser-cancel", api_name="/cancel")
+    assert "Cancelled" in client.predict("browser-cancel", "en", api_name="/cancel")
     video, info, files, jobs, history = job.result(timeout=120)
     assert video is None and "Cancelled" in info
     assert jobs["data"][0][5] == "cancelled"
@@ -115,3 +115,13 @@ def test_status_endpoint_reports_the_model(server):
     status = json.loads(urllib.request.urlopen(server["url"] + "api/status", timeout=10).read())
     assert status["model"]["state"] == "ready" and status["model"]["demo"] is True
     assert "CPU" in status["model"]["device"] and status["busy"] is False
+
+
+def test_messages_follow_the_language(server, tmp_path):
+    fake = tmp_path / "photo.png"
+    fake.write_text("this is not a picture")
+    with pytest.raises(ClientError, match="无法识别这个文件为图片"):
+        generate(server["client"], str(fake), lang="zh-CN").result(timeout=60)
+    with pytest.raises(ClientError, match="帧数 99 超出范围。允许范围：8 到 32"):
+        generate(server["client"], example_image(), num_frames=99, lang="zh-CN").result(timeout=60)
+    assert "已取消" in server["client"].predict("nobody", "zh-CN", api_name="/cancel")

@@ -1,0 +1,242 @@
+"""The page's words in English and Simplified Chinese, and the user-facing messages.
+
+``t(key, lang, **params)`` renders one text. ``AppError`` subclasses raised with a
+``key`` render in the user's language through ``localized(error, lang)``; an error
+without a key (or a text missing in a language) falls back to English.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LANGUAGES = {"en": "English", "zh-CN": "简体中文"}
+DEFAULT = "en"
+
+TEXT: dict[str, dict[str, str]] = {
+    # -- page ------------------------------------------------------------------
+    "subtitle": {"en": "Turn one picture and a sentence into a short video (I2VGen-XL).",
+                 "zh-CN": "一张图片加一句话，生成一段短视频（I2VGen-XL）。"},
+    "language": {"en": "Language", "zh-CN": "语言"},
+    "image": {"en": "Image", "zh-CN": "图片"},
+    "image_help": {"en": "The first frame of your video. Any photo works; it is centre-cropped to a square.",
+                   "zh-CN": "视频的第一帧。任何照片都可以；会居中裁剪成正方形。"},
+    "prompt": {"en": "Prompt", "zh-CN": "提示词"},
+    "prompt_help": {"en": "Describe the motion in English, e.g. 'the waves roll in slowly'. Name what moves "
+                          "and how; the picture already shows what things look like.",
+                    "zh-CN": "用英文描述动作，例如 'the waves roll in slowly'（海浪缓缓涌来）。写清楚什么在动、"
+                             "怎么动；外观由图片决定。"},
+    "negative": {"en": "Negative prompt", "zh-CN": "反向提示词"},
+    "negative_help": {"en": "What to avoid, e.g. 'blurry, distorted, flickering'. Leave empty if unsure.",
+                      "zh-CN": "想避免的内容，例如 'blurry, distorted, flickering'（模糊、变形、闪烁）。不确定就留空。"},
+    "preset": {"en": "Preset", "zh-CN": "预设"},
+    "preset_help": {"en": "One click sets resolution, frames, FPS, steps and guidance.",
+                    "zh-CN": "一键设置分辨率、帧数、帧率、步数和引导系数。"},
+    "generate": {"en": "Generate", "zh-CN": "生成视频"},
+    "cancel": {"en": "Cancel", "zh-CN": "取消"},
+    "settings": {"en": "Settings", "zh-CN": "参数设置"},
+    "resolution": {"en": "Resolution", "zh-CN": "分辨率"},
+    "resolution_help": {"en": "Output size. Higher is sharper but slower and needs more GPU memory: 768p takes "
+                              "about twice the time and memory of 512p, 1024p about four times.",
+                        "zh-CN": "输出尺寸。越高越清晰，但更慢、更占显存：768p 的时间和显存约为 512p 的两倍，1024p 约为四倍。"},
+    "frames": {"en": "Frames", "zh-CN": "帧数"},
+    "frames_help": {"en": "Number of frames. More frames make a longer video; time and memory grow in proportion.",
+                    "zh-CN": "视频帧数。帧数越多视频越长，时间和显存按比例增加。"},
+    "fps": {"en": "FPS", "zh-CN": "帧率 (FPS)"},
+    "fps_help": {"en": "Playback speed, and how fast the model makes things move. 8 is smooth and calm; "
+                       "higher is shorter and faster. Costs nothing extra.",
+                 "zh-CN": "播放速度，也影响模型生成的运动快慢。8 平稳柔和；越高视频越短、动作越快。不增加耗时。"},
+    "steps": {"en": "Steps", "zh-CN": "推理步数"},
+    "steps_help": {"en": "Denoising steps. More steps give finer detail; time grows in proportion "
+                         "(30 is a quick draft, 50 the standard, 80+ for the final cut).",
+                   "zh-CN": "去噪步数。步数越多细节越好，时间按比例增加（30 适合快速预览，50 为标准，80 以上用于成片）。"},
+    "guidance": {"en": "Guidance scale", "zh-CN": "引导系数"},
+    "guidance_help": {"en": "How closely to follow the prompt. 7-12 works best; too high looks harsh, "
+                            "too low ignores the prompt. Costs nothing extra.",
+                      "zh-CN": "遵循提示词的程度。7-12 效果最好；过高画面生硬，过低会忽略提示词。不增加耗时。"},
+    "random_seed": {"en": "Random seed", "zh-CN": "随机种子"},
+    "seed": {"en": "Seed", "zh-CN": "种子"},
+    "seed_help": {"en": "The same seed with the same inputs gives the same video. Tick 'Random seed' for a new "
+                        "variation each time; the seed used is shown with the result.",
+                  "zh-CN": "相同的种子和输入会得到相同的视频。勾选“随机种子”则每次都不同；结果中会显示实际使用的种子。"},
+    "examples": {"en": "Examples: click one to try it", "zh-CN": "示例：点击即可试用"},
+    "video": {"en": "Video", "zh-CN": "视频"},
+    "video_placeholder": {"en": "Your video will appear here.", "zh-CN": "生成的视频会显示在这里。"},
+    "downloads": {"en": "Download the video and its settings (.json)", "zh-CN": "下载视频及其参数 (.json)"},
+    "reuse_seed": {"en": "Reuse this seed", "zh-CN": "沿用这个种子"},
+    "your_jobs": {"en": "Your jobs", "zh-CN": "我的任务"},
+    "your_jobs_help": {"en": "This browser's jobs, newest first: click one to open it",
+                       "zh-CN": "本浏览器提交的任务（最新在前）：点击打开"},
+    "all_videos": {"en": "All videos", "zh-CN": "全部视频"},
+    "all_videos_help": {"en": "Every video in the output folder, newest first: click one to open it",
+                        "zh-CN": "输出文件夹中的全部视频（最新在前）：点击打开"},
+    "retry": {"en": "Retry this job", "zh-CN": "重试这个任务"},
+    "help": {"en": "Help: user manual and prompt tips", "zh-CN": "帮助：使用手册与提示词技巧"},
+    "col_created": {"en": "Created", "zh-CN": "创建时间"},
+    "col_prompt": {"en": "Prompt", "zh-CN": "提示词"},
+    "col_resolution": {"en": "Resolution", "zh-CN": "分辨率"},
+    "col_frames": {"en": "Frames", "zh-CN": "帧数"},
+    "col_fps": {"en": "FPS", "zh-CN": "帧率"},
+    "col_steps": {"en": "Steps", "zh-CN": "步数"},
+    "col_guidance": {"en": "Guidance", "zh-CN": "引导"},
+    "col_seed": {"en": "Seed", "zh-CN": "种子"},
+    "col_state": {"en": "State", "zh-CN": "状态"},
+    "col_job": {"en": "Job", "zh-CN": "任务"},
+    "col_file": {"en": "File", "zh-CN": "文件"},
+    "state_queued": {"en": "queued (number {position})", "zh-CN": "排队中（第 {position} 位）"},
+    "state_running": {"en": "{stage} {done}/{total}", "zh-CN": "{stage} {done}/{total}"},
+    "state_done": {"en": "done", "zh-CN": "已完成"},
+    "state_failed": {"en": "failed", "zh-CN": "失败"},
+    "state_cancelled": {"en": "cancelled", "zh-CN": "已取消"},
+    "state_interrupted": {"en": "interrupted", "zh-CN": "已中断"},
+    "state_running_plain": {"en": "running", "zh-CN": "运行中"},
+    "stage_denoising": {"en": "Denoising", "zh-CN": "去噪"},
+    "stage_decoding": {"en": "Decoding", "zh-CN": "解码"},
+    "stage_encoding": {"en": "Encoding", "zh-CN": "编码"},
+    "time_left": {"en": "about {time} left", "zh-CN": "约剩 {time}"},
+    "waiting": {"en": "Waiting in the queue: number {position}", "zh-CN": "排队等待中：第 {position} 位"},
+    "model_state_ready": {"en": "Model ready", "zh-CN": "模型已就绪"},
+    "model_state_error": {"en": "Model error", "zh-CN": "模型出错"},
+    "model_state_downloading": {"en": "Model downloading", "zh-CN": "模型下载中"},
+    "model_state_loading": {"en": "Model loading", "zh-CN": "模型加载中"},
+    "model_state_starting": {"en": "Starting", "zh-CN": "启动中"},
+    "device": {"en": "Device", "zh-CN": "设备"},
+    "demo_serving": {"en": "Serving the **demo model**: its videos are random noise.",
+                     "zh-CN": "当前为**演示模型**：生成的视频是随机噪声。"},
+    "done": {"en": "**Done** in {time}: {width}x{height}, {frames} frames at {fps} fps ({duration} s), "
+                   "seed **{seed}**.  \nSaved as `{video}` in the output folder, with its settings in `{record}`.",
+             "zh-CN": "**完成**，用时 {time}：{width}x{height}，{frames} 帧，{fps} fps（{duration} 秒），"
+                      "种子 **{seed}**。  \n已保存为输出文件夹中的 `{video}`，参数保存在 `{record}`。"},
+    "done_demo": {"en": "Made with the demo model: the video is noise by design.",
+                  "zh-CN": "由演示模型生成：视频本来就是噪声。"},
+    "cancelled_info": {"en": "**Cancelled.** Nothing was saved. Change the settings if you like and press "
+                             "Generate again.",
+                       "zh-CN": "**已取消。** 没有保存任何文件。可以调整参数后再次点击“生成视频”。"},
+    "queued_again": {"en": "Queued again as job `{job}`; it appears above and runs when its turn comes.",
+                     "zh-CN": "已重新排队，任务编号 `{job}`；它会出现在上方，轮到时自动运行。"},
+    "select_job": {"en": "Select a job first.", "zh-CN": "请先选择一个任务。"},
+    "demo_banner": {
+        "en": "**Demo mode: this is not the real model.** It serves a tiny built-in model with random weights, "
+              "so the whole app works on any machine, but every video it makes is coloured noise. To make "
+              "real videos, run the app on a machine with an NVIDIA GPU (12 GB or more): `bash start_app.sh` "
+              "there loads I2VGen-XL (about 5 GB, downloaded once into `models/`). See the README for details.",
+        "zh-CN": "**演示模式：当前不是真实模型。** 这里运行的是内置的随机权重小模型，让整个应用在任何机器上都能使用，"
+                 "但生成的视频都是彩色噪声。要生成真实视频，请在有 NVIDIA 显卡（12 GB 以上显存）的机器上运行 "
+                 "`bash start_app.sh`，它会加载 I2VGen-XL（约 5 GB，只下载一次，保存在 `models/`）。详见 README。"},
+    # -- messages ----------------------------------------------------------------
+    "err_something_wrong": {"en": "Something went wrong while making the video. Please try again; if it keeps "
+                                  "happening, the log file in logs/ has the details.",
+                            "zh-CN": "生成视频时出错了。请重试；如果反复出现，请查看 logs/ 中的日志文件。"},
+    "err_no_image": {"en": "Please upload an image first.", "zh-CN": "请先上传一张图片。"},
+    "err_not_image": {"en": "This file is not an image we can read. Upload a PNG, JPEG, WebP, GIF, BMP or TIFF file.",
+                      "zh-CN": "无法识别这个文件为图片。请上传 PNG、JPEG、WebP、GIF、BMP 或 TIFF 文件。"},
+    "err_upload_missing": {"en": "The uploaded file is missing; please upload it again.",
+                           "zh-CN": "上传的文件不见了，请重新上传。"},
+    "err_cannot_open": {"en": "The image could not be opened ({detail}). Upload a PNG, JPEG, WebP, GIF, BMP or "
+                              "TIFF file.",
+                        "zh-CN": "无法打开这张图片（{detail}）。请上传 PNG、JPEG、WebP、GIF、BMP 或 TIFF 文件。"},
+    "err_bomb": {"en": "The image has far more pixels than the limit of {limit} megapixels. Resize it to at most "
+                       "about 4000x4000 pixels and upload it again.",
+                 "zh-CN": "图片像素远超 {limit} 百万像素的上限。请缩小到约 4000x4000 像素以内后重新上传。"},
+    "err_too_many_pixels": {"en": "The image is {width}x{height} ({megapixels} megapixels); the limit is {limit}. "
+                                  "Resize it to at most about 4000x4000 pixels and upload it again.",
+                            "zh-CN": "图片为 {width}x{height}（{megapixels} 百万像素），上限是 {limit}。"
+                                     "请缩小到约 4000x4000 像素以内后重新上传。"},
+    "err_empty_image": {"en": "The image is empty (zero pixels wide or high).", "zh-CN": "图片是空的（宽或高为 0）。"},
+    "err_damaged": {"en": "The image file is damaged or incomplete ({detail}). Upload the original file again, "
+                          "or export it anew as PNG or JPEG.",
+                    "zh-CN": "图片文件已损坏或不完整（{detail}）。请重新上传原文件，或重新导出为 PNG 或 JPEG。"},
+    "err_too_small": {"en": "The image is only {width}x{height} pixels; each side needs at least {min_side}. "
+                            "Upload a larger picture.",
+                      "zh-CN": "图片只有 {width}x{height} 像素，每边至少需要 {min_side}。请上传更大的图片。"},
+    "err_aspect": {"en": "The image is {width}x{height}, {ratio} times longer than it is wide; the limit is "
+                         "{limit}:1. Crop it closer to a square (the video is square and keeps the centre of "
+                         "the picture).",
+                   "zh-CN": "图片为 {width}x{height}，长边是短边的 {ratio} 倍，上限是 {limit}:1。请裁剪得更接近正方形"
+                            "（视频是正方形，保留图片中央部分）。"},
+    "err_resolution": {"en": "Resolution {value!r} is not available. Choose one of: {allowed}.",
+                       "zh-CN": "不支持分辨率 {value!r}。可选：{allowed}。"},
+    "err_prompt_missing": {"en": "Please write a prompt: describe the motion you want, e.g. 'the waves roll in "
+                                 "slowly'.",
+                           "zh-CN": "请填写提示词：用英文描述想要的动作，例如 'the waves roll in slowly'。"},
+    "err_prompt_type": {"en": "The prompt must be text, not {kind}.", "zh-CN": "提示词必须是文本，而不是 {kind}。"},
+    "err_prompt_long": {"en": "The prompt is {length} characters long; the limit is {limit}. Shorten it: the model "
+                              "reads only about the first 75 words.",
+                        "zh-CN": "提示词有 {length} 个字符，上限是 {limit}。请缩短：模型只读取前约 75 个单词。"},
+    "err_not_number": {"en": "{name} must be a number, not {value!r}.", "zh-CN": "{name}必须是数字，而不是 {value!r}。"},
+    "err_not_finite": {"en": "{name} must be a finite number, not {value!r}.",
+                       "zh-CN": "{name}必须是有限的数字，而不是 {value!r}。"},
+    "err_not_whole": {"en": "{name} must be a whole number, not {value!r}.",
+                      "zh-CN": "{name}必须是整数，而不是 {value!r}。"},
+    "err_out_of_range": {"en": "{name} {value} is out of range. Allowed: {low} to {high}.",
+                         "zh-CN": "{name} {value} 超出范围。允许范围：{low} 到 {high}。"},
+    "err_queue_full": {"en": "The queue is full ({waiting} videos waiting). Please try again in a few minutes, "
+                             "when some have finished.",
+                       "zh-CN": "队列已满（{waiting} 个视频在等待）。请过几分钟，等部分任务完成后再试。"},
+    "err_shutting_down": {"en": "The server is shutting down; try again in a minute.",
+                          "zh-CN": "服务器正在关闭，请一分钟后再试。"},
+    "err_not_ready": {"en": "The model is not ready yet ({state}); please wait a moment and try again.",
+                      "zh-CN": "模型尚未就绪（{state}），请稍候再试。"},
+    "err_not_available": {"en": "The model is not available: {detail}", "zh-CN": "模型不可用：{detail}"},
+    "err_cancelled": {"en": "Cancelled: the video was stopped before it finished.",
+                      "zh-CN": "已取消：视频在完成前被停止。"},
+    "err_disk": {"en": "Only {free} GB of disk is free for {folder}; at least {needed} GB is needed. Delete old "
+                       "videos from the output folder and try again.",
+                 "zh-CN": "{folder} 只剩 {free} GB 磁盘空间，至少需要 {needed} GB。请删除输出文件夹中的旧视频后重试。"},
+    "err_oom_resolution": {"en": "The GPU ran out of memory at {resolution} with {frames} frames, even in low-memory "
+                                 "mode. Lower the resolution to {lower} (about {saving} less memory) or use fewer "
+                                 "frames, and try again. The server is fine and ready for the next video.",
+                           "zh-CN": "在 {resolution}、{frames} 帧时显存不足，低显存模式也不够。请把分辨率降到 {lower}"
+                                    "（约少用 {saving} 显存）或减少帧数后重试。服务器一切正常，可以继续生成。"},
+    "err_oom_frames": {"en": "The GPU ran out of memory at {resolution} with {frames} frames, even in low-memory "
+                             "mode. Lower the frames from {frames} to {fewer} (about half the memory) and try "
+                             "again. The server is fine and ready for the next video.",
+                       "zh-CN": "在 {resolution}、{frames} 帧时显存不足，低显存模式也不够。请把帧数从 {frames} 降到 "
+                                "{fewer}（约少用一半显存）后重试。服务器一切正常，可以继续生成。"},
+    "err_already_running": {"en": "Only a failed, cancelled or interrupted job can be retried; this one is {state}.",
+                            "zh-CN": "只有失败、已取消或已中断的任务才能重试；这个任务的状态是：{state}。"},
+    "err_input_gone": {"en": "The input image of that job is gone; please upload it again.",
+                       "zh-CN": "该任务的输入图片已不存在，请重新上传。"},
+    "err_no_job": {"en": "There is no job {job!r}.", "zh-CN": "没有任务 {job!r}。"},
+    "err_record_missing": {"en": "The record of this video is missing from the output folder.",
+                           "zh-CN": "输出文件夹中缺少这个视频的参数记录。"},
+    "err_video_gone": {"en": "That video is no longer in the output folder.", "zh-CN": "这个视频已不在输出文件夹中。"},
+    "param_frames": {"en": "Frames", "zh-CN": "帧数"},
+    "param_fps": {"en": "FPS", "zh-CN": "帧率"},
+    "param_steps": {"en": "Steps", "zh-CN": "推理步数"},
+    "param_guidance": {"en": "Guidance scale", "zh-CN": "引导系数"},
+    "param_seed": {"en": "Seed", "zh-CN": "种子"},
+}
+
+
+def normalise_language(value: str | None) -> str:
+    """'zh', 'zh-CN', 'zh-Hans', '简体中文' -> 'zh-CN'; anything else -> 'en'."""
+    text = (value or "").strip()
+    if text.lower().startswith("zh") or text == LANGUAGES["zh-CN"]:
+        return "zh-CN"
+    return DEFAULT
+
+
+def t(key: str, lang: str | None = DEFAULT, **params: Any) -> str:
+    """The text ``key`` in ``lang`` (English when missing there), with ``params`` filled in."""
+    texts = TEXT[key]
+    template = texts.get(normalise_language(lang)) or texts[DEFAULT]
+    if params and lang and normalise_language(lang) != DEFAULT:
+        params = {k: _translate_param(v, lang) for k, v in params.items()}
+    return template.format(**params) if params else template
+
+
+def _translate_param(value: Any, lang: str) -> Any:
+    """Parameter names inside messages ("Frames") follow the language too."""
+    if isinstance(value, str):
+        for key, texts in TEXT.items():
+            if key.startswith("param_") and texts[DEFAULT] == value:
+                return texts.get(normalise_language(lang), value)
+    return value
+
+
+def localized(error: BaseException, lang: str | None) -> str:
+    """An error's message in ``lang`` when it carries a key, else its English text."""
+    key = getattr(error, "key", None)
+    if key and key in TEXT:
+        return t(key, lang, **getattr(error, "params", {}))
+    return str(error)
