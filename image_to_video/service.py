@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 import resource
 import shutil
 import sys
@@ -26,7 +27,7 @@ from typing import Any
 from . import __version__
 from .config import AppConfig
 from .engine import Engine, Progress, ProgressFn
-from .errors import GenerationFailed, OutOfMemory
+from .errors import GenerationFailed, InvalidInput, OutOfMemory
 from .request import GenerationRequest, build_request
 from .video import new_video_name, write_json, write_video
 
@@ -153,6 +154,30 @@ class VideoService:
             "versions": {"python": platform.python_version(), **_package_versions()},
         }
 
+    def delete_video(self, name: str) -> bool:
+        """Delete one video of the output folder, with its record and input image."""
+        if not _VIDEO_NAME.fullmatch(Path(name).stem):
+            raise InvalidInput(key="err_video_gone")
+        video = self.output_dir / f"{Path(name).stem}.mp4"
+        if not video.is_file():
+            return False
+        _remove_video(video)
+        log.info("Deleted %s", video.name)
+        return True
+
+    def find_video(self, name: str) -> dict[str, Any] | None:
+        """The record of one video of the output folder (with its paths), or None."""
+        stem = Path(name).stem
+        if not _VIDEO_NAME.fullmatch(stem):
+            return None
+        video = self.output_dir / f"{stem}.mp4"
+        try:
+            record = json.loads(video.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        image = video.with_name(f"{stem}_input.png")
+        return {**record, "video_path": str(video), "image_path": str(image) if image.is_file() else None}
+
     def history(self, limit: int = 24) -> list[dict[str, Any]]:
         """Records of the newest videos in the output folder, newest first."""
         records = []
@@ -167,6 +192,9 @@ class VideoService:
             if len(records) >= limit:
                 break
         return records
+
+
+_VIDEO_NAME = re.compile(r"video_\d{8}_\d{6}_[0-9a-f]{8}")
 
 
 def out_of_memory_error(request: GenerationRequest, resolutions: Mapping[str, int]) -> OutOfMemory:

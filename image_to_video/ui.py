@@ -190,6 +190,14 @@ class _Page:
             c["history"] = say(gr.Dataframe(value=lambda: self._history_table("en"), interactive=False, wrap=True,
                                             max_height=360, elem_id="all-videos", label=t("all_videos_help")),
                                label="all_videos_help")
+            c["picked"] = gr.State(None)
+            with gr.Row(visible=False) as c["actions"]:
+                c["reuse"] = say(gr.Button(t("reuse_settings"), size="sm", elem_id="reuse-settings"),
+                                 value="reuse_settings")
+                c["same_seed"] = say(gr.Button(t("same_seed"), size="sm", elem_id="same-seed"), value="same_seed")
+                c["delete"] = say(gr.Button(t("delete"), size="sm", variant="stop", elem_id="delete-video"),
+                                  value="delete")
+            c["history_message"] = gr.Markdown("")
         return c
 
     def _help(self) -> None:
@@ -226,7 +234,16 @@ class _Page:
                                                               c["job_message"], c["retry"]], **quick)
         c["retry"].click(self._retry, [c["selected"], c["owner"], lang], [c["job_message"], c["retry"], c["jobs"]],
                          **quick)
-        c["history"].select(self._open_past, lang, [o["video"], o["info"], o["files"]], **quick)
+        c["history"].select(self._open_past, lang, [o["video"], o["info"], o["files"], c["picked"], c["actions"]],
+                            **quick)
+        form = [i["image"], i["prompt"], i["negative_prompt"], *params, i["random_seed"], i["seed"], i["preset"],
+                c["history_message"]]
+        c["reuse"].click(lambda name, lang: self._reuse(name, lang, keep_prompt=True), [c["picked"], lang], form,
+                         **quick)
+        c["same_seed"].click(lambda name, lang: self._reuse(name, lang, keep_prompt=False), [c["picked"], lang], form,
+                             **quick)
+        c["delete"].click(self._delete, [c["picked"], lang],
+                          [c["history"], c["history_message"], c["actions"], o["video"], o["files"]], **quick)
 
     def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
                  seed, random_seed, owner, lang, request: gr.Request, progress=gr.Progress()):
@@ -377,11 +394,28 @@ class _Page:
 
     def _open_past(self, lang, event: gr.SelectData):
         name = (event.row_value or [""])[-1]
-        for record in self.service.history(limit=1000):
-            if record.get("video") == name:
-                path = record["video_path"]
-                return path, _describe_result(record, lang), [path, str(Path(path).with_suffix(".json"))]
-        raise gr.Error(t("err_video_gone", lang), print_exception=False)
+        record = self.service.find_video(name)
+        if record is None:
+            raise gr.Error(t("err_video_gone", lang), print_exception=False)
+        path = record["video_path"]
+        return (path, _describe_result(record, lang), [path, str(Path(path).with_suffix(".json"))], name,
+                gr.Row(visible=True))
+
+    def _reuse(self, name, lang, *, keep_prompt: bool):
+        """Fill the form with a past video's picture, settings and seed (and prompt, if kept)."""
+        record = self.service.find_video(name or "")
+        if record is None:
+            raise gr.Error(t("err_video_gone", lang), print_exception=False)
+        p = record["parameters"]
+        values = (p["resolution"], p["num_frames"], p["fps"], p["num_inference_steps"], p["guidance_scale"])
+        message = t("settings_loaded", lang, video=record["video"]) if keep_prompt else t("new_prompt_hint", lang)
+        return (record["image_path"] or gr.skip(), p["prompt"] if keep_prompt else "", p["negative_prompt"],
+                *values, False, p["seed"], self._preset_for(*values), message)
+
+    def _delete(self, name, lang):
+        if name:
+            self.service.delete_video(name)
+        return (self._history_table(lang), t("deleted", lang, video=name), gr.Row(visible=False), None, None)
 
 
 _HISTORY_COLUMNS = ("created", "prompt", "resolution", "frames", "fps", "steps", "guidance", "seed", "file")

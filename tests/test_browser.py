@@ -145,6 +145,26 @@ def test_a_reload_during_a_job_finds_it_again(page):
     sync_api.expect(jobs).to_contain_text("done", timeout=180000)
 
 
+def test_reuse_the_settings_of_a_past_video_then_delete_it(page, app):
+    videos_before = sorted((app.root / "outputs").glob("video_*.mp4"))
+    assert videos_before, "an earlier test made a video"
+    page.get_by_role("tab", name="All videos").click()
+    table = page.locator("#all-videos")
+    newest = videos_before[-1].name
+    table.get_by_role("gridcell", name=newest).click()
+    page.locator("#reuse-settings").click()
+    record = __import__("json").loads(videos_before[-1].with_suffix(".json").read_text())
+    sync_api.expect(page.locator("#prompt textarea")).to_have_value(record["parameters"]["prompt"])
+    seed = page.get_by_label("Seed", exact=True)
+    sync_api.expect(seed).to_have_value(str(record["parameters"]["seed"]))
+    page.locator("#same-seed").click()
+    sync_api.expect(page.locator("#prompt textarea")).to_have_value("")
+    page.locator("#delete-video").click()
+    page.get_by_text(f"Deleted {newest}").wait_for(timeout=10000)
+    assert not (app.root / "outputs" / newest).exists()
+    sync_api.expect(table).not_to_contain_text(newest)
+
+
 def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, app, tmp_path):
     context, page = open_page(browser, app, "zh-CN", "生成视频")  # follows the browser's language
     try:

@@ -156,3 +156,15 @@ def test_half_written_files_are_cleaned_but_videos_kept(service, photo):
     (service.output_dir / ".video_x.json.abc123.tmp").write_text("{")
     assert service.clean_temporary_files() == 2
     assert video.is_file() and not list(service.output_dir.glob(".*"))
+
+
+def test_find_and_delete_a_past_video(service, photo):
+    result = service.generate(photo, "waves", num_frames=2, seed=9)
+    record = service.find_video(result.video_path.name)
+    assert record["parameters"]["seed"] == 9 and record["image_path"] == str(result.image_path)
+    assert service.find_video("../../etc/passwd") is None
+    with pytest.raises(InvalidInput):
+        service.delete_video("../outside.mp4")
+    assert service.delete_video(result.video_path.name)
+    assert not result.video_path.exists() and not result.metadata_path.exists() and not result.image_path.exists()
+    assert not service.delete_video(result.video_path.name)  # already gone
