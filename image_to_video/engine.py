@@ -122,6 +122,15 @@ class Engine:
     def ready(self) -> bool:
         return self.status.state is ModelState.READY
 
+    @property
+    def gpu_memory_gb(self) -> float | None:
+        """Total memory of the GPU the model runs on; None on a CPU or before loading."""
+        if self._device is None or self._device.type != "cuda":
+            return None
+        import torch
+
+        return torch.cuda.get_device_properties(self._device).total_memory / 2**30
+
     def device_answers(self) -> bool:
         """A tiny operation on the model's device: False if the GPU no longer responds."""
         if not self.ready:

@@ -25,6 +25,7 @@ import gradio as gr
 
 from .config import PROJECT_DIR, AppConfig
 from .engine import ModelState, Progress, format_seconds
+from .estimates import estimate, nearest_fitting
 from .errors import AppError, InvalidInput
 from .examples import ensure_examples
 from .i18n import LANGUAGES, localized, normalise_language, t
@@ -147,6 +148,8 @@ class _Page:
             c["fps"] = self._slider("fps", s.fps, d.fps, 1)
             c["num_inference_steps"] = self._slider("steps", s.num_inference_steps, d.num_inference_steps, 1)
             c["guidance_scale"] = self._slider("guidance", s.guidance_scale, d.guidance_scale, 0.5)
+            c["estimate"] = gr.Markdown(self._estimate_text("en", d.resolution, d.num_frames, d.num_inference_steps),
+                                        elem_id="estimate")
             with gr.Row():
                 c["random_seed"] = say(gr.Checkbox(value=d.seed == RANDOM_SEED, label=t("random_seed")),
                                        label="random_seed")
@@ -221,6 +224,12 @@ class _Page:
         for component in params:
             component.input(self._preset_for, params, i["preset"], **quick)
         i["random_seed"].change(lambda r: gr.Number(interactive=not r), i["random_seed"], i["seed"], **quick)
+        sizing = [lang, i["resolution"], i["num_frames"], i["num_inference_steps"]]
+        for trigger in (i["resolution"].change, i["num_frames"].change, i["num_inference_steps"].change,
+                        lang.change):
+            trigger(self._estimate_text, sizing, i["estimate"], **quick)
+        # On a GPU too small for the default preset, start from the largest preset that fits.
+        demo.load(self._fitting_defaults, None, [*params, i["preset"]], **quick)
         i["generate"].click(
             self.generate,
             [i["image"], i["prompt"], i["negative_prompt"], *params, i["seed"], i["random_seed"], c["owner"], lang],
@@ -352,6 +361,41 @@ class _Page:
         if status.is_demo and status.state is ModelState.READY:
             text += "  \n" + t("demo_serving", lang)
         return text
+
+    def _estimate_text(self, lang, resolution, frames, steps) -> str:
+        side = self.settings.resolutions.get(resolution)
+        if side is None:
+            return ""
+        engine = self.service.engine
+        gpu = engine.gpu_memory_gb
+        guess = estimate(side, int(frames), int(steps), gpu_gb=gpu, demo=engine.status.is_demo)
+        text = t("estimate", lang, peak=f"{guess.peak_gb:.1f}", time=format_seconds(guess.seconds),
+                 gpu=t("estimate_gpu", lang, gpu=f"{gpu:.0f}") if gpu else "",
+                 where=t("estimate_where_demo" if engine.status.is_demo else "estimate_where_gpu", lang))
+        text += " " + t("estimate_note", lang)
+        if not guess.fits:
+            limits = (int(self.settings.num_frames.min), int(self.settings.num_frames.max))
+            nearest = nearest_fitting(self.settings.resolutions, limits, resolution, int(frames), gpu)
+            text += "  \n" + (t("estimate_too_big", lang, resolution=nearest[0], frames=nearest[1]) if nearest
+                              else t("estimate_nothing_fits", lang))
+        return text
+
+    def _fitting_defaults(self):
+        """The default settings, or on a small GPU the largest preset that fits in it."""
+        d = self.settings.defaults
+        current = (d.resolution, d.num_frames, d.fps, d.num_inference_steps, d.guidance_scale)
+        gpu = self.service.engine.gpu_memory_gb
+        if gpu is None or estimate(self.settings.resolutions[d.resolution], d.num_frames, d.num_inference_steps,
+                                   gpu_gb=gpu, demo=False).fits:
+            return (*current, self._preset_for(*current))
+        fitting = [(self.settings.resolutions[p.resolution] ** 2 * p.num_frames, name)
+                   for name, p in self.settings.presets.items()
+                   if estimate(self.settings.resolutions[p.resolution], p.num_frames, p.num_inference_steps,
+                               gpu_gb=gpu, demo=False).fits]
+        if not fitting:
+            return (*current, self._preset_for(*current))
+        name = max(fitting)[1]
+        return (*self._apply_preset(name), name)
 
     def _apply_preset(self, name: str):
         preset = self.settings.presets[name]
