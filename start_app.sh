@@ -76,6 +76,58 @@ EOF
 
 # -- output --------------------------------------------------------------------
 
+# Messages follow the system locale: Simplified Chinese when LC_ALL, LC_MESSAGES or
+# LANG starts with zh, in the words our users know from the app we replace.
+declare -A ZH=(
+  ["%s launcher"]="%s 应用启动器"
+  ["Conda environment activated: %s"]="Conda 环境已激活: %s"
+  ["Creating the virtual environment %s (first run only)..."]="正在创建虚拟环境 %s（仅首次运行）..."
+  ["Installing packages from requirements.txt (%s first; the first time takes a few minutes)..."]="正在安装 requirements.txt 中的依赖（先装 %s；首次需要几分钟）..."
+  ["Packages installed into %s"]="依赖已安装到 %s"
+  ["Virtual environment ready: %s"]="虚拟环境已就绪: %s"
+  ["No NVIDIA GPU found (nvidia-smi: %s)."]="未检测到 NVIDIA 显卡（nvidia-smi: %s）。"
+  ["no device"]="无设备"
+  ["not installed"]="未安装"
+  ["Port %s is free"]="端口 %s 空闲"
+  ["Port %s is in use by a process this user cannot see."]="端口 %s 被当前用户看不到的进程占用。"
+  ["Port %s is in use by another program:"]="端口 %s 被其他程序占用："
+  ["Start on another port: bash start_app.sh --port %s   (or stop that program first)\n"]="换一个端口启动：bash start_app.sh --port %s   （或先停止该程序）\n"
+  ["%s is already running (PID %s)."]="%s 已在运行（PID %s）。"
+  ["Folders ready: %s, %s"]="目录创建完成: %s, %s"
+  ["Log file: %s"]="日志文件: %s"
+  ["Starting in the foreground (Ctrl+C stops it)..."]="前台启动中（Ctrl+C 停止）..."
+  ["Starting the app..."]="应用启动中..."
+  ["%s is ready in %s s: %s"]="%s 已就绪，用时 %s 秒: %s"
+  [", demo model"]="，演示模型"
+  ["The page is up, but the model could not be loaded: %s"]="页面已启动，但模型加载失败: %s"
+  ["Model %s: %s"]="模型 %s: %s"
+  ["The app stopped while starting."]="应用在启动过程中退出了。"
+  ["The app was not ready after %s s."]="应用在 %s 秒内未就绪。"
+  ["Likely cause: %s"]="可能原因: %s"
+  ["Access address: http://%s:%s"]="访问地址: http://%s:%s"
+  ["Local address: http://localhost:%s"]="本地地址: http://localhost:%s"
+  ["Login: user %s, password %s"]="登录: 用户名 %s，密码 %s"
+  ["%s is not running on port %s."]="%s 未在端口 %s 上运行。"
+  ["Stopping %s (PID %s)..."]="正在停止 %s（PID %s）..."
+  ["Stopped."]="已停止。"
+  ["%s is running."]="%s 正在运行。"
+  ["DEMO MODE: no CUDA GPU here, so the built-in demo model is served."]="演示模式：本机没有 CUDA 显卡，因此运行内置的演示模型。"
+  ["Its videos are random noise; it shows the app works on this machine."]="它生成的视频是随机噪声，用来确认应用在本机可以正常运行。"
+  ["For real videos run 'bash start_app.sh' on a server with an NVIDIA GPU"]="要生成真实视频，请在有 NVIDIA 显卡（12 GB 以上）的服务器上"
+  ["(12 GB+). To force the real model here (hours per video on a CPU):"]="运行 'bash start_app.sh'。如需在本机强制使用真实模型（CPU 上每个视频需数小时）："
+)
+
+# printf FORMAT ARGS, with FORMAT translated when the locale is Chinese.
+_t() {
+  local format="$1" locale="${LC_ALL:-${LC_MESSAGES:-${LANG:-}}}"
+  shift
+  if [[ "${locale}" == zh* && -n "${ZH[${format}]+set}" ]]; then
+    format="${ZH[${format}]}"
+  fi
+  # shellcheck disable=SC2059  # the format is one of ours, above
+  printf -- "${format}" "$@"
+}
+
 setup_colours() {
   if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
     C_RED=$'\033[31m'; C_GREEN=$'\033[32m'; C_YELLOW=$'\033[33m'; C_BLUE=$'\033[34m'; C_OFF=$'\033[0m'
@@ -157,7 +209,7 @@ activate_conda() {
   conda activate "${name}" || { warn "'conda activate ${name}' failed."; return 1; }
   PYTHON="$(command -v python)"
   ENV_DESCRIPTION="conda environment ${name}"
-  success "Conda environment activated: ${name}"
+  success "$(_t 'Conda environment activated: %s' "${name}")"
 }
 
 # A Python 3.10+ to build the virtual environment with.
@@ -191,26 +243,26 @@ ensure_venv() {
   if [[ ! -x "${VENV_DIR}/bin/python" ]]; then
     system_python="$(find_system_python)" \
       || die "Python 3.${MIN_PYTHON_MINOR} or newer is needed. Install it (e.g. 'apt install python3 python3-venv') and run this again."
-    info "Creating the virtual environment ${VENV_DIR} (first run only)..."
+    info "$(_t 'Creating the virtual environment %s (first run only)...' "${VENV_DIR}")"
     "${system_python}" -m venv "${VENV_DIR}" \
       || die "Could not create ${VENV_DIR}. On Debian/Ubuntu install the venv module: apt install python3-venv"
   fi
   if requirements_changed; then
     torch_pin="$(grep -E '^torch==' "${REQUIREMENTS}" | head -n 1)"
-    info "Installing packages from requirements.txt (${torch_pin} first; the first time takes a few minutes)..."
+    info "$(_t 'Installing packages from requirements.txt (%s first; the first time takes a few minutes)...' "${torch_pin}")"
     if ! { "${VENV_DIR}/bin/python" -m pip install --quiet --upgrade pip >&2 \
            && "${VENV_DIR}/bin/python" -m pip install --quiet "${torch_pin}" >&2 \
            && "${VENV_DIR}/bin/python" -m pip install --quiet -r "${REQUIREMENTS}" >&2; }; then
       die "Installing the packages failed (see the pip output above). Check the network and disk space, then run this again."
     fi
     requirements_hash > "${VENV_DIR}/.requirements.sha256"
-    success "Packages installed into ${VENV_DIR}"
+    success "$(_t 'Packages installed into %s' "${VENV_DIR}")"
   fi
   PYTHON="${VENV_DIR}/bin/python"
   ENV_DESCRIPTION="virtual environment ${VENV_DIR}"
   # shellcheck disable=SC1091
   source "${VENV_DIR}/bin/activate"
-  success "Virtual environment ready: ${VENV_DIR/#${APP_DIR}\//}"
+  success "$(_t 'Virtual environment ready: %s' "${VENV_DIR/#${APP_DIR}\//}")"
 }
 
 ensure_env() {
@@ -256,7 +308,9 @@ report_checks() {
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     warn "nvidia-smi sees a GPU but torch does not (torch ${PRE[TORCH]}): install the CUDA build of torch, e.g. 'pip install torch==${PRE[TORCH]%%+*}' from a machine that reaches PyPI, and check the driver with nvidia-smi."
   else
-    info "No NVIDIA GPU found (nvidia-smi: $(command -v nvidia-smi >/dev/null 2>&1 && echo 'no device' || echo 'not installed'))."
+    local smi
+    if command -v nvidia-smi >/dev/null 2>&1; then smi="$(_t 'no device')"; else smi="$(_t 'not installed')"; fi
+    info "$(_t 'No NVIDIA GPU found (nvidia-smi: %s).' "${smi}")"
   fi
   if [[ -z "${PRE[FFMPEG]}" ]]; then
     die "imageio-ffmpeg has no ffmpeg binary for this machine. Reinstall it: '${PYTHON} -m pip install --force-reinstall imageio-ffmpeg'."
@@ -276,10 +330,10 @@ want_demo() {
 print_demo_banner() {
   say ""
   say "${C_YELLOW}==================================================================${C_OFF}"
-  say "${C_YELLOW} DEMO MODE: no CUDA GPU here, so the built-in demo model is served.${C_OFF}"
-  say " Its videos are random noise; it shows the app works on this machine."
-  say " For real videos run 'bash start_app.sh' on a server with an NVIDIA GPU"
-  say " (12 GB+). To force the real model here (hours per video on a CPU):"
+  say "${C_YELLOW} $(_t 'DEMO MODE: no CUDA GPU here, so the built-in demo model is served.')${C_OFF}"
+  say " $(_t 'Its videos are random noise; it shows the app works on this machine.')"
+  say " $(_t "For real videos run 'bash start_app.sh' on a server with an NVIDIA GPU")"
+  say " $(_t '(12 GB+). To force the real model here (hours per video on a CPU):')"
   say "   bash start_app.sh --model ali-vilab/i2vgen-xl"
   say "${C_YELLOW}==================================================================${C_OFF}"
   say ""
@@ -344,18 +398,18 @@ check_port() {
   local port="$1" listeners pid
   listeners="$(port_listeners "${port}")"
   if [[ -z "${listeners}" ]]; then
-    success "Port ${port} is free"
+    success "$(_t 'Port %s is free' "${port}")"
     return 0
   fi
   if [[ "${listeners}" == "?" ]]; then
-    error "Port ${port} is in use by a process this user cannot see."
+    error "$(_t 'Port %s is in use by a process this user cannot see.' "${port}")"
   else
-    error "Port ${port} is in use by another program:"
+    error "$(_t 'Port %s is in use by another program:' "${port}")"
     for pid in ${listeners}; do
       printf '  PID %s: %s\n' "${pid}" "$(ps -o args= -p "${pid}" 2>/dev/null | cut -c1-150)" >&2
     done
   fi
-  printf 'Start on another port: bash start_app.sh --port %s   (or stop that program first)\n' "$((port + 1))" >&2
+  _t 'Start on another port: bash start_app.sh --port %s   (or stop that program first)\n' "$((port + 1))" >&2
   exit 1
 }
 
@@ -436,13 +490,13 @@ resolve_port() {
 
 cmd_start() {
   local pid log_file host port
-  say "🚀 ${APP_NAME} launcher"
+  say "🚀 $(_t '%s launcher' "${APP_NAME}")"
   ensure_env
   preflight
   port="${PRE[PORT]}"
   host="${PRE[HOST]}"
   if pid="$(running_pid "${port}")"; then
-    success "${APP_NAME} is already running (PID ${pid})."
+    success "$(_t '%s is already running (PID %s).' "${APP_NAME}" "${pid}")"
     print_addresses "${host}" "${port}"
     print_login
     exit 0
@@ -453,8 +507,8 @@ cmd_start() {
     || die "Cannot create the app's folders under ${APP_DIR}: check the permissions and free space."
   rm -rf "${GRADIO_TMP:?}"/* 2>/dev/null || true
   log_file="$(new_log_file "${PRE[LOG_DIR]}")"
-  success "Folders ready: ${PRE[OUTPUT_DIR]/#${APP_DIR}\//}, ${PRE[LOG_DIR]/#${APP_DIR}\//}"
-  success "Log file: ${log_file}"
+  success "$(_t 'Folders ready: %s, %s' "${PRE[OUTPUT_DIR]/#${APP_DIR}\//}" "${PRE[LOG_DIR]/#${APP_DIR}\//}")"
+  success "$(_t 'Log file: %s' "${log_file}")"
 
   local -a app_args=(main.py --host "${host}" --port "${port}" --pid-file "$(pid_file "${port}")")
   [[ -n "${OPT_MODEL}" ]] && app_args+=(--model "${OPT_MODEL}")
@@ -467,13 +521,13 @@ cmd_start() {
   export_app_environment
 
   if [[ "${OPT_FOREGROUND}" == 1 ]]; then
-    say "📡 Starting in the foreground (Ctrl+C stops it)..."
+    say "📡 $(_t 'Starting in the foreground (Ctrl+C stops it)...')"
     print_addresses "${host}" "${port}"
     printf '%s %s %s %s\n' "$$" "$(process_start_ticks "$$")" "${port}" "${log_file}" > "$(pid_file "${port}")"
     cd "${APP_DIR}" && exec "${PYTHON}" "${app_args[@]}" > >(tee -a "${log_file}") 2>&1
   fi
 
-  say "📡 Starting the app..."
+  say "📡 $(_t 'Starting the app...')"
   (cd "${APP_DIR}" && exec setsid nohup "${PYTHON}" "${app_args[@]}" >> "${log_file}" 2>&1 < /dev/null) &
   pid=$!
   printf '%s %s %s %s\n' "${pid}" "$(process_start_ticks "${pid}")" "${port}" "${log_file}" > "$(pid_file "${port}")"
@@ -495,7 +549,7 @@ print_login() {
   if [[ "${PRE[PASSWORD_CONFIGURED]}" == 1 ]]; then
     printf '🔑 Login: user %s, with the password set in server.password\n' "${PRE[LOGIN_USER]}"
   elif password="$(cut -d: -f2- "${PRE[CREDENTIALS_FILE]}" 2>/dev/null)" && [[ -n "${password}" ]]; then
-    printf '🔑 Login: user %s, password %s\n' "${PRE[LOGIN_USER]}" "${password}"
+    printf '🔑 %s\n' "$(_t 'Login: user %s, password %s' "${PRE[LOGIN_USER]}" "${password}")"
     printf '   (kept in %s, readable by you only; the HTTP API takes it as "Authorization: Bearer <password>")\n' \
       "${PRE[CREDENTIALS_FILE]}"
   else
@@ -516,26 +570,26 @@ wait_until_ready() {
   started="${SECONDS}"
   while ((SECONDS - started < READY_TIMEOUT)); do
     if ! kill -0 "${pid}" 2>/dev/null; then
-      fail_start "The app stopped while starting." "${log_file}" "${port}"
+      fail_start "$(_t 'The app stopped while starting.')" "${log_file}" "${port}"
     fi
     if IFS=$'\t' read -r state message device demo < <(app_status "${port}"); then
       case "${state}" in
         ready)
-          success "${APP_NAME} is ready in $((SECONDS - started)) s: ${device}$([[ "${demo}" == true ]] && echo ', demo model')"
+          success "$(_t '%s is ready in %s s: %s' "${APP_NAME}" "$((SECONDS - started))" "${device}")$([[ "${demo}" == true ]] && _t ', demo model')"
           return 0 ;;
         error)
-          warn "The page is up, but the model could not be loaded: ${message}"
+          warn "$(_t 'The page is up, but the model could not be loaded: %s' "${message}")"
           return 0 ;;
         *)
           if [[ "${message}" != "${last}" ]]; then
-            info "Model ${state}: ${message}"
+            info "$(_t 'Model %s: %s' "${state}" "${message}")"
             last="${message}"
           fi ;;
       esac
     fi
     sleep 1
   done
-  fail_start "The app was not ready after ${READY_TIMEOUT} s." "${log_file}" "${port}"
+  fail_start "$(_t 'The app was not ready after %s s.' "${READY_TIMEOUT}")" "${log_file}" "${port}"
 }
 
 fail_start() {
@@ -544,7 +598,7 @@ fail_start() {
   printf -- '--- last lines of %s ---\n' "${log_file}" >&2
   tail -n 25 "${log_file}" >&2
   printf -- '---\n' >&2
-  error "Likely cause: $(likely_cause "${log_file}")"
+  error "$(_t 'Likely cause: %s' "$(likely_cause "${log_file}")")"
   stop_pid_group "$(head -c 64 "$(pid_file "${port}")" 2>/dev/null | awk '{print $1}')" >/dev/null 2>&1
   rm -f "$(pid_file "${port}")"
   exit 1
@@ -552,8 +606,8 @@ fail_start() {
 
 print_addresses() {
   local host="$1" port="$2"
-  printf '📍 Access address: http://%s:%s\n' "${host}" "${port}"
-  printf '📍 Local address: http://localhost:%s\n' "${port}"
+  printf '📍 %s\n' "$(_t 'Access address: http://%s:%s' "${host}" "${port}")"
+  printf '📍 %s\n' "$(_t 'Local address: http://localhost:%s' "${port}")"
 }
 
 # TERM to the whole process group, wait, then KILL. Never by name.
@@ -575,24 +629,24 @@ cmd_stop() {
   local pid
   resolve_port
   if ! pid="$(running_pid "${PORT}")"; then
-    success "${APP_NAME} is not running on port ${PORT}."
+    success "$(_t '%s is not running on port %s.' "${APP_NAME}" "${PORT}")"
     return 0
   fi
-  info "Stopping ${APP_NAME} (PID ${pid})..."
+  info "$(_t 'Stopping %s (PID %s)...' "${APP_NAME}" "${pid}")"
   stop_pid_group "${pid}"
   rm -f "$(pid_file "${PORT}")"
-  success "Stopped."
+  success "$(_t 'Stopped.')"
 }
 
 cmd_status() {
   local pid state message device demo log_file
   resolve_port
   if ! pid="$(running_pid "${PORT}")"; then
-    printf '%s is not running on port %s.\n' "${APP_NAME}" "${PORT}"
+    printf '%s\n' "$(_t '%s is not running on port %s.' "${APP_NAME}" "${PORT}")"
     return 3
   fi
   read -r _ _ _ log_file < "$(pid_file "${PORT}")" || true
-  printf '%s is running.\n' "${APP_NAME}"
+  printf '%s\n' "$(_t '%s is running.' "${APP_NAME}")"
   printf '  PID:     %s\n  URL:     http://localhost:%s\n  Uptime:  %s\n' "${pid}" "${PORT}" "$(uptime_of "${pid}")"
   if IFS=$'\t' read -r state message device demo < <(app_status "${PORT}"); then
     printf '  Model:   %s (%s)%s\n  Device:  %s\n' "${state}" "${message}" \

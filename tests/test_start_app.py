@@ -104,6 +104,17 @@ def test_a_network_address_prints_how_to_log_in(launcher, tmp_path):
     assert no_login.returncode == 0 and "No login on 0.0.0.0" in no_login.stderr
 
 
+def test_messages_follow_a_chinese_locale(launcher):
+    launcher.env.update(LANG="zh_CN.UTF-8", LC_ALL="")
+    started = launcher("--demo")
+    assert started.returncode == 0, started.stderr
+    for words in ("应用启动器", f"端口 {launcher.port} 空闲", "目录创建完成", "日志文件", "📡 应用启动中...",
+                  f"📍 访问地址: http://127.0.0.1:{launcher.port}", f"📍 本地地址: http://localhost:{launcher.port}"):
+        assert words in started.stdout, words
+    stopped = launcher("stop")
+    assert "已停止。" in stopped.stdout
+
+
 def test_a_foreign_listener_is_named_and_refused(launcher):
     with socket.socket() as blocker:
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
