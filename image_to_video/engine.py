@@ -61,6 +61,8 @@ class Progress:
     total: int
     elapsed: float
     eta: float | None
+    #: Every few denoising steps: a rough RGB picture of frames as they form (uint8, HxWx3).
+    preview: np.ndarray | None = None
 
     def describe(self) -> str:
         text = f"{self.stage.capitalize()} {self.done}/{self.total}"
@@ -335,17 +337,20 @@ class Engine:
 
         total = request.num_inference_steps
         clock = {"start": time.perf_counter(), "done": 0}
+        preview_every = max(1, total // PREVIEWS_PER_VIDEO)
 
         def before_step(_module, _args):
             if cancel.is_set():
                 raise Cancelled(key="err_cancelled")
             self.faults.trip("denoise")
 
-        def after_step(_module, _args, _output):
+        def after_step(_module, args, _output):
             clock["done"] += 1
             elapsed = time.perf_counter() - clock["start"]
             eta = elapsed / clock["done"] * (total - clock["done"])
-            report(Progress("denoising", clock["done"], total, elapsed, eta))
+            due = clock["done"] % preview_every == 0 and clock["done"] < total
+            preview = latent_preview(args[0]) if due else None
+            report(Progress("denoising", clock["done"], total, elapsed, eta, preview))
 
         # The conditioning image is VAE-encoded with the global RNG (STACK.md):
         # seed it as well as the generator so a seed gives one video.
@@ -391,6 +396,24 @@ class Engine:
             elapsed = time.perf_counter() - started
             report(Progress("decoding", done, num_frames, elapsed, elapsed / done * (num_frames - done)))
         return np.concatenate(pieces)
+
+
+#: Denoising steps between two live previews: a video shows about this many.
+PREVIEWS_PER_VIDEO = 10
+# Latent -> RGB approximation of the Stable Diffusion VAE family, which I2VGen-XL uses:
+# cheap enough to run every few steps, close enough to cancel a bad job early.
+_LATENT_RGB = np.array([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
+                        [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]], dtype=np.float32)
+
+
+def latent_preview(latents, frames: int = 4, scale: int = 4) -> np.ndarray:
+    """A strip of up to ``frames`` frames, as RGB, from UNet input latents (batch, 4, frames, h, w)."""
+    sample = latents[0].detach().float().cpu().numpy()  # the first of the guidance pair
+    picks = np.linspace(0, sample.shape[1] - 1, num=min(frames, sample.shape[1])).round().astype(int)
+    rgb = np.einsum("cfhw,cr->fhwr", sample[:, picks], _LATENT_RGB)
+    strip = np.concatenate(list(rgb), axis=1)
+    strip = ((np.clip(strip, -1, 1) + 1) * 127.5).astype(np.uint8)
+    return strip.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
 def is_fatal_cuda_error(error: BaseException) -> bool:

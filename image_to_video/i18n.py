@@ -60,6 +60,8 @@ TEXT: dict[str, dict[str, str]] = {
                   "zh-CN": "相同的种子和输入会得到相同的视频。勾选“随机种子”则每次都不同；结果中会显示实际使用的种子。"},
     "examples": {"en": "Examples: click one to try it", "zh-CN": "示例：点击即可试用"},
     "video": {"en": "Video", "zh-CN": "视频"},
+    "preview": {"en": "Live preview (rough colours; cancel early if it goes wrong)",
+                "zh-CN": "实时预览（颜色为近似；效果不对可以提前取消）"},
     "video_placeholder": {"en": "Your video will appear here.", "zh-CN": "生成的视频会显示在这里。"},
     "downloads": {"en": "Download the video and its settings (.json)", "zh-CN": "下载视频及其参数 (.json)"},
     "reuse_seed": {"en": "Reuse this seed", "zh-CN": "沿用这个种子"},

@@ -270,6 +270,7 @@ class JobQueue:
         self.inputs_dir = Path(inputs_dir)
         self.max_queued = max_queued
         self._running: _Running | None = None
+        self._previews: dict[str, Any] = {}  # job id -> latest live preview (kept in memory only)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -412,6 +413,7 @@ class JobQueue:
             self.store.update(job.id, state=DONE, finished=time.time(), message=None,
                               video_path=str(result.video_path), metadata_path=str(result.metadata_path))
         finally:
+            self._previews.pop(job.id, None)
             with self._lock:
                 self._running = None
 
@@ -425,9 +427,15 @@ class JobQueue:
 
     def _reporter(self, job_id: str) -> Callable[[Progress], None]:
         def report(progress: Progress) -> None:
+            if progress.preview is not None:
+                self._previews[job_id] = progress.preview
             self.store.update(job_id, stage=progress.stage, done=progress.done, total=progress.total,
                               eta=None if progress.eta is None else round(progress.eta, 1))
         return report
+
+    def preview(self, job_id: str):
+        """The latest live preview of a running job (an RGB array), or None."""
+        return self._previews.get(job_id)
 
     def shutdown(self, grace_s: float) -> None:
         """Take no new jobs; let the running one finish within ``grace_s``, else stop it and

@@ -25,8 +25,8 @@ import gradio as gr
 
 from .config import PROJECT_DIR, AppConfig
 from .engine import ModelState, Progress, format_seconds
-from .estimates import estimate, nearest_fitting
 from .errors import AppError, InvalidInput
+from .estimates import estimate, nearest_fitting
 from .examples import ensure_examples
 from .i18n import LANGUAGES, localized, normalise_language, t
 from .jobs import CANCELLED, DONE, QUEUED, RUNNING, Job, JobQueue
@@ -172,6 +172,8 @@ class _Page:
         c: dict[str, Any] = {}
         c["video"] = say(gr.Video(label=t("video"), autoplay=True, loop=True, height=420, interactive=False,
                                   elem_id="result-video", buttons=["download"]), label="video")
+        c["preview"] = say(gr.Image(label=t("preview"), visible=False, interactive=False, height=160,
+                                    elem_id="live-preview", buttons=[]), label="preview")
         c["info"] = gr.Markdown(t("video_placeholder"), elem_classes=["result-info"], elem_id="result-info")
         c["files"] = say(gr.File(label=t("downloads"), file_count="multiple", interactive=False), label="downloads")
         c["reuse_seed"] = say(gr.Button(t("reuse_seed"), visible=False, size="sm"), value="reuse_seed")
@@ -233,7 +235,8 @@ class _Page:
         i["generate"].click(
             self.generate,
             [i["image"], i["prompt"], i["negative_prompt"], *params, i["seed"], i["random_seed"], c["owner"], lang],
-            [o["video"], o["info"], o["files"], o["last_seed"], o["reuse_seed"], c["jobs"], c["history"]],
+            [o["video"], o["info"], o["files"], o["last_seed"], o["reuse_seed"], c["jobs"], c["history"],
+             o["preview"]],
             api_name="generate", concurrency_limit=self.config.jobs.max_queued + 2, trigger_mode="once",
             show_progress_on=[o["video"]],
         )
@@ -277,18 +280,29 @@ class _Page:
                 report = Progress(current.stage or "", current.done, current.total, 0.0, current.eta)
                 progress((current.done, current.total), desc=_describe_progress(report, lang))
 
-        job = self.queue.wait(job.id, on_update=follow)
+        shown = None
+        while True:  # follow the job, showing each new live preview
+            job = self.queue.wait(job.id, on_update=follow, timeout=0.5)
+            preview = self.queue.preview(job.id)
+            if preview is not None and preview is not shown:
+                shown = preview
+                yield (*[gr.skip()] * 7, gr.Image(value=preview, visible=True))
+            if job.finished_state:
+                break
         rows = self._job_table(owner, lang)
+        hidden = gr.Image(value=None, visible=False)
         if job.state == DONE:
             try:
                 info = _describe_result(_read_record(job.metadata_path), lang)
             except AppError as error:
                 info = localized(error, lang)
             files = [job.video_path, job.metadata_path]
-            return (job.video_path, info, files, job.params["seed"], gr.Button(visible=True),
-                    rows, self._history_table(lang))
+            yield (job.video_path, info, files, job.params["seed"], gr.Button(visible=True),
+                   rows, self._history_table(lang), hidden)
+            return
         if job.state == CANCELLED:
-            return None, t("cancelled_info", lang), None, None, gr.Button(visible=False), rows, gr.skip()
+            yield None, t("cancelled_info", lang), None, None, gr.Button(visible=False), rows, gr.skip(), hidden
+            return
         raise gr.Error(self._job_message(job, lang) or t("err_something_wrong", lang), print_exception=False)
 
     def cancel(self, owner, lang, request: gr.Request) -> str:

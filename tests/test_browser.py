@@ -95,17 +95,20 @@ def progress_text(page) -> str:
 def test_login_upload_generate_and_the_video_plays(page):
     shot(page, "1-start")
     start_job(page, "Quick preview")
-    steps_seen = []
+    steps_seen, previews_seen = [], []
     deadline = time.monotonic() + 120
     while not page.locator("#result-info").get_by_text("Done in").count():
         assert time.monotonic() < deadline, "no result in time"
         text = page.locator("#result-video").inner_text()
+        if page.locator("#live-preview img").count():
+            previews_seen.append(True)
         if "Denoising" in text:
             steps_seen.append(int(text.split("Denoising ")[1].split("/")[0]))
-            if len(steps_seen) == 3:
+            if len(steps_seen) == 12:
                 shot(page, "2-progress")
         time.sleep(0.3)
     assert len(set(steps_seen)) >= 2 and steps_seen == sorted(steps_seen), steps_seen  # the bar advanced
+    assert previews_seen, "no live preview while denoising"
     video = page.locator("#result-video video")
     video.wait_for(timeout=30000)
     page.wait_for_function("document.querySelector('#result-video video').readyState >= 1", timeout=30000)

@@ -132,3 +132,13 @@ def test_demo_flag_builds_and_marks_the_demo_model(tmp_path):
     engine.load()
     assert engine.ready and engine.status.is_demo
     assert "CPU" in engine.status.device
+
+
+def test_live_previews_come_every_few_steps_and_show_the_frames(loaded_engine, photo):
+    previews = []
+    loaded_engine.generate(tiny_request(photo, num_inference_steps=20, num_frames=6),
+                           progress=lambda p: p.preview is not None and previews.append((p.done, p.preview)))
+    assert [done for done, _ in previews] == [2, 4, 6, 8, 10, 12, 14, 16, 18]  # every 20 // 10 steps
+    strip = previews[-1][1]
+    assert strip.dtype == np.uint8 and strip.shape == (8 * 4, 4 * 8 * 4, 3)  # 4 frames of 8x8 latents, x4
+    assert strip.std() > 0

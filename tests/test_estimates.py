@@ -1,6 +1,6 @@
 import pytest
 
-from image_to_video.estimates import (HEADROOM, compute_tflop, estimate, nearest_fitting, peak_memory_gb)
+from image_to_video.estimates import HEADROOM, compute_tflop, estimate, nearest_fitting, peak_memory_gb
 
 RESOLUTIONS = {"256p": 256, "512p": 512, "768p": 768, "1024p": 1024}
 

@@ -46,7 +46,7 @@ def generate(client: Client, image, prompt="the waves roll in slowly", **params)
 
 def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(server):
     job = generate(server["client"], example_image())
-    video, info, files, jobs, history = job.result(timeout=600)
+    video, info, files, jobs, history, preview = job.result(timeout=600)
     decoded = probe_video(Path(video))
     assert (decoded.width, decoded.height, decoded.frames, decoded.fps) == (512, 512, 16, 8.0)
     assert (decoded.codec, decoded.pixel_format) == ("h264", "yuv420p")
@@ -85,7 +85,7 @@ def test_cancel_stops_a_running_job(server):
     while "Denoising" not in str(job.status().progress_data) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "Cancelled" in client.predict("browser-cancel", "en", api_name="/cancel")
-    video, info, files, jobs, history = job.result(timeout=120)
+    video, info, files, jobs, history, preview = job.result(timeout=120)
     assert video is None and "Cancelled" in info
     assert jobs["data"][0][5] == "cancelled"
     assert set(server["outputs"].glob("*.mp4")) == before
