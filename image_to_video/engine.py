@@ -64,12 +64,6 @@ class Progress:
     #: Every few denoising steps: a rough RGB picture of frames as they form (uint8, HxWx3).
     preview: np.ndarray | None = None
 
-    def describe(self) -> str:
-        text = f"{self.stage.capitalize()} {self.done}/{self.total}"
-        if self.eta is not None:
-            text += f" · about {format_seconds(self.eta)} left"
-        return text
-
 
 ProgressFn = Callable[[Progress], None]
 

@@ -215,6 +215,13 @@ TEXT: dict[str, dict[str, str]] = {
                              "again. The server is fine and ready for the next video.",
                        "zh-CN": "在 {resolution}、{frames} 帧时显存不足，低显存模式也不够。请把帧数从 {frames} 降到 "
                                 "{fewer}（约少用一半显存）后重试。服务器一切正常，可以继续生成。"},
+    "err_gpu_fatal": {"en": "The GPU hit an unrecoverable error; the server restarted itself. Press Retry to try "
+                            "again; if it happens again, lower the resolution or frames.",
+                      "zh-CN": "显卡发生了无法恢复的错误，服务器已自动重启。请点击重试；如果再次出现，请降低分辨率或帧数。"},
+    "err_interrupted": {"en": "Interrupted: the server stopped while this video was being made. Press Retry to "
+                              "make it again.",
+                        "zh-CN": "已中断：生成这个视频时服务器停止了。请点击重试重新生成。"},
+    "msg_requeued": {"en": "Waiting: the server restarted.", "zh-CN": "等待中：服务器已重启。"},
     "err_already_running": {"en": "Only a failed, cancelled or interrupted job can be retried; this one is {state}.",
                             "zh-CN": "只有失败、已取消或已中断的任务才能重试；这个任务的状态是：{state}。"},
     "err_input_gone": {"en": "The input image of that job is gone; please upload it again.",

@@ -28,6 +28,7 @@ from PIL import Image
 
 from .engine import Progress, is_fatal_cuda_error
 from .errors import AppError, Cancelled, InvalidInput, ModelUnavailable
+from .i18n import t
 from .request import GenerationRequest, build_request
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,15 @@ class Job:
     attempts: int = 0
     #: The process running it: "host:pid:start ticks" (to tell a live worker from a crashed one).
     worker: str | None = None
+    #: ``message`` as an i18n key and its parameters (JSON), so the page can show it in any language.
+    message_key: str | None = None
+
+    def localized_message(self, lang: str) -> str | None:
+        """``message`` in ``lang`` when it was stored with its key, else as stored (English)."""
+        if self.message_key:
+            stored = json.loads(self.message_key)
+            return t(stored["key"], lang, **stored["params"])
+        return self.message
 
     @property
     def finished_state(self) -> bool:
@@ -112,7 +122,10 @@ class SQLiteJobStore:
                 id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL, params TEXT NOT NULL,
                 image_path TEXT NOT NULL, created REAL NOT NULL, source TEXT, started REAL, finished REAL,
                 stage TEXT, done INTEGER, total INTEGER, eta REAL, message TEXT, video_path TEXT,
-                metadata_path TEXT, attempts INTEGER, worker TEXT)""")
+                metadata_path TEXT, attempts INTEGER, worker TEXT, message_key TEXT)""")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "message_key" not in columns:  # a database from before messages were translatable
+                db.execute("ALTER TABLE jobs ADD COLUMN message_key TEXT")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created)")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created)")
 
@@ -180,7 +193,8 @@ class SQLiteJobStore:
             job = self._row(row)
             now = time.time()
             db.execute("UPDATE jobs SET state = ?, started = ?, attempts = attempts + 1, stage = NULL, "
-                       "done = 0, total = 0, eta = NULL, message = NULL, worker = ? WHERE id = ?",
+                       "done = 0, total = 0, eta = NULL, message = NULL, message_key = NULL, worker = ? "
+                       "WHERE id = ?",
                        (RUNNING, now, worker, job.id))
             return replace(job, state=RUNNING, started=now, attempts=job.attempts + 1, worker=worker)
 
@@ -214,12 +228,18 @@ class SQLiteJobStore:
         with self._connect() as db:
             rows = db.execute("SELECT id, worker FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
             dead = [job_id for job_id, worker in rows if not is_alive(worker or "")]
+            message = _message(AppError(key="err_interrupted"))
             for job_id in dead:
-                db.execute("UPDATE jobs SET state = ?, finished = ?, message = ? WHERE id = ?",
-                           (INTERRUPTED, time.time(), "Interrupted: the server stopped while this video "
-                            "was being made. Press Retry to make it again.", job_id))
+                db.execute("UPDATE jobs SET state = ?, finished = ?, message = ?, message_key = ? WHERE id = ?",
+                           (INTERRUPTED, time.time(), message["message"], message["message_key"], job_id))
             (queued,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()
             return queued, len(dead)
+
+
+def _message(error: AppError) -> dict[str, Any]:
+    """An error as the job's message, with its i18n key when it has one."""
+    key = json.dumps({"key": error.key, "params": error.params}, default=str) if error.key else None
+    return {"message": str(error), "message_key": key}
 
 
 def this_worker() -> str:
@@ -392,23 +412,20 @@ class JobQueue:
             result = self.service.make_video(request, progress=self._reporter(job.id), cancel=running.cancel)
         except Cancelled as error:
             if running.requeue:
-                self.store.update(job.id, state=QUEUED, started=None, message="Waiting: the server restarted.")
+                self.store.update(job.id, state=QUEUED, started=None, **_message(AppError(key="msg_requeued")))
             else:
-                self.store.update(job.id, state=CANCELLED, finished=time.time(), message=str(error))
+                self.store.update(job.id, state=CANCELLED, finished=time.time(), **_message(error))
         except AppError as error:
-            self.store.update(job.id, state=FAILED, finished=time.time(), message=str(error))
+            self.store.update(job.id, state=FAILED, finished=time.time(), **_message(error))
         except Exception as error:
             log.exception("Job %s failed", job.id)
             if is_fatal_cuda_error(error):
-                self.store.update(job.id, state=FAILED, finished=time.time(), message=(
-                    "The GPU hit an unrecoverable error; the server restarted itself. Press Retry to try "
-                    "again; if it happens again, lower the resolution or frames."))
+                self.store.update(job.id, state=FAILED, finished=time.time(), **_message(AppError(key="err_gpu_fatal")))
                 if self.on_fatal:
                     self.on_fatal()
                 return
-            self.store.update(job.id, state=FAILED, finished=time.time(), message=(
-                "Something went wrong while making this video. Please try again; if it keeps happening, "
-                "the log file in logs/ has the details."))
+            self.store.update(job.id, state=FAILED, finished=time.time(),
+                              **_message(AppError(key="err_something_wrong")))
         else:
             self.store.update(job.id, state=DONE, finished=time.time(), message=None,
                               video_path=str(result.video_path), metadata_path=str(result.metadata_path))

@@ -303,7 +303,7 @@ class _Page:
         if job.state == CANCELLED:
             yield None, t("cancelled_info", lang), None, None, gr.Button(visible=False), rows, gr.skip(), hidden
             return
-        raise gr.Error(self._job_message(job, lang) or t("err_something_wrong", lang), print_exception=False)
+        raise gr.Error(job.localized_message(lang) or t("err_something_wrong", lang), print_exception=False)
 
     def cancel(self, owner, lang, request: gr.Request) -> str:
         """Cancel this browser's unfinished jobs: queued ones at once, the running one at its next step."""
@@ -324,19 +324,9 @@ class _Page:
             record = _read_record(job.metadata_path)
             return (job.video_path, _describe_result(record, lang), [job.video_path, job.metadata_path], job.id,
                     "", retry)
-        message = self._job_message(job, lang)
+        message = job.localized_message(lang)
         text = f"**{_state_label(job.state, lang)}**" + (f": {message}" if message else "")
         return gr.skip(), gr.skip(), gr.skip(), job.id, text, retry
-
-    @staticmethod
-    def _job_message(job: Job, lang: str) -> str | None:
-        """A finished job's message in ``lang`` (stored in English; known ones are translated)."""
-        if not job.message:
-            return None
-        for key in ("err_cancelled",):
-            if job.message == t(key):
-                return t(key, lang)
-        return job.message
 
     def _retry(self, job_id, owner, lang):
         if not job_id:

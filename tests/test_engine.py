@@ -36,7 +36,10 @@ def test_reports_each_step_with_an_eta_then_each_decoded_chunk(loaded_engine, ph
     assert steps[-1].eta == 0
     decoding = [r for r in reports if r.stage == "decoding"]
     assert [r.done for r in decoding] == [4, 6] and decoding[-1].total == 6  # decode_chunk_size 4
-    assert "Denoising 2/4" in steps[2].describe() and "left" in steps[2].describe()
+    from image_to_video.ui import _describe_progress
+
+    assert _describe_progress(steps[2], "en").startswith("Denoising 2/4 · about ")
+    assert _describe_progress(steps[2], "zh-CN").startswith("去噪 2/4 · 约剩 ")
 
 
 def test_same_seed_same_video_other_seed_other_video(loaded_engine, photo):

@@ -195,3 +195,26 @@ def test_a_fatal_gpu_error_fails_the_job_and_asks_for_a_restart(small_config, lo
     finally:
         queue.shutdown(grace_s=0)
     assert job.state == FAILED and "restarted itself" in job.message and restarts == [True]
+
+
+def test_a_failed_jobs_message_can_be_shown_in_chinese(make_queue, photo, loaded_engine, monkeypatch):
+    queue = make_queue()
+    monkeypatch.setattr(loaded_engine, "faults", FaultInjector("oom@denoise*2"))
+    failed = queue.wait(queue.submit(photo, "waves", owner="a", resolution="128p").id, timeout=60)
+    assert failed.localized_message("en") == failed.message and "Lower the resolution" in failed.message
+    assert "显存不足" in failed.localized_message("zh-CN") and "64p" in failed.localized_message("zh-CN")
+
+
+def test_an_older_database_gains_the_message_key_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL, params TEXT "
+               "NOT NULL, image_path TEXT NOT NULL, created REAL NOT NULL, source TEXT, started REAL, finished REAL, "
+               "stage TEXT, done INTEGER, total INTEGER, eta REAL, message TEXT, video_path TEXT, "
+               "metadata_path TEXT, attempts INTEGER, worker TEXT)")
+    db.commit()
+    db.close()
+    store = SQLiteJobStore(path)
+    assert store.list() == []
