@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+
+from image_to_video.config import PROJECT_DIR
 
 
 class AppProcess:
     """`python main.py ...` in a subprocess with its state in ``root``; waits until the model is ready."""
 
     def __init__(self, root: Path, port: int, *args: str, env: dict | None = None, host: str = "127.0.0.1"):
-        import os
-
         self.root, self.port, self.args = root, port, args
         self.url = f"http://127.0.0.1:{port}/"
         self.log_path = root / "app.log"
@@ -21,11 +27,6 @@ class AppProcess:
         self.process = None
 
     def start(self, timeout: float = 180) -> "AppProcess":
-        import subprocess
-        import sys
-
-        from image_to_video.config import PROJECT_DIR
-
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
             [sys.executable, "main.py", "--demo", "--host", self.host, "--port", str(self.port), *self.args],
@@ -35,17 +36,12 @@ class AppProcess:
         return self
 
     def status(self) -> dict | None:
-        import json
-        import urllib.request
-
         try:
             return json.loads(urllib.request.urlopen(self.url + "api/status", timeout=5).read())
         except OSError:
             return None
 
     def wait_ready(self, timeout: float = 180) -> None:
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()
