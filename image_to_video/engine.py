@@ -231,8 +231,8 @@ class Engine:
 
         Out of GPU memory in any stage, the memory is freed and the job runs once more
         in low-memory mode (model CPU offload, one frame decoded at a time); if that
-        fails too, ``GenerationFailed`` says what to lower. Either way the engine is
-        back to its normal mode for the next job.
+        fails too, it raises ``OutOfMemory`` (the service adds what to lower). Either
+        way the engine is back to its normal mode for the next job.
         """
         if not self.ready:
             raise self._not_ready_error()

@@ -90,14 +90,16 @@ class VideoService:
         if limits.max_age_days > 0:
             cutoff = time.time() - limits.max_age_days * 86400
             while videos and videos[0].stat().st_mtime < cutoff:
-                removed += _remove_video(videos.pop(0))
+                _remove_video(videos.pop(0))
+                removed += 1
         if limits.max_total_gb > 0:
             sizes = {v: sum(f.stat().st_size for f in _companions(v)) for v in videos}
             total = sum(sizes.values())
             while videos and total > limits.max_total_gb * 1e9:
                 video = videos.pop(0)
                 total -= sizes[video]
-                removed += _remove_video(video)
+                _remove_video(video)
+                removed += 1
         if removed:
             log.info("Retention: removed %d old video(s) from %s", removed, self.output_dir)
         return removed
@@ -168,27 +170,15 @@ class VideoService:
     def find_video(self, name: str) -> dict[str, Any] | None:
         """The record of one video of the output folder (with its paths), or None."""
         stem = Path(name).stem
-        if not _VIDEO_NAME.fullmatch(stem):
-            return None
-        video = self.output_dir / f"{stem}.mp4"
-        try:
-            record = json.loads(video.with_suffix(".json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        image = video.with_name(f"{stem}_input.png")
-        return {**record, "video_path": str(video), "image_path": str(image) if image.is_file() else None}
+        return _read_record(self.output_dir / f"{stem}.mp4") if _VIDEO_NAME.fullmatch(stem) else None
 
     def history(self, limit: int = 24) -> list[dict[str, Any]]:
         """Records of the newest videos in the output folder, newest first."""
         records = []
         for path in sorted(self.output_dir.glob("video_*.json"), reverse=True):
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            video = path.with_suffix(".mp4")
-            if video.is_file():
-                records.append({**record, "video_path": str(video)})
+            record = _read_record(path.with_suffix(".mp4"))
+            if record:
+                records.append(record)
             if len(records) >= limit:
                 break
         return records
@@ -208,16 +198,27 @@ def out_of_memory_error(request: GenerationRequest, resolutions: Mapping[str, in
                        fewer=max(2, request.num_frames // 2))
 
 
+def _read_record(video: Path) -> dict[str, Any] | None:
+    """A video's JSON record with its paths added, or None if either file is missing or unreadable."""
+    if not video.is_file():
+        return None
+    try:
+        record = json.loads(video.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    image = video.with_name(f"{video.stem}_input.png")
+    return {**record, "video_path": str(video), "image_path": str(image) if image.is_file() else None}
+
+
 def _companions(video: Path) -> list[Path]:
     """A video and the files written beside it."""
     return [p for p in (video, video.with_suffix(".json"), video.with_name(video.stem + "_input.png"))
             if p.exists()]
 
 
-def _remove_video(video: Path) -> int:
+def _remove_video(video: Path) -> None:
     for path in _companions(video):
         path.unlink(missing_ok=True)
-    return 1
 
 
 def _package_versions() -> dict[str, str]:

@@ -25,7 +25,7 @@ import gradio as gr
 
 from .config import PROJECT_DIR, AppConfig
 from .engine import ModelState, Progress, format_seconds
-from .errors import AppError, InvalidInput
+from .errors import AppError
 from .estimates import estimate, nearest_fitting
 from .examples import ensure_examples
 from .i18n import LANGUAGES, localized, normalise_language, t
@@ -292,12 +292,7 @@ class _Page:
         rows = self._job_table(owner, lang)
         hidden = gr.Image(value=None, visible=False)
         if job.state == DONE:
-            try:
-                info = _describe_result(_read_record(job.metadata_path), lang)
-            except AppError as error:
-                info = localized(error, lang)
-            files = [job.video_path, job.metadata_path]
-            yield (job.video_path, info, files, job.params["seed"], gr.Button(visible=True),
+            yield (*_result_view(job, lang), job.params["seed"], gr.Button(visible=True),
                    rows, self._history_table(lang), hidden)
             return
         if job.state == CANCELLED:
@@ -321,9 +316,7 @@ class _Page:
             raise gr.Error(localized(error, lang), print_exception=False) from None
         retry = gr.Button(visible=job.state in ("failed", "cancelled", "interrupted"))
         if job.state == DONE and job.video_path and Path(job.video_path).is_file():
-            record = _read_record(job.metadata_path)
-            return (job.video_path, _describe_result(record, lang), [job.video_path, job.metadata_path], job.id,
-                    "", retry)
+            return (*_result_view(job, lang), job.id, "", retry)
         message = job.localized_message(lang)
         text = f"**{_state_label(job.state, lang)}**" + (f": {message}" if message else "")
         return gr.skip(), gr.skip(), gr.skip(), job.id, text, retry
@@ -509,11 +502,13 @@ def _manual(lang: str) -> str:
         return ""
 
 
-def _read_record(path: str | None) -> dict:
+def _result_view(job: Job, lang: str) -> tuple[str, str, list[str]]:
+    """A finished job as the page shows it: the video, its description, the files to download."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        info = _describe_result(json.loads(Path(job.metadata_path).read_text(encoding="utf-8")), lang)
     except (OSError, TypeError, ValueError):
-        raise InvalidInput(key="err_record_missing") from None
+        info = t("err_record_missing", lang)
+    return job.video_path, info, [job.video_path, job.metadata_path]
 
 
 def _owner(request: gr.Request | None) -> str:
