@@ -24,6 +24,7 @@ import numpy as np
 from . import demo_model, model_store
 from .config import ModelSettings
 from .errors import Cancelled, ModelUnavailable, OutOfMemory
+from .i18n import t
 from .request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,23 @@ class ModelStatus:
     """What the page shows about the model."""
 
     state: ModelState = ModelState.NOT_LOADED
-    message: str = "The app is starting; the model loads next."
+    #: The message and the device line in English, for the log and the API...
+    message: str = field(default_factory=lambda: t("status_starting", "en"))
     device: str = ""
     is_demo: bool = False
     #: 0..1 while downloading, else None.
     fraction: float | None = None
+    #: ...and as i18n keys with their parameters, for the page in the user's language.
+    key: str = "status_starting"
+    params: dict = field(default_factory=dict)
+    device_key: str = ""
+    device_params: dict = field(default_factory=dict)
+
+    def text(self, lang: str | None) -> str:
+        return t(self.key, lang, **self.params) if self.key else self.message
+
+    def device_text(self, lang: str | None) -> str:
+        return t(self.device_key, lang, **self.device_params) if self.device_key else self.device
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,15 @@ class Engine:
         with self._status_lock:
             return self._status
 
-    def _set_status(self, **changes) -> None:
+    def _set_status(self, say: tuple[str, dict] | None = None, device: tuple[str, dict] | None = None,
+                    **changes) -> None:
+        """Change the status; ``say`` and ``device`` are (i18n key, parameters)."""
+        if say is not None:
+            key, params = say
+            changes.update(key=key, params=params, message=t(key, "en", **params))
+        if device is not None:
+            key, params = device
+            changes.update(device_key=key, device_params=params, device=t(key, "en", **params))
         with self._status_lock:
             self._status = replace(self._status, **changes)
         log.info("Model %s: %s", self._status.state.value, self._status.message)
@@ -152,50 +173,48 @@ class Engine:
         try:
             self._load()
         except ModelUnavailable as error:
-            self._set_status(state=ModelState.ERROR, message=str(error), fraction=None)
+            say = (error.key, error.params) if error.key else ("status_plain", {"text": str(error)})
+            self._set_status(say, state=ModelState.ERROR, fraction=None)
         except Exception as error:  # the page must say why, whatever it was
             log.exception("Loading the model failed")
-            self._set_status(state=ModelState.ERROR, fraction=None, message=(
-                f"Loading the model from {self.model_path} failed: {type(error).__name__}: {error}. "
-                "Check that the folder holds a complete I2VGen-XL pipeline (see models/README.md); "
-                "the log has the details."))
+            self._set_status(("status_load_failed", {"path": self.model_path,
+                                                     "error": f"{type(error).__name__}: {error}"}),
+                             state=ModelState.ERROR, fraction=None)
 
     def _load(self) -> None:
         import torch
 
         folder = self._resolve_folder()
         self._device, self._dtype = self._pick_device(torch)
-        self._set_status(state=ModelState.LOADING, device=self._describe_device(torch),
-                         message=f"Loading the model from {folder} onto {self._device}...", fraction=None)
+        self._set_status(("status_loading", {"folder": str(folder), "device": str(self._device)}),
+                         device=self._describe_device(torch), state=ModelState.LOADING, fraction=None)
         started = time.perf_counter()
         self._pipe = self._from_pretrained(folder)
-        self._set_status(state=ModelState.READY, is_demo=demo_model.is_demo_model(folder), message=(
-            f"Ready: model loaded in {time.perf_counter() - started:.1f} s."))
+        self._set_status(("status_ready", {"seconds": f"{time.perf_counter() - started:.1f}"}),
+                         state=ModelState.READY, is_demo=demo_model.is_demo_model(folder))
 
     def _resolve_folder(self) -> Path:
         if self.settings.demo:
             return demo_model.build_demo_model(Path(self.model_path))
         if not model_store.is_local(self.model_path):
-            self._set_status(state=ModelState.DOWNLOADING, fraction=0.0,
-                             message=f"Downloading {self.model_path} (about 5 GB, once)...")
+            self._set_status(("status_download_start", {"source": self.model_path}),
+                             state=ModelState.DOWNLOADING, fraction=0.0)
         folder, self.model_revision = model_store.ensure_local(
             self.model_path, self.models_dir, variant=self.settings.variant,
             revision=self.settings.revision, progress=self._on_download)
         return folder
 
     def _on_download(self, done: int, total: int) -> None:
-        self._set_status(fraction=done / total,
-                         message=f"Downloading the model: {done / 1e9:.2f} of {total / 1e9:.2f} GB "
-                                 f"({100 * done / total:.0f}%).")
+        self._set_status(("status_downloading", {"done": f"{done / 1e9:.2f}", "total": f"{total / 1e9:.2f}",
+                                                 "percent": f"{100 * done / total:.0f}"}),
+                         fraction=done / total)
 
     def _pick_device(self, torch):
         wanted = self.settings.device
         if wanted == "auto":
             wanted = "cuda" if torch.cuda.is_available() else "cpu"
         if wanted.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelUnavailable(f"model.device is {wanted}, but PyTorch sees no CUDA GPU. "
-                                   "Install the NVIDIA driver and a CUDA build of PyTorch, or set "
-                                   "model.device to auto.")
+            raise ModelUnavailable(key="err_no_cuda", device=wanted)
         if wanted == "cpu":
             if not self.settings.demo:
                 log.warning("No CUDA GPU: running I2VGen-XL on the CPU in float32. One video will "
@@ -205,11 +224,12 @@ class Engine:
                  "float32": torch.float32}[self.settings.dtype]
         return torch.device(wanted), dtype
 
-    def _describe_device(self, torch) -> str:
+    def _describe_device(self, torch) -> tuple[str, dict]:
         if self._device.type == "cuda":
             props = torch.cuda.get_device_properties(self._device)
-            return f"{props.name} ({props.total_memory / 2**30:.0f} GiB), {str(self._dtype)[6:]}"
-        return "CPU, float32 (slow: use a GPU for real videos)"
+            return "device_gpu", {"name": props.name, "memory": f"{props.total_memory / 2**30:.0f}",
+                                  "dtype": str(self._dtype)[6:]}
+        return "device_cpu", {}
 
     def _from_pretrained(self, folder: Path):
         import torch

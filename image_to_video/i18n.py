@@ -122,7 +122,44 @@ TEXT: dict[str, dict[str, str]] = {
     "model_state_downloading": {"en": "Model downloading", "zh-CN": "模型下载中"},
     "model_state_loading": {"en": "Model loading", "zh-CN": "模型加载中"},
     "model_state_starting": {"en": "Starting", "zh-CN": "启动中"},
-    "device": {"en": "Device", "zh-CN": "设备"},
+    "device_line": {"en": "Device: {device}", "zh-CN": "设备：{device}"},
+    "device_cpu": {"en": "CPU, float32 (slow: use a GPU for real videos)",
+                   "zh-CN": "CPU，float32（很慢：真实视频请使用 GPU）"},
+    "device_gpu": {"en": "{name} ({memory} GiB), {dtype}", "zh-CN": "{name}（显存 {memory} GiB），{dtype}"},
+    "status_starting": {"en": "The app is starting; the model loads next.",
+                        "zh-CN": "应用正在启动，随后加载模型。"},
+    "status_download_start": {"en": "Downloading {source} (about 5 GB, once)...",
+                              "zh-CN": "正在下载 {source}（约 5 GB，只需一次）……"},
+    "status_downloading": {"en": "Downloading the model: {done} of {total} GB ({percent}%).",
+                           "zh-CN": "正在下载模型：{done} / {total} GB（{percent}%）。"},
+    "status_loading": {"en": "Loading the model from {folder} onto {device}...",
+                       "zh-CN": "正在从 {folder} 加载模型到 {device}……"},
+    "status_ready": {"en": "Ready: model loaded in {seconds} s.", "zh-CN": "就绪：模型加载用时 {seconds} 秒。"},
+    "status_plain": {"en": "{text}", "zh-CN": "{text}"},
+    "status_load_failed": {"en": "Loading the model from {path} failed: {error}. Check that the folder holds a "
+                                 "complete I2VGen-XL pipeline (see models/README.md); the log has the details.",
+                           "zh-CN": "从 {path} 加载模型失败：{error}。请检查该文件夹是否包含完整的 I2VGen-XL 模型"
+                                    "（见 models/README.md）；详细信息见日志。"},
+    "err_no_cuda": {"en": "model.device is {device}, but PyTorch sees no CUDA GPU. Install the NVIDIA driver and a "
+                          "CUDA build of PyTorch, or set model.device to auto.",
+                    "zh-CN": "model.device 设为 {device}，但 PyTorch 找不到 CUDA GPU。请安装 NVIDIA 驱动和 CUDA 版 "
+                             "PyTorch，或把 model.device 设为 auto。"},
+    "err_model_folder_missing": {
+        "en": "The model folder {source} does not exist. Set model.source in config/model_config.yaml to a folder "
+              "with the weights or a hub id such as ali-vilab/i2vgen-xl.",
+        "zh-CN": "模型文件夹 {source} 不存在。请在 config/model_config.yaml 中把 model.source 设为存放权重的文件夹，"
+                 "或 ali-vilab/i2vgen-xl 这样的 Hub 模型名。"},
+    "err_model_offline": {
+        "en": "The model {repo} is not in {folder} and HF_HUB_OFFLINE is set, so it cannot be downloaded. Copy the "
+              "weights into {folder} (see models/README.md) or unset HF_HUB_OFFLINE.",
+        "zh-CN": "模型 {repo} 不在 {folder} 中，且设置了 HF_HUB_OFFLINE，无法下载。请把权重复制到 {folder}"
+                 "（见 models/README.md），或取消 HF_HUB_OFFLINE。"},
+    "err_model_download": {
+        "en": "Downloading {repo} failed: {error}. Check the network (or set HF_ENDPOINT to a mirror) and start "
+              "again: the download resumes where it stopped. Or copy the weights into {folder} (see "
+              "models/README.md).",
+        "zh-CN": "下载 {repo} 失败：{error}。请检查网络（或把 HF_ENDPOINT 设为镜像站，如 https://hf-mirror.com）"
+                 "后重新启动：下载会从中断处继续。也可以把权重复制到 {folder}（见 models/README.md）。"},
     "demo_serving": {"en": "Serving the **demo model**: its videos are random noise.",
                      "zh-CN": "当前为**演示模型**：生成的视频是随机噪声。"},
     "done": {"en": "**Done** in {time}: {width}x{height}, {frames} frames at {fps} fps ({duration} s), "

@@ -54,9 +54,7 @@ def ensure_local(source: str, models_dir: Path, *, variant: str, revision: str,
     if is_local(source):
         return Path(source).expanduser().resolve(), None
     if Path(source).is_absolute() or source.startswith((".", "~")) or source.count("/") != 1:
-        raise ModelUnavailable(f"The model folder {source} does not exist. Set model.source in "
-                               "config/model_config.yaml to a folder with the weights or a hub id "
-                               "such as ali-vilab/i2vgen-xl.")
+        raise ModelUnavailable(key="err_model_folder_missing", source=source)
     folder = local_folder(source, models_dir)
     record = download_record(folder)
     if record and record.get("repo_id") == source and record.get("variant") == variant:
@@ -70,9 +68,7 @@ def _download(repo_id: str, folder: Path, *, variant: str, revision: str,
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     if constants.HF_HUB_OFFLINE:
-        raise ModelUnavailable(
-            f"The model {repo_id} is not in {folder} and HF_HUB_OFFLINE is set, so it cannot be "
-            f"downloaded. Copy the weights into {folder} (see models/README.md) or unset HF_HUB_OFFLINE.")
+        raise ModelUnavailable(key="err_model_offline", repo=repo_id, folder=str(folder))
     log.info("Downloading %s (%s) into %s", repo_id, variant or "full precision", folder)
     weights = [f"*.{variant}.safetensors"] if variant else ["*.safetensors"]
     try:
@@ -81,10 +77,8 @@ def _download(repo_id: str, folder: Path, *, variant: str, revision: str,
                           allow_patterns=["*.json", "*.txt", *weights],
                           tqdm_class=_progress_class(progress))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
-        raise ModelUnavailable(
-            f"Downloading {repo_id} failed: {error}. Check the network (or set HF_ENDPOINT to a "
-            f"mirror) and start again: the download resumes where it stopped. Or copy the weights "
-            f"into {folder} (see models/README.md).") from error
+        raise ModelUnavailable(key="err_model_download", repo=repo_id, error=str(error),
+                               folder=str(folder)) from error
     record = {"repo_id": repo_id, "revision": revision, "sha": sha, "variant": variant}
     (folder / COMPLETE_FILE).write_text(json.dumps(record, indent=2))
     return sha

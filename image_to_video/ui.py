@@ -218,7 +218,7 @@ class _Page:
         quick = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
         translated = [component for component, _keys in self._texts]
         demo.load(None, None, [c["owner"], lang], js=_BROWSER_JS, **quick)
-        lang.change(self._relabel, lang, [*translated, self.subtitle, self.manual, self.status, o["info"]],
+        lang.change(self._relabel, [lang, o["video"]], [*translated, self.subtitle, self.manual, self.status, o["info"]],
                     js=_REMEMBER_LANGUAGE_JS, **quick).then(
             self._tables_for, [c["owner"], lang], [c["jobs"], c["history"]], **quick)
         self.timer.tick(self._tick, [c["owner"], lang], [self.status, c["jobs"]], **quick)
@@ -333,14 +333,16 @@ class _Page:
     def _tick(self, owner, lang):
         return self._status_text(lang), self._job_table(owner, lang)
 
-    def _relabel(self, lang: str) -> list:
-        """Every translatable property of the page, in ``lang``."""
+    def _relabel(self, lang: str, video: str | None = None) -> list:
+        """Every translatable property of the page, in ``lang``; the shown video's description too."""
         lang = normalise_language(lang)
         updates = []
         for _component, keys in self._texts:
             updates.append(gr.update(**{prop: t(key, lang) for prop, key in keys.items()}))
-        placeholder = t("video_placeholder", lang)
-        return [*updates, self._title_html(lang), _manual(lang), self._status_text(lang), placeholder]
+        # The player holds a copy of the video under its own name: find its record by that name.
+        record = self.service.find_video(Path(video).name) if video else None
+        info = _describe_result(record, lang) if record else t("video_placeholder", lang)
+        return [*updates, self._title_html(lang), _manual(lang), self._status_text(lang), info]
 
     def _tables_for(self, owner, lang):
         return self._job_table(owner, lang), self._history_table(lang)
@@ -352,9 +354,9 @@ class _Page:
         icon = {ModelState.READY: "🟢", ModelState.ERROR: "🔴", ModelState.DOWNLOADING: "⬇️",
                 ModelState.LOADING: "⏳", ModelState.NOT_LOADED: "⏳"}[status.state]
         state = t(f"model_state_{status.state.value}", lang)
-        text = f"{icon} **{state}**" if status.state is ModelState.READY else f"{icon} **{state}**: {status.message}"
+        text = f"{icon} **{state}**" if status.state is ModelState.READY else f"{icon} **{state}**: {status.text(lang)}"
         if status.device:
-            text += f"  \n{t('device', lang)}: {status.device}"
+            text += "  \n" + t("device_line", lang, device=status.device_text(lang))
         if status.is_demo and status.state is ModelState.READY:
             text += "  \n" + t("demo_serving", lang)
         return text
@@ -475,7 +477,10 @@ _BROWSER_JS = """() => {
   const lang = chosen || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh-CN" : "en");
   return [id, lang];
 }"""
-_REMEMBER_LANGUAGE_JS = """(lang) => { localStorage.setItem("image-to-video-language", lang); return lang; }"""
+_REMEMBER_LANGUAGE_JS = """(lang, video) => {
+  localStorage.setItem("image-to-video-language", lang);
+  return [lang, video];
+}"""
 
 
 def _headers(columns: tuple[str, ...], lang: str) -> list[str]:

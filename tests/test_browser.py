@@ -172,6 +172,9 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
     context, page = open_page(browser, app, "zh-CN", "生成视频")  # follows the browser's language
     try:
         sync_api.expect(page.locator("#prompt")).to_contain_text("提示词")
+        status = page.locator("#model-status")
+        sync_api.expect(status).to_contain_text("模型已就绪")
+        sync_api.expect(status).to_contain_text("设备：CPU，float32（很慢")  # the device line as well
         page.locator("#help").get_by_text("帮助：使用手册与提示词技巧").click()
         sync_api.expect(page.locator("#manual")).to_contain_text("提示词技巧")
         shot(page, "6-chinese")
@@ -182,8 +185,14 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
         page.get_by_role("button", name="生成视频").click()
         page.get_by_text("无法识别这个文件为图片").wait_for(timeout=30000)  # messages too
 
+        page.get_by_role("tab", name="全部视频").click()  # open a past video: its text follows the switch
+        page.locator("#all-videos").get_by_role("gridcell", name="video_").first.click()
+        sync_api.expect(page.locator("#result-info")).to_contain_text("完成", timeout=10000)
+
         page.locator("#language").get_by_text("English").click()
         page.get_by_role("button", name="Generate").wait_for(timeout=10000)
+        sync_api.expect(page.locator("#result-info")).to_contain_text("Done in", timeout=10000)
+        sync_api.expect(status).to_contain_text("Device: CPU, float32 (slow")
         sync_api.expect(page.locator("#manual")).to_contain_text("Prompt tips")
         page.reload()
         page.get_by_role("button", name="Generate").wait_for(timeout=30000)  # the choice is remembered

@@ -109,6 +109,7 @@ def test_a_broken_model_folder_ends_in_an_error_state_with_a_remedy(tmp_path, ph
     status = engine.status
     assert status.state is ModelState.ERROR
     assert "failed" in status.message and "models/README.md" in status.message
+    assert "加载模型失败" in status.text("zh-CN") and "models/README.md" in status.text("zh-CN")
     with pytest.raises(ModelUnavailable, match="not available"):
         engine.generate(tiny_request(photo))
 
@@ -119,6 +120,8 @@ def test_a_hub_model_offline_says_how_to_get_it(tmp_path, monkeypatch):
     engine.load()
     assert engine.status.state is ModelState.ERROR
     assert "HF_HUB_OFFLINE" in engine.status.message and "i2vgen-xl" in engine.status.message
+    chinese = engine.status.text("zh-CN")  # the page in Chinese says the same, in Chinese
+    assert "HF_HUB_OFFLINE" in chinese and "无法下载" in chinese
 
 
 def test_asking_for_cuda_without_a_gpu_is_explained(demo_dir, monkeypatch):
@@ -127,6 +130,7 @@ def test_asking_for_cuda_without_a_gpu_is_explained(demo_dir, monkeypatch):
     engine.load()
     assert engine.status.state is ModelState.ERROR
     assert "no CUDA GPU" in engine.status.message and "model.device" in engine.status.message
+    assert "找不到 CUDA GPU" in engine.status.text("zh-CN")
 
 
 def test_demo_flag_builds_and_marks_the_demo_model(tmp_path):
@@ -135,6 +139,8 @@ def test_demo_flag_builds_and_marks_the_demo_model(tmp_path):
     engine.load()
     assert engine.ready and engine.status.is_demo
     assert "CPU" in engine.status.device
+    assert engine.status.device_text("zh-CN").startswith("CPU，") and "很慢" in engine.status.device_text("zh-CN")
+    assert "就绪" in engine.status.text("zh-CN")
 
 
 def test_live_previews_come_every_few_steps_and_show_the_frames(loaded_engine, photo):
