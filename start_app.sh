@@ -40,6 +40,7 @@ ENV_DESCRIPTION=""
 declare -A PRE=()
 
 usage() {
+  if _is_chinese; then usage_zh; return; fi
   cat <<EOF
 Usage: bash start_app.sh [COMMAND] [OPTIONS]
 
@@ -74,12 +75,49 @@ Environment:
 EOF
 }
 
+usage_zh() {
+  cat <<EOF
+用法: bash start_app.sh [命令] [选项]
+
+安装、启动和管理 ${APP_NAME} 网页应用。
+
+命令:
+  start       按需准备运行环境，启动应用并等待就绪（默认）
+  stop        停止应用（先向进程组发送 TERM，${STOP_TIMEOUT} 秒后 KILL）
+  restart     先停止，再启动
+  status      显示应用是否在运行，以及 PID、地址、运行时长和模型状态
+  logs        实时查看最新的日志文件
+
+选项:
+  --port N        服务端口（默认：config/model_config.yaml 中的 server.port，7860）
+  --host ADDR     监听地址（默认：server.host，0.0.0.0 表示整个网络可访问）
+  --demo          运行内置演示模型（随机权重，任何机器都能运行，生成的视频是噪声）
+  --model SOURCE  模型文件夹或 Hub 模型名（默认：配置中的 model.source）
+  --no-login      网络地址也不要求登录（不推荐，会打印警告）
+  --foreground    在当前终端前台运行，而不是后台（Ctrl+C 停止）
+  --quiet         只打印错误和最后的地址信息
+  --debug         跟踪本脚本的执行，并以 DEBUG 级别记录应用日志
+  -h, --help      显示本帮助
+
+没有 CUDA 显卡、且没有指定模型（--model、I2V_MODEL_SOURCE 或非默认的 model.source）时，
+运行演示模型。
+
+环境变量:
+  CONDA_ENV           使用的 conda 环境（默认：launcher.conda_env，torch28）；
+                      设为 none 则不用 conda，改用 ${VENV_DIR/#${APP_DIR}\//}
+  I2V_READY_TIMEOUT   等待应用就绪的秒数（默认 ${READY_TIMEOUT}）
+  NO_COLOR            设置后关闭彩色输出
+EOF
+}
+
 # -- output --------------------------------------------------------------------
 
 # Messages follow the system locale: Simplified Chinese when LC_ALL, LC_MESSAGES or
 # LANG starts with zh, in the words our users know from the app we replace.
 declare -A ZH=(
   ["%s launcher"]="%s 应用启动器"
+  ["Unknown argument: %s"]="未知参数: %s"
+  ["Run \"bash start_app.sh --help\" for the options.\n"]="运行 \"bash start_app.sh --help\" 查看可用选项。\n"
   ["Conda environment activated: %s"]="Conda 环境已激活: %s"
   ["Creating the virtual environment %s (first run only)..."]="正在创建虚拟环境 %s（仅首次运行）..."
   ["Installing packages from requirements.txt (%s first; the first time takes a few minutes)..."]="正在安装 requirements.txt 中的依赖（先装 %s；首次需要几分钟）..."
@@ -117,11 +155,15 @@ declare -A ZH=(
   ["(12 GB+). To force the real model here (hours per video on a CPU):"]="运行 'bash start_app.sh'。如需在本机强制使用真实模型（CPU 上每个视频需数小时）："
 )
 
+_is_chinese() {
+  [[ "${LC_ALL:-${LC_MESSAGES:-${LANG:-}}}" == zh* ]]
+}
+
 # printf FORMAT ARGS, with FORMAT translated when the locale is Chinese.
 _t() {
-  local format="$1" locale="${LC_ALL:-${LC_MESSAGES:-${LANG:-}}}"
+  local format="$1"
   shift
-  if [[ "${locale}" == zh* && -n "${ZH[${format}]+set}" ]]; then
+  if _is_chinese && [[ -n "${ZH[${format}]+set}" ]]; then
     format="${ZH[${format}]}"
   fi
   # shellcheck disable=SC2059  # the format is one of ours, above
@@ -162,7 +204,7 @@ parse_args() {
       --quiet|-q) OPT_QUIET=1 ;;
       --debug) OPT_DEBUG=1 ;;
       -h|--help) usage; exit 0 ;;
-      *) error "Unknown argument: $1"; printf 'Run "bash start_app.sh --help" for the options.\n' >&2; exit 2 ;;
+      *) error "$(_t 'Unknown argument: %s' "$1")"; _t 'Run "bash start_app.sh --help" for the options.\n' >&2; exit 2 ;;
     esac
     shift
   done

@@ -166,13 +166,18 @@ def test_a_start_that_fails_shows_the_log_and_the_cause(launcher):
     assert not pid_file(launcher.port).exists()
 
 
-def test_help_and_unknown_arguments():
-    help_text = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True).stdout
+@pytest.mark.parametrize("locale, unknown, said", [
+    ("C.UTF-8", "Unknown argument: --colour", "show this help"),
+    ("zh_CN.UTF-8", "未知参数: --colour", "显示本帮助"),
+])
+def test_help_and_unknown_arguments_in_the_systems_language(locale, unknown, said):
+    env = {**os.environ, "LANG": locale, "LC_ALL": "", "LC_MESSAGES": ""}
+    help_text = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, env=env).stdout
     for word in ("start", "stop", "restart", "status", "logs", "--port", "--host", "--demo", "--foreground",
-                 "--quiet", "--debug", "CONDA_ENV"):
+                 "--quiet", "--debug", "CONDA_ENV", said):
         assert word in help_text
-    wrong = subprocess.run(["bash", str(SCRIPT), "--colour"], capture_output=True, text=True)
-    assert wrong.returncode == 2 and "Unknown argument: --colour" in wrong.stderr
+    wrong = subprocess.run(["bash", str(SCRIPT), "--colour"], capture_output=True, text=True, env=env)
+    assert wrong.returncode == 2 and unknown in wrong.stderr and "start_app.sh --help" in wrong.stderr
 
 
 def source_and_run(snippet: str, env: dict) -> subprocess.CompletedProcess:
