@@ -89,6 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(config, pid_file=args.pid_file)
 
 
+def warmup_shapes(config: AppConfig) -> tuple[tuple[int, int, int], ...]:
+    """(width, height, frames) of the default settings and every preset: compiled at start-up."""
+    g = config.generation
+    chosen = [(g.defaults.resolution, g.defaults.num_frames)]
+    chosen += [(p.resolution, int(p.num_frames)) for p in g.presets.values()]
+    shapes = []
+    for resolution, frames in chosen:
+        side = g.resolutions[resolution]
+        if (side, side, frames) not in shapes:
+            shapes.append((side, side, frames))
+    return tuple(shapes)
+
+
 def build_components(config: AppConfig, *, only_owner: str | None = None, on_fatal=None):
     """The engine, the video service and the job queue, wired together (nothing started)."""
     from .engine import Engine
@@ -98,7 +111,7 @@ def build_components(config: AppConfig, *, only_owner: str | None = None, on_fat
     for folder in (config.paths.output_dir, config.paths.log_dir, config.paths.models_dir,
                    config.paths.state_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    engine = Engine(config.model, config.model_path, config.paths.models_dir)
+    engine = Engine(config.model, config.model_path, config.paths.models_dir, warmup_shapes=warmup_shapes(config))
     service = VideoService(config, engine)
     store = SQLiteJobStore(config.paths.state_dir / "jobs.sqlite3")
     queue = JobQueue(store, service, inputs_dir=config.paths.state_dir / "inputs",

@@ -32,6 +32,10 @@ _DEVICES = ("auto", "cpu", "cuda")
 _DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 
+MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload")
+ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+
+
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
     if not condition:
         raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: {allowed}.")
@@ -59,6 +63,14 @@ class ModelSettings:
     device: str = "auto"
     dtype: str = "auto"
     decode_chunk_size: int = 4
+    #: Where the weights stay while generating (CUDA only): auto picks from free GPU memory.
+    memory_mode: str = "auto"
+    # Speed switches, measured by bench/speed.py (docs/PERFORMANCE.md).
+    cudnn_benchmark: bool = True
+    attention_backend: str = "auto"
+    fuse_qkv: bool = False
+    channels_last: bool = False
+    compile: bool = False
     #: Serve the built-in demo model instead of ``source`` (set by ``--demo``).
     demo: bool = False
 
@@ -69,6 +81,9 @@ class ModelSettings:
         _require(self.dtype in _DTYPES, "model.dtype", self.dtype, ", ".join(_DTYPES))
         _require(1 <= self.decode_chunk_size <= 32, "model.decode_chunk_size",
                  self.decode_chunk_size, "1 to 32")
+        _require(self.memory_mode in MEMORY_MODES, "model.memory_mode", self.memory_mode, ", ".join(MEMORY_MODES))
+        _require(self.attention_backend in ATTENTION_BACKENDS, "model.attention_backend",
+                 self.attention_backend, ", ".join(ATTENTION_BACKENDS))
 
 
 @dataclass(frozen=True)

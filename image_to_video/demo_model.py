@@ -80,11 +80,11 @@ def _build_pipeline():
     return I2VGenXLPipeline(
         vae=_build_vae(),
         text_encoder=_build_text_encoder(),
-        tokenizer=_build_tokenizer(),
+        tokenizer=build_tokenizer(),
         image_encoder=_build_image_encoder(),
-        feature_extractor=_build_feature_extractor(),
+        feature_extractor=build_feature_extractor(),
         unet=_build_unet(),
-        scheduler=_build_scheduler(),
+        scheduler=build_scheduler(),
     )
 
 
@@ -124,7 +124,7 @@ def _build_text_encoder():
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
-        vocab_size=len(_vocab()),
+        vocab_size=len(vocab()),
         hidden_size=_WIDTH,
         intermediate_size=2 * _WIDTH,
         num_hidden_layers=2,
@@ -155,7 +155,7 @@ def _build_image_encoder():
     return CLIPVisionModelWithProjection(config)
 
 
-def _build_feature_extractor():
+def build_feature_extractor():
     from transformers import CLIPImageProcessor
 
     return CLIPImageProcessor(
@@ -169,7 +169,7 @@ def _build_feature_extractor():
     )
 
 
-def _vocab() -> dict[str, int]:
+def vocab() -> dict[str, int]:
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     # CLIP's special ids are fixed by the text encoder's config: bos 0, pad 1, eos 2.
@@ -179,11 +179,11 @@ def _vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def _build_tokenizer():
+def build_tokenizer():
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(
-        vocab=_vocab(),
+        vocab=vocab(),
         merges=[],
         model_max_length=77,
         bos_token=_BOS,
@@ -193,7 +193,7 @@ def _build_tokenizer():
     )
 
 
-def _build_scheduler():
+def build_scheduler():
     from diffusers import DDIMScheduler
 
     # The real model's scheduler settings, so the demo runs the same loop.

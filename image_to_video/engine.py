@@ -20,9 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import demo_model, model_store
 from .config import ModelSettings
+from .estimates import working_memory_gb
 from .errors import Cancelled, ModelUnavailable, OutOfMemory
 from .i18n import t
 from .request import GenerationRequest
@@ -103,11 +105,16 @@ class Engine:
     one thread at a time.
     """
 
-    def __init__(self, settings: ModelSettings, model_path: str, models_dir: Path):
+    def __init__(self, settings: ModelSettings, model_path: str, models_dir: Path,
+                 warmup_shapes: tuple[tuple[int, int, int], ...] = ()):
         self.settings = settings
         self.model_path = model_path
         self.models_dir = Path(models_dir)
+        #: (width, height, frames) compiled before the app says ready, when model.compile is on.
+        self.warmup_shapes = warmup_shapes
         self.model_revision: str | None = None
+        #: gpu, model_offload or sequential_offload on CUDA; "cpu" on a CPU. Set by loading.
+        self.memory_mode: str | None = None
         self._pipe = None
         self._device = None
         self._dtype = None
@@ -189,7 +196,7 @@ class Engine:
         self._set_status(("status_loading", {"folder": str(folder), "device": str(self._device)}),
                          device=self._describe_device(torch), state=ModelState.LOADING, fraction=None)
         started = time.perf_counter()
-        self._pipe = self._from_pretrained(folder)
+        self._from_pretrained(folder)
         self._set_status(("status_ready", {"seconds": f"{time.perf_counter() - started:.1f}"}),
                          state=ModelState.READY, is_demo=demo_model.is_demo_model(folder))
 
@@ -236,12 +243,83 @@ class Engine:
         from diffusers import I2VGenXLPipeline
 
         variant = self.settings.variant if model_store.has_variant(folder, self.settings.variant) else None
-        pipe = I2VGenXLPipeline.from_pretrained(folder, dtype=self._dtype, variant=variant)
-        pipe.to(self._device)
+        self.memory_mode = self._pick_memory_mode(torch, folder, variant)
+        # All on one device: the weights go straight there in their final dtype (no copy on the CPU first).
+        direct = self.memory_mode in ("gpu", "cpu") and str(self._device) in ("cuda", "cpu")
+        pipe = I2VGenXLPipeline.from_pretrained(folder, dtype=self._dtype, variant=variant,
+                                                device_map=str(self._device) if direct else None)
         pipe.set_progress_bar_config(disable=True)
-        if self._device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        self._optimise(torch, pipe)
+        self._pipe = pipe
+        self._enter_memory_mode(self.memory_mode)
+        if self.settings.compile:
+            self._compile(torch)
         return pipe
+
+    def _pick_memory_mode(self, torch, folder: Path, variant: str | None) -> str:
+        if self._device.type != "cuda":
+            return "cpu"
+        if self.settings.memory_mode != "auto":
+            return self.settings.memory_mode
+        free = torch.cuda.mem_get_info(self._device)[0] / 2**30
+        sizes = model_store.component_sizes_gb(folder, variant, bytes_per_value=self._dtype.itemsize)
+        mode, reason = choose_memory_mode(free, sizes, work_gb=working_memory_gb(512, 16))
+        log.info("Memory mode %s: %s", mode, reason)
+        return mode
+
+    def _enter_memory_mode(self, mode: str) -> None:
+        """Put the loaded pipeline in ``mode`` from whatever mode it is in."""
+        pipe = self._pipe
+        if mode == "cpu":
+            pipe.to(self._device)
+            return
+        pipe.remove_all_hooks()
+        if mode == "gpu":
+            pipe.to(self._device)
+        elif mode == "model_offload":
+            pipe.enable_model_cpu_offload(device=self._device)
+        else:
+            pipe.enable_sequential_cpu_offload(device=self._device)
+        self.free_memory()
+
+    def _optimise(self, torch, pipe) -> None:
+        """The speed switches of ``model`` (config); each is measured in docs/PERFORMANCE.md."""
+        if self._device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.settings.cudnn_benchmark
+        if self.settings.fuse_qkv:
+            pipe.unet.fuse_qkv_projections()
+        if self.settings.channels_last:
+            # The UNet as a whole refuses channels_last (its Conv3d layers need channels_last_3d).
+            for module in [*pipe.unet.modules(), *pipe.vae.modules()]:
+                if isinstance(module, torch.nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
+                elif isinstance(module, torch.nn.Conv3d):
+                    module.to(memory_format=torch.channels_last_3d)
+
+    def _compile(self, torch) -> None:
+        """Compile the UNet's forward (the hooks stay outside), then run each warm-up shape once."""
+        unet = self._pipe.unet
+        unet.forward = torch.compile(unet.forward, fullgraph=True, dynamic=False)
+        for width, height, frames in self.warmup_shapes:
+            self._set_status(("status_compiling", {"width": width, "height": height, "frames": frames}))
+            started = time.perf_counter()
+            request = GenerationRequest(image=Image.new("RGB", (width, height), "gray"), prompt="", negative_prompt="",
+                                        resolution="warm-up", width=width, height=height, num_frames=frames, fps=8,
+                                        num_inference_steps=1, guidance_scale=9.0, seed=0)
+            with torch.inference_mode():
+                self._denoise(request, lambda _: None, threading.Event())
+            log.info("Compiled the UNet for %dx%d, %d frames in %.1f s", width, height, frames,
+                     time.perf_counter() - started)
+
+    def _attention(self):
+        """The configured attention kernel for the UNet's scaled-dot-product attention."""
+        if self.settings.attention_backend == "auto":
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                            "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH,
+                            }[self.settings.attention_backend])
 
     # -- generation ----------------------------------------------------------
 
@@ -311,18 +389,17 @@ class Engine:
 
     @contextlib.contextmanager
     def _low_memory_mode(self):
-        """Model CPU offload on CUDA for one job, then everything back on the GPU."""
-        offloaded = False
-        if self._device.type == "cuda":
-            self._pipe.enable_model_cpu_offload(device=self._device)
-            offloaded = True
+        """One step down in memory for one job (gpu -> model offload -> sequential offload),
+        then back to the engine's own mode."""
+        lower = {"gpu": "model_offload", "model_offload": "sequential_offload"}.get(self.memory_mode)
+        if lower:
+            log.info("Low-memory retry in %s mode", lower)
+            self._enter_memory_mode(lower)
         try:
             yield
         finally:
-            if offloaded:
-                self._pipe.remove_all_hooks()
-                self._pipe.to(self._device)
-                self.free_memory()
+            if lower:
+                self._enter_memory_mode(self.memory_mode)
 
     def _not_ready_error(self) -> ModelUnavailable:
         status = self.status
@@ -331,20 +408,7 @@ class Engine:
         return ModelUnavailable(key="err_not_ready", state=status.state.value)
 
     def encode_prompt(self, text: str):
-        """CLIP embeddings as the pipeline's default ``clip_skip=1`` computes them.
-
-        The pipeline's own path crashes with transformers >= 5.6 (STACK.md, trap 1):
-        the final layer norm applied to the second-to-last hidden state.
-        """
-        pipe = self._pipe
-        tokens = pipe.tokenizer(text, padding="max_length", max_length=PROMPT_TOKENS, truncation=True,
-                                return_tensors="pt")
-        encoder = pipe.text_encoder
-        mask = tokens.attention_mask.to(self._device) if getattr(encoder.config, "use_attention_mask", False) else None
-        hidden = encoder(tokens.input_ids.to(self._device), attention_mask=mask,
-                         output_hidden_states=True).hidden_states[-2]
-        norm = encoder.text_model.final_layer_norm if hasattr(encoder, "text_model") else encoder.final_layer_norm
-        return norm(hidden).to(self._dtype)
+        return encode_prompt(self._pipe, text, self._device, self._dtype)
 
     def _denoise(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event):
         import torch
@@ -374,7 +438,14 @@ class Engine:
                  self._pipe.unet.register_forward_hook(after_step)]
         try:
             report(Progress("denoising", 0, total, 0.0, None))
-            return self._pipe(
+            with self._attention():
+                return self._denoise_call(request, generator)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _denoise_call(self, request: GenerationRequest, generator):
+        return self._pipe(
                 image=request.image,
                 prompt_embeds=self.encode_prompt(request.prompt),
                 negative_prompt_embeds=self.encode_prompt(request.negative_prompt),
@@ -387,9 +458,6 @@ class Engine:
                 generator=generator,
                 output_type="latent",
             ).frames
-        finally:
-            for hook in hooks:
-                hook.remove()
 
     def _decode(self, latents, report: ProgressFn, cancel: threading.Event, *, chunk: int | None) -> np.ndarray:
         import torch
@@ -410,6 +478,34 @@ class Engine:
             elapsed = time.perf_counter() - started
             report(Progress("decoding", done, num_frames, elapsed, elapsed / done * (num_frames - done)))
         return np.concatenate(pieces)
+
+
+def encode_prompt(pipe, text: str, device, dtype):
+    """CLIP embeddings as the pipeline's default ``clip_skip=1`` computes them.
+
+    The pipeline's own path crashes with transformers >= 5.6 (STACK.md, trap 1):
+    the final layer norm applied to the second-to-last hidden state.
+    """
+    tokens = pipe.tokenizer(text, padding="max_length", max_length=PROMPT_TOKENS, truncation=True,
+                            return_tensors="pt")
+    encoder = pipe.text_encoder
+    mask = tokens.attention_mask.to(device) if getattr(encoder.config, "use_attention_mask", False) else None
+    hidden = encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+    norm = encoder.text_model.final_layer_norm if hasattr(encoder, "text_model") else encoder.final_layer_norm
+    return norm(hidden).to(dtype)
+
+
+def choose_memory_mode(free_gb: float, sizes_gb: dict[str, float], *, work_gb: float) -> tuple[str, str]:
+    """The fastest memory mode that fits: (mode, why), from the GPU's free memory, the size of
+    each component's weights and the working memory of the default video."""
+    weights = sum(sizes_gb.values())
+    largest = max(sizes_gb.values(), default=0.0)
+    if free_gb >= weights + work_gb:
+        return "gpu", f"{free_gb:.1f} GB free >= {weights:.1f} GB of weights + {work_gb:.1f} GB to work"
+    if free_gb >= largest + work_gb:
+        return "model_offload", (f"{free_gb:.1f} GB free < {weights + work_gb:.1f} GB for everything, but holds "
+                                 f"the largest part ({largest:.1f} GB) + {work_gb:.1f} GB to work")
+    return "sequential_offload", f"{free_gb:.1f} GB free < {largest + work_gb:.1f} GB for the largest part at work"
 
 
 #: Denoising steps between two live previews: a video shows about this many.

@@ -29,6 +29,8 @@ PIXEL_EXPONENT = 1.18
 # (28 s for 512p/16/50, scaled to the real model's FLOP count so the same formula applies).
 RTX4090_TFLOPS = 42.0
 DEMO_SECONDS_512_16_50 = 28.0
+#: The fp16 weights of all components (STACK.md), included in the peak above.
+WEIGHTS_GB = 4.97
 #: Leave this share of the GPU's memory free (CUDA context, fragmentation).
 HEADROOM = 0.92
 
@@ -51,6 +53,11 @@ def units(side: int, frames: int) -> float:
 
 def peak_memory_gb(side: int, frames: int) -> float:
     return BASE_GB + PER_UNIT_GB * units(side, frames)
+
+
+def working_memory_gb(side: int, frames: int) -> float:
+    """GPU memory a video needs beyond the weights (activations, latents, decoding)."""
+    return peak_memory_gb(side, frames) - WEIGHTS_GB
 
 
 def compute_tflop(side: int, frames: int, steps: int) -> float:

@@ -134,6 +134,9 @@ TEXT: dict[str, dict[str, str]] = {
                            "zh-CN": "正在下载模型：{done} / {total} GB（{percent}%）。"},
     "status_loading": {"en": "Loading the model from {folder} onto {device}...",
                        "zh-CN": "正在从 {folder} 加载模型到 {device}……"},
+    "status_compiling": {"en": "Compiling the model for {width}x{height}, {frames} frames (once per size; takes "
+                               "minutes)...",
+                         "zh-CN": "正在为 {width}x{height}、{frames} 帧编译模型（每种尺寸一次，需要几分钟）……"},
     "status_ready": {"en": "Ready: model loaded in {seconds} s.", "zh-CN": "就绪：模型加载用时 {seconds} 秒。"},
     "status_plain": {"en": "{text}", "zh-CN": "{text}"},
     "status_load_failed": {"en": "Loading the model from {path} failed: {error}. Check that the folder holds a "

@@ -37,6 +37,32 @@ def has_variant(folder: Path, variant: str) -> bool:
     return bool(variant) and any(Path(folder).glob(f"*/*.{variant}.safetensors"))
 
 
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                      "BOOL": 1}
+
+
+def component_sizes_gb(folder: Path, variant: str | None, *, bytes_per_value: int) -> dict[str, float]:
+    """GB each component's weights take once loaded with ``bytes_per_value`` per float, read from the
+    safetensors headers (no weights are read)."""
+    sizes: dict[str, float] = {}
+    for path in sorted(Path(folder).glob("*/*.safetensors")):
+        if (f".{variant}." in path.name) != bool(variant):
+            continue
+        with path.open("rb") as file:
+            header = json.loads(file.read(int.from_bytes(file.read(8), "little")))
+        total = 0
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in entry["shape"]:
+                count *= dim
+            floating = entry["dtype"] in ("F64", "F32", "F16", "BF16")
+            total += count * (bytes_per_value if floating else _SAFETENSORS_BYTES.get(entry["dtype"], 4))
+        sizes[path.parent.name] = sizes.get(path.parent.name, 0.0) + total / 2**30
+    return sizes
+
+
 def download_record(folder: Path) -> dict | None:
     """The record written after a complete download, or None."""
     try:
