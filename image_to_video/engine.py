@@ -24,8 +24,8 @@ from PIL import Image
 
 from . import demo_model, model_store
 from .config import ModelSettings
-from .estimates import working_memory_gb
 from .errors import Cancelled, ModelUnavailable, OutOfMemory
+from .estimates import working_memory_gb
 from .i18n import t
 from .request import GenerationRequest
 

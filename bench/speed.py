@@ -1,0 +1,396 @@
+"""Speed and memory of I2VGen-XL: plain diffusers against the app's engine, on the real model's shapes.
+
+    python bench/speed.py                         # a CUDA GPU: real shapes, 512x512, 16 frames, 50 steps
+    python bench/speed.py --smoke                 # any machine: small shapes on the CPU, in seconds
+    python bench/speed.py --app fuse_qkv=true --app compile=true   # more engine variants, each measured
+    python bench/speed.py --scaling               # also the resolution x frames table (engine only)
+    python bench/speed.py --cold-start            # also process start -> model ready, weights on disk
+
+No download: a random-weight pipeline with exactly the shapes of ali-vilab/i2vgen-xl
+(image_to_video/model_shapes.py) is written to --model-dir once and loaded with the
+real loading code. Random weights cost the same time and memory as the real ones.
+
+Variants, run in one process on the same inputs and seed:
+  plain  what a user of diffusers would write: from_pretrained(dtype=float16).to("cuda"),
+         our prompt embeddings, the pipeline's own decoding (output_type="np");
+  app    the app's Engine as the server runs it, with its config's defaults, then one more
+         engine per --app option set.
+Per variant: seconds per video (median of --repeats, after a warm-up), UNet seconds per step,
+decode seconds (last UNet step -> frames), peak GPU memory, achieved TFLOP/s against the
+FLOPs counted on the meta device, speed-up over plain, and the largest pixel difference from
+plain (0-255). Last, a table; --out writes everything as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from image_to_video import model_shapes  # noqa: E402
+from image_to_video.config import ModelSettings  # noqa: E402
+from image_to_video.engine import Engine, encode_prompt  # noqa: E402
+from image_to_video.request import GenerationRequest  # noqa: E402
+
+PROMPT = "the waves roll in slowly"
+
+
+def main() -> None:
+    args = parse_args()
+    quiet()
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = model_shapes.SHAPES[args.shapes or ("smoke" if args.smoke or device == "cpu" else "real")]
+    dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
+    model_dir = Path(args.model_dir or Path(tempfile.gettempdir()) / f"i2v-random-{shapes.name}-{dtype}")
+    print(describe_machine(torch, device), flush=True)
+    started = time.perf_counter()
+    model_shapes.save_pipeline(shapes, model_dir, dtype=dtype, device=device)
+    print(f"random {shapes.name}-shape pipeline in {model_dir} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    unet_tflop = model_shapes.count_unet_tflop(shapes, args.resolution, args.frames)
+    decode_tflop = model_shapes.count_decode_tflop(shapes, args.resolution) * args.frames
+    video_tflop = args.steps * unet_tflop + decode_tflop
+    print(f"FLOPs (meta-device count): UNet call {unet_tflop:.4g} TFLOP, decode {decode_tflop:.4g} TFLOP, "
+          f"video {video_tflop:.4g} TFLOP", flush=True)
+    bench = Bench(args, device, dtype, model_dir, video_tflop)
+    results = [bench.run_plain()]
+    for options in [{}, *args.app]:
+        results.append(bench.run_app(options))
+    for result in results[1:]:
+        result["speedup_vs_plain"] = results[0]["seconds"] / result["seconds"]
+        result["max_pixel_diff_vs_plain"] = int(np.abs(result.pop("_frames").astype(int)
+                                                       - results[0]["_frames"].astype(int)).max())
+    results[0].pop("_frames")
+    report = {"machine": describe_machine(torch, device), "shapes": shapes.name, "dtype": dtype,
+              "settings": {"resolution": args.resolution, "frames": args.frames, "steps": args.steps,
+                           "guidance": args.guidance, "repeats": args.repeats},
+              "flops": {"unet_call_tflop": unet_tflop, "decode_tflop": decode_tflop, "video_tflop": video_tflop},
+              "variants": results, "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    if args.scaling:
+        report["scaling"] = bench.scaling(shapes)
+    if args.cold_start:
+        report["cold_start"] = cold_start(args, device, dtype, model_dir)
+    print_tables(report)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        print(f"written: {args.out}")
+
+
+def quiet() -> None:
+    """Only the measurements on screen: no progress bars, deprecation notices or CPU warnings."""
+    import logging
+
+    import diffusers
+    import transformers
+
+    logging.basicConfig(level=logging.ERROR)
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="small shapes on the CPU: 64x64, 4 frames, 3 steps")
+    parser.add_argument("--shapes", choices=sorted(model_shapes.SHAPES))
+    parser.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when there is one)")
+    parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--resolution", type=int, help="side in pixels (default 512; smoke 64)")
+    parser.add_argument("--frames", type=int, help="default 16; smoke 4")
+    parser.add_argument("--steps", type=int, help="default 50; smoke 3")
+    parser.add_argument("--guidance", type=float, default=9.0)
+    parser.add_argument("--repeats", type=int, help="timed videos per variant, the median is shown (default 3; smoke 2)")
+    parser.add_argument("--app", action="append", default=[], type=parse_options, metavar="KEY=VALUE[,...]",
+                        help="one more engine variant with these model settings, e.g. fuse_qkv=true")
+    parser.add_argument("--scaling", action="store_true", help="also time the engine over resolution x frames")
+    parser.add_argument("--scaling-steps", type=int, default=3, help="steps per scaling point (default 3)")
+    parser.add_argument("--cold-start", action="store_true", help="also time a new process until ready")
+    parser.add_argument("--model-dir", help="where the random pipeline is written (reused when there)")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    small = args.smoke or args.shapes == "smoke"
+    args.resolution = args.resolution or (64 if small else 512)
+    args.frames = args.frames or (4 if small else 16)
+    args.steps = args.steps or (3 if small else 50)
+    args.repeats = args.repeats or (2 if small else 3)
+    if args.smoke:
+        args.device = args.device or "cpu"
+    return args
+
+
+def parse_options(text: str) -> dict:
+    """'fuse_qkv=true,attention_backend=flash' -> model settings."""
+    fields = ModelSettings.__dataclass_fields__
+    options = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise argparse.ArgumentTypeError(f"{key} is not a model setting ({', '.join(fields)})")
+        kind = type(getattr(ModelSettings(), key))
+        options[key] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
+    return options
+
+
+def describe_machine(torch, device: str) -> str:
+    import diffusers
+    import transformers
+
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        where = (f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
+                 f"driver {driver_version()}")
+    else:
+        where = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return (f"{where}; torch {torch.__version__}, diffusers {diffusers.__version__}, "
+            f"transformers {transformers.__version__}, python {platform.python_version()}")
+
+
+def driver_version() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+class StepClock:
+    """Times each UNet call and the stretch from the last one to the end, with CUDA events on a GPU
+    (no synchronisation inside the run) or the host clock on a CPU."""
+
+    def __init__(self, torch, unet, device: str):
+        self.torch, self.cuda = torch, device.startswith("cuda")
+        self.marks: list = []
+        self.hooks = [unet.register_forward_pre_hook(lambda *_: self.marks.append(self._mark())),
+                      unet.register_forward_hook(lambda *_: self.marks.append(self._mark()))]
+
+    def _mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self):
+        self.marks = []
+        self.begin = self._mark()
+
+    def stop(self) -> dict:
+        end = self._mark()
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            gap = lambda a, b: a.elapsed_time(b) / 1000  # noqa: E731
+        else:
+            gap = lambda a, b: b - a  # noqa: E731
+        steps = [gap(a, b) for a, b in zip(self.marks[0::2], self.marks[1::2])]
+        return {"seconds": gap(self.begin, end), "unet_s_per_step": statistics.median(steps) if steps else None,
+                "decode_s": gap(self.marks[-1], end) if self.marks else None}
+
+    def remove(self):
+        for hook in self.hooks:
+            hook.remove()
+
+
+class Bench:
+    def __init__(self, args, device: str, dtype: str, model_dir: Path, video_tflop: float):
+        import torch
+        from PIL import Image
+
+        self.torch, self.args, self.device, self.dtype, self.model_dir = torch, args, device, dtype, model_dir
+        self.video_tflop = video_tflop
+        rng = np.random.default_rng(0)
+        picture = rng.integers(0, 256, (args.resolution, args.resolution, 3), dtype=np.uint8)
+        self.image = Image.fromarray(picture)  # exactly the output size, as the app's requests are
+
+    def request(self, steps: int | None = None, side: int | None = None, frames: int | None = None):
+        a = self.args
+        side = side or a.resolution
+        image = self.image if side == a.resolution else self.image.resize((side, side))
+        return GenerationRequest(image=image, prompt=PROMPT, negative_prompt="", resolution=f"{side}px",
+                                 width=side, height=side, num_frames=frames or a.frames, fps=8,
+                                 num_inference_steps=steps or a.steps, guidance_scale=a.guidance, seed=42)
+
+    def _measure(self, name: str, unet, make_video) -> dict:
+        torch, cuda = self.torch, self.device.startswith("cuda")
+        print(f"{name}: warm-up", flush=True)
+        make_video(self.request(steps=2))
+        clock = StepClock(torch, unet, self.device)
+        runs, frames = [], None
+        for _ in range(self.args.repeats):
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            clock.start()
+            frames = make_video(self.request())
+            runs.append(clock.stop())
+        clock.remove()
+        seconds = statistics.median(run["seconds"] for run in runs)
+        result = {"variant": name, "seconds": seconds,
+                  "unet_s_per_step": statistics.median(run["unet_s_per_step"] for run in runs),
+                  "decode_s": statistics.median(run["decode_s"] for run in runs),
+                  "runs_s": [round(run["seconds"], 3) for run in runs],
+                  "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                  "tflops": self.video_tflop / seconds, "_frames": frames}
+        print(f"{name}: {seconds:.2f} s per video, {result['unet_s_per_step']:.3f} s per UNet step", flush=True)
+        return result
+
+    def run_plain(self) -> dict:
+        torch = self.torch
+        from diffusers import I2VGenXLPipeline
+
+        variant = "fp16" if self.dtype == "float16" else None
+        pipe = I2VGenXLPipeline.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype), variant=variant)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+
+        def make_video(request: GenerationRequest) -> np.ndarray:
+            with torch.inference_mode():
+                embeds = encode_prompt(pipe, request.prompt, pipe.device, pipe.dtype)
+                negative = encode_prompt(pipe, request.negative_prompt, pipe.device, pipe.dtype)
+                torch.manual_seed(request.seed)  # the engine seeds the same way: equal inputs, equal noise
+                video = pipe(image=request.image, prompt_embeds=embeds, negative_prompt_embeds=negative,
+                             height=request.height, width=request.width, num_frames=request.num_frames,
+                             target_fps=request.fps, num_inference_steps=request.num_inference_steps,
+                             guidance_scale=request.guidance_scale, output_type="np",
+                             generator=torch.Generator("cpu").manual_seed(request.seed)).frames[0]
+            return (video * 255).round().astype(np.uint8)
+
+        try:
+            return self._measure("plain", pipe.unet, make_video)
+        finally:
+            pipe = None  # the weights go before the next variant loads
+            self._free()
+
+    def engine(self, options: dict) -> Engine:
+        settings = replace(ModelSettings(source=str(self.model_dir), device=self.device, dtype=self.dtype),
+                           **options)
+        side, frames = self.args.resolution, self.args.frames
+        engine = Engine(settings, str(self.model_dir), self.model_dir.parent, warmup_shapes=((side, side, frames),))
+        engine.load()
+        if not engine.ready:
+            raise SystemExit(f"the engine did not load: {engine.status.message}")
+        return engine
+
+    def run_app(self, options: dict) -> dict:
+        name = "app" + "".join(f" {k}={v}" for k, v in options.items())
+        started = time.perf_counter()
+        engine = self.engine(options)
+        load_s = time.perf_counter() - started
+        try:
+            result = self._measure(name, engine._pipe.unet, lambda request: engine.generate(request).frames)
+            result.update(load_s=load_s, memory_mode=engine.memory_mode)
+            return result
+        finally:
+            engine = None  # the weights go before the next variant loads
+            self._free()
+
+    def scaling(self, shapes) -> list[dict]:
+        """The engine over resolution x frames, a few steps each: UNet s/step, decode s, peak GPU memory."""
+        torch, cuda = self.torch, self.device.startswith("cuda")
+        small = shapes.name == "smoke"
+        sides = (64, 128) if small else (256, 512, 768, 1024)
+        counts = (4, 8) if small else (8, 16, 24, 32)
+        engine, rows = self.engine({}), []
+        clock = StepClock(torch, engine._pipe.unet, self.device)
+        for side in sides:
+            for frames in counts:
+                row = {"resolution": side, "frames": frames}
+                try:
+                    engine.generate(self.request(steps=1, side=side, frames=frames))  # cuDNN picks, allocator
+                    if cuda:
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                    clock.start()
+                    engine.generate(self.request(steps=self.args.scaling_steps, side=side, frames=frames))
+                    timed = clock.stop()
+                    row.update(unet_s_per_step=timed["unet_s_per_step"], decode_s=timed["decode_s"],
+                               video_s_50_steps=50 * timed["unet_s_per_step"] + timed["decode_s"],
+                               peak_gpu_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda else None)
+                except Exception as error:  # out of memory at the largest sizes is a result too
+                    row["error"] = f"{type(error).__name__}: {str(error)[:120]}"
+                    engine.free_memory()
+                print(f"scaling {side}px x {frames}: {row}", flush=True)
+                rows.append(row)
+        clock.remove()
+        del engine
+        self._free()
+        return rows
+
+    def _free(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
+
+
+def cold_start(args, device: str, dtype: str, model_dir: Path) -> dict:
+    """A new Python process, from start to the engine ready, with the weights on local disk."""
+    command = [sys.executable, __file__, "--load-only", "--device", device, "--dtype", dtype,
+               "--model-dir", str(model_dir)]
+    started = time.perf_counter()
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    total = time.perf_counter() - started
+    inner = json.loads(output.strip().splitlines()[-1])
+    print(f"cold start: {total:.1f} s to ready ({inner['load_s']:.1f} s of it loading)", flush=True)
+    return {"process_to_ready_s": total, **inner}
+
+
+def load_only(args) -> None:
+    started = time.perf_counter()
+    import torch
+
+    imported = time.perf_counter() - started
+    settings = ModelSettings(source=args.model_dir, device=args.device, dtype=args.dtype)
+    engine = Engine(settings, args.model_dir, Path(args.model_dir).parent)
+    began = time.perf_counter()
+    engine.load()
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    print(json.dumps({"import_s": imported, "load_s": time.perf_counter() - began, "ready": engine.ready,
+                      "memory_mode": engine.memory_mode}))
+
+
+def print_tables(report: dict) -> None:
+    s = report["settings"]
+    print(f"\n{report['machine']}")
+    print(f"{report['shapes']} shapes, {report['dtype']}, {s['resolution']}x{s['resolution']}, {s['frames']} frames, "
+          f"{s['steps']} steps, guidance {s['guidance']}; median of {s['repeats']}")
+    print(f"{'variant':<34} {'s/video':>8} {'UNet s/step':>11} {'decode s':>8} {'peak GB':>8} {'TFLOP/s':>8} "
+          f"{'x plain':>7} {'max px diff':>11}")
+    for v in report["variants"]:
+        peak = f"{v['peak_gpu_gb']:.2f}" if v["peak_gpu_gb"] is not None else "n/a"
+        print(f"{v['variant']:<34} {v['seconds']:>8.2f} {v['unet_s_per_step']:>11.4f} {v['decode_s']:>8.3f} "
+              f"{peak:>8} {v['tflops']:>8.2f} {v.get('speedup_vs_plain', 1.0):>7.2f} "
+              f"{v.get('max_pixel_diff_vs_plain', 0):>11}")
+    for row in report.get("scaling", []):
+        if "error" in row:
+            print(f"scaling {row['resolution']:>5}px {row['frames']:>3} frames: {row['error']}")
+        else:
+            peak = f"{row['peak_gpu_gb']:.2f} GB" if row["peak_gpu_gb"] is not None else "n/a"
+            print(f"scaling {row['resolution']:>5}px {row['frames']:>3} frames: {row['unet_s_per_step']:.4f} s/step, "
+                  f"decode {row['decode_s']:.3f} s, 50-step video ~{row['video_s_50_steps']:.1f} s, peak {peak}")
+    if "cold_start" in report:
+        print(f"cold start: {report['cold_start']['process_to_ready_s']:.1f} s from process start to ready")
+
+
+if __name__ == "__main__":
+    if "--load-only" in sys.argv:
+        quiet()
+        load_only(parse_args())
+    else:
+        main()

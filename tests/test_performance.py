@@ -1,0 +1,82 @@
+"""Issue 6: the benchmark (its CPU smoke mode), the real-shape model it measures, and the
+engine's memory modes and speed switches."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from image_to_video import model_shapes
+from image_to_video.config import PROJECT_DIR, ModelSettings
+from image_to_video.engine import Engine, choose_memory_mode
+from image_to_video.model_store import component_sizes_gb
+
+from .test_engine import tiny_request
+
+
+def test_the_benchmark_model_has_exactly_the_real_shapes():
+    # STACK.md, from ali-vilab/i2vgen-xl's config files and torch's FlopCounterMode.
+    assert model_shapes.unet_parameters(model_shapes.REAL) == 1_420_469_224
+    assert model_shapes.count_unet_tflop(model_shapes.REAL, 512, 16) == pytest.approx(41.9, abs=0.05)
+    assert model_shapes.count_unet_tflop(model_shapes.REAL, 768, 16) == pytest.approx(105, rel=0.01)
+    assert model_shapes.count_decode_tflop(model_shapes.REAL, 512) == pytest.approx(2.5, rel=0.02)
+
+
+def test_the_benchmark_smoke_run_compares_plain_diffusers_with_the_app(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "bench/speed.py", "--smoke", "--repeats", "1", "--app", "fuse_qkv=true,channels_last=true",
+         "--scaling", "--cold-start", "--model-dir", str(tmp_path / "model"), "--out", str(out)],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(out.read_text())
+    plain, app, switched = report["variants"]
+    assert [v["variant"] for v in report["variants"]] == ["plain", "app", "app fuse_qkv=True channels_last=True"]
+    flops = report["flops"]
+    assert flops["video_tflop"] == pytest.approx(3 * flops["unet_call_tflop"] + flops["decode_tflop"])
+    for variant in report["variants"]:
+        assert variant["seconds"] > 0 and 0 < variant["unet_s_per_step"] < variant["seconds"]
+        assert variant["tflops"] == pytest.approx(flops["video_tflop"] / variant["seconds"])
+    assert app["speedup_vs_plain"] == pytest.approx(plain["seconds"] / app["seconds"])
+    # The app makes the same video as plain diffusers (up to rounding), with or without the switches.
+    assert app["max_pixel_diff_vs_plain"] <= 1 and switched["max_pixel_diff_vs_plain"] <= 2
+    assert [(r["resolution"], r["frames"]) for r in report["scaling"]] == [(64, 4), (64, 8), (128, 4), (128, 8)]
+    assert all(r["unet_s_per_step"] > 0 for r in report["scaling"])
+    assert report["cold_start"]["ready"] and report["cold_start"]["process_to_ready_s"] > 0
+    assert "x plain" in run.stdout and "max px diff" in run.stdout  # the table a person reads
+
+
+@pytest.mark.parametrize("free, expected", [(24.0, "gpu"), (11.5, "model_offload"), (7.5, "sequential_offload")])
+def test_the_memory_mode_follows_the_free_gpu_memory(free, expected):
+    sizes = {"unet": 2.65, "text_encoder": 0.66, "image_encoder": 1.18, "vae": 0.16}  # the real fp16 weights
+    mode, why = choose_memory_mode(free, sizes, work_gb=8.6)
+    assert mode == expected and f"{free:.1f} GB free" in why
+
+
+def test_component_sizes_are_read_from_the_weight_files(demo_dir):
+    import torch
+    from diffusers import I2VGenXLPipeline
+
+    sizes = component_sizes_gb(demo_dir, None, bytes_per_value=2)
+    pipe = I2VGenXLPipeline.from_pretrained(demo_dir)
+    for name in ("unet", "vae", "text_encoder", "image_encoder"):
+        count = sum(t.numel() for t in getattr(pipe, name).state_dict().values() if t.is_floating_point())
+        assert sizes[name] == pytest.approx(count * 2 / 2**30, rel=0.02), name
+    assert isinstance(pipe.unet, torch.nn.Module)
+
+
+def test_on_a_cpu_the_engine_loads_straight_to_the_device_in_cpu_mode(loaded_engine):
+    assert loaded_engine.memory_mode == "cpu"
+    assert {p.device.type for p in loaded_engine._pipe.unet.parameters()} == {"cpu"}
+
+
+@pytest.mark.parametrize("switches", [{"fuse_qkv": True}, {"channels_last": True}, {"attention_backend": "math"}])
+def test_speed_switches_keep_the_video(demo_dir, loaded_engine, photo, switches):
+    engine = Engine(ModelSettings(source=str(demo_dir), **switches), str(demo_dir), demo_dir.parent)
+    engine.load()
+    assert engine.ready, engine.status.message
+    request = tiny_request(photo)
+    difference = np.abs(engine.generate(request).frames.astype(int) - loaded_engine.generate(request).frames.astype(int))
+    assert difference.max() <= 2  # rounding only: the same video
