@@ -155,6 +155,15 @@ class Engine:
 
         return torch.cuda.get_device_properties(self._device).total_memory / 2**30
 
+    @property
+    def gpu_name(self) -> str | None:
+        """The name of the GPU the model runs on (as torch reports it); None on a CPU or before loading."""
+        if self._device is None or self._device.type != "cuda":
+            return None
+        import torch
+
+        return torch.cuda.get_device_properties(self._device).name
+
     def device_answers(self) -> bool:
         """A tiny operation on the model's device: False if the GPU no longer responds."""
         if not self.ready:

@@ -1,7 +1,10 @@
 """How much GPU memory and time a video will take, before it starts.
 
-Nothing here is measured with this app on a GPU yet (issue 6 will replace these
-numbers with a measured table), so every figure shown is labelled an estimate:
+Once ``bench/speed.py --scaling --out docs/performance-gpu.json`` has run on a GPU
+(docs/PERFORMANCE.md), its measured peak memory per resolution and frames is used,
+and its time per step and decoding on that same GPU model; the page says
+"measured". Until then, and for sizes or GPUs the table does not cover, every
+figure is computed as below and labelled an estimate:
 
 * Memory: a straight line through the peak memory that users of the app we
   replace report on an RTX 4090 (SEED_APP.md: 512p/16 frames 13.6 GB, 768p/24
@@ -15,8 +18,11 @@ numbers with a measured table), so every figure shown is labelled an estimate:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import functools
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 # Peak GB = BASE + PER_UNIT x frames x (side / 512)^2, fitted to the three reported points.
 BASE_GB = 13.0
@@ -35,12 +41,63 @@ WEIGHTS_GB = 4.97
 HEADROOM = 0.92
 
 
+#: The benchmark's output on a GPU, when it has been run (docs/PERFORMANCE.md).
+MEASURED_FILE = Path(__file__).resolve().parent.parent / "docs" / "performance-gpu.json"
+
+
+@dataclass(frozen=True)
+class MeasuredTable:
+    """The engine's peak memory and step time per (side, frames), measured on ``gpu`` by bench/speed.py."""
+
+    gpu: str
+    rows: dict = field(default_factory=dict)  # (side, frames) -> the bench's scaling row
+
+    @classmethod
+    def load(cls, path: Path = MEASURED_FILE) -> MeasuredTable | None:
+        """The table in ``path``; None without one, or when it was not measured on the real shapes on a GPU."""
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(report, dict) or report.get("shapes") != "real":
+            return None
+        rows = {(r["resolution"], r["frames"]): r for r in report.get("scaling", [])
+                if isinstance(r, dict) and r.get("peak_gpu_gb")}
+        return cls(gpu=str(report.get("machine", "")).split(",")[0], rows=rows) if rows else None
+
+    def _along_frames(self, side: int, frames: int, value: Callable[[dict], float]) -> float | None:
+        """The row's value, or a straight line through the two nearest measured frame counts at ``side``."""
+        if (side, frames) in self.rows:
+            return value(self.rows[(side, frames)])
+        known = sorted((count, value(row)) for (s, count), row in self.rows.items() if s == side)
+        if len(known) < 2:
+            return None
+        (f0, v0), (f1, v1) = sorted(known, key=lambda item: abs(item[0] - frames))[:2]
+        return v0 + (v1 - v0) * (frames - f0) / (f1 - f0)
+
+    def peak_gb(self, side: int, frames: int) -> float | None:
+        return self._along_frames(side, frames, lambda row: row["peak_gpu_gb"])
+
+    def seconds(self, side: int, frames: int, steps: int) -> float | None:
+        step = self._along_frames(side, frames, lambda row: row["unet_s_per_step"])
+        decode = self._along_frames(side, frames, lambda row: row["decode_s"])
+        return None if step is None or decode is None else steps * step + decode
+
+
+@functools.cache
+def measured_table() -> MeasuredTable | None:
+    return MeasuredTable.load()
+
+
 @dataclass(frozen=True)
 class Estimate:
     peak_gb: float
     seconds: float
     #: The GPU's memory, when known; None on a CPU.
     gpu_gb: float | None
+    #: The GPU the peak memory was measured on, when it was; the time likewise (on this GPU model only).
+    peak_measured_on: str | None = None
+    time_measured_on: str | None = None
 
     @property
     def fits(self) -> bool:
@@ -65,25 +122,36 @@ def compute_tflop(side: int, frames: int, steps: int) -> float:
     return steps * step + DECODE_TFLOP_512 * (side / 512) ** 2 * frames
 
 
-def estimate(side: int, frames: int, steps: int, *, gpu_gb: float | None, demo: bool) -> Estimate:
-    """Peak GPU memory of the real model, and the time per video on this machine's kind of device."""
+def estimate(side: int, frames: int, steps: int, *, gpu_gb: float | None, demo: bool,
+             gpu_name: str | None = None, measured: MeasuredTable | None = None) -> Estimate:
+    """Peak GPU memory of the real model, and the time per video on this machine's kind of device:
+    measured where the table (``measured``, else docs/performance-gpu.json) covers it, else computed."""
     tflop = compute_tflop(side, frames, steps)
     if demo:
         rate = compute_tflop(512, 16, 50) / DEMO_SECONDS_512_16_50
     else:
         rate = RTX4090_TFLOPS
-    return Estimate(peak_gb=peak_memory_gb(side, frames), seconds=tflop / rate, gpu_gb=gpu_gb)
+    result = Estimate(peak_gb=peak_memory_gb(side, frames), seconds=tflop / rate, gpu_gb=gpu_gb)
+    table = None if demo else (measured or measured_table())
+    if table is None:
+        return result
+    peak = table.peak_gb(side, frames)
+    if peak is not None:
+        result = replace(result, peak_gb=peak, peak_measured_on=table.gpu)
+    seconds = table.seconds(side, frames, steps) if gpu_name and gpu_name == table.gpu else None
+    if seconds is not None:
+        result = replace(result, seconds=seconds, time_measured_on=table.gpu)
+    return result
 
 
 def nearest_fitting(resolutions: Mapping[str, int], frames_range: tuple[int, int], resolution: str,
-                    frames: int, gpu_gb: float) -> tuple[str, int] | None:
+                    frames: int, gpu_gb: float, measured: MeasuredTable | None = None) -> tuple[str, int] | None:
     """The setting closest to (resolution, frames) that fits in ``gpu_gb``: fewer frames at the
     same resolution first, else the next resolution down. None if nothing fits."""
-    budget = gpu_gb * HEADROOM
     by_side = sorted(resolutions.items(), key=lambda item: item[1], reverse=True)
     start = [name for name, _ in by_side].index(resolution)
     for name, side in by_side[start:]:
         for count in range(min(frames, frames_range[1]), frames_range[0] - 1, -1):
-            if peak_memory_gb(side, count) <= budget:
+            if estimate(side, count, 1, gpu_gb=gpu_gb, demo=False, measured=measured).fits:
                 return name, count
     return None

@@ -79,6 +79,9 @@ TEXT: dict[str, dict[str, str]] = {
     "estimate_gpu": {"en": " (your GPU has {gpu} GB)", "zh-CN": "（您的显卡有 {gpu} GB）"},
     "estimate_where_demo": {"en": " here with the demo model", "zh-CN": "（此处为演示模型）"},
     "estimate_where_gpu": {"en": " on an RTX 4090-class GPU", "zh-CN": "（以 RTX 4090 级显卡计）"},
+    "estimate_where_measured": {"en": " (measured on this GPU model, {gpu})", "zh-CN": "（在同型号显卡 {gpu} 上实测）"},
+    "estimate_note_measured": {"en": "Peak memory measured with this app on {gpu} (docs/PERFORMANCE.md).",
+                               "zh-CN": "峰值显存为本应用在 {gpu} 上的实测值（见 docs/PERFORMANCE.md）。"},
     "estimate_note": {"en": "Computed from published figures, not yet measured with this app.",
                       "zh-CN": "根据公开数据推算，尚未在本应用中实测。"},
     "estimate_too_big": {"en": "⚠️ **This will probably not fit in your GPU's memory.** Nearest setting that "

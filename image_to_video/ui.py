@@ -367,11 +367,18 @@ class _Page:
             return ""
         engine = self.service.engine
         gpu = engine.gpu_memory_gb
-        guess = estimate(side, int(frames), int(steps), gpu_gb=gpu, demo=engine.status.is_demo)
+        demo = engine.status.is_demo
+        guess = estimate(side, int(frames), int(steps), gpu_gb=gpu, demo=demo, gpu_name=engine.gpu_name)
+        if guess.time_measured_on:
+            where = t("estimate_where_measured", lang, gpu=guess.time_measured_on)
+        else:
+            where = t("estimate_where_demo" if demo else "estimate_where_gpu", lang)
         text = t("estimate", lang, peak=f"{guess.peak_gb:.1f}", time=format_seconds(guess.seconds),
-                 gpu=t("estimate_gpu", lang, gpu=f"{gpu:.0f}") if gpu else "",
-                 where=t("estimate_where_demo" if engine.status.is_demo else "estimate_where_gpu", lang))
-        text += " " + t("estimate_note", lang)
+                 gpu=t("estimate_gpu", lang, gpu=f"{gpu:.0f}") if gpu else "", where=where)
+        if guess.peak_measured_on:
+            text += " " + t("estimate_note_measured", lang, gpu=guess.peak_measured_on)
+        else:
+            text += " " + t("estimate_note", lang)
         if not guess.fits:
             limits = (int(self.settings.num_frames.min), int(self.settings.num_frames.max))
             nearest = nearest_fitting(self.settings.resolutions, limits, resolution, int(frames), gpu)
