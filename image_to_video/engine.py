@@ -92,9 +92,11 @@ class Frames:
     peak_gpu_memory_gb: float | None = None
 
 
-def format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float, lang: str | None = "en") -> str:
     seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    if seconds >= 60:
+        return t("minutes_seconds", lang, minutes=seconds // 60, seconds=f"{seconds % 60:02d}")
+    return t("seconds", lang, seconds=seconds)
 
 
 class Engine:

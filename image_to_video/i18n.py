@@ -118,6 +118,8 @@ TEXT: dict[str, dict[str, str]] = {
     "stage_denoising": {"en": "Denoising", "zh-CN": "去噪"},
     "stage_decoding": {"en": "Decoding", "zh-CN": "解码"},
     "stage_encoding": {"en": "Encoding", "zh-CN": "编码"},
+    "seconds": {"en": "{seconds} s", "zh-CN": "{seconds} 秒"},
+    "minutes_seconds": {"en": "{minutes} min {seconds} s", "zh-CN": "{minutes} 分 {seconds} 秒"},
     "time_left": {"en": "about {time} left", "zh-CN": "约剩 {time}"},
     "waiting": {"en": "Waiting in the queue: number {position}", "zh-CN": "排队等待中：第 {position} 位"},
     "model_state_ready": {"en": "Model ready", "zh-CN": "模型已就绪"},

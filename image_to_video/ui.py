@@ -113,7 +113,8 @@ class _Page:
                                      show_label=False, elem_id="language", container=False)
         if self.config.model.demo:
             self._say(gr.Markdown(t("demo_banner"), elem_classes=["demo-banner"]), value="demo_banner")
-        self.status = gr.Markdown(lambda: self._status_text("en"), elem_classes=["model-status"], elem_id="model-status")
+        # Filled in the page's language as soon as the page has loaded (see _wire), then every tick.
+        self.status = gr.Markdown(self._status_text("en"), elem_classes=["model-status"], elem_id="model-status")
         self.timer = gr.Timer(2.0)
 
     def _title_html(self, lang: str) -> str:
@@ -217,7 +218,8 @@ class _Page:
         # Page helpers: instant, outside the GPU queue, and left out of the API docs.
         quick = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
         translated = [component for component, _keys in self._texts]
-        demo.load(None, None, [c["owner"], lang], js=_BROWSER_JS, **quick)
+        demo.load(None, None, [c["owner"], lang], js=_BROWSER_JS, **quick).then(
+            self._tick, [c["owner"], lang], [self.status, c["jobs"]], **quick)
         lang.change(self._relabel, [lang, o["video"]], [*translated, self.subtitle, self.manual, self.status, o["info"]],
                     js=_REMEMBER_LANGUAGE_JS, **quick).then(
             self._tables_for, [c["owner"], lang], [c["jobs"], c["history"]], **quick)
@@ -373,7 +375,7 @@ class _Page:
             where = t("estimate_where_measured", lang, gpu=guess.time_measured_on)
         else:
             where = t("estimate_where_demo" if demo else "estimate_where_gpu", lang)
-        text = t("estimate", lang, peak=f"{guess.peak_gb:.1f}", time=format_seconds(guess.seconds),
+        text = t("estimate", lang, peak=f"{guess.peak_gb:.1f}", time=format_seconds(guess.seconds, lang),
                  gpu=t("estimate_gpu", lang, gpu=f"{gpu:.0f}") if gpu else "", where=where)
         if guess.peak_measured_on:
             text += " " + t("estimate_note_measured", lang, gpu=guess.peak_measured_on)
@@ -502,7 +504,7 @@ def _state_label(state: str, lang: str) -> str:
 def _describe_progress(report: Progress, lang: str) -> str:
     text = f"{t('stage_' + report.stage, lang)} {report.done}/{report.total}"
     if report.eta is not None:
-        text += " · " + t("time_left", lang, time=format_seconds(report.eta))
+        text += " · " + t("time_left", lang, time=format_seconds(report.eta, lang))
     return text
 
 
@@ -529,7 +531,7 @@ def _owner(request: gr.Request | None) -> str:
 
 def _describe_result(record: dict, lang: str = "en") -> str:
     p, timing, v = record["parameters"], record["timings_s"], record["video_info"]
-    text = t("done", lang, time=format_seconds(timing["total"]), width=v["width"], height=v["height"],
+    text = t("done", lang, time=format_seconds(timing["total"], lang), width=v["width"], height=v["height"],
              frames=v["frames"], fps=f"{v['fps']:g}", duration=f"{v['duration_s']:.1f}", seed=p["seed"],
              video=record["video"], record=Path(record["video"]).with_suffix(".json").name)
     if record["model"]["demo"]:
