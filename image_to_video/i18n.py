@@ -283,6 +283,14 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
+#: The shipped presets' names in Chinese; presets added in the config show their own name.
+PRESET_NAMES = {"Quick preview": "快速预览", "Standard": "标准", "High quality": "高质量"}
+
+
+def preset_label(name: str, lang: str | None) -> str:
+    return PRESET_NAMES.get(name, name) if normalise_language(lang) == "zh-CN" else name
+
+
 def normalise_language(value: str | None) -> str:
     """'zh', 'zh-CN', 'zh-Hans', '简体中文' -> 'zh-CN'; anything else -> 'en'."""
     text = (value or "").strip()

@@ -28,7 +28,7 @@ from .engine import ModelState, Progress, format_seconds
 from .errors import AppError
 from .estimates import estimate, nearest_fitting
 from .examples import ensure_examples
-from .i18n import LANGUAGES, localized, normalise_language, t
+from .i18n import LANGUAGES, localized, normalise_language, preset_label, t
 from .jobs import CANCELLED, DONE, QUEUED, RUNNING, Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,9 @@ class _Page:
         c["negative_prompt"] = say(gr.Textbox(label=t("negative"), info=t("negative_help"),
                                               value=d.negative_prompt, max_length=s.max_prompt_chars),
                                    label="negative", info="negative_help")
-        c["preset"] = say(gr.Radio(list(s.presets), label=t("preset"), value=self._matching_preset(),
-                                   info=t("preset_help")), label="preset", info="preset_help")
+        c["preset"] = say(gr.Radio(self._preset_choices("en"), label=t("preset"), value=self._matching_preset(),
+                                   info=t("preset_help"), elem_id="preset"), label="preset", info="preset_help")
+        self._preset_radio = c["preset"]
         with gr.Row():
             c["generate"] = say(gr.Button(t("generate"), variant="primary", elem_id="generate-button", scale=3),
                                 value="generate")
@@ -339,8 +340,11 @@ class _Page:
         """Every translatable property of the page, in ``lang``; the shown video's description too."""
         lang = normalise_language(lang)
         updates = []
-        for _component, keys in self._texts:
-            updates.append(gr.update(**{prop: t(key, lang) for prop, key in keys.items()}))
+        for component, keys in self._texts:
+            update = {prop: t(key, lang) for prop, key in keys.items()}
+            if component is self._preset_radio:
+                update["choices"] = self._preset_choices(lang)
+            updates.append(gr.update(**update))
         # The player holds a copy of the video under its own name: find its record by that name.
         record = self.service.find_video(Path(video).name) if video else None
         info = _describe_result(record, lang) if record else t("video_placeholder", lang)
@@ -416,6 +420,9 @@ class _Page:
             if self._apply_preset(name) == current:
                 return name
         return None
+
+    def _preset_choices(self, lang: str) -> list[tuple[str, str]]:
+        return [(preset_label(name, lang), name) for name in self.settings.presets]
 
     def _matching_preset(self) -> str | None:
         d = self.settings.defaults
