@@ -159,8 +159,9 @@ class _Page:
                                            label=t("seed"), info=t("seed_help"), interactive=d.seed != RANDOM_SEED),
                                 label="seed", info="seed_help")
         examples = ensure_examples(STATIC_DIR / "examples")
-        gr.Examples([[str(path), prompt] for path, prompt in examples], [c["image"], c["prompt"]],
-                    label=t("examples"))
+        shown = gr.Examples([[str(path), prompt] for path, prompt in examples], [c["image"], c["prompt"]],
+                            label=t("examples"))
+        say(shown.dataset, label="examples", headers=["image", "prompt"])
         return c
 
     def _slider(self, key: str, limits, value, step) -> Slider:
@@ -341,7 +342,8 @@ class _Page:
         lang = normalise_language(lang)
         updates = []
         for component, keys in self._texts:
-            update = {prop: t(key, lang) for prop, key in keys.items()}
+            update = {prop: [t(k, lang) for k in key] if isinstance(key, list) else t(key, lang)
+                      for prop, key in keys.items()}
             if component is self._preset_radio:
                 update["choices"] = self._preset_choices(lang)
             updates.append(gr.update(**update))

@@ -173,6 +173,7 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
     try:
         sync_api.expect(page.locator("#prompt")).to_contain_text("提示词")
         sync_api.expect(page.locator("#preset")).to_contain_text("快速预览")  # the shipped presets' names too
+        sync_api.expect(page.get_by_text("示例：点击即可试用")).to_be_visible()  # and the examples
         status = page.locator("#model-status")
         sync_api.expect(status).to_contain_text("模型已就绪")
         sync_api.expect(status).to_contain_text("设备：CPU，float32（很慢")  # the device line as well
