@@ -187,9 +187,11 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
         page.get_by_role("button", name="生成视频").click()
         page.get_by_text("无法识别这个文件为图片").wait_for(timeout=30000)  # messages too
 
-        page.get_by_role("tab", name="全部视频").click()  # open a past video: its text follows the switch
-        page.locator("#all-videos").get_by_role("gridcell", name="video_").first.click()
-        sync_api.expect(page.locator("#result-info")).to_contain_text("完成", timeout=10000)
+        page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))  # a video, in Chinese
+        page.locator("#prompt textarea").fill("the waves roll in slowly")
+        page.get_by_test_id("快速预览-radio-label").click()
+        page.get_by_role("button", name="生成视频").click()
+        sync_api.expect(page.locator("#result-info")).to_contain_text("完成，用时", timeout=120000)
 
         page.locator("#language").get_by_text("English").click()
         page.get_by_role("button", name="Generate").wait_for(timeout=10000)
