@@ -66,14 +66,15 @@ def main() -> None:
     video_tflop = args.steps * unet_tflop + decode_tflop
     print(f"FLOPs (meta-device count): UNet call {unet_tflop:.4g} TFLOP, decode {decode_tflop:.4g} TFLOP, "
           f"video {video_tflop:.4g} TFLOP", flush=True)
-    bench = Bench(args, device, dtype, model_dir, video_tflop)
+    bench = Bench(args, device, dtype, model_dir, unet_tflop, decode_tflop)
     results = [bench.run_plain()]
     for options in [{}, *args.app]:
         results.append(bench.run_app(options))
     for result in results[1:]:
         result["speedup_vs_plain"] = results[0]["seconds"] / result["seconds"]
-        result["max_pixel_diff_vs_plain"] = int(np.abs(result.pop("_frames").astype(int)
-                                                       - results[0]["_frames"].astype(int)).max())
+        difference = np.abs(result.pop("_frames").astype(int) - results[0]["_frames"].astype(int))
+        result["max_pixel_diff_vs_plain"] = int(difference.max())
+        result["mean_pixel_diff_vs_plain"] = float(difference.mean())
     results[0].pop("_frames")
     report = {"machine": describe_machine(torch, device), "shapes": shapes.name, "dtype": dtype,
               "settings": {"resolution": args.resolution, "frames": args.frames, "steps": args.steps,
@@ -136,11 +137,14 @@ def parse_args():
 
 
 def parse_options(text: str) -> dict:
-    """'fuse_qkv=true,attention_backend=flash' -> model settings."""
+    """'fuse_qkv=true,attention_backend=flash' -> model settings; 'steps=25' sets this variant's steps."""
     fields = ModelSettings.__dataclass_fields__
     options = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
+        if key == "steps":
+            options[key] = int(value)
+            continue
         if key not in fields:
             raise argparse.ArgumentTypeError(f"{key} is not a model setting ({', '.join(fields)})")
         kind = type(getattr(ModelSettings(), key))
@@ -208,12 +212,12 @@ class StepClock:
 
 
 class Bench:
-    def __init__(self, args, device: str, dtype: str, model_dir: Path, video_tflop: float):
+    def __init__(self, args, device: str, dtype: str, model_dir: Path, unet_tflop: float, decode_tflop: float):
         import torch
         from PIL import Image
 
         self.torch, self.args, self.device, self.dtype, self.model_dir = torch, args, device, dtype, model_dir
-        self.video_tflop = video_tflop
+        self.unet_tflop, self.decode_tflop = unet_tflop, decode_tflop
         rng = np.random.default_rng(0)
         picture = rng.integers(0, 256, (args.resolution, args.resolution, 3), dtype=np.uint8)
         self.image = Image.fromarray(picture)  # exactly the output size, as the app's requests are
@@ -226,7 +230,7 @@ class Bench:
                                  width=side, height=side, num_frames=frames or a.frames, fps=8,
                                  num_inference_steps=steps or a.steps, guidance_scale=a.guidance, seed=42)
 
-    def _measure(self, name: str, unet, make_video) -> dict:
+    def _measure(self, name: str, unet, make_video, steps: int | None = None) -> dict:
         torch, cuda = self.torch, self.device.startswith("cuda")
         print(f"{name}: warm-up", flush=True)
         make_video(self.request(steps=2))
@@ -237,7 +241,7 @@ class Bench:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             clock.start()
-            frames = make_video(self.request())
+            frames = make_video(self.request(steps=steps))
             runs.append(clock.stop())
         clock.remove()
         seconds = statistics.median(run["seconds"] for run in runs)
@@ -246,9 +250,13 @@ class Bench:
                   "decode_s": statistics.median(run["decode_s"] for run in runs),
                   "runs_s": [round(run["seconds"], 3) for run in runs],
                   "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-                  "tflops": self.video_tflop / seconds, "_frames": frames}
+                  "steps": steps or self.args.steps, "_frames": frames,
+                  "tflops": self._tflop(steps or self.args.steps) / seconds}
         print(f"{name}: {seconds:.2f} s per video, {result['unet_s_per_step']:.3f} s per UNet step", flush=True)
         return result
+
+    def _tflop(self, steps: int) -> float:
+        return steps * self.unet_tflop + self.decode_tflop
 
     def run_plain(self) -> dict:
         torch = self.torch
@@ -289,11 +297,13 @@ class Bench:
 
     def run_app(self, options: dict) -> dict:
         name = "app" + "".join(f" {k}={v}" for k, v in options.items())
+        options = dict(options)
+        steps = options.pop("steps", None)
         started = time.perf_counter()
         engine = self.engine(options)
         load_s = time.perf_counter() - started
         try:
-            result = self._measure(name, engine._pipe.unet, lambda request: engine.generate(request).frames)
+            result = self._measure(name, engine._pipe.unet, lambda request: engine.generate(request).frames, steps)
             result.update(load_s=load_s, memory_mode=engine.memory_mode)
             return result
         finally:
@@ -370,13 +380,13 @@ def print_tables(report: dict) -> None:
     print(f"\n{report['machine']}")
     print(f"{report['shapes']} shapes, {report['dtype']}, {s['resolution']}x{s['resolution']}, {s['frames']} frames, "
           f"{s['steps']} steps, guidance {s['guidance']}; median of {s['repeats']}")
-    print(f"{'variant':<34} {'s/video':>8} {'UNet s/step':>11} {'decode s':>8} {'peak GB':>8} {'TFLOP/s':>8} "
-          f"{'x plain':>7} {'max px diff':>11}")
+    print(f"{'variant':<40} {'steps':>5} {'s/video':>8} {'UNet s/step':>11} {'decode s':>8} {'peak GB':>8} "
+          f"{'TFLOP/s':>8} {'x plain':>7} {'max px diff':>11} {'mean px diff':>12}")
     for v in report["variants"]:
         peak = f"{v['peak_gpu_gb']:.2f}" if v["peak_gpu_gb"] is not None else "n/a"
-        print(f"{v['variant']:<34} {v['seconds']:>8.2f} {v['unet_s_per_step']:>11.4f} {v['decode_s']:>8.3f} "
-              f"{peak:>8} {v['tflops']:>8.2f} {v.get('speedup_vs_plain', 1.0):>7.2f} "
-              f"{v.get('max_pixel_diff_vs_plain', 0):>11}")
+        print(f"{v['variant']:<40} {v['steps']:>5} {v['seconds']:>8.2f} {v['unet_s_per_step']:>11.4f} "
+              f"{v['decode_s']:>8.3f} {peak:>8} {v['tflops']:>8.2f} {v.get('speedup_vs_plain', 1.0):>7.2f} "
+              f"{v.get('max_pixel_diff_vs_plain', 0):>11} {v.get('mean_pixel_diff_vs_plain', 0.0):>12.2f}")
     for row in report.get("scaling", []):
         if "error" in row:
             print(f"scaling {row['resolution']:>5}px {row['frames']:>3} frames: {row['error']}")

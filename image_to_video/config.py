@@ -34,6 +34,7 @@ _DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload")
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+SCHEDULERS = ("ddim", "dpmpp")
 
 
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
@@ -71,6 +72,8 @@ class ModelSettings:
     fuse_qkv: bool = False
     channels_last: bool = False
     compile: bool = False
+    #: Sampler: ddim (the model's own) or dpmpp (DPM-Solver++, meant for fewer steps; off by default).
+    scheduler: str = "ddim"
     #: Serve the built-in demo model instead of ``source`` (set by ``--demo``).
     demo: bool = False
 
@@ -82,6 +85,7 @@ class ModelSettings:
         _require(1 <= self.decode_chunk_size <= 32, "model.decode_chunk_size",
                  self.decode_chunk_size, "1 to 32")
         _require(self.memory_mode in MEMORY_MODES, "model.memory_mode", self.memory_mode, ", ".join(MEMORY_MODES))
+        _require(self.scheduler in SCHEDULERS, "model.scheduler", self.scheduler, ", ".join(SCHEDULERS))
         _require(self.attention_backend in ATTENTION_BACKENDS, "model.attention_backend",
                  self.attention_backend, ", ".join(ATTENTION_BACKENDS))
 

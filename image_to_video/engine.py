@@ -297,6 +297,12 @@ class Engine:
         """The speed switches of ``model`` (config); each is measured in docs/PERFORMANCE.md."""
         if self._device.type == "cuda":
             torch.backends.cudnn.benchmark = self.settings.cudnn_benchmark
+        if self.settings.scheduler == "dpmpp":
+            from diffusers import DPMSolverMultistepScheduler
+
+            # Trailing timesteps: the model's zero-terminal-SNR schedule then starts from pure noise.
+            pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+                pipe.scheduler.config, algorithm_type="dpmsolver++", timestep_spacing="trailing")
         if self.settings.fuse_qkv:
             pipe.unet.fuse_qkv_projections()
         if self.settings.channels_last:

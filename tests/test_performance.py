@@ -28,17 +28,21 @@ def test_the_benchmark_smoke_run_compares_plain_diffusers_with_the_app(tmp_path)
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "bench/speed.py", "--smoke", "--repeats", "1", "--app", "fuse_qkv=true,channels_last=true",
-         "--scaling", "--cold-start", "--model-dir", str(tmp_path / "model"), "--out", str(out)],
+         "--app", "scheduler=dpmpp,steps=2", "--scaling", "--cold-start", "--model-dir", str(tmp_path / "model"), "--out", str(out)],
         cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(out.read_text())
-    plain, app, switched = report["variants"]
-    assert [v["variant"] for v in report["variants"]] == ["plain", "app", "app fuse_qkv=True channels_last=True"]
+    plain, app, switched, fewer_steps = report["variants"]
+    assert [v["variant"] for v in report["variants"]] == [
+        "plain", "app", "app fuse_qkv=True channels_last=True", "app scheduler=dpmpp steps=2"]
     flops = report["flops"]
     assert flops["video_tflop"] == pytest.approx(3 * flops["unet_call_tflop"] + flops["decode_tflop"])
     for variant in report["variants"]:
         assert variant["seconds"] > 0 and 0 < variant["unet_s_per_step"] < variant["seconds"]
-        assert variant["tflops"] == pytest.approx(flops["video_tflop"] / variant["seconds"])
+        video_tflop = variant["steps"] * flops["unet_call_tflop"] + flops["decode_tflop"]
+        assert variant["tflops"] == pytest.approx(video_tflop / variant["seconds"])
+    # Fewer steps with another sampler is measured too, with how far its video moves.
+    assert fewer_steps["steps"] == 2 and fewer_steps["mean_pixel_diff_vs_plain"] > 0
     assert app["speedup_vs_plain"] == pytest.approx(plain["seconds"] / app["seconds"])
     # The app makes the same video as plain diffusers (up to rounding), with or without the switches.
     assert app["max_pixel_diff_vs_plain"] <= 1 and switched["max_pixel_diff_vs_plain"] <= 2
@@ -102,3 +106,14 @@ def test_out_of_memory_retries_one_memory_mode_lower_then_returns(demo_dir, phot
     result = engine.generate(tiny_request(photo))
     assert result.timings["low_memory_retry"] == 1.0 and result.frames.shape == (4, 64, 64, 3)
     assert seen == calls
+
+
+def test_the_dpm_solver_switch_swaps_the_sampler_and_makes_a_video(demo_dir, photo):
+    from diffusers import DPMSolverMultistepScheduler
+
+    engine = Engine(ModelSettings(source=str(demo_dir), scheduler="dpmpp"), str(demo_dir), demo_dir.parent)
+    engine.load()
+    assert isinstance(engine._pipe.scheduler, DPMSolverMultistepScheduler)
+    assert engine._pipe.scheduler.config.prediction_type == "v_prediction"  # the model's own, kept
+    frames = engine.generate(tiny_request(photo, num_inference_steps=2)).frames
+    assert frames.shape == (4, 64, 64, 3) and frames.std() > 1
