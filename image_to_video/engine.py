@@ -61,10 +61,17 @@ class ModelStatus:
     device_params: dict = field(default_factory=dict)
 
     def text(self, lang: str | None) -> str:
-        return t(self.key, lang, **self.params) if self.key else self.message
+        return render(self.key, self.params, lang) if self.key else self.message
 
     def device_text(self, lang: str | None) -> str:
-        return t(self.device_key, lang, **self.device_params) if self.device_key else self.device
+        return render(self.device_key, self.device_params, lang) if self.device_key else self.device
+
+
+def render(key: str, params: dict, lang: str | None) -> str:
+    """``t(key, lang, **params)``, where a parameter named ``x_key`` is itself a text key, shown as ``x``."""
+    params = {name.removesuffix("_key"): t(value, lang) if name.endswith("_key") else value
+              for name, value in params.items()}
+    return t(key, lang, **params)
 
 
 @dataclass(frozen=True)
@@ -136,10 +143,10 @@ class Engine:
         """Change the status; ``say`` and ``device`` are (i18n key, parameters)."""
         if say is not None:
             key, params = say
-            changes.update(key=key, params=params, message=t(key, "en", **params))
+            changes.update(key=key, params=params, message=render(key, params, "en"))
         if device is not None:
             key, params = device
-            changes.update(device_key=key, device_params=params, device=t(key, "en", **params))
+            changes.update(device_key=key, device_params=params, device=render(key, params, "en"))
         with self._status_lock:
             self._status = replace(self._status, **changes)
         log.info("Model %s: %s", self._status.state.value, self._status.message)
@@ -208,7 +215,10 @@ class Engine:
                          device=self._describe_device(torch), state=ModelState.LOADING, fraction=None)
         started = time.perf_counter()
         self._from_pretrained(folder)
-        self._set_status(("status_ready", {"seconds": f"{time.perf_counter() - started:.1f}"}),
+        device = None
+        if self.memory_mode in ("model_offload", "sequential_offload"):  # say so: it is slower
+            device = ("device_gpu_offload", {**self._describe_device(torch)[1], "mode_key": f"mode_{self.memory_mode}"})
+        self._set_status(("status_ready", {"seconds": f"{time.perf_counter() - started:.1f}"}), device=device,
                          state=ModelState.READY, is_demo=demo_model.is_demo_model(folder))
 
     def _resolve_folder(self) -> Path:

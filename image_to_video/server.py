@@ -86,7 +86,8 @@ def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials |
         return {"app": "Image-to-Video", "version": __version__, "busy": queue.busy,
                 "login_required": credentials is not None,
                 "model": {"state": model.state.value, "message": model.message, "device": model.device,
-                          "demo": model.is_demo, "download_fraction": model.fraction}}
+                          "demo": model.is_demo, "download_fraction": model.fraction,
+                          "memory_mode": engine.memory_mode}}
 
     @app.post("/api/jobs", status_code=202, tags=["jobs"], dependencies=[Depends(require_login)])
     async def submit(

@@ -117,3 +117,13 @@ def test_the_dpm_solver_switch_swaps_the_sampler_and_makes_a_video(demo_dir, pho
     assert engine._pipe.scheduler.config.prediction_type == "v_prediction"  # the model's own, kept
     frames = engine.generate(tiny_request(photo, num_inference_steps=2)).frames
     assert frames.shape == (4, 64, 64, 3) and frames.std() > 1
+
+
+def test_an_offloading_mode_is_said_on_the_device_line_in_both_languages():
+    from image_to_video.engine import ModelStatus, render
+
+    params = {"name": "NVIDIA GeForce RTX 3060", "memory": "12", "dtype": "float16", "mode_key": "mode_model_offload"}
+    status = ModelStatus(device_key="device_gpu_offload", device_params=params,
+                         device=render("device_gpu_offload", params, "en"))
+    assert status.device.startswith("NVIDIA GeForce RTX 3060 (12 GiB), float16, model offload")
+    assert "模型分段加载" in status.device_text("zh-CN") and "RTX 3060" in status.device_text("zh-CN")
