@@ -59,6 +59,9 @@ def main() -> None:
     print(describe_machine(torch, device), flush=True)
     started = time.perf_counter()
     model_shapes.save_pipeline(shapes, model_dir, dtype=dtype, device=device)
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the building copy's memory must not count as used for the variants
     print(f"random {shapes.name}-shape pipeline in {model_dir} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     unet_tflop = model_shapes.count_unet_tflop(shapes, args.resolution, args.frames)
@@ -233,7 +236,18 @@ class Bench:
     def _measure(self, name: str, unet, make_video, steps: int | None = None) -> dict:
         torch, cuda = self.torch, self.device.startswith("cuda")
         print(f"{name}: warm-up", flush=True)
+        finite = []  # random weights must not overflow: every UNet output of the warm-up is checked
+
+        def check(_module, _args, output):
+            sample = output[0] if isinstance(output, tuple) else output.sample
+            finite.append(torch.isfinite(sample).all())
+
+        hook = unet.register_forward_hook(check)
         make_video(self.request(steps=2))
+        hook.remove()
+        if not all(bool(ok) for ok in finite):
+            print(f"WARNING {name}: the UNet gave NaN or inf with these random weights; timings stand, "
+                  "pixel differences do not", flush=True)
         clock = StepClock(torch, unet, self.device)
         runs, frames = [], None
         for _ in range(self.args.repeats):
@@ -250,7 +264,7 @@ class Bench:
                   "decode_s": statistics.median(run["decode_s"] for run in runs),
                   "runs_s": [round(run["seconds"], 3) for run in runs],
                   "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-                  "steps": steps or self.args.steps, "_frames": frames,
+                  "steps": steps or self.args.steps, "_frames": frames, "finite": all(bool(ok) for ok in finite),
                   "tflops": self._tflop(steps or self.args.steps) / seconds}
         print(f"{name}: {seconds:.2f} s per video, {result['unet_s_per_step']:.3f} s per UNet step", flush=True)
         return result

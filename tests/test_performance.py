@@ -39,6 +39,7 @@ def test_the_benchmark_smoke_run_compares_plain_diffusers_with_the_app(tmp_path)
     assert flops["video_tflop"] == pytest.approx(3 * flops["unet_call_tflop"] + flops["decode_tflop"])
     for variant in report["variants"]:
         assert variant["seconds"] > 0 and 0 < variant["unet_s_per_step"] < variant["seconds"]
+        assert variant["finite"]  # the random weights did not overflow
         video_tflop = variant["steps"] * flops["unet_call_tflop"] + flops["decode_tflop"]
         assert variant["tflops"] == pytest.approx(video_tflop / variant["seconds"])
     # Fewer steps with another sampler is measured too, with how far its video moves.
