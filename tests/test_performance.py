@@ -128,3 +128,18 @@ def test_an_offloading_mode_is_said_on_the_device_line_in_both_languages():
                          device=render("device_gpu_offload", params, "en"))
     assert status.device.startswith("NVIDIA GeForce RTX 3060 (12 GiB), float16, model offload")
     assert "模型分段加载" in status.device_text("zh-CN") and "RTX 3060" in status.device_text("zh-CN")
+
+
+def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loaded_engine, photo):
+    """torch.compile(fullgraph=True) of the UNet, on the CPU here (minutes of compiling on 2 cores)."""
+    states = []
+    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), demo_dir.parent,
+                    warmup_shapes=((64, 64, 4),))
+    original = engine._set_status
+    engine._set_status = lambda *a, **k: (original(*a, **k), states.append(engine.status.key))
+    engine.load()
+    assert engine.ready, engine.status.message
+    assert states.index("status_compiling") < states.index("status_ready")  # compiled before "ready"
+    request = tiny_request(photo)
+    difference = np.abs(engine.generate(request).frames.astype(int) - loaded_engine.generate(request).frames.astype(int))
+    assert difference.max() <= 2
