@@ -277,7 +277,14 @@ class _Page:
             log.exception("Submitting a job failed")
             raise gr.Error(t("err_something_wrong", lang), print_exception=False) from None
 
+        shown_state = [None]
+
         def follow(current: Job) -> None:
+            # wait() below returns every half second for the preview; show each change once.
+            snapshot = (current.state, current.stage, current.done, self.queue.position(current.id))
+            if snapshot == shown_state[0]:
+                return
+            shown_state[0] = snapshot
             if current.state == QUEUED:
                 progress(0, desc=t("waiting", lang, position=self.queue.position(current.id) or 1))
             elif current.state == RUNNING and current.total:
