@@ -52,8 +52,7 @@ def main() -> None:
     quiet()
     import torch
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    shapes = model_shapes.SHAPES[args.shapes or ("smoke" if args.smoke or device == "cpu" else "real")]
+    device, shapes = args.device, model_shapes.SHAPES[args.shapes]
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
     model_dir = Path(args.model_dir or Path(tempfile.gettempdir()) / f"i2v-random-{shapes.name}-{dtype}")
     print(describe_machine(torch, device), flush=True)
@@ -129,13 +128,18 @@ def parse_args():
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    small = args.smoke or args.shapes == "smoke"
+    if args.smoke:
+        args.device = args.device or "cpu"
+    if not args.device:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.shapes = args.shapes or ("smoke" if args.smoke or args.device == "cpu" else "real")
+    small = args.shapes == "smoke"
     args.resolution = args.resolution or (64 if small else 512)
     args.frames = args.frames or (4 if small else 16)
     args.steps = args.steps or (3 if small else 50)
     args.repeats = args.repeats or (2 if small else 3)
-    if args.smoke:
-        args.device = args.device or "cpu"
     return args
 
 
