@@ -46,7 +46,9 @@ def component_sizes_gb(folder: Path, variant: str | None, *, bytes_per_value: in
     safetensors headers (no weights are read)."""
     sizes: dict[str, float] = {}
     for path in sorted(Path(folder).glob("*/*.safetensors")):
-        if (f".{variant}." in path.name) != bool(variant):
+        # name.safetensors, name.fp16.safetensors, name.fp16-00001-of-00002.safetensors
+        parts = path.name.split(".")
+        if (parts[1].split("-")[0] if len(parts) == 3 else None) != (variant or None):
             continue
         with path.open("rb") as file:
             header = json.loads(file.read(int.from_bytes(file.read(8), "little")))

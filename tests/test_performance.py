@@ -143,3 +143,41 @@ def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loade
     request = tiny_request(photo)
     difference = np.abs(engine.generate(request).frames.astype(int) - loaded_engine.generate(request).frames.astype(int))
     assert difference.max() <= 2
+
+
+def write_weight_headers(folder, counts: dict[str, int]):
+    """A model folder whose fp16 weight files hold only their safetensors headers, with the real
+    model's parameter counts: enough for reading sizes, no 5 GB written."""
+    import json as _json
+
+    for component, count in counts.items():
+        header = _json.dumps({"weight": {"dtype": "F16", "shape": [count], "data_offsets": [0, 2 * count]}}).encode()
+        path = folder / component / "diffusion_pytorch_model.fp16.safetensors"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(len(header).to_bytes(8, "little") + header)
+    return folder
+
+
+REAL_COUNTS = {"unet": 1_420_469_224, "text_encoder": 352_984_064, "image_encoder": 632_076_800, "vae": 83_653_863}
+
+
+def test_component_sizes_of_the_real_model_from_its_headers(tmp_path):
+    sizes = component_sizes_gb(write_weight_headers(tmp_path, REAL_COUNTS), "fp16", bytes_per_value=2)
+    assert sizes["unet"] == pytest.approx(2.65, abs=0.01) and sum(sizes.values()) == pytest.approx(4.64, abs=0.02)
+    assert component_sizes_gb(tmp_path, None, bytes_per_value=2) == {}  # other variants are not counted
+
+
+@pytest.mark.parametrize("free_gib, setting, expected", [
+    (20, "auto", "gpu"), (12.5, "auto", "model_offload"), (8, "auto", "sequential_offload"),
+    (20, "sequential_offload", "sequential_offload"),  # a setting other than auto is obeyed
+])
+def test_auto_memory_mode_reads_the_free_gpu_memory_and_the_weight_files(tmp_path, monkeypatch, free_gib,
+                                                                         setting, expected):
+    import torch
+
+    # The GPU's free memory is faked; the weights' sizes come from real-sized weight file headers.
+    folder = write_weight_headers(tmp_path, REAL_COUNTS)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * 2**30, 80 * 2**30))
+    engine = Engine(ModelSettings(source=str(folder), memory_mode=setting), str(folder), tmp_path)
+    engine._device, engine._dtype = torch.device("cuda"), torch.float16
+    assert engine._pick_memory_mode(torch, folder, "fp16") == expected
