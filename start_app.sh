@@ -117,6 +117,22 @@ EOF
 declare -A ZH=(
   ["%s launcher"]="%s 应用启动器"
   ["Unknown argument: %s"]="未知参数: %s"
+  ["Conda has no environment '%s'; using %s instead."]="Conda 中没有名为 '%s' 的环境，改用 %s。"
+  ["The app's packages do not import in the %s:"]="应用的依赖在 %s 中无法导入："
+  ["Reinstall them: '%s -m pip install -r requirements.txt' (or delete .venv and run this again)."]="请重新安装：'%s -m pip install -r requirements.txt'（或删除 .venv 后重新运行本脚本）。"
+  ["nvidia-smi sees a GPU but torch does not (torch %s): install the CUDA build of torch, e.g. 'pip install torch==%s' from a machine that reaches PyPI, and check the driver with nvidia-smi."]="nvidia-smi 能看到显卡，但 torch 看不到（torch %s）：请安装 CUDA 版 torch，例如在能访问 PyPI 的机器上 'pip install torch==%s'，并用 nvidia-smi 检查驱动。"
+  ["imageio-ffmpeg has no ffmpeg binary for this machine. Reinstall it: '%s -m pip install --force-reinstall imageio-ffmpeg'."]="imageio-ffmpeg 没有适合本机的 ffmpeg 程序。请重新安装：'%s -m pip install --force-reinstall imageio-ffmpeg'。"
+  ["Only %s GB free for %s: the model needs ~5 GB and each video a few MB."]="可用空间只剩 %s GB（%s）：模型需要约 5 GB，每个视频几 MB。"
+  ["The GPU ran out of memory. Stop other programs using it (nvidia-smi lists them) and start again.\\n"]="显存不足。请停止占用显卡的其他程序（nvidia-smi 可列出）后重新启动。\\n"
+  ["The port was taken while the app started. Use another: bash start_app.sh --port N\\n"]="应用启动时端口被占用。请换一个：bash start_app.sh --port N\\n"
+  ["A package is missing. Delete .venv (or fix the conda environment) and run this script again.\\n"]="缺少依赖包。请删除 .venv（或修复 conda 环境）后重新运行本脚本。\\n"
+  ["The disk is full. Free some space (old videos are in outputs/) and start again.\\n"]="磁盘已满。请清理空间（旧视频在 outputs/ 中）后重新启动。\\n"
+  ["See the whole log: %s\\n"]="完整日志见：%s\\n"
+  ["No login on %s: anyone who can reach port %s can use the GPU and see every video."]="%s 上没有登录保护：任何能访问端口 %s 的人都可以使用显卡并看到所有视频。"
+  ["Login: user %s, with the password set in server.password"]="登录: 用户名 %s，密码为 server.password 中设置的密码"
+  ["   (kept in %s, readable by you only; the HTTP API takes it as \"Authorization: Bearer <password>\")\\n"]="   （保存在 %s，仅您可读；HTTP API 以 \"Authorization: Bearer <密码>\" 使用它）\\n"
+  ["The app asks for a login, but %s is missing; see the log."]="应用要求登录，但 %s 不存在；请查看日志。"
+  ["PID %s did not stop within %s s; killing it."]="PID %s 在 %s 秒内没有停止，强制结束。"
   ["Run \"bash start_app.sh --help\" for the options.\n"]="运行 \"bash start_app.sh --help\" 查看可用选项。\n"
   ["Conda environment activated: %s"]="Conda 环境已激活: %s"
   ["Creating the virtual environment %s (first run only)..."]="正在创建虚拟环境 %s（仅首次运行）..."
@@ -244,7 +260,7 @@ activate_conda() {
   local name="$1" conda hook
   conda="$(find_conda)" || { debug "conda not found"; return 1; }
   "${conda}" env list 2>/dev/null | awk '!/^#/ {print $1}' | grep -qxF "${name}" \
-    || { info "Conda has no environment '${name}'; using ${VENV_DIR/#${APP_DIR}\//} instead."; return 1; }
+    || { info "$(_t "Conda has no environment '%s'; using %s instead." "${name}" "${VENV_DIR/#${APP_DIR}\//}")"; return 1; }
   # The shell hook makes `conda activate` work in a non-interactive shell.
   hook="$("${conda}" shell.bash hook 2>/dev/null)" || { warn "'conda shell.bash hook' failed."; return 1; }
   eval "${hook}"
@@ -336,9 +352,9 @@ preflight() {
     if [[ -n "${PRE[ERROR]:-}" ]]; then
       die "${PRE[ERROR]}"
     fi
-    error "The app's packages do not import in the ${ENV_DESCRIPTION}:"
+    error "$(_t "The app's packages do not import in the %s:" "${ENV_DESCRIPTION}")"
     printf '%s\n' "${output}" | tail -n 5 >&2
-    die "Reinstall them: '${PYTHON} -m pip install -r requirements.txt' (or delete .venv and run this again)."
+    die "$(_t "Reinstall them: '%s -m pip install -r requirements.txt' (or delete .venv and run this again)." "${PYTHON}")"
   fi
   debug "preflight: ${output//$'\n'/ }"
 }
@@ -348,17 +364,17 @@ report_checks() {
   if [[ "${PRE[CUDA]}" == 1 ]]; then
     success "GPU: ${PRE[GPU]} (CUDA ${PRE[TORCH_CUDA]})"
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    warn "nvidia-smi sees a GPU but torch does not (torch ${PRE[TORCH]}): install the CUDA build of torch, e.g. 'pip install torch==${PRE[TORCH]%%+*}' from a machine that reaches PyPI, and check the driver with nvidia-smi."
+    warn "$(_t "nvidia-smi sees a GPU but torch does not (torch %s): install the CUDA build of torch, e.g. 'pip install torch==%s' from a machine that reaches PyPI, and check the driver with nvidia-smi." "${PRE[TORCH]}" "${PRE[TORCH]%%+*}")"
   else
     local smi
     if command -v nvidia-smi >/dev/null 2>&1; then smi="$(_t 'no device')"; else smi="$(_t 'not installed')"; fi
     info "$(_t 'No NVIDIA GPU found (nvidia-smi: %s).' "${smi}")"
   fi
   if [[ -z "${PRE[FFMPEG]}" ]]; then
-    die "imageio-ffmpeg has no ffmpeg binary for this machine. Reinstall it: '${PYTHON} -m pip install --force-reinstall imageio-ffmpeg'."
+    die "$(_t "imageio-ffmpeg has no ffmpeg binary for this machine. Reinstall it: '%s -m pip install --force-reinstall imageio-ffmpeg'." "${PYTHON}")"
   fi
   if [[ "${PRE[DISK_LOW]}" == 1 ]]; then
-    warn "Only ${PRE[DISK_FREE_GB]} GB free for ${PRE[OUTPUT_DIR]}: the model needs ~5 GB and each video a few MB."
+    warn "$(_t "Only %s GB free for %s: the model needs ~5 GB and each video a few MB." "${PRE[DISK_FREE_GB]}" "${PRE[OUTPUT_DIR]}")"
   fi
 }
 
@@ -501,17 +517,17 @@ prune_logs() {
 likely_cause() {
   local log="$1"
   if grep -q "OutOfMemoryError\|CUDA out of memory" "${log}"; then
-    echo "The GPU ran out of memory. Stop other programs using it (nvidia-smi lists them) and start again."
+    _t "The GPU ran out of memory. Stop other programs using it (nvidia-smi lists them) and start again.\n"
   elif grep -q "Address already in use\|error while attempting to bind" "${log}"; then
-    echo "The port was taken while the app started. Use another: bash start_app.sh --port N"
+    _t "The port was taken while the app started. Use another: bash start_app.sh --port N\n"
   elif grep -q "ModuleNotFoundError\|ImportError" "${log}"; then
-    echo "A package is missing. Delete .venv (or fix the conda environment) and run this script again."
+    _t "A package is missing. Delete .venv (or fix the conda environment) and run this script again.\n"
   elif grep -q "No space left on device" "${log}"; then
-    echo "The disk is full. Free some space (old videos are in outputs/) and start again."
+    _t "The disk is full. Free some space (old videos are in outputs/) and start again.\n"
   elif grep -q "\[ERROR\]" "${log}"; then
     grep -m 1 "\[ERROR\]" "${log}"
   else
-    echo "See the whole log: ${log}"
+    _t "See the whole log: %s\n" "${log}"
   fi
 }
 
@@ -584,18 +600,18 @@ print_login() {
   local password
   if [[ "${PRE[LOGIN_REQUIRED]}" != 1 ]]; then
     if [[ "${OPT_NO_LOGIN}" == 1 ]]; then
-      warn "No login on ${PRE[HOST]}: anyone who can reach port ${PRE[PORT]} can use the GPU and see every video."
+      warn "$(_t "No login on %s: anyone who can reach port %s can use the GPU and see every video." "${PRE[HOST]}" "${PRE[PORT]}")"
     fi
     return 0
   fi
   if [[ "${PRE[PASSWORD_CONFIGURED]}" == 1 ]]; then
-    printf '🔑 Login: user %s, with the password set in server.password\n' "${PRE[LOGIN_USER]}"
+    printf '🔑 %s\n' "$(_t 'Login: user %s, with the password set in server.password' "${PRE[LOGIN_USER]}")"
   elif password="$(cut -d: -f2- "${PRE[CREDENTIALS_FILE]}" 2>/dev/null)" && [[ -n "${password}" ]]; then
     printf '🔑 %s\n' "$(_t 'Login: user %s, password %s' "${PRE[LOGIN_USER]}" "${password}")"
-    printf '   (kept in %s, readable by you only; the HTTP API takes it as "Authorization: Bearer <password>")\n' \
+    _t '   (kept in %s, readable by you only; the HTTP API takes it as "Authorization: Bearer <password>")\n' \
       "${PRE[CREDENTIALS_FILE]}"
   else
-    warn "The app asks for a login, but ${PRE[CREDENTIALS_FILE]} is missing; see the log."
+    warn "$(_t "The app asks for a login, but %s is missing; see the log." "${PRE[CREDENTIALS_FILE]}")"
   fi
 }
 
@@ -662,7 +678,7 @@ stop_pid_group() {
     waited=$((waited + 1))
   done
   if kill -0 "${pid}" 2>/dev/null; then
-    warn "PID ${pid} did not stop within ${STOP_TIMEOUT} s; killing it."
+    warn "$(_t "PID %s did not stop within %s s; killing it." "${pid}" "${STOP_TIMEOUT}")"
     kill -KILL -- "-${pid}" 2>/dev/null || kill -KILL "${pid}" 2>/dev/null
   fi
 }

@@ -275,3 +275,16 @@ def test_the_script_passes_shellcheck():
         pytest.skip("shellcheck is not installed (requirements-dev.txt installs it)")
     result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("log_line, english, chinese", [
+    ("OSError: [Errno 28] No space left on device", "The disk is full", "磁盘已满"),
+    ("torch.OutOfMemoryError: CUDA out of memory.", "The GPU ran out of memory", "显存不足"),
+    ("ModuleNotFoundError: No module named 'gradio'", "A package is missing", "缺少依赖包"),
+])
+def test_the_likely_cause_of_a_failed_start_is_said_in_the_systems_language(tmp_path, log_line, english, chinese):
+    log = tmp_path / "app.log"
+    log.write_text(f"Traceback (most recent call last):\n{log_line}\n")
+    for locale, expected in (("C.UTF-8", english), ("zh_CN.UTF-8", chinese)):
+        env = {**os.environ, "LANG": locale, "LC_ALL": "", "LC_MESSAGES": ""}
+        assert expected in source_and_run(f'likely_cause "{log}"', env).stdout
