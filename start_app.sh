@@ -117,6 +117,12 @@ EOF
 declare -A ZH=(
   ["%s launcher"]="%s 应用启动器"
   ["Unknown argument: %s"]="未知参数: %s"
+  ["Python 3.%s or newer is needed. Install it (e.g. 'apt install python3 python3-venv') and run this again."]="需要 Python 3.%s 或更新版本。请先安装（例如 'apt install python3 python3-venv'）再运行本脚本。"
+  ["Could not create %s. On Debian/Ubuntu install the venv module: apt install python3-venv"]="无法创建 %s。Debian/Ubuntu 上请安装 venv 模块：apt install python3-venv"
+  ["Installing the packages failed (see the pip output above). Check the network and disk space, then run this again."]="依赖安装失败（见上方 pip 输出）。请检查网络和磁盘空间后重新运行。"
+  ["The %s has %s; %s needs Python 3.%s+."]="%s 中是 %s；%s 需要 Python 3.%s 以上。"
+  ["Cannot create the app's folders under %s: check the permissions and free space."]="无法在 %s 下创建应用目录：请检查权限和剩余空间。"
+  ["No log yet in %s. Start the app first: bash start_app.sh"]="%s 中还没有日志。请先启动应用：bash start_app.sh"
   ["Conda has no environment '%s'; using %s instead."]="Conda 中没有名为 '%s' 的环境，改用 %s。"
   ["The app's packages do not import in the %s:"]="应用的依赖在 %s 中无法导入："
   ["Reinstall them: '%s -m pip install -r requirements.txt' (or delete .venv and run this again)."]="请重新安装：'%s -m pip install -r requirements.txt'（或删除 .venv 后重新运行本脚本）。"
@@ -300,10 +306,10 @@ ensure_venv() {
   local system_python torch_pin
   if [[ ! -x "${VENV_DIR}/bin/python" ]]; then
     system_python="$(find_system_python)" \
-      || die "Python 3.${MIN_PYTHON_MINOR} or newer is needed. Install it (e.g. 'apt install python3 python3-venv') and run this again."
+      || die "$(_t "Python 3.%s or newer is needed. Install it (e.g. 'apt install python3 python3-venv') and run this again." "${MIN_PYTHON_MINOR}")"
     info "$(_t 'Creating the virtual environment %s (first run only)...' "${VENV_DIR}")"
     "${system_python}" -m venv "${VENV_DIR}" \
-      || die "Could not create ${VENV_DIR}. On Debian/Ubuntu install the venv module: apt install python3-venv"
+      || die "$(_t "Could not create %s. On Debian/Ubuntu install the venv module: apt install python3-venv" "${VENV_DIR}")"
   fi
   if requirements_changed; then
     torch_pin="$(grep -E '^torch==' "${REQUIREMENTS}" | head -n 1)"
@@ -311,7 +317,7 @@ ensure_venv() {
     if ! { "${VENV_DIR}/bin/python" -m pip install --quiet --upgrade pip >&2 \
            && "${VENV_DIR}/bin/python" -m pip install --quiet "${torch_pin}" >&2 \
            && "${VENV_DIR}/bin/python" -m pip install --quiet -r "${REQUIREMENTS}" >&2; }; then
-      die "Installing the packages failed (see the pip output above). Check the network and disk space, then run this again."
+      die "$(_t "Installing the packages failed (see the pip output above). Check the network and disk space, then run this again.")"
     fi
     requirements_hash > "${VENV_DIR}/.requirements.sha256"
     success "$(_t 'Packages installed into %s' "${VENV_DIR}")"
@@ -330,7 +336,7 @@ ensure_env() {
     ensure_venv
   fi
   python_is_recent "${PYTHON}" \
-    || die "The ${ENV_DESCRIPTION} has $("${PYTHON}" --version 2>&1); ${APP_NAME} needs Python 3.${MIN_PYTHON_MINOR}+."
+    || die "$(_t "The %s has %s; %s needs Python 3.%s+." "${ENV_DESCRIPTION}" "$("${PYTHON}" --version 2>&1)" "${APP_NAME}" "${MIN_PYTHON_MINOR}")"
 }
 
 # -- checks --------------------------------------------------------------------
@@ -562,7 +568,7 @@ cmd_start() {
   report_checks
   check_port "${port}"
   mkdir -p "${PRE[OUTPUT_DIR]}" "${RUN_DIR}" "${GRADIO_TMP}" \
-    || die "Cannot create the app's folders under ${APP_DIR}: check the permissions and free space."
+    || die "$(_t "Cannot create the app's folders under %s: check the permissions and free space." "${APP_DIR}")"
   rm -rf "${GRADIO_TMP:?}"/* 2>/dev/null || true
   log_file="$(new_log_file "${PRE[LOG_DIR]}")"
   success "$(_t 'Folders ready: %s, %s' "${PRE[OUTPUT_DIR]/#${APP_DIR}\//}" "${PRE[LOG_DIR]/#${APP_DIR}\//}")"
@@ -721,7 +727,7 @@ cmd_logs() {
                   inside && $1 == "log_dir:" {print $2; exit}' "${CONFIG_FILE}" 2>/dev/null)"
   log_dir="${I2V_PATHS_LOG_DIR:-${log_dir:-logs}}"
   [[ "${log_dir}" == /* ]] || log_dir="${APP_DIR}/${log_dir}"
-  [[ -e "${log_dir}/latest.log" ]] || die "No log yet in ${log_dir}. Start the app first: bash start_app.sh"
+  [[ -e "${log_dir}/latest.log" ]] || die "$(_t "No log yet in %s. Start the app first: bash start_app.sh" "${log_dir}")"
   exec tail -n 50 -F "${log_dir}/latest.log"
 }
 
