@@ -117,6 +117,10 @@ EOF
 declare -A ZH=(
   ["%s launcher"]="%s 应用启动器"
   ["Unknown argument: %s"]="未知参数: %s"
+  ["  PID:     %s\n  URL:     http://localhost:%s\n  Uptime:  %s\n"]="  进程号:   %s\n  地址:     http://localhost:%s\n  运行时长: %s\n"
+  ["  Model:   %s (%s)%s\n  Device:  %s\n"]="  模型:     %s（%s）%s\n  设备:     %s\n"
+  ["  Model:   not answering yet\n"]="  模型:     尚未响应\n"
+  ["  Log:     %s\n"]="  日志:     %s\n"
   ["Python 3.%s or newer is needed. Install it (e.g. 'apt install python3 python3-venv') and run this again."]="需要 Python 3.%s 或更新版本。请先安装（例如 'apt install python3 python3-venv'）再运行本脚本。"
   ["Could not create %s. On Debian/Ubuntu install the venv module: apt install python3-venv"]="无法创建 %s。Debian/Ubuntu 上请安装 venv 模块：apt install python3-venv"
   ["Installing the packages failed (see the pip output above). Check the network and disk space, then run this again."]="依赖安装失败（见上方 pip 输出）。请检查网络和磁盘空间后重新运行。"
@@ -480,6 +484,7 @@ check_port() {
 # Ask the running app for its state: prints "state<TAB>message<TAB>device<TAB>demo".
 app_status() {
   local url="http://127.0.0.1:$1/api/status"
+  if _is_chinese; then url+="?lang=zh-CN"; fi
   "${PYTHON:-python3}" - "${url}" <<'EOF' 2>/dev/null
 import json, sys, urllib.request
 try:
@@ -711,14 +716,14 @@ cmd_status() {
   fi
   read -r _ _ _ log_file < "$(pid_file "${PORT}")" || true
   printf '%s\n' "$(_t '%s is running.' "${APP_NAME}")"
-  printf '  PID:     %s\n  URL:     http://localhost:%s\n  Uptime:  %s\n' "${pid}" "${PORT}" "$(uptime_of "${pid}")"
+  _t '  PID:     %s\n  URL:     http://localhost:%s\n  Uptime:  %s\n' "${pid}" "${PORT}" "$(uptime_of "${pid}")"
   if IFS=$'\t' read -r state message device demo < <(app_status "${PORT}"); then
-    printf '  Model:   %s (%s)%s\n  Device:  %s\n' "${state}" "${message}" \
-      "$([[ "${demo}" == true ]] && echo ', demo model')" "${device}"
+    _t '  Model:   %s (%s)%s\n  Device:  %s\n' "${state}" "${message}" \
+      "$([[ "${demo}" == true ]] && _t ', demo model')" "${device}"
   else
-    printf '  Model:   not answering yet\n'
+    _t '  Model:   not answering yet\n'
   fi
-  printf '  Log:     %s\n' "${log_file:-unknown}"
+  _t '  Log:     %s\n' "${log_file:-unknown}"
 }
 
 cmd_logs() {

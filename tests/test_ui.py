@@ -115,6 +115,9 @@ def test_status_endpoint_reports_the_model(server):
     status = json.loads(urllib.request.urlopen(server["url"] + "api/status", timeout=10).read())
     assert status["model"]["state"] == "ready" and status["model"]["demo"] is True
     assert "CPU" in status["model"]["device"] and status["busy"] is False
+    assert status["model"]["memory_mode"] == "cpu"
+    chinese = json.loads(urllib.request.urlopen(server["url"] + "api/status?lang=zh-CN", timeout=10).read())
+    assert "就绪" in chinese["model"]["message"] and chinese["model"]["device"].startswith("CPU，")
 
 
 def test_messages_follow_the_language(server, tmp_path):
