@@ -130,16 +130,20 @@ def test_an_offloading_mode_is_said_on_the_device_line_in_both_languages():
     assert "模型分段加载" in status.device_text("zh-CN") and "RTX 3060" in status.device_text("zh-CN")
 
 
-def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loaded_engine, photo):
-    """torch.compile(fullgraph=True) of the UNet, on the CPU here (minutes of compiling on 2 cores)."""
+def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loaded_engine, photo, tmp_path,
+                                                                   monkeypatch):
+    """torch.compile(fullgraph=True) of the UNet, on the CPU here (a minute of compiling on 2 cores)."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     states = []
-    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), demo_dir.parent,
+    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), tmp_path / "models",
                     warmup_shapes=((64, 64, 4),))
     original = engine._set_status
     engine._set_status = lambda *a, **k: (original(*a, **k), states.append(engine.status.key))
     engine.load()
     assert engine.ready, engine.status.message
     assert states.index("status_compiling") < states.index("status_ready")  # compiled before "ready"
+    cache = tmp_path / "models" / ".compile-cache"  # kept beside the models for the next start
+    assert cache.is_dir() and any(path.is_file() for path in cache.rglob("*"))
     request = tiny_request(photo)
     difference = np.abs(engine.generate(request).frames.astype(int) - loaded_engine.generate(request).frames.astype(int))
     assert difference.max() <= 2
