@@ -74,6 +74,8 @@ class ModelSettings:
     compile: bool = False
     #: Sampler: ddim (the model's own) or dpmpp (DPM-Solver++, meant for fewer steps; off by default).
     scheduler: str = "ddim"
+    #: DeepCache-style reuse of the UNet's deep features: 0 off, N >= 2 the whole UNet every N steps.
+    deep_cache_interval: int = 0
     #: Serve the built-in demo model instead of ``source`` (set by ``--demo``).
     demo: bool = False
 
@@ -86,6 +88,10 @@ class ModelSettings:
                  self.decode_chunk_size, "1 to 32")
         _require(self.memory_mode in MEMORY_MODES, "model.memory_mode", self.memory_mode, ", ".join(MEMORY_MODES))
         _require(self.scheduler in SCHEDULERS, "model.scheduler", self.scheduler, ", ".join(SCHEDULERS))
+        _require(self.deep_cache_interval == 0 or 2 <= self.deep_cache_interval <= 10, "model.deep_cache_interval",
+                 self.deep_cache_interval, "0 (off) or 2 to 10")
+        _require(not (self.deep_cache_interval and self.compile), "model.deep_cache_interval",
+                 self.deep_cache_interval, "0 while model.compile is on (the compiled UNet cannot skip blocks)")
         _require(self.attention_backend in ATTENTION_BACKENDS, "model.attention_backend",
                  self.attention_backend, ", ".join(ATTENTION_BACKENDS))
 

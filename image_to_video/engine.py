@@ -24,6 +24,7 @@ from PIL import Image
 
 from . import demo_model, model_store
 from .config import ModelSettings
+from .deep_cache import DeepCache
 from .errors import Cancelled, ModelUnavailable, OutOfMemory
 from .estimates import working_memory_gb
 from .i18n import t
@@ -469,7 +470,9 @@ class Engine:
                  self._pipe.unet.register_forward_hook(after_step)]
         try:
             report(Progress("denoising", 0, total, 0.0, None))
-            with self._attention():
+            reuse = DeepCache(self._pipe.unet, self.settings.deep_cache_interval) \
+                if self.settings.deep_cache_interval else contextlib.nullcontext()
+            with self._attention(), reuse:
                 return self._denoise_call(request, generator)
         finally:
             for hook in hooks:

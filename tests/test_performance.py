@@ -185,3 +185,38 @@ def test_auto_memory_mode_reads_the_free_gpu_memory_and_the_weight_files(tmp_pat
     engine = Engine(ModelSettings(source=str(folder), memory_mode=setting), str(folder), tmp_path)
     engine._device, engine._dtype = torch.device("cuda"), torch.float16
     assert engine._pick_memory_mode(torch, folder, "fp16") == expected
+
+
+def test_deep_cache_runs_the_deep_blocks_only_every_nth_step(demo_dir, loaded_engine, photo):
+    from image_to_video.deep_cache import DeepCache
+
+    engine = Engine(ModelSettings(source=str(demo_dir), deep_cache_interval=3), str(demo_dir), demo_dir.parent)
+    engine.load()
+    deep_runs, shallow_runs = [], []
+    unet = engine._pipe.unet
+    hooks = [unet.mid_block.resnets[0].register_forward_hook(lambda *_: deep_runs.append(1)),
+             unet.up_blocks[-1].resnets[0].register_forward_hook(lambda *_: shallow_runs.append(1))]
+    request = tiny_request(photo, num_inference_steps=7)
+    frames = engine.generate(request).frames
+    for hook in hooks:
+        hook.remove()
+    assert len(shallow_runs) == 7 and len(deep_runs) == 3  # steps 0, 3 and 6 run whole
+    assert frames.shape == (4, 64, 64, 3) and frames.std() > 1
+    assert not any("forward" in block.__dict__ for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks])
+    # Off, the same request runs every block at every step.
+    deep_runs.clear()
+    hook = loaded_engine._pipe.unet.mid_block.resnets[0].register_forward_hook(lambda *_: deep_runs.append(1))
+    loaded_engine.generate(request)
+    hook.remove()
+    assert len(deep_runs) == 7
+    with DeepCache(unet, 2) as cache:  # on its own: the first step always runs whole
+        assert cache.kept is None and cache.step == 0
+
+
+def test_deep_cache_and_compile_cannot_be_combined():
+    from image_to_video.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.deep_cache_interval"):
+        ModelSettings(deep_cache_interval=2, compile=True)
+    with pytest.raises(ConfigError, match="0 \\(off\\) or 2 to 10"):
+        ModelSettings(deep_cache_interval=1)
