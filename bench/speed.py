@@ -65,10 +65,10 @@ def main() -> None:
 
     unet_tflop = model_shapes.count_unet_tflop(shapes, args.resolution, args.frames)
     decode_tflop = model_shapes.count_decode_tflop(shapes, args.resolution) * args.frames
-    video_tflop = args.steps * unet_tflop + decode_tflop
+    bench = Bench(args, device, dtype, model_dir, unet_tflop, decode_tflop)
+    video_tflop = bench.video_tflop(args.steps)
     print(f"FLOPs (meta-device count): UNet call {unet_tflop:.4g} TFLOP, decode {decode_tflop:.4g} TFLOP, "
           f"video {video_tflop:.4g} TFLOP", flush=True)
-    bench = Bench(args, device, dtype, model_dir, unet_tflop, decode_tflop)
     results = [bench.run_plain()]
     for options in [{}, *args.app]:
         results.append(bench.run_app(options))
@@ -269,11 +269,11 @@ class Bench:
                   "runs_s": [round(run["seconds"], 3) for run in runs],
                   "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                   "steps": steps or self.args.steps, "_frames": frames, "finite": all(bool(ok) for ok in finite),
-                  "tflops": self._tflop(steps or self.args.steps) / seconds}
+                  "tflops": self.video_tflop(steps or self.args.steps) / seconds}
         print(f"{name}: {seconds:.2f} s per video, {result['unet_s_per_step']:.3f} s per UNet step", flush=True)
         return result
 
-    def _tflop(self, steps: int) -> float:
+    def video_tflop(self, steps: int) -> float:
         return steps * self.unet_tflop + self.decode_tflop
 
     def run_plain(self) -> dict:

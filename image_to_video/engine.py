@@ -49,23 +49,29 @@ class ModelStatus:
     """What the page shows about the model."""
 
     state: ModelState = ModelState.NOT_LOADED
-    #: The message and the device line in English, for the log and the API...
-    message: str = field(default_factory=lambda: t("status_starting", "en"))
-    device: str = ""
     is_demo: bool = False
     #: 0..1 while downloading, else None.
     fraction: float | None = None
-    #: ...and as i18n keys with their parameters, for the page in the user's language.
+    #: The message and the device line as i18n keys with their parameters.
     key: str = "status_starting"
     params: dict = field(default_factory=dict)
     device_key: str = ""
     device_params: dict = field(default_factory=dict)
 
     def text(self, lang: str | None) -> str:
-        return render(self.key, self.params, lang) if self.key else self.message
+        return render(self.key, self.params, lang)
 
     def device_text(self, lang: str | None) -> str:
-        return render(self.device_key, self.device_params, lang) if self.device_key else self.device
+        return render(self.device_key, self.device_params, lang) if self.device_key else ""
+
+    @property
+    def message(self) -> str:
+        """In English, for the log and the API."""
+        return self.text("en")
+
+    @property
+    def device(self) -> str:
+        return self.device_text("en")
 
 
 def render(key: str, params: dict, lang: str | None) -> str:
@@ -143,11 +149,9 @@ class Engine:
                     **changes) -> None:
         """Change the status; ``say`` and ``device`` are (i18n key, parameters)."""
         if say is not None:
-            key, params = say
-            changes.update(key=key, params=params, message=render(key, params, "en"))
+            changes.update(key=say[0], params=say[1])
         if device is not None:
-            key, params = device
-            changes.update(device_key=key, device_params=params, device=render(key, params, "en"))
+            changes.update(device_key=device[0], device_params=device[1])
         with self._status_lock:
             self._status = replace(self._status, **changes)
         log.info("Model %s: %s", self._status.state.value, self._status.message)
@@ -156,23 +160,25 @@ class Engine:
     def ready(self) -> bool:
         return self.status.state is ModelState.READY
 
-    @property
-    def gpu_memory_gb(self) -> float | None:
-        """Total memory of the GPU the model runs on; None on a CPU or before loading."""
+    def _gpu(self):
+        """torch's description of the GPU the model runs on; None on a CPU or before loading."""
         if self._device is None or self._device.type != "cuda":
             return None
         import torch
 
-        return torch.cuda.get_device_properties(self._device).total_memory / 2**30
+        return torch.cuda.get_device_properties(self._device)
+
+    @property
+    def gpu_memory_gb(self) -> float | None:
+        """Total memory of the GPU the model runs on; None on a CPU or before loading."""
+        gpu = self._gpu()
+        return gpu.total_memory / 2**30 if gpu else None
 
     @property
     def gpu_name(self) -> str | None:
         """The name of the GPU the model runs on (as torch reports it); None on a CPU or before loading."""
-        if self._device is None or self._device.type != "cuda":
-            return None
-        import torch
-
-        return torch.cuda.get_device_properties(self._device).name
+        gpu = self._gpu()
+        return gpu.name if gpu else None
 
     def device_answers(self) -> bool:
         """A tiny operation on the model's device: False if the GPU no longer responds."""
@@ -212,13 +218,13 @@ class Engine:
 
         folder = self._resolve_folder()
         self._device, self._dtype = self._pick_device(torch)
+        device = self._describe_device()
         self._set_status(("status_loading", {"folder": str(folder), "device": str(self._device)}),
-                         device=self._describe_device(torch), state=ModelState.LOADING, fraction=None)
+                         device=device, state=ModelState.LOADING, fraction=None)
         started = time.perf_counter()
         self._from_pretrained(folder)
-        device = None
         if self.memory_mode in ("model_offload", "sequential_offload"):  # say so: it is slower
-            device = ("device_gpu_offload", {**self._describe_device(torch)[1], "mode_key": f"mode_{self.memory_mode}"})
+            device = ("device_gpu_offload", {**device[1], "mode_key": f"mode_{self.memory_mode}"})
         self._set_status(("status_ready", {"seconds": f"{time.perf_counter() - started:.1f}"}), device=device,
                          state=ModelState.READY, is_demo=demo_model.is_demo_model(folder))
 
@@ -253,14 +259,15 @@ class Engine:
                  "float32": torch.float32}[self.settings.dtype]
         return torch.device(wanted), dtype
 
-    def _describe_device(self, torch) -> tuple[str, dict]:
-        if self._device.type == "cuda":
-            props = torch.cuda.get_device_properties(self._device)
-            return "device_gpu", {"name": props.name, "memory": f"{props.total_memory / 2**30:.0f}",
+    def _describe_device(self) -> tuple[str, dict]:
+        gpu = self._gpu()
+        if gpu:
+            return "device_gpu", {"name": gpu.name, "memory": f"{gpu.total_memory / 2**30:.0f}",
                                   "dtype": str(self._dtype)[6:]}
         return "device_cpu", {}
 
-    def _from_pretrained(self, folder: Path):
+    def _from_pretrained(self, folder: Path) -> None:
+        """Load the pipeline into ``self._pipe``, in its memory mode, with the speed switches applied."""
         import torch
         from diffusers import I2VGenXLPipeline
 
@@ -276,7 +283,6 @@ class Engine:
         self._enter_memory_mode(self.memory_mode)
         if self.settings.compile:
             self._compile(torch)
-        return pipe
 
     def _pick_memory_mode(self, torch, folder: Path, variant: str | None) -> str:
         if self._device.type != "cuda":
@@ -480,18 +486,18 @@ class Engine:
 
     def _denoise_call(self, request: GenerationRequest, generator):
         return self._pipe(
-                image=request.image,
-                prompt_embeds=self.encode_prompt(request.prompt),
-                negative_prompt_embeds=self.encode_prompt(request.negative_prompt),
-                height=request.height,
-                width=request.width,
-                num_frames=request.num_frames,
-                target_fps=request.fps,
-                num_inference_steps=request.num_inference_steps,
-                guidance_scale=request.guidance_scale,
-                generator=generator,
-                output_type="latent",
-            ).frames
+            image=request.image,
+            prompt_embeds=self.encode_prompt(request.prompt),
+            negative_prompt_embeds=self.encode_prompt(request.negative_prompt),
+            height=request.height,
+            width=request.width,
+            num_frames=request.num_frames,
+            target_fps=request.fps,
+            num_inference_steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            generator=generator,
+            output_type="latent",
+        ).frames
 
     def _decode(self, latents, report: ProgressFn, cancel: threading.Event, *, chunk: int | None) -> np.ndarray:
         import torch

@@ -37,8 +37,8 @@ def has_variant(folder: Path, variant: str) -> bool:
     return bool(variant) and any(Path(folder).glob(f"*/*.{variant}.safetensors"))
 
 
-_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                      "BOOL": 1}
+#: Bytes per value of the safetensors dtypes that loading does not convert (floats take the pipeline's dtype).
+_FIXED_BYTES = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def component_sizes_gb(folder: Path, variant: str | None, *, bytes_per_value: int) -> dict[str, float]:
@@ -59,8 +59,7 @@ def component_sizes_gb(folder: Path, variant: str | None, *, bytes_per_value: in
             count = 1
             for dim in entry["shape"]:
                 count *= dim
-            floating = entry["dtype"] in ("F64", "F32", "F16", "BF16")
-            total += count * (bytes_per_value if floating else _SAFETENSORS_BYTES.get(entry["dtype"], 4))
+            total += count * _FIXED_BYTES.get(entry["dtype"], bytes_per_value)
         sizes[path.parent.name] = sizes.get(path.parent.name, 0.0) + total / 2**30
     return sizes
 

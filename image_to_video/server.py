@@ -84,10 +84,10 @@ def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials |
         """The model's state (starting, downloading, loading, ready, error) and whether a job runs;
         ``lang=zh-CN`` gives the message and the device in Chinese."""
         model = engine.status
-        message, device = (model.text(lang), model.device_text(lang)) if lang else (model.message, model.device)
         return {"app": "Image-to-Video", "version": __version__, "busy": queue.busy,
                 "login_required": credentials is not None,
-                "model": {"state": model.state.value, "message": message, "device": device,
+                "model": {"state": model.state.value, "message": model.text(lang or "en"),
+                          "device": model.device_text(lang or "en"),
                           "demo": model.is_demo, "download_fraction": model.fraction,
                           "memory_mode": engine.memory_mode}}
 

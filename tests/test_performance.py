@@ -121,11 +121,10 @@ def test_the_dpm_solver_switch_swaps_the_sampler_and_makes_a_video(demo_dir, pho
 
 
 def test_an_offloading_mode_is_said_on_the_device_line_in_both_languages():
-    from image_to_video.engine import ModelStatus, render
+    from image_to_video.engine import ModelStatus
 
     params = {"name": "NVIDIA GeForce RTX 3060", "memory": "12", "dtype": "float16", "mode_key": "mode_model_offload"}
-    status = ModelStatus(device_key="device_gpu_offload", device_params=params,
-                         device=render("device_gpu_offload", params, "en"))
+    status = ModelStatus(device_key="device_gpu_offload", device_params=params)
     assert status.device.startswith("NVIDIA GeForce RTX 3060 (12 GiB), float16, model offload")
     assert "模型分段加载" in status.device_text("zh-CN") and "RTX 3060" in status.device_text("zh-CN")
 
