@@ -85,7 +85,8 @@ class _Page:
         self._texts: list[tuple[Any, dict[str, Any]]] = []
 
     def _say(self, component, **keys):
-        """Register ``component``'s translatable properties; returns the component."""
+        """Register ``component``'s translatable properties (a text key, a list of them, or a function
+        of the language); returns the component."""
         self._texts.append((component, keys))
         return component
 
@@ -136,8 +137,8 @@ class _Page:
                                               value=d.negative_prompt, max_length=s.max_prompt_chars),
                                    label="negative", info="negative_help")
         c["preset"] = say(gr.Radio(self._preset_choices("en"), label=t("preset"), value=self._matching_preset(),
-                                   info=t("preset_help"), elem_id="preset"), label="preset", info="preset_help")
-        self._preset_radio = c["preset"]
+                                   info=t("preset_help"), elem_id="preset"),
+                          label="preset", info="preset_help", choices=self._preset_choices)
         with gr.Row():
             c["generate"] = say(gr.Button(t("generate"), variant="primary", elem_id="generate-button", scale=3),
                                 value="generate")
@@ -348,12 +349,8 @@ class _Page:
         """Every translatable property of the page, in ``lang``; the shown video's description too."""
         lang = normalise_language(lang)
         updates = []
-        for component, keys in self._texts:
-            update = {prop: [t(k, lang) for k in key] if isinstance(key, list) else t(key, lang)
-                      for prop, key in keys.items()}
-            if component is self._preset_radio:
-                update["choices"] = self._preset_choices(lang)
-            updates.append(gr.update(**update))
+        for _component, keys in self._texts:
+            updates.append(gr.update(**{prop: _in_language(key, lang) for prop, key in keys.items()}))
         # The player holds a copy of the video under its own name: find its record by that name.
         record = self.service.find_video(Path(video).name) if video else None
         info = _describe_result(record, lang) if record else t("video_placeholder", lang)
@@ -539,6 +536,13 @@ def _result_view(job: Job, lang: str) -> tuple[str, str, list[str]]:
     except (OSError, TypeError, ValueError):
         info = t("err_record_missing", lang)
     return job.video_path, info, [job.video_path, job.metadata_path]
+
+
+def _in_language(key, lang: str):
+    """One registered property's value in ``lang`` (see ``_Page._say``)."""
+    if callable(key):
+        return key(lang)
+    return [t(k, lang) for k in key] if isinstance(key, list) else t(key, lang)
 
 
 def _owner(request: gr.Request | None) -> str:
