@@ -132,6 +132,8 @@ class Engine:
         #: gpu, model_offload or sequential_offload on CUDA; "cpu" on a CPU. Set by loading.
         self.memory_mode: str | None = None
         self._pipe = None
+        #: (eager, compiled) forward of the UNet when model.compile is on.
+        self._unet_forwards = None
         self._device = None
         self._dtype = None
         self._status = ModelStatus(is_demo=settings.demo)
@@ -279,10 +281,20 @@ class Engine:
                                                 device_map=str(self._device) if direct else None)
         pipe.set_progress_bar_config(disable=True)
         self._optimise(torch, pipe)
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                # Inference only (after _optimise, whose fused layers are new). It also keeps the memory
+                # modes switchable: the offload hooks re-make parameters inside inference mode, and
+                # accelerate cannot give such a parameter requires_grad=True again when a later switch
+                # takes the hooks off.
+                component.requires_grad_(False)
         self._pipe = pipe
+        if self.settings.compile:
+            # Compiled before any offload hook wraps the forward: the hooks stay outside the graph.
+            self._unet_forwards = (pipe.unet.forward, self._compiled(torch, pipe.unet.forward))
         self._enter_memory_mode(self.memory_mode)
         if self.settings.compile:
-            self._compile(torch)
+            self._warm_up(torch)
 
     def _pick_memory_mode(self, torch, folder: Path, variant: str | None) -> str:
         if self._device.type != "cuda":
@@ -299,9 +311,11 @@ class Engine:
         """Put the loaded pipeline in ``mode`` from whatever mode it is in."""
         pipe = self._pipe
         if mode == "cpu":
+            self._choose_unet_forward(mode)
             pipe.to(self._device)
             return
         pipe.remove_all_hooks()
+        self._choose_unet_forward(mode)
         if mode == "gpu":
             pipe.to(self._device)
         elif mode == "model_offload":
@@ -330,14 +344,26 @@ class Engine:
                 elif isinstance(module, torch.nn.Conv3d):
                     module.to(memory_format=torch.channels_last_3d)
 
-    def _compile(self, torch) -> None:
-        """Compile the UNet's forward (the hooks stay outside), then run each warm-up shape once."""
+    def _compiled(self, torch, forward):
+        """``forward`` for torch.compile, its kernels kept in the models folder."""
         # Keep inductor's compiled kernels beside the models (not in /tmp, which a reboot empties):
         # a later start finds them and compiles in a fraction of the time.
         if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, _default_inductor_cache()):  # not chosen by the user
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.models_dir.resolve() / ".compile-cache")
-        unet = self._pipe.unet
-        unet.forward = torch.compile(unet.forward, fullgraph=True, dynamic=False)
+        return torch.compile(forward, fullgraph=True, dynamic=False)
+
+    def _choose_unet_forward(self, mode: str) -> None:
+        """The compiled UNet, except in sequential offload: its hooks sit inside the UNet, on every
+        layer, and cannot be compiled (the weights' transfers bound that mode's speed anyway)."""
+        if self._unet_forwards:
+            eager, compiled = self._unet_forwards
+            self._pipe.unet.forward = eager if mode == "sequential_offload" else compiled
+
+    def _warm_up(self, torch) -> None:
+        """Compile each warm-up shape before the app says ready (one denoising step each)."""
+        if self.memory_mode == "sequential_offload":
+            log.info("Sequential offload: the UNet runs uncompiled, so there is nothing to compile")
+            return
         for width, height, frames in self.warmup_shapes:
             self._set_status(("status_compiling", {"width": width, "height": height, "frames": frames}))
             started = time.perf_counter()

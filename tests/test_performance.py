@@ -109,6 +109,52 @@ def test_out_of_memory_retries_one_memory_mode_lower_then_returns(demo_dir, phot
     assert seen == calls
 
 
+@pytest.fixture
+def offload_on_the_cpu(monkeypatch):
+    """Lets accelerate's offload hooks run with the CPU standing in for the GPU."""
+    import accelerate.hooks
+
+    move = accelerate.hooks.set_module_tensor_to_device
+    # diffusers names the execution device "cpu:0"; a weight on "cpu" is then copied to it and loses its
+    # Parameter type. On a GPU, "cuda:0" is the very device the weight is on and nothing is copied.
+    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device", lambda module, name, device, *args, **kw:
+                        move(module, name, "cpu" if str(device) == "cpu:0" else device, *args, **kw))
+
+
+def test_every_memory_mode_works_with_the_real_offload_hooks_and_keeps_the_video(demo_dir, photo,
+                                                                                 offload_on_the_cpu):
+    """The offload modes with accelerate's real hooks: every switch the engine makes (out-of-memory
+    step down and back) and the same video in each mode."""
+    from accelerate.hooks import AlignDevicesHook, CpuOffload
+
+    from image_to_video.engine import FaultInjector
+
+    engine = Engine(ModelSettings(source=str(demo_dir)), str(demo_dir), demo_dir.parent)
+    engine.load()
+    request = tiny_request(photo)
+    reference = engine.generate(request).frames
+
+    def hooks():
+        return {type(module._hf_hook).__name__ for module in engine._pipe.unet.modules() if hasattr(module, "_hf_hook")}
+
+    for mode, expected in [("model_offload", {CpuOffload.__name__}), ("sequential_offload", {AlignDevicesHook.__name__}),
+                           ("model_offload", {CpuOffload.__name__}), ("gpu", set()),
+                           ("sequential_offload", {AlignDevicesHook.__name__}), ("gpu", set())]:
+        engine._enter_memory_mode(mode)
+        assert hooks() == expected, mode
+        assert np.abs(engine.generate(request).frames.astype(int) - reference.astype(int)).max() <= 1, mode
+
+    # Out of memory in model-offload mode: one job in sequential offload, then model offload again.
+    engine.memory_mode = "model_offload"
+    engine._enter_memory_mode("model_offload")
+    engine.faults = FaultInjector("oom@denoise*1")
+    result = engine.generate(request)
+    assert result.timings["low_memory_retry"] == 1.0
+    assert np.abs(result.frames.astype(int) - reference.astype(int)).max() <= 1
+    assert hooks() == {CpuOffload.__name__}
+    assert np.abs(engine.generate(request).frames.astype(int) - reference.astype(int)).max() <= 1
+
+
 def test_the_dpm_solver_switch_swaps_the_sampler_and_makes_a_video(demo_dir, photo):
     from diffusers import DPMSolverMultistepScheduler
 
@@ -130,12 +176,15 @@ def test_an_offloading_mode_is_said_on_the_device_line_in_both_languages():
 
 
 def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loaded_engine, photo, tmp_path,
-                                                                   monkeypatch):
-    """torch.compile(fullgraph=True) of the UNet, on the CPU here (a minute of compiling on 2 cores)."""
+                                                                   monkeypatch, offload_on_the_cpu):
+    """torch.compile(fullgraph=True) of the UNet, on the CPU here (a minute of compiling on 2 cores),
+    started in model offload (as on a GPU with too little free memory for everything): the hooks stay
+    outside the compiled graph; sequential offload, whose hooks are inside the UNet, runs it uncompiled."""
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     states = []
     engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), tmp_path / "models",
                     warmup_shapes=((64, 64, 4),))
+    monkeypatch.setattr(engine, "_pick_memory_mode", lambda *_: "model_offload")
     original = engine._set_status
     engine._set_status = lambda *a, **k: (original(*a, **k), states.append(engine.status.key))
     engine.load()
@@ -144,8 +193,14 @@ def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loade
     cache = tmp_path / "models" / ".compile-cache"  # kept beside the models for the next start
     assert cache.is_dir() and any(path.is_file() for path in cache.rglob("*"))
     request = tiny_request(photo)
-    difference = np.abs(engine.generate(request).frames.astype(int) - loaded_engine.generate(request).frames.astype(int))
-    assert difference.max() <= 2
+    reference = loaded_engine.generate(request).frames.astype(int)
+    assert np.abs(engine.generate(request).frames.astype(int) - reference).max() <= 2
+    eager, compiled = engine._unet_forwards
+    for mode, forward in [("sequential_offload", eager), ("gpu", compiled)]:
+        engine._enter_memory_mode(mode)
+        unet = engine._pipe.unet
+        assert getattr(unet, "_old_forward", unet.forward) is forward, mode  # inside any offload hook
+        assert np.abs(engine.generate(request).frames.astype(int) - reference).max() <= 2, mode
 
 
 def write_weight_headers(folder, counts: dict[str, int]):
