@@ -20,7 +20,7 @@ part="${1:-main}"
 speed() { python3 bench/speed.py --model-dir /tmp/i2v-random-real "$@" 2>&1 | tee -a "${out}/${part}.log"; }
 case "${part}" in
   main) speed --out "${out}/main.json" --app attention_backend=flash --app attention_backend=cudnn \
-          --app fuse_qkv=true --app channels_last=true --app cudnn_benchmark=false ;;
+          --app fuse_qkv=true --app channels_last=true --app cudnn_benchmark=true ;;
   memory) speed --out "${out}/memory.json" --app memory_mode=model_offload \
             --app memory_mode=sequential_offload --app decode_chunk_size=16 --app scheduler=dpmpp,steps=25 \
             --app deep_cache_interval=2 --app deep_cache_interval=3 ;;

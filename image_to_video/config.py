@@ -67,7 +67,7 @@ class ModelSettings:
     #: Where the weights stay while generating (CUDA only): auto picks from free GPU memory.
     memory_mode: str = "auto"
     # Speed switches, measured by bench/speed.py (docs/PERFORMANCE.md).
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: bool = False
     attention_backend: str = "auto"
     fuse_qkv: bool = False
     channels_last: bool = False
