@@ -131,6 +131,8 @@ class Engine:
         self.model_revision: str | None = None
         #: gpu, model_offload or sequential_offload on CUDA; "cpu" on a CPU. Set by loading.
         self.memory_mode: str | None = None
+        #: The attention kernel in use: model.attention_backend, or "auto" where that one cannot run here.
+        self.attention_backend = settings.attention_backend
         self._pipe = None
         #: (eager, compiled) forward of the UNet when model.compile is on.
         self._unet_forwards = None
@@ -289,6 +291,7 @@ class Engine:
                 # takes the hooks off.
                 component.requires_grad_(False)
         self._pipe = pipe
+        self.attention_backend = self._check_attention_backend(torch, pipe.unet)
         if self.settings.compile:
             # Compiled before any offload hook wraps the forward: the hooks stay outside the graph.
             self._unet_forwards = (pipe.unet.forward, self._compiled(torch, pipe.unet.forward))
@@ -344,6 +347,27 @@ class Engine:
                 elif isinstance(module, torch.nn.Conv3d):
                     module.to(memory_format=torch.channels_last_3d)
 
+    def _check_attention_backend(self, torch, unet) -> str:
+        """model.attention_backend if that kernel takes every attention shape of this UNet on this
+        device, else "auto" (PyTorch's choice), said in the log: a kernel a GPU lacks must not fail
+        every video."""
+        backend = self.settings.attention_backend
+        if backend == "auto":
+            return backend
+        from diffusers.models.attention_processor import Attention
+
+        head_dims = sorted({module.inner_dim // module.heads for module in unet.modules() if isinstance(module, Attention)})
+        try:
+            with sdpa_kernel(backend):
+                for head_dim in head_dims:
+                    query = torch.zeros(2, 1, 16, head_dim, device=self._device, dtype=self._dtype)
+                    torch.nn.functional.scaled_dot_product_attention(query, query[:, :, :8], query[:, :, :8])
+        except RuntimeError as error:
+            log.warning("model.attention_backend: %s cannot run here (%s); using PyTorch's choice of kernel instead",
+                        backend, str(error).splitlines()[0][:200])
+            return "auto"
+        return backend
+
     def _compiled(self, torch, forward):
         """``forward`` for torch.compile, its kernels kept in the models folder."""
         # Keep inductor's compiled kernels beside the models (not in /tmp, which a reboot empties):
@@ -374,16 +398,6 @@ class Engine:
                 self._denoise(request, lambda _: None, threading.Event())
             log.info("Compiled the UNet for %dx%d, %d frames in %.1f s", width, height, frames,
                      time.perf_counter() - started)
-
-    def _attention(self):
-        """The configured attention kernel for the UNet's scaled-dot-product attention."""
-        if self.settings.attention_backend == "auto":
-            return contextlib.nullcontext()
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                            "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH,
-                            }[self.settings.attention_backend])
 
     # -- generation ----------------------------------------------------------
 
@@ -504,7 +518,7 @@ class Engine:
             report(Progress("denoising", 0, total, 0.0, None))
             reuse = DeepCache(self._pipe.unet, self.settings.deep_cache_interval) \
                 if self.settings.deep_cache_interval else contextlib.nullcontext()
-            with self._attention(), reuse:
+            with UNetAttention(self._pipe.unet, self.attention_backend), reuse:
                 return self._denoise_call(request, generator)
         finally:
             for hook in hooks:
@@ -544,6 +558,46 @@ class Engine:
             elapsed = time.perf_counter() - started
             report(Progress("decoding", done, num_frames, elapsed, elapsed / done * (num_frames - done)))
         return np.concatenate(pieces)
+
+
+def sdpa_kernel(backend: str):
+    """PyTorch's context that allows only the named attention kernel (flash, efficient, cudnn, math)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                        "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[backend])
+
+
+class UNetAttention:
+    """The configured scaled-dot-product-attention kernel (model.attention_backend) around each UNet
+    call, and only there: the encoders and the VAE keep PyTorch's choice. The VAE's attention has one
+    head 512 wide, which the flash and cuDNN kernels do not take."""
+
+    def __init__(self, unet, backend: str):
+        self.unet, self.backend = unet, backend
+        self._hooks: list = []
+        self._active = None
+
+    def __enter__(self) -> UNetAttention:
+        if self.backend != "auto":
+            self._hooks = [self.unet.register_forward_pre_hook(self._on),
+                           self.unet.register_forward_hook(self._off)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._off()  # a UNet call that raised never reached its forward hook
+
+    def _on(self, *_) -> None:
+        self._off()
+        self._active = sdpa_kernel(self.backend)
+        self._active.__enter__()
+
+    def _off(self, *_) -> None:
+        if self._active is not None:
+            active, self._active = self._active, None
+            active.__exit__(None, None, None)
 
 
 def encode_prompt(pipe, text: str, device, dtype):

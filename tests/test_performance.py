@@ -2,6 +2,7 @@
 engine's memory modes and speed switches."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -28,16 +29,24 @@ def test_the_benchmark_smoke_run_compares_plain_diffusers_with_the_app(tmp_path)
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "bench/speed.py", "--smoke", "--repeats", "1", "--app", "fuse_qkv=true,channels_last=true",
-         "--app", "scheduler=dpmpp,steps=2", "--scaling", "--cold-start", "--model-dir", str(tmp_path / "model"), "--out", str(out)],
+         "--app", "scheduler=dpmpp,steps=2", "--app", "attention_backend=cudnn", "--app", "compile=true,deep_cache_interval=2",
+         "--scaling", "--cold-start", "--model-dir", str(tmp_path / "model"), "--out", str(out)],
         cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(out.read_text())
-    plain, app, switched, fewer_steps = report["variants"]
+    plain, app, switched, fewer_steps, no_kernel, impossible = report["variants"]
     assert [v["variant"] for v in report["variants"]] == [
-        "plain", "app", "app fuse_qkv=True channels_last=True", "app scheduler=dpmpp steps=2"]
+        "plain", "app", "app fuse_qkv=True channels_last=True", "app scheduler=dpmpp steps=2",
+        "app attention_backend=cudnn", "app compile=True deep_cache_interval=2"]
+    # A kernel this machine lacks: measured with PyTorch's choice, and said; a variant that cannot
+    # run at all: its error is the result, and the run goes on.
+    assert no_kernel["attention_backend"] == "auto" and app["attention_backend"] == "auto"
+    assert "cudnn attention kernel cannot run here" in run.stdout
+    assert "model.deep_cache_interval" in impossible["error"] and "seconds" not in impossible
+    assert re.search(r"\napp compile=True deep_cache_interval=2 +failed: .*model.deep_cache_interval", run.stdout)
     flops = report["flops"]
     assert flops["video_tflop"] == pytest.approx(3 * flops["unet_call_tflop"] + flops["decode_tflop"])
-    for variant in report["variants"]:
+    for variant in report["variants"][:-1]:
         assert variant["seconds"] > 0 and 0 < variant["unet_s_per_step"] < variant["seconds"]
         assert variant["finite"]  # the random weights did not overflow
         video_tflop = variant["steps"] * flops["unet_call_tflop"] + flops["decode_tflop"]
@@ -107,6 +116,44 @@ def test_out_of_memory_retries_one_memory_mode_lower_then_returns(demo_dir, phot
     result = engine.generate(tiny_request(photo))
     assert result.timings["low_memory_retry"] == 1.0 and result.frames.shape == (4, 64, 64, 3)
     assert seen == calls
+
+
+def test_an_attention_kernel_this_machine_lacks_falls_back_to_pytorchs_choice(demo_dir, photo, caplog):
+    engine = Engine(ModelSettings(source=str(demo_dir), attention_backend="cudnn"), str(demo_dir), demo_dir.parent)
+    engine.load()  # no cuDNN attention on a CPU
+    assert engine.ready and engine.attention_backend == "auto"
+    assert "model.attention_backend: cudnn cannot run here" in caplog.text
+    assert engine.generate(tiny_request(photo)).frames.shape == (4, 64, 64, 3)
+
+
+def test_the_attention_kernel_is_chosen_for_the_unet_only_and_always_put_back(demo_dir, photo):
+    """model.attention_backend restricts PyTorch's attention kernels inside the UNet only: the image
+    encoder and the VAE (one 512-wide head on the real model, more than the flash and cuDNN kernels
+    take) keep every kernel, and so does everything after a job, even one that failed in the UNet."""
+    import torch
+
+    engine = Engine(ModelSettings(source=str(demo_dir), attention_backend="flash"), str(demo_dir), demo_dir.parent)
+    engine.load()
+    pipe, seen = engine._pipe, {}
+
+    def record(name):
+        return lambda *_: seen.setdefault(name, set()).add(torch.backends.cuda.math_sdp_enabled())
+
+    for name, module in [("unet", pipe.unet.conv_in), ("vae", pipe.vae.encoder), ("image_encoder", pipe.image_encoder),
+                         ("decoder", pipe.vae.decoder)]:
+        module.register_forward_hook(record(name))
+    assert torch.backends.cuda.math_sdp_enabled()
+    engine.generate(tiny_request(photo))
+    assert seen == {"unet": {False}, "vae": {True}, "image_encoder": {True}, "decoder": {True}}
+    assert torch.backends.cuda.math_sdp_enabled()
+
+    def fail(*_):
+        raise RuntimeError("a failure inside the UNet")
+
+    pipe.unet.conv_in.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="inside the UNet"):
+        engine.generate(tiny_request(photo))
+    assert torch.backends.cuda.math_sdp_enabled()
 
 
 @pytest.fixture
