@@ -71,8 +71,15 @@ def main() -> None:
           f"video {video_tflop:.4g} TFLOP", flush=True)
     results = [bench.run_plain()]
     for options in [{}, *args.app]:
-        results.append(bench.run_app(options))
+        try:
+            results.append(bench.run_app(options))
+        except Exception as error:  # a variant that cannot run here is a result too; the others go on
+            name = variant_name(options)
+            print(f"{name}: failed: {type(error).__name__}: {error}", flush=True)
+            results.append({"variant": name, "error": f"{type(error).__name__}: {str(error)[:300]}"})
     for result in results[1:]:
+        if "error" in result:
+            continue
         result["speedup_vs_plain"] = results[0]["seconds"] / result["seconds"]
         difference = np.abs(result.pop("_frames").astype(int) - results[0]["_frames"].astype(int))
         result["max_pixel_diff_vs_plain"] = int(difference.max())
@@ -179,6 +186,10 @@ def driver_version() -> str:
                               capture_output=True, text=True, timeout=30).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def variant_name(options: dict) -> str:
+    return "app" + "".join(f" {k}={v}" for k, v in options.items())
 
 
 class StepClock:
@@ -310,11 +321,11 @@ class Bench:
         engine = Engine(settings, str(self.model_dir), self.model_dir.parent, warmup_shapes=((side, side, frames),))
         engine.load()
         if not engine.ready:
-            raise SystemExit(f"the engine did not load: {engine.status.message}")
+            raise RuntimeError(f"the engine did not load: {engine.status.message}")
         return engine
 
     def run_app(self, options: dict) -> dict:
-        name = "app" + "".join(f" {k}={v}" for k, v in options.items())
+        name = variant_name(options)
         options = dict(options)
         steps = options.pop("steps", None)
         started = time.perf_counter()
@@ -322,7 +333,10 @@ class Bench:
         load_s = time.perf_counter() - started
         try:
             result = self._measure(name, engine._pipe.unet, lambda request: engine.generate(request).frames, steps)
-            result.update(load_s=load_s, memory_mode=engine.memory_mode)
+            result.update(load_s=load_s, memory_mode=engine.memory_mode, attention_backend=engine.attention_backend)
+            if engine.attention_backend != engine.settings.attention_backend:
+                print(f"{name}: the {engine.settings.attention_backend} attention kernel cannot run here; "
+                      "measured with PyTorch's choice", flush=True)
             return result
         finally:
             engine = None  # the weights go before the next variant loads
@@ -401,6 +415,9 @@ def print_tables(report: dict) -> None:
     print(f"{'variant':<40} {'steps':>5} {'s/video':>8} {'UNet s/step':>11} {'decode s':>8} {'peak GB':>8} "
           f"{'TFLOP/s':>8} {'x plain':>7} {'max px diff':>11} {'mean px diff':>12}")
     for v in report["variants"]:
+        if "error" in v:
+            print(f"{v['variant']:<40} failed: {v['error']}")
+            continue
         peak = f"{v['peak_gpu_gb']:.2f}" if v["peak_gpu_gb"] is not None else "n/a"
         print(f"{v['variant']:<40} {v['steps']:>5} {v['seconds']:>8.2f} {v['unet_s_per_step']:>11.4f} "
               f"{v['decode_s']:>8.3f} {peak:>8} {v['tflops']:>8.2f} {v.get('speedup_vs_plain', 1.0):>7.2f} "
