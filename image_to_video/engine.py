@@ -358,7 +358,7 @@ class Engine:
 
         head_dims = sorted({module.inner_dim // module.heads for module in unet.modules() if isinstance(module, Attention)})
         try:
-            with sdpa_kernel(backend):
+            with attention_kernel(backend):
                 for head_dim in head_dims:
                     query = torch.zeros(2, 1, 16, head_dim, device=self._device, dtype=self._dtype)
                     torch.nn.functional.scaled_dot_product_attention(query, query[:, :, :8], query[:, :, :8])
@@ -560,7 +560,7 @@ class Engine:
         return np.concatenate(pieces)
 
 
-def sdpa_kernel(backend: str):
+def attention_kernel(backend: str):
     """PyTorch's context that allows only the named attention kernel (flash, efficient, cudnn, math)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -591,7 +591,7 @@ class UNetAttention:
 
     def _on(self, *_) -> None:
         self._off()
-        self._active = sdpa_kernel(self.backend)
+        self._active = attention_kernel(self.backend)
         self._active.__enter__()
 
     def _off(self, *_) -> None:

@@ -17,6 +17,11 @@ from image_to_video.model_store import component_sizes_gb
 from .test_engine import tiny_request
 
 
+def largest_difference(frames: np.ndarray, reference: np.ndarray) -> int:
+    """The largest pixel difference between two videos, in levels of 255."""
+    return int(np.abs(frames.astype(int) - reference.astype(int)).max())
+
+
 def test_the_benchmark_model_has_exactly_the_real_shapes():
     # STACK.md, from ali-vilab/i2vgen-xl's config files and torch's FlopCounterMode.
     assert model_shapes.unet_parameters(model_shapes.REAL) == 1_420_469_224
@@ -92,8 +97,7 @@ def test_speed_switches_keep_the_video(demo_dir, loaded_engine, photo, switches)
     engine.load()
     assert engine.ready, engine.status.message
     request = tiny_request(photo)
-    difference = np.abs(engine.generate(request).frames.astype(int) - loaded_engine.generate(request).frames.astype(int))
-    assert difference.max() <= 2  # rounding only: the same video
+    assert largest_difference(engine.generate(request).frames, loaded_engine.generate(request).frames) <= 2  # rounding only
 
 
 @pytest.mark.parametrize("mode, calls", [
@@ -107,7 +111,8 @@ def test_out_of_memory_retries_one_memory_mode_lower_then_returns(demo_dir, phot
     engine = Engine(ModelSettings(source=str(demo_dir)), str(demo_dir), demo_dir.parent)
     engine.load()
     seen = []
-    # The offload calls need a CUDA device; here they only record what the engine asked for.
+    # Here the offload calls only record what the engine asked for (the real hooks run in
+    # test_every_memory_mode_works_with_the_real_offload_hooks_and_keeps_the_video).
     monkeypatch.setattr(engine._pipe, "enable_model_cpu_offload", lambda device: seen.append("model_offload"))
     monkeypatch.setattr(engine._pipe, "enable_sequential_cpu_offload", lambda device: seen.append("sequential_offload"))
     monkeypatch.setattr(engine._pipe, "remove_all_hooks", lambda: seen.append("remove_hooks"))
@@ -189,7 +194,7 @@ def test_every_memory_mode_works_with_the_real_offload_hooks_and_keeps_the_video
                            ("sequential_offload", {AlignDevicesHook.__name__}), ("gpu", set())]:
         engine._enter_memory_mode(mode)
         assert hooks() == expected, mode
-        assert np.abs(engine.generate(request).frames.astype(int) - reference.astype(int)).max() <= 1, mode
+        assert largest_difference(engine.generate(request).frames, reference) <= 1, mode
 
     # Out of memory in model-offload mode: one job in sequential offload, then model offload again.
     engine.memory_mode = "model_offload"
@@ -197,9 +202,9 @@ def test_every_memory_mode_works_with_the_real_offload_hooks_and_keeps_the_video
     engine.faults = FaultInjector("oom@denoise*1")
     result = engine.generate(request)
     assert result.timings["low_memory_retry"] == 1.0
-    assert np.abs(result.frames.astype(int) - reference.astype(int)).max() <= 1
+    assert largest_difference(result.frames, reference) <= 1
     assert hooks() == {CpuOffload.__name__}
-    assert np.abs(engine.generate(request).frames.astype(int) - reference.astype(int)).max() <= 1
+    assert largest_difference(engine.generate(request).frames, reference) <= 1
 
 
 def test_the_dpm_solver_switch_swaps_the_sampler_and_makes_a_video(demo_dir, photo):
@@ -240,14 +245,14 @@ def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loade
     cache = tmp_path / "models" / ".compile-cache"  # kept beside the models for the next start
     assert cache.is_dir() and any(path.is_file() for path in cache.rglob("*"))
     request = tiny_request(photo)
-    reference = loaded_engine.generate(request).frames.astype(int)
-    assert np.abs(engine.generate(request).frames.astype(int) - reference).max() <= 2
+    reference = loaded_engine.generate(request).frames
+    assert largest_difference(engine.generate(request).frames, reference) <= 2
     eager, compiled = engine._unet_forwards
     for mode, forward in [("sequential_offload", eager), ("gpu", compiled)]:
         engine._enter_memory_mode(mode)
         unet = engine._pipe.unet
         assert getattr(unet, "_old_forward", unet.forward) is forward, mode  # inside any offload hook
-        assert np.abs(engine.generate(request).frames.astype(int) - reference).max() <= 2, mode
+        assert largest_difference(engine.generate(request).frames, reference) <= 2, mode
 
 
 def write_weight_headers(folder, counts: dict[str, int]):
