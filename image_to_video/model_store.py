@@ -1,8 +1,8 @@
 """Find the model's weights on disk, downloading them from the hub the first time.
 
 A folder is used as it is. A hub repo id is downloaded once into
-``models/<repo name>`` (resumable: an interrupted download continues where it
-stopped), honouring ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``, and a small record of
+``models/<repo name>`` (an interrupted download keeps the files that finished;
+the next start fetches only the rest, the cut-off file from its start), honouring ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``, and a small record of
 what was fetched is written beside it so later starts need no network at all.
 """
 
