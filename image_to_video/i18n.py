@@ -170,10 +170,10 @@ TEXT: dict[str, dict[str, str]] = {
                  "（见 models/README.md），或取消 HF_HUB_OFFLINE。"},
     "err_model_download": {
         "en": "Downloading {repo} failed: {error}. Check the network (or set HF_ENDPOINT to a mirror) and start "
-              "again: the download resumes where it stopped. Or copy the weights into {folder} (see "
+              "again: the files already downloaded are kept. Or copy the weights into {folder} (see "
               "models/README.md).",
         "zh-CN": "下载 {repo} 失败：{error}。请检查网络（或把 HF_ENDPOINT 设为镜像站，如 https://hf-mirror.com）"
-                 "后重新启动：下载会从中断处继续。也可以把权重复制到 {folder}（见 models/README.md）。"},
+                 "后重新启动：已下载完成的文件会保留。也可以把权重复制到 {folder}（见 models/README.md）。"},
     "demo_serving": {"en": "Serving the **demo model**: its videos are random noise.",
                      "zh-CN": "当前为**演示模型**：生成的视频是随机噪声。"},
     "done": {"en": "**Done** in {time}: {width}x{height}, {frames} frames at {fps} fps ({duration} s), "
@@ -196,6 +196,16 @@ TEXT: dict[str, dict[str, str]] = {
         "zh-CN": "**演示模式：当前不是真实模型。** 这里运行的是内置的随机权重小模型，让整个应用在任何机器上都能使用，"
                  "但生成的视频都是彩色噪声。要生成真实视频，请在有 NVIDIA 显卡（12 GB 以上显存）的机器上运行 "
                  "`bash start_app.sh`，它会加载 I2VGen-XL（约 5 GB，只下载一次，保存在 `models/`）。详见 README。"},
+    # The same warning in the launcher's console (start_app.sh), in the words our users know from it.
+    "demo_banner_console": {
+        "en": "DEMO MODE: no CUDA GPU here, so the built-in demo model is served.\n"
+              "Its videos are random noise; it shows the app works on this machine.\n"
+              "For real videos run 'bash start_app.sh' on a server with an NVIDIA GPU\n"
+              "(12 GB+). To force the real model here (hours per video on a CPU):",
+        "zh-CN": "演示模式：本机没有 CUDA 显卡，因此运行内置的演示模型。\n"
+                 "它生成的视频是随机噪声，用来确认应用在本机可以正常运行。\n"
+                 "要生成真实视频，请在有 NVIDIA 显卡（12 GB 以上）的服务器上\n"
+                 "运行 'bash start_app.sh'。如需在本机强制使用真实模型（CPU 上每个视频需数小时）："},
     # -- messages ----------------------------------------------------------------
     "err_something_wrong": {"en": "Something went wrong while making the video. Please try again; if it keeps "
                                   "happening, the log file in logs/ has the details.",
@@ -306,21 +316,16 @@ def normalise_language(value: str | None) -> str:
 
 
 def t(key: str, lang: str | None = DEFAULT, **params: Any) -> str:
-    """The text ``key`` in ``lang`` (English when missing there), with ``params`` filled in."""
+    """The text ``key`` in ``lang`` (English when missing there), with ``params`` filled in.
+
+    A parameter named ``x_key`` is itself a text key, shown in ``lang`` as ``{x}``: that is how
+    a message names a setting ("Frames", "帧数") or a memory mode in the reader's language.
+    """
     texts = TEXT[key]
     template = texts.get(normalise_language(lang)) or texts[DEFAULT]
-    if params and lang and normalise_language(lang) != DEFAULT:
-        params = {k: _translate_param(v, lang) for k, v in params.items()}
+    params = {name.removesuffix("_key"): t(value, lang) if name.endswith("_key") else value
+              for name, value in params.items()}
     return template.format(**params) if params else template
-
-
-def _translate_param(value: Any, lang: str) -> Any:
-    """Parameter names inside messages ("Frames") follow the language too."""
-    if isinstance(value, str):
-        for key, texts in TEXT.items():
-            if key.startswith("param_") and texts[DEFAULT] == value:
-                return texts.get(normalise_language(lang), value)
-    return value
 
 
 def localized(error: BaseException, lang: str | None) -> str:
@@ -329,3 +334,11 @@ def localized(error: BaseException, lang: str | None) -> str:
     if key and key in TEXT:
         return t(key, lang, **getattr(error, "params", {}))
     return str(error)
+
+
+def format_seconds(seconds: float, lang: str | None = DEFAULT) -> str:
+    """A duration as the page shows it: "28 s", "1 min 05 s" (or "28 秒", "1 分 05 秒")."""
+    seconds = max(0, round(seconds))
+    if seconds >= 60:
+        return t("minutes_seconds", lang, minutes=seconds // 60, seconds=f"{seconds % 60:02d}")
+    return t("seconds", lang, seconds=seconds)

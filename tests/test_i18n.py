@@ -26,7 +26,7 @@ def test_languages_are_recognised(value, expected):
 
 
 def test_errors_render_in_the_users_language_and_english_by_default():
-    error = InvalidInput(key="err_out_of_range", name="Frames", value=99, low=8, high=32)
+    error = InvalidInput(key="err_out_of_range", name_key="param_frames", value=99, low=8, high=32)
     assert str(error) == "Frames 99 is out of range. Allowed: 8 to 32."
     assert localized(error, "zh-CN") == "帧数 99 超出范围。允许范围：8 到 32。"
     assert localized(error, "en") == str(error)
@@ -37,3 +37,14 @@ def test_errors_render_in_the_users_language_and_english_by_default():
 def test_parameters_are_filled_in():
     assert t("waiting", "zh-CN", position=3) == "排队等待中：第 3 位"
     assert t("waiting", "fr", position=3) == "Waiting in the queue: number 3"
+
+
+def test_every_generation_setting_has_its_label_help_and_message_name_in_both_languages():
+    from image_to_video.config import PARAMETERS
+
+    for parameter in PARAMETERS:
+        keys = [parameter.text, f"{parameter.text}_help"]
+        if parameter.limits is not None:  # numbers are named in range messages
+            keys.append(parameter.message_name_key)
+        for key in keys:
+            assert TEXT[key]["en"] and TEXT[key]["zh-CN"], key

@@ -1,0 +1,34 @@
+"""How far a generation is: the light type the engine reports and the jobs and the page read.
+
+Free of torch, so the job queue, the page and their tests import it without the model's libraries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The stages of one video, in order.
+STAGES = ("denoising", "decoding", "encoding")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: a stage, how far it is, and the estimated time left."""
+
+    stage: str  # one of STAGES
+    done: int
+    total: int
+    elapsed: float
+    eta: float | None
+    #: Every few denoising steps: a rough RGB picture of frames as they form (uint8, HxWx3).
+    preview: np.ndarray | None = None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def ignore(_progress: Progress) -> None:
+    """A ``ProgressFn`` for callers that do not follow progress."""

@@ -1,0 +1,43 @@
+"""Process identity: a PID plus its start time tells a live process from a reused PID."""
+
+import os
+import subprocess
+import sys
+import time
+
+from image_to_video.processes import GONE, is_running, is_same_process, start_ticks, this_worker, worker_alive
+
+
+def test_a_running_process_is_itself_and_a_finished_one_is_gone():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        ticks = start_ticks(child.pid)
+        assert ticks != GONE and ticks.isdigit()
+        assert is_same_process(child.pid, ticks)
+        assert not is_same_process(child.pid, str(int(ticks) + 1))  # the same PID, started at another time
+    finally:
+        child.kill()
+        child.wait()
+    assert start_ticks(child.pid) == GONE and not is_same_process(child.pid, ticks)
+
+
+def test_worker_ids_name_this_host_and_process():
+    host, pid, ticks = this_worker().rsplit(":", 2)
+    assert int(pid) == os.getpid() and ticks == start_ticks(os.getpid())
+    assert worker_alive(this_worker())
+    assert not worker_alive(f"{host}:{os.getpid()}:1")  # this PID, but not this process's start
+    assert not worker_alive(f"{host}:999999999:1")
+    assert worker_alive("another-machine:1:1")  # not ours to judge
+    assert not worker_alive("garbage")
+
+
+def test_a_zombie_is_not_running_though_its_pid_is_still_taken():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while is_running(child.pid) and time.monotonic() < deadline:  # exited, not yet reaped
+        time.sleep(0.05)
+    try:
+        assert not is_running(child.pid) and start_ticks(child.pid) != GONE
+    finally:
+        child.wait()
+    assert not is_running(child.pid) and start_ticks(child.pid) == GONE
