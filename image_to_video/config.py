@@ -24,6 +24,8 @@ from .errors import ConfigError
 #: The project folder: relative paths in the config are relative to it.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_DIR / "config" / "model_config.yaml"
+#: The page's logo, style sheet and example pictures.
+STATIC_DIR = PROJECT_DIR / "static"
 ENV_PREFIX = "I2V_"
 #: Folder name of the built-in demo model inside ``models_dir``.
 DEMO_MODEL_DIR = "demo-i2vgen-xl-tiny"
@@ -97,27 +99,56 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
-class GenerationDefaults:
-    resolution: str = "512p"
-    num_frames: int = 16
-    fps: int = 8
-    num_inference_steps: int = 50
-    guidance_scale: float = 9.0
-    negative_prompt: str = ""
-    #: -1 means a random seed.
-    seed: int = -1
+class Parameter:
+    """One generation setting, defined once: the page's control, the presets, the API form, the batch
+    reader, the command line and request validation all read this table."""
+
+    #: The request's field and the YAML key (``generation.defaults.<name>``, ``generation.<name>``).
+    name: str
+    kind: type
+    default: Any
+    #: The allowed range, ``generation.<name>`` in YAML; None for a choice (the resolution).
+    limits: Range | None
+    #: i18n keys: ``<text>`` labels it, ``<text>_help`` explains it, ``param_<text>`` names it in messages.
+    text: str
+    #: The ``python main.py generate`` flag.
+    flag: str
+    #: The page's slider step.
+    step: float = 1
+
+    @property
+    def message_name_key(self) -> str:
+        return f"param_{self.text}"
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named set of parameters the page offers as one click."""
+#: The settings a preset sets and a user picks on the page, in the page's order.
+PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("resolution", str, "512p", None, "resolution", "--resolution"),
+    Parameter("num_frames", int, 16, Range(8, 32), "frames", "--frames"),
+    Parameter("fps", int, 8, Range(4, 24), "fps", "--fps"),
+    Parameter("num_inference_steps", int, 50, Range(10, 100), "steps", "--steps"),
+    Parameter("guidance_scale", float, 9.0, Range(1.0, 20.0), "guidance", "--guidance", step=0.5),
+)
+PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
-    resolution: str
-    num_frames: int
-    fps: int
-    num_inference_steps: int
-    guidance_scale: float
 
+class _Values:
+    """What presets and defaults share: their parameters as a tuple in ``PARAMETERS`` order."""
+
+    def values(self) -> tuple:
+        return tuple(getattr(self, name) for name in PARAMETER_NAMES)
+
+
+#: A named set of ``PARAMETERS`` the page offers as one click.
+Preset = dataclasses.make_dataclass(
+    "Preset", [(p.name, p.kind) for p in PARAMETERS], bases=(_Values,), frozen=True)
+
+#: The values a new video starts from: ``PARAMETERS``, plus the negative prompt and the seed (-1: random).
+GenerationDefaults = dataclasses.make_dataclass(
+    "GenerationDefaults",
+    [*[(p.name, p.kind, field(default=p.default)) for p in PARAMETERS],
+     ("negative_prompt", str, field(default="")), ("seed", int, field(default=-1))],
+    bases=(_Values,), frozen=True)
 
 _DEFAULT_PRESETS = {
     "Quick preview": Preset("512p", 8, 8, 30, 9.0),
@@ -126,17 +157,16 @@ _DEFAULT_PRESETS = {
 }
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
-    presets: Mapping[str, Preset] = field(default_factory=lambda: types.MappingProxyType(_DEFAULT_PRESETS))
-    resolutions: Mapping[str, int] = field(default_factory=lambda: types.MappingProxyType(
-        {"256p": 256, "512p": 512, "768p": 768, "1024p": 1024}))
-    num_frames: Range = Range(8, 32)
-    fps: Range = Range(4, 24)
-    num_inference_steps: Range = Range(10, 100)
-    guidance_scale: Range = Range(1.0, 20.0)
-    max_prompt_chars: int = 1000
+class _GenerationChecks:
+    """The checks and look-ups of ``GenerationSettings`` (its fields come from ``PARAMETERS``)."""
+
+    def limits(self, name: str) -> Range:
+        """The allowed range of parameter ``name``."""
+        return getattr(self, name)
+
+    def preset_for(self, values: tuple) -> str | None:
+        """The name of the preset with exactly these ``PARAMETERS`` values, if any."""
+        return next((name for name, preset in self.presets.items() if preset.values() == tuple(values)), None)
 
     def __post_init__(self) -> None:
         _require(bool(self.resolutions), "generation.resolutions", dict(self.resolutions),
@@ -144,10 +174,11 @@ class GenerationSettings:
         for name, side in self.resolutions.items():
             _require(side % 64 == 0 and 64 <= side <= 2048, f"generation.resolutions.{name}", side,
                      "a multiple of 64 from 64 to 2048")
-        for key in ("num_frames", "fps", "num_inference_steps", "guidance_scale"):
-            limits = getattr(self, key)
-            _require(0 < limits.min <= limits.max, f"generation.{key}", dataclasses.asdict(limits),
-                     "0 < min <= max")
+        for p in PARAMETERS:
+            if p.limits:
+                limits = self.limits(p.name)
+                _require(0 < limits.min <= limits.max, f"generation.{p.name}", dataclasses.asdict(limits),
+                         "0 < min <= max")
         _require(self.max_prompt_chars > 0, "generation.max_prompt_chars", self.max_prompt_chars,
                  "a positive number")
         self._check_values("generation.defaults", self.defaults)
@@ -156,12 +187,25 @@ class GenerationSettings:
         for name, preset in self.presets.items():
             self._check_values(f"generation.presets.{name}", preset)
 
-    def _check_values(self, prefix: str, values: GenerationDefaults | Preset) -> None:
+    def _check_values(self, prefix: str, values) -> None:
         _require(values.resolution in self.resolutions, f"{prefix}.resolution", values.resolution,
                  ", ".join(self.resolutions))
-        for key in ("num_frames", "fps", "num_inference_steps", "guidance_scale"):
-            value, limits = getattr(values, key), getattr(self, key)
-            _require(value in limits, f"{prefix}.{key}", value, str(limits))
+        for p in PARAMETERS:
+            if p.limits:
+                value, limits = getattr(values, p.name), self.limits(p.name)
+                _require(value in limits, f"{prefix}.{p.name}", value, str(limits))
+
+
+#: The ``generation`` section: defaults, presets, resolutions and one range per numeric parameter.
+GenerationSettings = dataclasses.make_dataclass(
+    "GenerationSettings",
+    [("defaults", GenerationDefaults, field(default_factory=GenerationDefaults)),
+     ("presets", Mapping[str, Preset], field(default_factory=lambda: types.MappingProxyType(_DEFAULT_PRESETS))),
+     ("resolutions", Mapping[str, int], field(default_factory=lambda: types.MappingProxyType(
+         {"256p": 256, "512p": 512, "768p": 768, "1024p": 1024}))),
+     *[(p.name, Range, field(default=p.limits)) for p in PARAMETERS if p.limits],
+     ("max_prompt_chars", int, field(default=1000))],
+    bases=(_GenerationChecks,), frozen=True)
 
 
 @dataclass(frozen=True)

@@ -159,3 +159,23 @@ def test_a_login_is_required_beyond_loopback(host, login, required):
 def test_no_login_flag_turns_the_login_off():
     _, config = parse_config(["--no-login"])
     assert config.server.login == "off"
+
+
+def test_the_generation_settings_are_one_table_read_by_presets_and_defaults():
+    from image_to_video.config import PARAMETERS
+
+    g = load_config().generation
+    assert [p.name for p in PARAMETERS] == ["resolution", "num_frames", "fps", "num_inference_steps",
+                                            "guidance_scale"]
+    assert g.defaults.values() == ("512p", 16, 8, 50, 9.0)
+    assert g.presets["Standard"].values() == ("512p", 16, 8, 50, 9.0)
+    assert g.preset_for(("512p", 16, 8, 50, 9.0)) == "Standard"
+    assert g.preset_for(("512p", 16, 8, 50, 9.5)) is None
+    assert str(g.limits("num_frames")) == "8 to 32"
+
+
+def test_a_config_file_can_narrow_a_range_and_a_preset_outside_it_is_refused(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("generation:\n  num_frames: {min: 8, max: 16}\n")
+    with pytest.raises(ConfigError, match=r"generation.presets.High quality.num_frames: 24. Allowed: 8 to 16"):
+        load_config(config)
