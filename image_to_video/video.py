@@ -2,7 +2,7 @@
 
 H.264 in MP4, yuv420p, ``+faststart``; written under a temporary name in the output
 folder, decoded once to prove it is whole, then renamed into place. imageio-ffmpeg
-can leave an unplayable file without raising (STACK.md), hence the check.
+can leave an unplayable file without raising (docs/DEPENDENCIES.md, "Video files"), hence the check.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,6 @@ class VideoInfo:
     @property
     def duration(self) -> float:
         return self.frames / self.fps if self.fps else 0.0
-
-
-def new_video_name(now: datetime | None = None) -> str:
-    """``video_YYYYMMDD_HHMMSS_<8 hex>``: sortable by time, unique within a second."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
-    return f"video_{stamp}_{uuid.uuid4().hex[:8]}"
 
 
 def write_video(frames: np.ndarray, path: Path, fps: int, *, comment: str = "") -> VideoInfo:

@@ -1,21 +1,39 @@
+"""The video service: one validated request becomes a playable video, its record and its input picture."""
+
 import io
 import json
-import os
 import threading
-import time
 
 import pytest
 from PIL import Image
 
-from image_to_video.engine import Engine, FaultInjector
+from image_to_video.engine import Engine
 from image_to_video.errors import Cancelled, GenerationFailed, InvalidInput, ModelUnavailable, OutOfMemory
+from image_to_video.faults import FaultInjector
+from image_to_video.outputs import OutputFolder
+from image_to_video.request import build_request
 from image_to_video.service import VideoService
 from image_to_video.video import probe_video
 
 
+class Generator:
+    """The service with its config: ``generate`` validates like every caller does, then makes the video."""
+
+    def __init__(self, config, engine):
+        self.config = config
+        self.engine = engine
+        self.outputs = OutputFolder(config.paths.output_dir, config.outputs)
+        self.output_dir = config.paths.output_dir
+        self.service = VideoService(engine, self.outputs, config.model)
+
+    def generate(self, image, prompt, *, progress=None, cancel=None, **params):
+        request = build_request(self.config, image=image, prompt=prompt, **params)
+        return self.service.make_video(request, progress=progress, cancel=cancel)
+
+
 @pytest.fixture
 def service(small_config, loaded_engine):
-    return VideoService(small_config(), loaded_engine)
+    return Generator(small_config(), loaded_engine)
 
 
 def test_a_job_writes_a_playable_video_its_record_and_its_input(service, photo):
@@ -72,21 +90,11 @@ def test_bad_input_changes_nothing(service, photo):
     assert not service.output_dir.exists() or not list(service.output_dir.iterdir())
 
 
-def test_history_lists_newest_first_and_skips_damaged_records(service, photo):
-    first = service.generate(photo, "first", num_frames=2)
-    second = service.generate(photo, "second", num_frames=2)
-    (service.output_dir / "video_99999999_999999_deadbeef.json").write_text("{broken")
-    history = service.history()
-    prompts = [entry["parameters"]["prompt"] for entry in history]
-    assert sorted(prompts) == ["first", "second"]
-    assert {entry["video_path"] for entry in history} == {str(first.video_path), str(second.video_path)}
-
-
 def test_model_not_ready_is_a_clear_message(small_config, demo_dir, photo):
     config = small_config()
     engine = Engine(config.model, config.model_path, config.paths.models_dir)
     with pytest.raises(ModelUnavailable, match="not ready yet"):
-        VideoService(config, engine).generate(photo, "waves")
+        Generator(config, engine).generate(photo, "waves")
 
 
 def test_a_cancelled_job_leaves_nothing(service, photo):
@@ -102,7 +110,7 @@ def test_a_cancelled_job_leaves_nothing(service, photo):
 
 
 def test_out_of_memory_twice_names_what_to_lower(small_config, loaded_engine, photo, monkeypatch):
-    service = VideoService(small_config(), loaded_engine)
+    service = Generator(small_config(), loaded_engine)
     monkeypatch.setattr(loaded_engine, "faults", FaultInjector("oom@denoise*2"))
     with pytest.raises(OutOfMemory) as error:
         service.generate(photo, "waves", resolution="128p", num_frames=6)
@@ -114,57 +122,29 @@ def test_out_of_memory_twice_names_what_to_lower(small_config, loaded_engine, ph
 
 
 def test_out_of_memory_at_the_smallest_size_suggests_fewer_frames(small_config, loaded_engine, photo, monkeypatch):
-    service = VideoService(small_config(), loaded_engine)
+    service = Generator(small_config(), loaded_engine)
     monkeypatch.setattr(loaded_engine, "faults", FaultInjector("oom@decode*2"))
     with pytest.raises(OutOfMemory, match="Lower the frames from 8 to 4"):
         service.generate(photo, "waves", resolution="64p", num_frames=8)
 
 
 def test_out_of_memory_once_is_retried_in_low_memory_mode(small_config, loaded_engine, photo, monkeypatch):
-    service = VideoService(small_config(), loaded_engine)
+    service = Generator(small_config(), loaded_engine)
     monkeypatch.setattr(loaded_engine, "faults", FaultInjector("oom@decode*1"))
     result = service.generate(photo, "waves", num_frames=4)
     assert probe_video(result.video_path).frames == 4
     assert result.metadata["timings_s"]["low_memory_retry"] == 1.0
 
 
-def test_retention_removes_the_oldest_videos_with_their_files(small_config, loaded_engine, photo):
-    service = VideoService(small_config(), loaded_engine)
-    old = service.generate(photo, "old", num_frames=2)
-    new = service.generate(photo, "new", num_frames=2)
-    ten_days_ago = time.time() - 10 * 86400
-    for path in (old.video_path, old.metadata_path, old.image_path):
-        os.utime(path, (ten_days_ago, ten_days_ago))
-    aged = VideoService(small_config(**{"outputs.max_age_days": 7}), loaded_engine)
-    assert aged.apply_retention() == 1
-    assert not old.video_path.exists() and not old.metadata_path.exists() and not old.image_path.exists()
-    assert new.video_path.exists()
-    size = sum(p.stat().st_size for p in service.output_dir.iterdir())
-    capped = VideoService(small_config(**{"outputs.max_total_gb": size / 2 / 1e9}), loaded_engine)
-    assert capped.apply_retention() == 1 and not new.video_path.exists()
-
-
 def test_a_full_disk_refuses_the_job_before_the_gpu_runs(small_config, loaded_engine, photo):
-    service = VideoService(small_config(**{"outputs.min_free_gb": 1e9}), loaded_engine)
+    service = Generator(small_config(**{"outputs.min_free_gb": 1e9}), loaded_engine)
     with pytest.raises(GenerationFailed, match="GB of disk is free.*Delete old videos"):
         service.generate(photo, "waves")
 
 
-def test_half_written_files_are_cleaned_but_videos_kept(service, photo):
-    video = service.generate(photo, "waves", num_frames=2).video_path
-    (service.output_dir / ".video_x.abc123.tmp.mp4").write_bytes(b"partial")
-    (service.output_dir / ".video_x.json.abc123.tmp").write_text("{")
-    assert service.clean_temporary_files() == 2
-    assert video.is_file() and not list(service.output_dir.glob(".*"))
-
-
-def test_find_and_delete_a_past_video(service, photo):
+def test_a_finished_video_is_found_by_name_with_its_companions(service, photo):
     result = service.generate(photo, "waves", num_frames=2, seed=9)
-    record = service.find_video(result.video_path.name)
-    assert record["parameters"]["seed"] == 9 and record["image_path"] == str(result.image_path)
-    assert service.find_video("../../etc/passwd") is None
-    with pytest.raises(InvalidInput):
-        service.delete_video("../outside.mp4")
-    assert service.delete_video(result.video_path.name)
-    assert not result.video_path.exists() and not result.metadata_path.exists() and not result.image_path.exists()
-    assert not service.delete_video(result.video_path.name)  # already gone
+    record = service.outputs.find(result.video_path.name)
+    assert record["parameters"]["seed"] == 9
+    assert (record["image_path"], record["record_path"]) == (str(result.image_path), str(result.metadata_path))
+    assert service.outputs.history()[0]["video"] == result.video_path.name

@@ -1,7 +1,5 @@
 import json
-import re
 import subprocess
-from datetime import datetime
 
 import imageio_ffmpeg
 import numpy as np
@@ -9,7 +7,7 @@ import pytest
 
 from image_to_video import video
 from image_to_video.errors import GenerationFailed
-from image_to_video.video import new_video_name, probe_video, write_json, write_video
+from image_to_video.video import probe_video, write_json, write_video
 
 
 def frames(count=16, height=96, width=128):
@@ -77,13 +75,6 @@ def test_an_unplayable_file_is_detected(tmp_path):
     broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 100)
     with pytest.raises(GenerationFailed, match="does not decode"):
         probe_video(broken)
-
-
-def test_names_are_sortable_and_unique_within_a_second():
-    moment = datetime(2026, 11, 21, 9, 5, 7)
-    names = {new_video_name(moment) for _ in range(200)}
-    assert len(names) == 200
-    assert all(re.fullmatch(r"video_20261121_090507_[0-9a-f]{8}", name) for name in names)
 
 
 def test_json_is_written_whole(tmp_path):

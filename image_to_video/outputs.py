@@ -1,0 +1,225 @@
+"""The output folder's single owner: file names, companions, records, history, retention, disk space.
+
+Every video is ``video_YYYYMMDD_HHMMSS_<8 hex>.mp4`` with two companions of the same
+stem: ``.json`` (its record: every setting, the seed, versions, timings) and
+``_input.png`` (the picture exactly as the model saw it). Only this module builds
+those names, finds, lists and deletes them, so a name from a browser or an API
+caller can only ever reach a video's own files in this folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .config import OutputSettings
+from .errors import GenerationFailed, InvalidInput
+from .video import write_json
+
+log = logging.getLogger(__name__)
+
+VIDEO_NAME = re.compile(r"video_\d{8}_\d{6}_[0-9a-f]{8}")
+#: What a crash can leave behind: the writers' temporary names (never a finished file).
+_TEMPORARY = (".video_*.tmp.mp4", ".video_*.json.*.tmp", ".video_*_input.png.*.tmp")
+
+
+def new_video_name(now: datetime | None = None) -> str:
+    """``video_YYYYMMDD_HHMMSS_<8 hex>``: sortable by time, unique within a second."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
+    return f"video_{stamp}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class VideoFiles:
+    """One video's files: the MP4 and its companions (which may not exist yet)."""
+
+    folder: Path
+    name: str
+
+    @property
+    def video(self) -> Path:
+        return self.folder / f"{self.name}.mp4"
+
+    @property
+    def record(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+    @property
+    def input_image(self) -> Path:
+        return self.folder / f"{self.name}_input.png"
+
+    def existing(self) -> list[Path]:
+        return [path for path in (self.video, self.record, self.input_image) if path.exists()]
+
+
+def free_gb(folder: Path) -> float:
+    """Free disk space where ``folder`` is (or will be created), in GB."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free / 1e9
+
+
+class OutputFolder:
+    """The videos of one output folder."""
+
+    def __init__(self, folder: Path, settings: OutputSettings):
+        self.folder = Path(folder)
+        self.settings = settings
+
+    # -- writing ---------------------------------------------------------------
+
+    def new_video(self) -> VideoFiles:
+        """Names for a new video (nothing is written yet)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return VideoFiles(self.folder, new_video_name())
+
+    def save_input_image(self, image: Image.Image, files: VideoFiles) -> None:
+        """The model's input picture beside its video, written atomically."""
+        tmp = files.input_image.with_name(f".{files.input_image.name}.{uuid.uuid4().hex[:6]}.tmp")
+        try:
+            image.save(tmp, format="PNG")
+            os.replace(tmp, files.input_image)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def save_record(self, record: dict[str, Any], files: VideoFiles) -> None:
+        write_json(record, files.record)
+
+    def check_free_space(self) -> None:
+        """Raise ``GenerationFailed`` (with what to do) when less than ``outputs.min_free_gb`` is free."""
+        free = free_gb(self.folder)
+        if free < self.settings.min_free_gb:
+            raise GenerationFailed(key="err_disk", free=f"{free:.1f}", folder=self.folder,
+                                   needed=f"{self.settings.min_free_gb:g}")
+
+    def has_free_space(self) -> bool:
+        return free_gb(self.folder) >= self.settings.min_free_gb
+
+    # -- reading ---------------------------------------------------------------
+
+    def files(self, name: str) -> VideoFiles:
+        """A video's files from its name (with or without ``.mp4``, or a companion's name).
+
+        Raises ``InvalidInput`` for anything that is not one of our names: no path reaches
+        outside the folder.
+        """
+        stem = Path(str(name)).name.removesuffix(".mp4").removesuffix(".json").removesuffix("_input.png")
+        if not VIDEO_NAME.fullmatch(stem):
+            raise InvalidInput(key="err_video_gone")
+        return VideoFiles(self.folder, stem)
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        """A video's record with its paths (``video_path``, ``record_path``, ``image_path``), or None."""
+        try:
+            files = self.files(name)
+        except InvalidInput:
+            return None
+        return _read_record(files)
+
+    def history(self, limit: int = 24) -> list[dict[str, Any]]:
+        """Records of the newest videos, newest first (by when the video was written: names
+        only tell the second)."""
+        records = []
+        for _written, path in sorted(self._videos(), reverse=True):
+            record = self.find(path.name)
+            if record:
+                records.append(record)
+            if len(records) >= limit:
+                break
+        return records
+
+    # -- removing --------------------------------------------------------------
+
+    def delete(self, name: str) -> bool:
+        """Delete one video with its record and input image; False if it was not there."""
+        files = self.files(name)
+        if not files.video.is_file():
+            return False
+        _remove(files)
+        log.info("Deleted %s", files.video.name)
+        return True
+
+    def apply_retention(self) -> int:
+        """Delete the oldest videos beyond ``outputs.max_age_days`` and ``outputs.max_total_gb``."""
+        limits = self.settings
+        videos = [self.files(path.name) for _written, path in sorted(self._videos())]
+        removed = 0
+        if limits.max_age_days > 0:
+            cutoff = time.time() - limits.max_age_days * 86400
+            while videos and _written(videos[0].video) < cutoff:
+                _remove(videos.pop(0))
+                removed += 1
+        if limits.max_total_gb > 0:
+            sizes = {files: sum(_size(f) for f in files.existing()) for files in videos}
+            total = sum(sizes.values())
+            while videos and total > limits.max_total_gb * 1e9:
+                files = videos.pop(0)
+                total -= sizes[files]
+                _remove(files)
+                removed += 1
+        if removed:
+            log.info("Retention: removed %d old video(s) from %s", removed, self.folder)
+        return removed
+
+    def _videos(self) -> list[tuple[int, Path]]:
+        """(when written, path) of every video; one deleted meanwhile (another browser, retention) is left out."""
+        found = []
+        for path in self.folder.glob("video_*.mp4"):
+            if VIDEO_NAME.fullmatch(path.stem):
+                try:
+                    found.append((path.stat().st_mtime_ns, path))
+                except OSError:
+                    continue
+        return found
+
+    def clean_temporary_files(self) -> int:
+        """Remove half-written files left by a crash (never a finished video)."""
+        stale = [path for pattern in _TEMPORARY for path in self.folder.glob(pattern)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
+
+def _read_record(files: VideoFiles) -> dict[str, Any] | None:
+    if not files.video.is_file():
+        return None
+    try:
+        record = json.loads(files.record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    image = files.input_image
+    return {**record, "video_path": str(files.video), "record_path": str(files.record),
+            "image_path": str(image) if image.is_file() else None}
+
+
+def _written(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")  # gone already: nothing to remove
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _remove(files: VideoFiles) -> None:
+    for path in files.existing():
+        path.unlink(missing_ok=True)

@@ -1,0 +1,118 @@
+"""The output folder: names, companions, history, find, delete, retention, clean-up, disk space.
+
+These tests make the folder's files themselves (no model): what matters is what the
+folder does with them.
+"""
+
+import json
+import os
+import re
+import time
+from datetime import datetime
+
+import pytest
+from PIL import Image
+
+from image_to_video.config import OutputSettings
+from image_to_video.errors import GenerationFailed, InvalidInput
+from image_to_video.outputs import OutputFolder, new_video_name
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return OutputFolder(tmp_path / "outputs", OutputSettings())
+
+
+def make_video(folder: OutputFolder, prompt: str, *, name: str | None = None, written: float | None = None,
+               size: int = 1000):
+    """A video as the service leaves it: the MP4, its record and its input picture."""
+    files = folder.files(name) if name else folder.new_video()
+    folder.folder.mkdir(parents=True, exist_ok=True)
+    files.video.write_bytes(b"\0" * size)
+    folder.save_record({"video": files.video.name, "parameters": {"prompt": prompt}}, files)
+    folder.save_input_image(Image.new("RGB", (8, 8), "red"), files)
+    if written is not None:
+        for path in files.existing():
+            os.utime(path, (written, written))
+    return files
+
+
+def test_names_sort_by_time_and_do_not_collide_within_a_second():
+    moment = datetime(2026, 12, 1, 7, 30, 5)
+    names = {new_video_name(moment) for _ in range(200)}
+    assert len(names) == 200
+    assert all(re.fullmatch(r"video_20261201_073005_[0-9a-f]{8}", name) for name in names)
+
+
+def test_a_videos_companions_share_its_name(folder):
+    files = folder.new_video()
+    assert files.record.name == files.video.stem + ".json"
+    assert files.input_image.name == files.video.stem + "_input.png"
+    assert folder.files(files.record.name) == folder.files(files.input_image.name) == files
+
+
+def test_history_lists_newest_first_even_within_one_second(folder):
+    now = time.time()
+    # The same second in the name: the random part sorts "older" after "newer".
+    make_video(folder, "oldest", name="video_20261201_073005_ffffffff", written=now - 30)
+    make_video(folder, "older", name="video_20261201_073005_00000000", written=now - 20)
+    make_video(folder, "newest", written=now - 10)
+    assert [r["parameters"]["prompt"] for r in folder.history()] == ["newest", "older", "oldest"]
+    assert [r["parameters"]["prompt"] for r in folder.history(limit=2)] == ["newest", "older"]
+
+
+def test_history_skips_damaged_records_and_videos_without_one(folder):
+    good = make_video(folder, "good")
+    broken = make_video(folder, "broken")
+    broken.record.write_text("{broken")
+    lonely = make_video(folder, "lonely")
+    lonely.record.unlink()
+    history = folder.history()
+    assert [r["video_path"] for r in history] == [str(good.video)]
+    assert history[0]["record_path"] == str(good.record) and history[0]["image_path"] == str(good.input_image)
+
+
+def test_find_and_delete_take_only_our_names(folder, tmp_path):
+    files = make_video(folder, "waves")
+    outside = tmp_path / "secret.json"
+    outside.write_text(json.dumps({"secret": True}))
+    assert folder.find(files.video.name)["parameters"]["prompt"] == "waves"
+    for name in ("../secret.json", "/etc/passwd", "../../outputs/" + files.video.name + "/../../secret", ""):
+        assert folder.find(name) is None
+        with pytest.raises(InvalidInput, match="no longer in the output folder"):
+            folder.delete(name)
+    assert outside.exists()
+    assert folder.delete(files.video.name)
+    assert not files.video.exists() and not files.record.exists() and not files.input_image.exists()
+    assert not folder.delete(files.video.name)  # already gone
+
+
+def test_retention_removes_the_oldest_videos_with_their_files(tmp_path):
+    now = time.time()
+    aged = OutputFolder(tmp_path / "outputs", OutputSettings(max_age_days=7))
+    old = make_video(aged, "old", written=now - 10 * 86400)
+    new = make_video(aged, "new", written=now)
+    assert aged.apply_retention() == 1
+    assert old.existing() == [] and new.video.exists()
+
+    size = sum(p.stat().st_size for p in new.existing())
+    capped = OutputFolder(tmp_path / "outputs", OutputSettings(max_total_gb=1.5 * size / 1e9))
+    newer = make_video(capped, "newer", written=now + 1)
+    assert capped.apply_retention() == 1
+    assert new.existing() == [] and newer.video.exists()
+
+
+def test_half_written_files_are_cleaned_but_videos_kept(folder):
+    files = make_video(folder, "waves")
+    for name in (".video_x.abc123.tmp.mp4", ".video_x.json.abc123.tmp", ".video_x_input.png.abc123.tmp"):
+        (folder.folder / name).write_bytes(b"partial")
+    assert folder.clean_temporary_files() == 3
+    assert files.video.is_file() and files.record.is_file() and not list(folder.folder.glob(".*"))
+
+
+def test_too_little_disk_refuses_with_what_to_do(tmp_path):
+    full = OutputFolder(tmp_path / "not-yet-made", OutputSettings(min_free_gb=1e9))
+    assert not full.has_free_space()
+    with pytest.raises(GenerationFailed, match="GB of disk is free.*Delete old videos"):
+        full.check_free_space()
+    OutputFolder(tmp_path, OutputSettings(min_free_gb=0)).check_free_space()  # does not raise
