@@ -1,27 +1,55 @@
+"""Jobs: the store, the queue that takes them in and the worker that runs them, wired as app.build does."""
+
 import threading
 import time
 
 import pytest
 from PIL import Image
 
-from image_to_video.engine import FaultInjector
-from image_to_video.errors import InvalidInput, ModelUnavailable
-from image_to_video.jobs import (
-    CANCELLED,
-    DONE,
-    FAILED,
-    INTERRUPTED,
-    QUEUED,
-    RUNNING,
-    JobNotFound,
-    JobQueue,
-    QueueFull,
-    SQLiteJobStore,
-    this_worker,
-    worker_alive,
-)
+from image_to_video.errors import InvalidInput, JobNotFound, ModelUnavailable, QueueFull
+from image_to_video.faults import FaultInjector
+from image_to_video.job_queue import JobQueue
+from image_to_video.job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, SQLiteJobStore
+from image_to_video.live import LiveJobs
+from image_to_video.outputs import OutputFolder
+from image_to_video.processes import this_worker
 from image_to_video.service import VideoService
 from image_to_video.video import probe_video
+from image_to_video.worker import Worker
+
+
+class RecordingBoard(LiveJobs):
+    """The live board, keeping every progress report the worker gives it."""
+
+    def __init__(self):
+        super().__init__()
+        self.reports = []
+
+    def report(self, job_id, progress):
+        self.reports.append(progress)
+        super().report(job_id, progress)
+
+
+class Jobs:
+    """A job queue and its worker over one store, on the session's engine; reads go to the queue."""
+
+    def __init__(self, config, engine, folder, *, on_fatal=None):
+        self.store = SQLiteJobStore(folder / "jobs.sqlite3")
+        self.live = RecordingBoard()
+        self.queue = JobQueue(self.store, config, live=self.live, inputs_dir=folder / "inputs")
+        service = VideoService(engine, OutputFolder(config.paths.output_dir, config.outputs), config.model)
+        self.worker = Worker(self.store, self.live, service.make_video, model_ready=lambda: engine.ready,
+                             on_fatal=on_fatal)
+
+    def __getattr__(self, name):
+        return getattr(self.queue, name)
+
+    def start(self):
+        self.worker.start()
+
+    def shutdown(self, grace_s):
+        self.queue.close()
+        self.worker.shutdown(grace_s)
 
 
 @pytest.fixture
@@ -29,13 +57,11 @@ def make_queue(small_config, loaded_engine, tmp_path):
     queues = []
 
     def make(max_queued=20, start=True, **config):
-        service = VideoService(small_config(**config), loaded_engine)
-        store = SQLiteJobStore(tmp_path / "data" / "jobs.sqlite3")
-        queue = JobQueue(store, service, inputs_dir=tmp_path / "data" / "inputs", max_queued=max_queued)
+        jobs = Jobs(small_config(**{"jobs.max_queued": max_queued, **config}), loaded_engine, tmp_path / "data")
         if start:
-            queue.start()
-        queues.append(queue)
-        return queue
+            jobs.start()
+        queues.append(jobs)
+        return jobs
 
     yield make
     for queue in queues:
@@ -61,13 +87,28 @@ def test_a_job_runs_to_a_playable_video(make_queue, photo):
     assert done.public()["video"].endswith(".mp4") and "video_path" not in done.public()
 
 
-def test_progress_is_recorded_per_step(make_queue, photo):
+def test_progress_is_reported_at_every_step_and_followers_see_it_advance(make_queue, photo):
     queue = make_queue()
     seen = []
-    job = queue.submit(photo, "waves", owner="a", num_inference_steps=5)
-    queue.wait(job.id, on_update=lambda j: seen.append((j.state, j.stage, j.done, j.total)), poll_s=0.01)
-    assert (RUNNING, "denoising", 5, 5) in seen or any(s[1] == "decoding" for s in seen)
+    job = queue.submit(photo, "waves", owner="a", num_inference_steps=5, num_frames=4)
+    queue.wait(job.id, on_update=lambda j: seen.append((j.state, j.stage, j.done, j.total)))
+    reports = queue.live.reports
+    assert [p.done for p in reports if p.stage == "denoising"] == [0, 1, 2, 3, 4, 5]
+    assert [p.done for p in reports if p.stage == "decoding"][-1] == 4
+    assert [p.stage for p in reports][-1] == "encoding"
+    # What a follower saw: queued or running, never going back, then done.
+    running = [(stage, done) for state, stage, done, _total in seen if state == RUNNING and stage]
+    order = ("denoising", "decoding", "encoding")
+    assert running == sorted(running, key=lambda s: (order.index(s[0]), s[1]))
     assert seen[-1][0] == DONE
+
+
+def test_a_follower_is_woken_by_the_job_finishing_not_by_polling(make_queue, photo):
+    queue = make_queue()
+    job = queue.submit(photo, "waves", owner="a", num_frames=2)
+    began = time.monotonic()
+    finished = queue.wait(job.id, poll_s=120, timeout=300)
+    assert finished.state == DONE and time.monotonic() - began < 60  # far sooner than one 120 s poll
 
 
 def test_bad_input_is_refused_and_nothing_is_stored(make_queue, tmp_path):
@@ -139,10 +180,18 @@ def test_a_crash_marks_the_running_job_interrupted_and_keeps_the_queue(make_queu
     assert again.wait(retried.id, timeout=60).state == DONE
 
 
-def test_a_live_workers_job_is_left_alone():
-    assert worker_alive(this_worker())
-    assert not worker_alive(f"{this_worker().rsplit(':', 2)[0]}:999999:1")
-    assert worker_alive("another-machine:1:1")
+def test_a_new_start_leaves_a_live_workers_running_job_alone(make_queue, photo):
+    queue = make_queue(start=False)
+    alive = queue.submit(photo, "still running elsewhere", owner="a")
+    dead = queue.submit(photo, "its worker is gone", owner="a")
+    queue.store.claim_next(this_worker())  # claimed by a worker that is alive: this process
+    queue.store.claim_next("placeholder")
+    queue.store.update(dead.id, worker=f"{this_worker().rsplit(':', 2)[0]}:999999:1")
+    again = make_queue()  # a second worker starts over the same store and recovers it
+    assert again.get(dead.id).state == INTERRUPTED
+    time.sleep(1.5)  # the new worker has looked at the queue more than once by now
+    job = again.get(alive.id)
+    assert job.state == RUNNING and job.worker == this_worker()
 
 
 def test_only_finished_jobs_can_be_retried(make_queue, photo):
@@ -185,9 +234,7 @@ def test_out_of_memory_is_recovered_in_process_and_the_next_job_succeeds(make_qu
 def test_a_fatal_gpu_error_fails_the_job_and_asks_for_a_restart(small_config, loaded_engine, photo, tmp_path,
                                                                 monkeypatch):
     restarts = []
-    service = VideoService(small_config(), loaded_engine)
-    queue = JobQueue(SQLiteJobStore(tmp_path / "jobs.sqlite3"), service, inputs_dir=tmp_path / "in",
-                     max_queued=5, on_fatal=lambda: restarts.append(True))
+    queue = Jobs(small_config(), loaded_engine, tmp_path, on_fatal=lambda: restarts.append(True))
     monkeypatch.setattr(loaded_engine, "faults", FaultInjector("fatal@denoise*1"))
     queue.start()
     try:

@@ -1,0 +1,138 @@
+"""Taking jobs in and telling how they are: validation, the queue's bound, cancel, retry, follow.
+
+Every caller (the page, the HTTP API, the command line) submits through ``JobQueue``;
+nothing is stored that has not passed ``build_request``. The GPU work itself is the
+``Worker``'s (``worker.py``); the two share the store and the in-memory ``LiveJobs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .config import AppConfig
+from .errors import InvalidInput, JobNotFound, ModelUnavailable
+from .job_store import CANCELLED, FAILED, INTERRUPTED, QUEUED, Job, JobStore
+from .live import LiveJobs
+from .request import build_request
+
+log = logging.getLogger(__name__)
+
+
+class JobQueue:
+    """Accepts jobs (validated first), cancels and retries them, and reports on them."""
+
+    def __init__(self, store: JobStore, config: AppConfig, *, live: LiveJobs, inputs_dir: Path):
+        self.store = store
+        self.config = config
+        self.live = live
+        self.inputs_dir = Path(inputs_dir)
+        self.max_queued = config.jobs.max_queued
+        self._closed = False
+
+    # -- submitting ------------------------------------------------------------
+
+    def submit(self, image: Any, prompt: Any, *, owner: str, source: str = "ui", **params: Any) -> Job:
+        """Validate everything, keep the normalised image, and queue the job.
+
+        Raises ``InvalidInput`` (nothing is stored), ``QueueFull``, or ``ModelUnavailable`` while stopping.
+        """
+        if self._closed:
+            raise ModelUnavailable(key="err_shutting_down")
+        request = build_request(self.config, image=image, prompt=prompt, **params)
+        job_id = uuid.uuid4().hex[:12]
+        image_path = self.inputs_dir / f"{job_id}.png"
+        self.inputs_dir.mkdir(parents=True, exist_ok=True)
+        request.image.save(image_path)
+        job = Job(id=job_id, owner=owner, state=QUEUED, params=request.parameters(),
+                  image_path=str(image_path), created=time.time(), source=source)
+        try:
+            self.store.add(job, max_queued=self.max_queued)
+        except BaseException:
+            image_path.unlink(missing_ok=True)
+            raise
+        log.info("Queued job %s from %s (%s)", job_id, source, owner[:8])
+        self.live.poke()
+        return job
+
+    def retry(self, job_id: str, *, owner: str | None = None) -> Job:
+        """Queue a finished (failed, cancelled or interrupted) job again as a new job."""
+        old = self.get(job_id, owner=owner)
+        if old.state not in (FAILED, CANCELLED, INTERRUPTED):
+            raise InvalidInput(key="err_already_running", state=old.state)
+        if not Path(old.image_path).is_file():
+            raise InvalidInput(key="err_input_gone")
+        params = {k: v for k, v in old.params.items() if k not in ("width", "height", "prompt")}
+        return self.submit(Image.open(old.image_path), old.params["prompt"], owner=old.owner,
+                           source=old.source, **params)
+
+    def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
+        """Cancel a queued job now, or a running one at its next step."""
+        job = self.get(job_id, owner=owner)
+        if job.state == QUEUED and self.store.cancel_if_queued(job_id, "Cancelled before it started."):
+            self.live.poke()
+        else:
+            self.live.cancel(job_id)
+        return self.get(job_id)
+
+    def close(self) -> None:
+        """Take no new jobs (the server is stopping)."""
+        self._closed = True
+
+    # -- reading ---------------------------------------------------------------
+
+    def get(self, job_id: str, *, owner: str | None = None) -> Job:
+        """The job as stored, with its live progress when it runs in this process."""
+        job = self.store.get(str(job_id))
+        if job is None or (owner is not None and job.owner != owner):
+            raise JobNotFound(key="err_no_job", job=job_id)
+        running = self.live.get(job.id)
+        progress = running.progress if running else None
+        if progress is not None and not job.finished_state:
+            eta = None if progress.eta is None else round(progress.eta, 1)
+            job = replace(job, stage=progress.stage, done=progress.done, total=progress.total, eta=eta)
+        return job
+
+    def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]:
+        return [self.get(job.id) if self.live.get(job.id) else job
+                for job in self.store.list(owner=owner, limit=limit)]
+
+    def position(self, job_id: str) -> int | None:
+        return self.store.position(job_id)
+
+    def preview(self, job_id: str):
+        """The latest live preview of a running job (an RGB array), or None."""
+        running = self.live.get(job_id)
+        return running.preview if running else None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.live.ids())
+
+    def wait(self, job_id: str, *, on_update: Callable[[Job], None] | None = None,
+             timeout: float | None = None, poll_s: float = 1.0) -> Job:
+        """Block until the job has finished (or ``timeout`` s passed), calling ``on_update`` whenever it
+        changes. Woken by every change in this process; ``poll_s`` bounds the wait for changes made
+        by another process (the command line's worker)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        version = self.live.version
+        while True:
+            job = self.get(job_id)
+            snapshot = (job.state, job.stage, job.done)
+            if on_update and snapshot != last:
+                on_update(job)
+                last = snapshot
+            if job.finished_state:
+                return job
+            left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            if left <= 0:
+                return job
+            version = self.live.wait_for_change(version, left)

@@ -1,0 +1,225 @@
+"""Where jobs are kept: the ``Job`` record, the ``JobStore`` interface and its SQLite implementation.
+
+Every generation, from the page, the HTTP API or the command line, is a ``Job`` with
+an id, its parameters and a state. Jobs live in a ``JobStore`` (SQLite by default,
+behind a small interface so a shared queue can replace it later), so a closed tab, a
+reload, a restart or a ``kill -9`` loses nothing: at start-up queued jobs stay queued
+and a job that was running is marked interrupted, to be retried with one click.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import AppError, QueueFull
+from .i18n import t
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
+    "queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation job, as stored."""
+
+    id: str
+    owner: str
+    state: str
+    params: dict[str, Any]
+    image_path: str
+    created: float
+    source: str = "ui"
+    started: float | None = None
+    finished: float | None = None
+    stage: str | None = None
+    done: int = 0
+    total: int = 0
+    eta: float | None = None
+    message: str | None = None
+    video_path: str | None = None
+    metadata_path: str | None = None
+    attempts: int = 0
+    #: The process running it: "host:pid:start ticks" (to tell a live worker from a crashed one).
+    worker: str | None = None
+    #: ``message`` as an i18n key and its parameters (JSON), so the page can show it in any language.
+    message_key: str | None = None
+
+    def localized_message(self, lang: str) -> str | None:
+        """``message`` in ``lang`` when it was stored with its key, else as stored (English)."""
+        if self.message_key:
+            stored = json.loads(self.message_key)
+            return t(stored["key"], lang, **stored["params"])
+        return self.message
+
+    @property
+    def finished_state(self) -> bool:
+        return self.state in FINISHED
+
+    def public(self) -> dict[str, Any]:
+        """What the API and the page show of a job (no server paths)."""
+        return {
+            "id": self.id, "state": self.state, "source": self.source, "params": self.params,
+            "created": self.created, "started": self.started, "finished": self.finished,
+            "progress": {"stage": self.stage, "done": self.done, "total": self.total, "eta_s": self.eta},
+            "message": self.message, "video": Path(self.video_path).name if self.video_path else None,
+            "attempts": self.attempts,
+        }
+
+
+class JobStore(Protocol):
+    """Where jobs are kept. SQLite here; a shared queue engine can implement the same."""
+
+    def add(self, job: Job, *, max_queued: int) -> None: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def update(self, job_id: str, **changes: Any) -> Job | None: ...
+    def claim_next(self, worker: str, *, owner: str | None = None) -> Job | None: ...
+    def cancel_if_queued(self, job_id: str, message: str) -> bool: ...
+    def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]: ...
+    def position(self, job_id: str) -> int | None: ...
+    def recover(self, is_alive: Callable[[str], bool]) -> tuple[int, int]: ...
+
+
+_COLUMNS = [f.name for f in fields(Job)]
+
+
+class SQLiteJobStore:
+    """Jobs in one SQLite file; safe across threads and processes (WAL, immediate transactions)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute("""CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL, params TEXT NOT NULL,
+                image_path TEXT NOT NULL, created REAL NOT NULL, source TEXT, started REAL, finished REAL,
+                stage TEXT, done INTEGER, total INTEGER, eta REAL, message TEXT, video_path TEXT,
+                metadata_path TEXT, attempts INTEGER, worker TEXT, message_key TEXT)""")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "message_key" not in columns:  # a database from before messages were translatable
+                db.execute("ALTER TABLE jobs ADD COLUMN message_key TEXT")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created)")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created)")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            finally:
+                db.close()
+
+    @staticmethod
+    def _row(row: tuple | None) -> Job | None:
+        if row is None:
+            return None
+        values = dict(zip(_COLUMNS, row))
+        values["params"] = json.loads(values["params"])
+        values["done"] = values["done"] or 0
+        values["total"] = values["total"] or 0
+        values["attempts"] = values["attempts"] or 0
+        return Job(**values)
+
+    def add(self, job: Job, *, max_queued: int) -> None:
+        """Insert ``job`` unless ``max_queued`` jobs already wait (checked atomically)."""
+        with self._connect() as db:
+            (waiting,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()
+            if waiting >= max_queued:
+                raise QueueFull(key="err_queue_full", waiting=waiting)
+            values = [json.dumps(job.params) if name == "params" else getattr(job, name) for name in _COLUMNS]
+            db.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                       values)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._connect() as db:
+            return self._row(db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?",
+                                        (job_id,)).fetchone())
+
+    def update(self, job_id: str, **changes: Any) -> Job | None:
+        if "params" in changes:
+            changes["params"] = json.dumps(changes["params"])
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        with self._connect() as db:
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*changes.values(), job_id])
+            return self._row(db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?",
+                                        (job_id,)).fetchone())
+
+    def claim_next(self, worker: str, *, owner: str | None = None) -> Job | None:
+        """Atomically move the oldest queued job (of ``owner``, if given) to running."""
+        query = f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE state = ?"
+        args: list[Any] = [QUEUED]
+        if owner is not None:
+            query += " AND owner = ?"
+            args.append(owner)
+        with self._connect() as db:
+            row = db.execute(query + " ORDER BY created LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            job = self._row(row)
+            now = time.time()
+            db.execute("UPDATE jobs SET state = ?, started = ?, attempts = attempts + 1, stage = NULL, "
+                       "done = 0, total = 0, eta = NULL, message = NULL, message_key = NULL, worker = ? "
+                       "WHERE id = ?",
+                       (RUNNING, now, worker, job.id))
+            return replace(job, state=RUNNING, started=now, attempts=job.attempts + 1, worker=worker)
+
+    def cancel_if_queued(self, job_id: str, message: str) -> bool:
+        with self._connect() as db:
+            return db.execute("UPDATE jobs SET state = ?, finished = ?, message = ? WHERE id = ? AND state = ?",
+                              (CANCELLED, time.time(), message, job_id, QUEUED)).rowcount == 1
+
+    def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]:
+        query = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+        args: list[Any] = []
+        if owner is not None:
+            query += " WHERE owner = ?"
+            args.append(owner)
+        query += " ORDER BY created DESC LIMIT ?"
+        with self._connect() as db:
+            return [self._row(row) for row in db.execute(query, [*args, limit]).fetchall()]
+
+    def position(self, job_id: str) -> int | None:
+        """1 for the next job to run, 2 after it, ...; None unless queued."""
+        with self._connect() as db:
+            row = db.execute("SELECT created FROM jobs WHERE id = ? AND state = ?", (job_id, QUEUED)).fetchone()
+            if row is None:
+                return None
+            (ahead,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ? AND created < ?",
+                                  (QUEUED, row[0])).fetchone()
+            return ahead + 1
+
+    def recover(self, is_alive: Callable[[str], bool]) -> tuple[int, int]:
+        """Running jobs whose worker process is gone become interrupted. Returns (queued, interrupted)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT id, worker FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
+            dead = [job_id for job_id, worker in rows if not is_alive(worker or "")]
+            message = error_message(AppError(key="err_interrupted"))
+            for job_id in dead:
+                db.execute("UPDATE jobs SET state = ?, finished = ?, message = ?, message_key = ? WHERE id = ?",
+                           (INTERRUPTED, time.time(), message["message"], message["message_key"], job_id))
+            (queued,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()
+            return queued, len(dead)
+
+
+
+def error_message(error: AppError) -> dict[str, Any]:
+    """An error as the job's message, with its i18n key when it has one."""
+    key = json.dumps({"key": error.key, "params": error.params}, default=str) if error.key else None
+    return {"message": str(error), "message_key": key}
+
