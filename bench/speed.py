@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 
 from image_to_video import model_shapes  # noqa: E402
 from image_to_video.config import ModelSettings  # noqa: E402
-from image_to_video.engine import Engine, encode_prompt  # noqa: E402
+from image_to_video.engine import Engine  # noqa: E402
+from image_to_video.i2vgen_xl import encode_prompt  # noqa: E402
 from image_to_video.request import GenerationRequest  # noqa: E402
 
 PROMPT = "the waves roll in slowly"
@@ -332,7 +333,7 @@ class Bench:
         engine = self.engine(options)
         load_s = time.perf_counter() - started
         try:
-            result = self._measure(name, engine._pipe.unet, lambda request: engine.generate(request).frames, steps)
+            result = self._measure(name, engine.denoiser, lambda request: engine.generate(request).frames, steps)
             result.update(load_s=load_s, memory_mode=engine.memory_mode, attention_backend=engine.attention_backend)
             if engine.attention_backend != engine.settings.attention_backend:
                 print(f"{name}: the {engine.settings.attention_backend} attention kernel cannot run here; "
@@ -349,7 +350,7 @@ class Bench:
         sides = (64, 128) if small else (256, 512, 768, 1024)
         counts = (4, 8) if small else (8, 16, 24, 32)
         engine, rows = self.engine({}), []
-        clock = StepClock(torch, engine._pipe.unet, self.device)
+        clock = StepClock(torch, engine.denoiser, self.device)
         for side in sides:
             for frames in counts:
                 row = {"resolution": side, "frames": frames}

@@ -65,7 +65,8 @@ def loaded_engine(demo_dir):
     from image_to_video.config import ModelSettings
     from image_to_video.engine import Engine
 
-    engine = Engine(ModelSettings(source=str(demo_dir), device="cpu"), str(demo_dir), demo_dir.parent)
+    engine = Engine(ModelSettings(source=str(demo_dir), device="cpu"), str(demo_dir), demo_dir.parent,
+                    resolutions=SMALL["generation.resolutions"])
     engine.load()
     assert engine.ready, engine.status.message
     return engine

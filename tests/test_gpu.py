@@ -1,0 +1,220 @@
+"""GPU policy: device and dtype, memory modes and the switches between them, failure classification."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from image_to_video import gpu
+from image_to_video.config import ModelSettings
+from image_to_video.engine import Engine
+from image_to_video.errors import ModelUnavailable
+from image_to_video.faults import FaultInjector
+from image_to_video.i18n import localized
+from image_to_video.model_status import ModelStatus
+
+from .test_engine import tiny_request
+
+#: The real model's parameter counts per component, from ali-vilab/i2vgen-xl's weight files.
+REAL_COUNTS = {"unet": 1_420_469_224, "text_encoder": 352_984_064, "image_encoder": 632_076_800, "vae": 83_653_863}
+
+
+def largest_difference(frames: np.ndarray, reference: np.ndarray) -> int:
+    """The largest pixel difference between two videos, in levels of 255."""
+    return int(np.abs(frames.astype(int) - reference.astype(int)).max())
+
+
+def write_weight_headers(folder, counts: dict[str, int]):
+    """A model folder whose fp16 weight files hold only their safetensors headers, with the real
+    model's parameter counts: enough for reading sizes, no 5 GB written."""
+    for component, count in counts.items():
+        header = json.dumps({"weight": {"dtype": "F16", "shape": [count], "data_offsets": [0, 2 * count]}}).encode()
+        path = folder / component / "diffusion_pytorch_model.fp16.safetensors"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(len(header).to_bytes(8, "little") + header)
+    return folder
+
+
+@pytest.fixture
+def offload_on_the_cpu(monkeypatch):
+    """Lets accelerate's offload hooks run with the CPU standing in for the GPU."""
+    import accelerate.hooks
+
+    move = accelerate.hooks.set_module_tensor_to_device
+    # diffusers names the execution device "cpu:0"; a weight on "cpu" is then copied to it and loses its
+    # Parameter type. On a GPU, "cuda:0" is the very device the weight is on and nothing is copied.
+    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device", lambda module, name, device, *args, **kw:
+                        move(module, name, "cpu" if str(device) == "cpu:0" else device, *args, **kw))
+
+
+@pytest.fixture
+def a_gpu(monkeypatch):
+    """torch believes a 12 GiB RTX 3060 is there (nothing runs on it)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(
+        name="NVIDIA GeForce RTX 3060", total_memory=12 * 2**30))
+
+
+# -- device ------------------------------------------------------------------------------------------
+
+def test_without_a_gpu_auto_is_the_cpu_in_float32_and_cuda_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu.pick_device("auto", "float16", demo=True) == (torch.device("cpu"), torch.float32)
+    for wanted in ("cuda", "cuda:1"):
+        with pytest.raises(ModelUnavailable, match=wanted):
+            gpu.pick_device(wanted, "auto")
+
+
+@pytest.mark.parametrize("wanted, dtype, expected", [
+    ("auto", "auto", ("cuda", torch.float16)), ("cuda:1", "bfloat16", ("cuda:1", torch.bfloat16)),
+    ("cuda", "float32", ("cuda", torch.float32)), ("cpu", "float16", ("cpu", torch.float32)),
+])
+def test_the_device_and_dtype_follow_the_settings_on_a_gpu(a_gpu, wanted, dtype, expected):
+    device, chosen = gpu.pick_device(wanted, dtype)
+    assert (str(device), chosen) == expected
+
+
+def test_the_device_line_names_the_gpu_and_an_offloading_mode_in_both_languages(a_gpu):
+    key, params = gpu.describe_device(torch.device("cuda"), torch.float16, "model_offload")
+    status = ModelStatus(device_key=key, device_params=params)
+    assert status.device.startswith("NVIDIA GeForce RTX 3060 (12 GiB), float16, model offload")
+    assert "模型分段加载" in status.device_text("zh-CN") and "RTX 3060" in status.device_text("zh-CN")
+    plain = ModelStatus(device_key=gpu.describe_device(torch.device("cuda"), torch.float16, "gpu")[0])
+    assert plain.device_key == "device_gpu"
+    assert gpu.describe_device(torch.device("cpu"), torch.float32) == ("device_cpu", {})
+    assert gpu.total_memory_gb(torch.device("cuda")) == 12 and gpu.gpu_name(torch.device("cpu")) is None
+
+
+# -- memory modes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("free, expected", [(24.0, "gpu"), (11.5, "model_offload"), (7.5, "sequential_offload")])
+def test_the_memory_mode_follows_the_free_gpu_memory(free, expected):
+    sizes = {"unet": 2.65, "text_encoder": 0.66, "image_encoder": 1.18, "vae": 0.16}  # the real fp16 weights
+    mode, why = gpu.choose_memory_mode(free, sizes, work_gb=8.6)
+    assert mode == expected and f"{free:.1f} GB free" in why
+
+
+@pytest.mark.parametrize("free_gib, setting, expected", [
+    (20, "auto", "gpu"), (12.5, "auto", "model_offload"), (8, "auto", "sequential_offload"),
+    (20, "sequential_offload", "sequential_offload"),  # a setting other than auto is obeyed
+])
+def test_auto_memory_mode_reads_the_free_gpu_memory_and_the_weight_files(tmp_path, monkeypatch, free_gib,
+                                                                         setting, expected):
+    # The GPU's free memory is faked; the weights' sizes come from real-sized weight file headers.
+    folder = write_weight_headers(tmp_path, REAL_COUNTS)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * 2**30, 80 * 2**30))
+    assert gpu.pick_memory_mode(setting, torch.device("cuda"), torch.float16, folder, "fp16") == expected
+    assert gpu.pick_memory_mode(setting, torch.device("cpu"), torch.float32, folder, "fp16") == "cpu"
+
+
+@pytest.mark.parametrize("mode, device, expected", [
+    ("gpu", "cuda", "cuda"), ("cpu", "cpu", "cpu"),  # one device for everything: straight there
+    ("model_offload", "cuda", None), ("sequential_offload", "cuda", None),  # the offload hooks place them
+    ("gpu", "cuda:1", None),
+])
+def test_weights_load_straight_to_the_device_only_where_all_stay_there(mode, device, expected):
+    assert gpu.loads_directly(mode, torch.device(device)) == expected
+
+
+class RecordingPipeline:
+    """Stands in for a pipeline: records what the memory-mode switches ask of it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def remove_all_hooks(self):
+        self.calls.append("remove_hooks")
+
+    def to(self, device):
+        self.calls.append(f"to {device}")
+
+    def enable_model_cpu_offload(self, device):
+        self.calls.append("model_offload")
+
+    def enable_sequential_cpu_offload(self, device):
+        self.calls.append("sequential_offload")
+
+
+@pytest.mark.parametrize("mode, lower, calls", [
+    ("gpu", "model_offload", ["remove_hooks", "switch model_offload", "model_offload",
+                              "remove_hooks", "switch gpu", "to cpu"]),
+    ("model_offload", "sequential_offload", ["remove_hooks", "switch sequential_offload", "sequential_offload",
+                                             "remove_hooks", "switch model_offload", "model_offload"]),
+    ("sequential_offload", "sequential_offload", []),  # nothing lower
+    ("cpu", "cpu", []),
+])
+def test_low_memory_mode_goes_one_step_down_and_back_even_after_a_failure(mode, lower, calls):
+    pipe = RecordingPipeline()
+    with pytest.raises(ValueError), gpu.low_memory_mode(pipe, mode, torch.device("cpu"),
+                                                       on_switch=lambda m: pipe.calls.append(f"switch {m}")) as used:
+        assert used == lower
+        raise ValueError("the job failed")
+    assert pipe.calls == calls
+
+
+def test_every_memory_mode_works_with_the_real_offload_hooks_and_keeps_the_video(demo_dir, photo,
+                                                                                 offload_on_the_cpu):
+    """The offload modes with accelerate's real hooks: every switch the engine makes (out-of-memory
+    step down and back) and the same video in each mode."""
+    from accelerate.hooks import AlignDevicesHook, CpuOffload
+
+    engine = Engine(ModelSettings(source=str(demo_dir)), str(demo_dir), demo_dir.parent)
+    engine.load()
+    request = tiny_request(photo)
+    reference = engine.generate(request).frames
+
+    def hooks():
+        return {type(module._hf_hook).__name__ for module in engine.denoiser.modules() if hasattr(module, "_hf_hook")}
+
+    model, sequential = {CpuOffload.__name__}, {AlignDevicesHook.__name__}
+    for mode, expected in [("model_offload", model), ("sequential_offload", sequential), ("model_offload", model),
+                           ("gpu", set()), ("sequential_offload", sequential), ("gpu", set())]:
+        engine.switch_memory_mode(mode)
+        assert hooks() == expected and engine.memory_mode == mode
+        assert largest_difference(engine.generate(request).frames, reference) <= 1, mode
+
+    # Out of memory in model-offload mode: one job in sequential offload, then model offload again.
+    engine.switch_memory_mode("model_offload")
+    engine.faults = FaultInjector("oom@denoise*1")
+    seen = []
+    engine.denoiser.register_forward_pre_hook(lambda *_: seen.append(hooks()))
+    result = engine.generate(request)
+    assert result.timings["low_memory_retry"] == 1.0
+    assert {AlignDevicesHook.__name__} in seen  # the retry ran in sequential offload
+    assert largest_difference(result.frames, reference) <= 1
+    assert hooks() == {CpuOffload.__name__}
+    assert largest_difference(engine.generate(request).frames, reference) <= 1
+
+
+# -- failures ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, fatal", [
+    ("CUDA error: an illegal memory access was encountered", True),
+    ("CUDA error: device-side assert triggered", True),
+    ("CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, ...)`", True),
+    ("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR", True),
+    ("CUDA out of memory. Tried to allocate 2.00 GiB", False),  # recoverable: retried lower
+    ("Expected all tensors to be on the same device", False),
+])
+def test_fatal_cuda_errors_are_told_from_recoverable_ones(text, fatal):
+    assert gpu.is_fatal_cuda_error(RuntimeError(text)) is fatal
+
+
+def request_at(photo, resolution: str, side: int, frames: int):
+    return tiny_request(photo, resolution=resolution, width=side, height=side, num_frames=frames)
+
+
+def test_out_of_memory_suggests_the_next_resolution_down_with_its_saving(photo):
+    error = gpu.out_of_memory_error(request_at(photo, "768p", 768, 16), {"256p": 256, "512p": 512, "768p": 768})
+    # 512² is 4/9 of 768²: about 56% less memory.
+    assert "at 768p with 16 frames" in str(error)
+    assert "Lower the resolution to 512p (about 56% less memory)" in str(error)
+    assert "显存不足" in localized(error, "zh-CN") and "512p" in localized(error, "zh-CN")
+
+
+def test_out_of_memory_at_the_smallest_resolution_suggests_half_the_frames(photo):
+    assert "Lower the frames from 16 to 8" in str(gpu.out_of_memory_error(request_at(photo, "256p", 256, 16),
+                                                                          {"256p": 256, "512p": 512}))
+    assert "from 3 to 2" in str(gpu.out_of_memory_error(request_at(photo, "256p", 256, 3), {"256p": 256}))

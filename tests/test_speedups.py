@@ -1,0 +1,166 @@
+"""The speed switches: each takes effect, and the video stays the same (up to rounding)."""
+
+import logging
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers.models.attention_processor import Attention
+
+from image_to_video import gpu, speedups
+from image_to_video.config import ModelSettings
+from image_to_video.engine import Engine
+
+from .test_engine import tiny_request
+from .test_gpu import largest_difference, offload_on_the_cpu  # noqa: F401 (a fixture)
+
+
+def load(demo_dir, models_dir=None, **switches) -> Engine:
+    engine = Engine(ModelSettings(source=str(demo_dir), **switches), str(demo_dir), models_dir or demo_dir.parent)
+    engine.load()
+    assert engine.ready, engine.status.message
+    return engine
+
+
+def fused(engine) -> bool:
+    attention = [m for m in engine.denoiser.modules() if isinstance(m, Attention)]
+    return bool(attention) and all(hasattr(m, "to_qkv") or hasattr(m, "to_kv") for m in attention)
+
+
+def channels_last(engine) -> bool:
+    """Every convolution of the UNet and the VAE with its weights stored channels-last."""
+    convs = [m for m in [*engine.denoiser.modules(), *engine.pipeline.vae.modules()]
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and m.weight[0, 0].numel() > 1]
+    return bool(convs) and all(m.weight.is_contiguous(memory_format=torch.channels_last if m.weight.dim() == 4
+                                                      else torch.channels_last_3d) for m in convs)
+
+
+def kernels_in_the_unet(engine, photo) -> set[tuple[bool, bool, bool]]:
+    """(flash, efficient, math) allowed while the UNet runs."""
+    seen = set()
+    hook = engine.denoiser.conv_in.register_forward_hook(lambda *_: seen.add((
+        torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+        torch.backends.cuda.math_sdp_enabled())))
+    try:
+        engine.generate(tiny_request(photo, num_inference_steps=1))
+    finally:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("switches, took_effect", [
+    ({"fuse_qkv": True}, lambda engine, photo: fused(engine)),
+    ({"channels_last": True}, lambda engine, photo: channels_last(engine)),
+    ({"attention_backend": "math"}, lambda engine, photo: engine.attention_backend == "math"
+     and kernels_in_the_unet(engine, photo) == {(False, False, True)}),
+])
+def test_speed_switches_take_effect_and_keep_the_video(demo_dir, loaded_engine, photo, switches, took_effect):
+    engine = load(demo_dir, **switches)
+    assert took_effect(engine, photo), switches
+    assert not took_effect(loaded_engine, photo), "the check cannot tell the switch from its absence"
+    request = tiny_request(photo)
+    assert largest_difference(engine.generate(request).frames, loaded_engine.generate(request).frames) <= 2
+
+
+def test_the_dpm_solver_switch_swaps_the_sampler_and_makes_a_video(demo_dir, loaded_engine, photo):
+    engine = load(demo_dir, scheduler="dpmpp")
+    assert isinstance(engine.pipeline.scheduler, DPMSolverMultistepScheduler)
+    assert isinstance(loaded_engine.pipeline.scheduler, DDIMScheduler)  # the model's own sampler by default
+    config = engine.pipeline.scheduler.config
+    assert config.prediction_type == loaded_engine.pipeline.scheduler.config.prediction_type == "v_prediction"
+    assert config.algorithm_type == "dpmsolver++" and config.timestep_spacing == "trailing"
+    frames = engine.generate(tiny_request(photo, num_inference_steps=2)).frames
+    assert frames.shape == (4, 64, 64, 3) and frames.std() > 1
+
+
+def fake_attention(monkeypatch, *, refuse: str | None):
+    """``scaled_dot_product_attention`` that fails, as a device lacking it does, when only the
+    ``refuse`` kernel is allowed; otherwise PyTorch's own. Returns the calls made with that kernel only."""
+    real, alone = torch.nn.functional.scaled_dot_product_attention, []
+    enabled = {"cudnn": torch.backends.cuda.cudnn_sdp_enabled, "flash": torch.backends.cuda.flash_sdp_enabled,
+               "efficient": torch.backends.cuda.mem_efficient_sdp_enabled, "math": torch.backends.cuda.math_sdp_enabled}
+
+    def attention(query, *args, **kwargs):
+        if refuse and [name for name, on in enabled.items() if on()] == [refuse]:
+            alone.append(query.shape[-1])
+            raise RuntimeError(f"No available kernel. Aborting execution.\n({refuse} refused by the test)")
+        return real(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
+    return alone
+
+
+def test_an_attention_kernel_the_device_lacks_falls_back_to_pytorchs_choice(demo_dir, photo, caplog, monkeypatch):
+    refused = fake_attention(monkeypatch, refuse="cudnn")
+    engine = load(demo_dir, attention_backend="cudnn")
+    assert refused and engine.attention_backend == "auto"
+    assert "model.attention_backend: cudnn cannot run here (No available kernel. Aborting execution.)" in caplog.text
+    assert engine.generate(tiny_request(photo)).frames.shape == (4, 64, 64, 3)
+
+
+def test_an_attention_kernel_that_works_stays_chosen_after_trying_every_head_size(loaded_engine, monkeypatch):
+    unet = loaded_engine.denoiser
+    head_sizes = {m.inner_dim // m.heads for m in unet.modules() if isinstance(m, Attention)}
+    tried = []
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda query, *a, **k: tried.append(
+        (query.shape[-1], torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.math_sdp_enabled())))
+    assert speedups.check_attention_backend("cudnn", unet, torch.device("cpu"), torch.float32) == "cudnn"
+    assert sorted(tried) == sorted((size, True, False) for size in head_sizes)  # each size, cuDNN alone
+    tried.clear()
+    assert speedups.check_attention_backend("auto", unet, torch.device("cpu"), torch.float32) == "auto"
+    assert tried == []  # PyTorch's choice needs no check
+
+
+def test_the_attention_kernel_is_chosen_for_the_unet_only_and_always_put_back(demo_dir, photo):
+    """model.attention_backend restricts PyTorch's attention kernels inside the UNet only: the image
+    encoder and the VAE (one 512-wide head on the real model, more than the flash and cuDNN kernels
+    take) keep every kernel, and so does everything after a job, even one that failed in the UNet."""
+    engine = load(demo_dir, attention_backend="math")
+    pipe, seen = engine.pipeline, {}
+
+    def record(name):
+        return lambda *_: seen.setdefault(name, set()).add(torch.backends.cuda.flash_sdp_enabled())
+
+    for name, module in [("unet", pipe.unet.conv_in), ("vae", pipe.vae.encoder), ("image_encoder", pipe.image_encoder),
+                         ("decoder", pipe.vae.decoder)]:
+        module.register_forward_hook(record(name))
+    assert torch.backends.cuda.flash_sdp_enabled()
+    engine.generate(tiny_request(photo))
+    assert seen == {"unet": {False}, "vae": {True}, "image_encoder": {True}, "decoder": {True}}
+    assert torch.backends.cuda.flash_sdp_enabled()
+
+    def fail(*_):
+        raise RuntimeError("a failure inside the UNet")
+
+    pipe.unet.conv_in.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="inside the UNet"):
+        engine.generate(tiny_request(photo))
+    assert torch.backends.cuda.flash_sdp_enabled()
+
+
+def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loaded_engine, photo, tmp_path,
+                                                                   monkeypatch, caplog, offload_on_the_cpu):
+    """torch.compile(fullgraph=True) of the UNet, on the CPU here (a minute of compiling on 2 cores),
+    started in model offload (as on a GPU with too little free memory for everything): the hooks stay
+    outside the compiled graph; sequential offload, whose hooks are inside the UNet, runs it uncompiled."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(gpu, "pick_memory_mode", lambda *_: "model_offload")
+    caplog.set_level(logging.INFO)
+    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), tmp_path / "models",
+                    warmup_shapes=((64, 64, 4),))
+    engine.load()
+    assert engine.ready and engine.memory_mode == "model_offload", engine.status.message
+    log = caplog.text
+    assert "Compiling the model for 64x64, 4 frames" in log and "Compiled the UNet for 64x64, 4 frames" in log
+    assert log.index("Compiled the UNet for 64x64") < log.index("Model ready")  # compiled before "ready"
+    cache = tmp_path / "models" / ".compile-cache"  # kept beside the models for the next start
+    assert cache.is_dir() and any(path.is_file() for path in cache.rglob("*"))
+    request = tiny_request(photo)
+    reference = loaded_engine.generate(request).frames
+    assert largest_difference(engine.generate(request).frames, reference) <= 2
+    assert loaded_engine.compiled is None and engine.compiled.eager is not engine.compiled.compiled
+    for mode, forward in [("sequential_offload", engine.compiled.eager), ("gpu", engine.compiled.compiled)]:
+        engine.switch_memory_mode(mode)
+        unet = engine.denoiser
+        assert getattr(unet, "_old_forward", unet.forward) is forward, mode  # inside any offload hook
+        assert largest_difference(engine.generate(request).frames, reference) <= 2, mode
