@@ -1,9 +1,11 @@
 """The page in a real browser: Debian's Chromium driven by Playwright, against `python main.py --demo`.
 
 Screenshots of the main states go to docs/screenshots/ (the README shows them).
-Without Chromium these tests skip, except in CI, where .ci/run installs it and they must run.
+Without Chromium or Playwright these tests skip, except in CI (the variable ``CI`` set), where
+.ci/run installs both and a missing one fails the run.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -20,12 +22,20 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("I2V_SCREENSHOT_DIR", PROJECT_DIR / "docs" / "screenshots"))
 EXAMPLE = PROJECT_DIR / "static" / "examples" / "seaside_sunset.png"
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must run the browser tests: install Debian's chromium (.ci/run does)")
-    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
-sync_api = pytest.importorskip("playwright.sync_api")
+def _missing(what: str, how: str) -> None:
+    """In CI a missing browser part fails the run; elsewhere these tests skip, saying what to install."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser tests, but {what} is missing: {how} (.ci/run does)", pytrace=False)
+    pytest.skip(f"{what} is not installed ({how})", allow_module_level=True)
+
+
+if not Path(CHROMIUM).exists():
+    _missing("Chromium", "apt-get install chromium")
+try:
+    from playwright import sync_api
+except ImportError:
+    _missing("Playwright", "pip install -r requirements-dev.txt")
 
 
 @pytest.fixture(scope="module")
@@ -148,24 +158,30 @@ def test_a_reload_during_a_job_finds_it_again(page):
     sync_api.expect(jobs).to_contain_text("done", timeout=180000)
 
 
+def wait_for_result(page, timeout_ms: int = 120000) -> None:
+    sync_api.expect(page.locator("#result-info")).to_contain_text("Done in", timeout=timeout_ms)
+
+
 def test_reuse_the_settings_of_a_past_video_then_delete_it(page, app):
-    videos_before = sorted((app.root / "outputs").glob("video_*.mp4"))
-    assert videos_before, "an earlier test made a video"
+    before = set((app.root / "outputs").glob("video_*.mp4"))
+    start_job(page, "Quick preview")  # this test's own video
+    wait_for_result(page)
+    (made,) = set((app.root / "outputs").glob("video_*.mp4")) - before
+    record = json.loads((app.root / "outputs" / f"{made.stem}.json").read_text())
     page.get_by_role("tab", name="All videos").click()
     table = page.locator("#all-videos")
-    newest = videos_before[-1].name
-    table.get_by_role("gridcell", name=newest).click()
+    table.get_by_role("gridcell", name=made.name).click()
     page.locator("#reuse-settings").click()
-    record = __import__("json").loads(videos_before[-1].with_suffix(".json").read_text())
     sync_api.expect(page.locator("#prompt textarea")).to_have_value(record["parameters"]["prompt"])
     seed = page.get_by_label("Seed", exact=True)
     sync_api.expect(seed).to_have_value(str(record["parameters"]["seed"]))
     page.locator("#same-seed").click()
     sync_api.expect(page.locator("#prompt textarea")).to_have_value("")
+    sync_api.expect(seed).to_have_value(str(record["parameters"]["seed"]))
     page.locator("#delete-video").click()
-    page.get_by_text(f"Deleted {newest}").wait_for(timeout=10000)
-    assert not (app.root / "outputs" / newest).exists()
-    sync_api.expect(table).not_to_contain_text(newest)
+    page.get_by_text(f"Deleted {made.name}").wait_for(timeout=10000)
+    assert not made.exists()
+    sync_api.expect(table).not_to_contain_text(made.name)
 
 
 def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, app, tmp_path):

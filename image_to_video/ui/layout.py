@@ -1,0 +1,231 @@
+"""The page's layout: which components there are, where, with which labels; and which event
+runs which handler of ``events``.
+
+All limits, defaults and presets come from the config; the five generation settings are
+built from ``config.PARAMETERS``.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..config import PARAMETERS, PROJECT_DIR, STATIC_DIR, AppConfig, Parameter
+from ..examples import ensure_examples
+from ..i18n import LANGUAGES, preset_label, t
+from ..job_queue import JobQueue
+from ..outputs import OutputFolder
+from . import events, views
+from .components import HistoryTab, Inputs, JobsTab, Outputs, Page, SeedNumber, Slider, Translations, UploadedImage
+
+# On load: this browser's id (random, kept in local storage across reloads and server
+# restarts; getRandomValues also works on plain http, where crypto.randomUUID does not)
+# and its language (the one chosen before, else the browser's).
+_BROWSER_JS = """() => {
+  let id = localStorage.getItem("image-to-video-owner");
+  if (!id) {
+    id = "browser-" + Array.from(crypto.getRandomValues(new Uint8Array(16)),
+                                 (b) => b.toString(16).padStart(2, "0")).join("");
+    localStorage.setItem("image-to-video-owner", id);
+  }
+  const chosen = localStorage.getItem("image-to-video-language");
+  const lang = chosen || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh-CN" : "en");
+  return [id, lang];
+}"""
+_REMEMBER_LANGUAGE_JS = """(lang, video) => {
+  localStorage.setItem("image-to-video-language", lang);
+  return [lang, video];
+}"""
+_DOCS = PROJECT_DIR / "docs"
+#: Page helpers: instant, outside the GPU queue, and left out of the API docs.
+_QUICK = {"queue": False, "show_progress": "hidden", "api_visibility": "undocumented"}
+
+
+def build_page(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: events.ModelInfo) -> gr.Blocks:
+    """The page with its events wired. Nothing is started or loaded here."""
+    tables = events.Tables(queue, outputs)
+    layout = _Layout(config, model, tables)
+    with gr.Blocks(title="Image-to-Video") as demo:
+        page = layout.build()
+        _wire(demo, page, config, queue, outputs, model, tables, layout.logo_svg)
+    return demo
+
+
+class _Layout:
+    """Builds the components, registering what follows the language in ``translations``."""
+
+    def __init__(self, config: AppConfig, model: events.ModelInfo, tables: events.Tables):
+        self.config, self.model, self.tables = config, model, tables
+        self.settings = config.generation
+        self.translations = Translations()
+        self.say = self.translations.say
+        self.logo_svg = (STATIC_DIR / "logo.svg").read_text()
+
+    def build(self) -> Page:
+        subtitle, lang, status, timer = self._header()
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                inputs = self._inputs()
+            with gr.Column(scale=6):
+                outputs = self._outputs()
+        # This browser's id, kept in its local storage (set by _BROWSER_JS on load).
+        owner = gr.Textbox(visible=False)
+        jobs, history = self._jobs_tab(), self._history_tab()
+        with self.say(gr.Accordion(t("help"), open=False, elem_id="help"), label="help"):
+            manual = gr.Markdown(events.read_manual(_DOCS, "en"), elem_id="manual")
+        return Page(lang=lang, owner=owner, subtitle=subtitle, status=status, timer=timer, manual=manual,
+                    inputs=inputs, outputs=outputs, jobs=jobs, history=history, translations=self.translations)
+
+    def _header(self):
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=5):
+                subtitle = gr.HTML(views.title_html(self.logo_svg, "en"))
+            with gr.Column(scale=1, min_width=180):
+                lang = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value="en",
+                                show_label=False, elem_id="language", container=False)
+        if self.config.model.demo:
+            self.say(gr.Markdown(t("demo_banner"), elem_classes=["demo-banner"]), value="demo_banner")
+        # Filled in the page's language as soon as the page has loaded, then every tick.
+        status = gr.Markdown(views.status_text(self.model.status, "en"), elem_classes=["model-status"],
+                             elem_id="model-status")
+        return subtitle, lang, status, gr.Timer(2.0)
+
+    def _inputs(self) -> Inputs:
+        s, d, say = self.settings, self.settings.defaults, self.say
+        image = say(UploadedImage(label=t("image"), type="filepath", sources=["upload", "clipboard"], height=320),
+                    label="image")
+        say(gr.Markdown(t("image_help")), value="image_help")
+        prompt = say(gr.Textbox(label=t("prompt"), info=t("prompt_help"), lines=2, elem_id="prompt",
+                                max_length=s.max_prompt_chars, placeholder="the waves roll in slowly"),
+                     label="prompt", info="prompt_help")
+        negative = say(gr.Textbox(label=t("negative"), info=t("negative_help"), value=d.negative_prompt,
+                                  max_length=s.max_prompt_chars), label="negative", info="negative_help")
+        preset = say(gr.Radio(self._preset_choices("en"), label=t("preset"), value=s.preset_for(d.values()),
+                              info=t("preset_help"), elem_id="preset"),
+                     label="preset", info="preset_help", choices=self._preset_choices)
+        with gr.Row():
+            generate = say(gr.Button(t("generate"), variant="primary", elem_id="generate-button", scale=3),
+                           value="generate")
+            cancel = say(gr.Button(t("cancel"), variant="stop", scale=1, elem_id="cancel-button"), value="cancel")
+        with say(gr.Accordion(t("settings"), open=True), label="settings"):
+            parameters = tuple(self._parameter(p, value) for p, value in zip(PARAMETERS, d.values()))
+            estimate = gr.Markdown(views.estimate_text(
+                s, "en", d.resolution, d.num_frames, d.num_inference_steps, gpu_gb=self.model.gpu_memory_gb,
+                gpu_name=self.model.gpu_name, demo=self.model.status.is_demo), elem_id="estimate")
+            with gr.Row():
+                random_seed = say(gr.Checkbox(value=d.seed == events.RANDOM_SEED, label=t("random_seed")),
+                                  label="random_seed")
+                seed = say(SeedNumber(value=max(d.seed, 0), precision=0, minimum=0, maximum=2**32 - 1,
+                                      label=t("seed"), info=t("seed_help"), interactive=d.seed != events.RANDOM_SEED),
+                           label="seed", info="seed_help")
+        shown = gr.Examples([[str(path), text] for path, text in ensure_examples(STATIC_DIR / "examples")],
+                            [image, prompt], label=t("examples"))
+        say(shown.dataset, label="examples", headers=["image", "prompt"])
+        return Inputs(image=image, prompt=prompt, negative_prompt=negative, preset=preset, generate=generate,
+                      cancel=cancel, parameters=parameters, estimate=estimate, random_seed=random_seed, seed=seed)
+
+    def _parameter(self, p: Parameter, value):
+        """One generation setting's control: a radio for the resolution, else a slider within its limits."""
+        keys = {"label": p.text, "info": f"{p.text}_help"}
+        texts = {"label": t(p.text), "info": t(f"{p.text}_help")}
+        if p.limits is None:
+            return self.say(gr.Radio(list(self.settings.resolutions), value=value, **texts), **keys)
+        limits = self.settings.limits(p.name)
+        low, high = (int(limits.min), int(limits.max)) if p.kind is int else (limits.min, limits.max)
+        return self.say(Slider(low, high, step=p.step, value=value, **texts), **keys)
+
+    def _preset_choices(self, lang: str) -> list[tuple[str, str]]:
+        return [(preset_label(name, lang), name) for name in self.settings.presets]
+
+    def _outputs(self) -> Outputs:
+        say = self.say
+        video = say(gr.Video(label=t("video"), autoplay=True, loop=True, height=420, interactive=False,
+                             elem_id="result-video", buttons=["download"]), label="video")
+        preview = say(gr.Image(label=t("preview"), visible=False, interactive=False, height=160,
+                               elem_id="live-preview", buttons=[]), label="preview")
+        info = gr.Markdown(t("video_placeholder"), elem_classes=["result-info"], elem_id="result-info")
+        files = say(gr.File(label=t("downloads"), file_count="multiple", interactive=False), label="downloads")
+        reuse_seed = say(gr.Button(t("reuse_seed"), visible=False, size="sm"), value="reuse_seed")
+        return Outputs(video=video, preview=preview, info=info, files=files, reuse_seed=reuse_seed,
+                       last_seed=gr.State(None))
+
+    def _jobs_tab(self) -> JobsTab:
+        say = self.say
+        selected = gr.State(None)
+        with say(gr.Tab(t("your_jobs")), label="your_jobs"):
+            table = say(gr.Dataframe(headers=views.headers(views.JOB_COLUMNS, "en"), interactive=False, wrap=True,
+                                     max_height=360, elem_id="your-jobs", label=t("your_jobs_help")),
+                        label="your_jobs_help")
+            with gr.Row():
+                message = gr.Markdown("")
+                retry = say(gr.Button(t("retry"), visible=False, size="sm"), value="retry")
+        return JobsTab(table=table, selected=selected, message=message, retry=retry)
+
+    def _history_tab(self) -> HistoryTab:
+        say = self.say
+        with say(gr.Tab(t("all_videos")), label="all_videos"):
+            table = say(gr.Dataframe(value=lambda: self.tables.history("en"), interactive=False, wrap=True,
+                                     max_height=360, elem_id="all-videos", label=t("all_videos_help")),
+                        label="all_videos_help")
+            picked = gr.State(None)
+            with gr.Row(visible=False) as actions:
+                reuse = say(gr.Button(t("reuse_settings"), size="sm", elem_id="reuse-settings"),
+                            value="reuse_settings")
+                same_seed = say(gr.Button(t("same_seed"), size="sm", elem_id="same-seed"), value="same_seed")
+                delete = say(gr.Button(t("delete"), size="sm", variant="stop", elem_id="delete-video"),
+                             value="delete")
+            message = gr.Markdown("")
+        return HistoryTab(table=table, picked=picked, actions=actions, reuse=reuse, same_seed=same_seed,
+                          delete=delete, message=message)
+
+
+def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outputs: OutputFolder,
+          model: events.ModelInfo, tables: events.Tables, logo_svg: str) -> None:
+    """Connect every event to its handler; the outputs listed are those the handler may update."""
+    live = events.Live(page, tables, outputs, model, logo_svg=logo_svg, docs_dir=_DOCS)
+    settings = events.Settings(page, config.generation, model)
+    generation = events.Generation(page, queue, tables, max_listed=config.jobs.max_queued + 5)
+    jobs, history = events.JobActions(page, queue, tables), events.HistoryActions(page, outputs,
+                                                                                   config.generation, tables)
+    i, o, lang, owner = page.inputs, page.outputs, page.lang, page.owner
+    params = list(i.parameters)
+    browser = [owner, lang]
+
+    demo.load(None, None, browser, js=_BROWSER_JS, **_QUICK).then(
+        live.tick, browser, [page.status, page.jobs.table], **_QUICK)
+    lang.change(live.relabel, [lang, o.video],
+                [*page.translations.components, page.subtitle, page.manual, page.status, o.info],
+                js=_REMEMBER_LANGUAGE_JS, **_QUICK).then(
+        live.both_tables, browser, [page.jobs.table, page.history.table], **_QUICK)
+    page.timer.tick(live.tick, browser, [page.status, page.jobs.table], **_QUICK)
+
+    i.preset.input(settings.apply_preset, i.preset, params, **_QUICK)
+    for component in params:
+        component.input(settings.match_preset, params, i.preset, **_QUICK)
+    i.random_seed.change(settings.seed_box, i.random_seed, i.seed, **_QUICK)
+    by_name = dict(zip((p.name for p in PARAMETERS), params))
+    sizing = [by_name["resolution"], by_name["num_frames"], by_name["num_inference_steps"]]
+    for trigger in [component.change for component in sizing] + [lang.change]:
+        trigger(settings.estimate, [lang, *sizing], i.estimate, **_QUICK)
+    # On a GPU too small for the default settings, start from the largest preset that fits.
+    demo.load(settings.fitting_defaults, None, [*params, i.preset], **_QUICK)
+
+    i.generate.click(
+        generation.generate,
+        [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang],
+        [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, page.history.table, o.preview],
+        api_name="generate", concurrency_limit=config.jobs.max_queued + 2, trigger_mode="once",
+        show_progress_on=[o.video])
+    i.cancel.click(generation.cancel, browser, o.info, queue=False, api_name="cancel")
+    o.reuse_seed.click(settings.reuse_seed, o.last_seed, [i.random_seed, i.seed], **_QUICK)
+
+    tab = page.jobs
+    tab.table.select(jobs.open, browser, [o.video, o.info, o.files, tab.selected, tab.message, tab.retry], **_QUICK)
+    tab.retry.click(jobs.retry, [tab.selected, *browser], [tab.message, tab.retry, tab.table], **_QUICK)
+
+    past = page.history
+    past.table.select(history.open, lang, [o.video, o.info, o.files, past.picked, past.actions], **_QUICK)
+    form = [i.image, i.prompt, i.negative_prompt, *params, i.random_seed, i.seed, i.preset, past.message]
+    past.reuse.click(history.reuse_settings, [past.picked, lang], form, **_QUICK)
+    past.same_seed.click(history.same_seed, [past.picked, lang], form, **_QUICK)
+    past.delete.click(history.delete, [past.picked, lang],
+                      [past.table, past.message, past.actions, o.video, o.files], **_QUICK)

@@ -1,0 +1,148 @@
+"""What the page shows, as pure functions of the state: Markdown texts and table values.
+
+Nothing here touches Gradio, the queue, the model or the disk: each function takes
+the facts it renders (a ``ModelStatus``, a ``Job``, a video's record, ...) and the
+reader's language, so every text can be checked without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..config import PARAMETERS, GenerationSettings
+from ..estimates import estimate, nearest_fitting
+from ..i18n import format_seconds, normalise_language, t
+from ..job_store import QUEUED, RUNNING, Job
+from ..model_status import ModelState, ModelStatus
+from ..progress import Progress
+
+#: The "Your jobs" table; the job id is last (a click opens the job of that row).
+JOB_COLUMNS = ("created", "prompt", "resolution", "frames", "seed", "state", "job")
+#: The "All videos" table: every generation setting, in the page's order; the file name is last.
+HISTORY_COLUMNS = ("created", "prompt", *(p.text for p in PARAMETERS), "seed", "file")
+
+_ICONS = {ModelState.READY: "🟢", ModelState.ERROR: "🔴", ModelState.DOWNLOADING: "⬇️",
+          ModelState.LOADING: "⏳", ModelState.NOT_LOADED: "⏳"}
+
+
+def headers(columns: Iterable[str], lang: str) -> list[str]:
+    return [t(f"col_{column}", lang) for column in columns]
+
+
+def title_html(logo_svg: str, lang: str) -> str:
+    return (f'<div class="app-header">{logo_svg}<div><h1>Image-to-Video</h1>'
+            f"<p>{t('subtitle', lang)}</p></div></div>")
+
+
+def manual_name(lang: str) -> str:
+    """The user manual's file in docs/ for ``lang``."""
+    return "MANUAL.zh-CN.md" if normalise_language(lang) == "zh-CN" else "MANUAL.md"
+
+
+def status_text(status: ModelStatus, lang: str) -> str:
+    """The model's state line, its device, and a reminder when the demo model serves."""
+    state = t(f"model_state_{status.state.value}", lang)
+    text = f"{_ICONS[status.state]} **{state}**"
+    if status.state is not ModelState.READY:
+        text += f": {status.text(lang)}"
+    if status.device_key:
+        text += "  \n" + t("device_line", lang, device=status.device_text(lang))
+    if status.is_demo and status.state is ModelState.READY:
+        text += "  \n" + t("demo_serving", lang)
+    return text
+
+
+def estimate_text(settings: GenerationSettings, lang: str, resolution: str, frames, steps, *,
+                  gpu_gb: float | None, gpu_name: str | None, demo: bool) -> str:
+    """Peak GPU memory and time per video for these settings; a warning with the nearest fitting
+    setting when they will not fit in the GPU. Empty for an unknown resolution."""
+    side = settings.resolutions.get(resolution)
+    if side is None:
+        return ""
+    guess = estimate(side, int(frames), int(steps), gpu_gb=gpu_gb, demo=demo, gpu_name=gpu_name)
+    if guess.time_measured_on:
+        where = t("estimate_where_measured", lang, gpu=guess.time_measured_on)
+    else:
+        where = t("estimate_where_demo" if demo else "estimate_where_gpu", lang)
+    text = t("estimate", lang, peak=f"{guess.peak_gb:.1f}", time=format_seconds(guess.seconds, lang),
+             gpu=t("estimate_gpu", lang, gpu=f"{gpu_gb:.0f}") if gpu_gb else "", where=where)
+    if guess.peak_measured_on:
+        text += " " + t("estimate_note_measured", lang, gpu=guess.peak_measured_on)
+    else:
+        text += " " + t("estimate_note", lang)
+    if not guess.fits:
+        limits = settings.limits("num_frames")
+        nearest = nearest_fitting(settings.resolutions, (int(limits.min), int(limits.max)), resolution,
+                                  int(frames), gpu_gb)
+        text += "  \n" + (t("estimate_too_big", lang, resolution=nearest[0], frames=nearest[1]) if nearest
+                          else t("estimate_nothing_fits", lang))
+    return text
+
+
+def state_label(state: str, lang: str) -> str:
+    """done, failed, cancelled, interrupted (and running) in ``lang``."""
+    return t("state_running_plain" if state == RUNNING else f"state_{state}", lang)
+
+
+def job_state_text(job: Job, position: int | None, lang: str) -> str:
+    """A job's state as its table row says it: its place in the queue, or the stage it is at."""
+    if job.state == QUEUED:
+        return t("state_queued", lang, position=position or 1)
+    if job.state == RUNNING and job.total:
+        return t("state_running", lang, stage=t(f"stage_{job.stage}", lang), done=job.done, total=job.total)
+    return state_label(job.state, lang)
+
+
+def job_message(job: Job, position: int | None, lang: str) -> str:
+    """A job that has no video to show: its state in bold (a queued one's place in the queue), and its
+    message if it has one."""
+    message = job.localized_message(lang)
+    return f"**{job_state_text(job, position, lang)}**" + (f": {message}" if message else "")
+
+
+def job_table(jobs: Iterable[Job], position: Callable[[str], int | None], lang: str) -> dict:
+    """The "Your jobs" table; ``position`` gives a queued job's place in the queue."""
+    rows = []
+    for job in jobs:
+        created = datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append([created, job.params.get("prompt", ""), job.params.get("resolution"),
+                     job.params.get("num_frames"), job.params.get("seed"),
+                     job_state_text(job, position(job.id) if job.state == QUEUED else None, lang), job.id])
+    return {"headers": headers(JOB_COLUMNS, lang), "data": rows}
+
+
+def history_table(records: Iterable[Mapping[str, Any]], lang: str) -> dict:
+    """The "All videos" table, one row per video record, in the order given (newest first)."""
+    rows = []
+    for record in records:
+        p = record.get("parameters", {})
+        rows.append([record.get("created", "")[:19].replace("T", " "), p.get("prompt", ""),
+                     *(p.get(parameter.name) for parameter in PARAMETERS), p.get("seed"),
+                     record.get("video", "")])
+    return {"headers": headers(HISTORY_COLUMNS, lang), "data": rows}
+
+
+def waiting_text(position: int | None, lang: str) -> str:
+    return t("waiting", lang, position=position or 1)
+
+
+def progress_text(report: Progress, lang: str) -> str:
+    """The progress bar's words: the stage, how far it is, and the time left when known."""
+    text = f"{t('stage_' + report.stage, lang)} {report.done}/{report.total}"
+    if report.eta is not None:
+        text += " · " + t("time_left", lang, time=format_seconds(report.eta, lang))
+    return text
+
+
+def result_text(record: Mapping[str, Any], lang: str) -> str:
+    """A finished video as the page describes it, from its record (with its ``record_path``)."""
+    p, timing, v = record["parameters"], record["timings_s"], record["video_info"]
+    text = t("done", lang, time=format_seconds(timing["total"], lang), width=v["width"], height=v["height"],
+             frames=v["frames"], fps=f"{v['fps']:g}", duration=f"{v['duration_s']:.1f}", seed=p["seed"],
+             video=record["video"], record=Path(record["record_path"]).name)
+    if record["model"]["demo"]:
+        text += "  \n" + t("done_demo", lang)
+    return text

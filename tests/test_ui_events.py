@@ -1,0 +1,218 @@
+"""The page's handlers, called as Gradio calls them, on a real queue and output folder (no server,
+no model): each updates only the components its event declares, and the user sees the right thing."""
+
+import ast
+import json
+import threading
+import types
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from image_to_video.config import load_config
+from image_to_video.job_queue import JobQueue
+from image_to_video.job_store import CANCELLED, SQLiteJobStore
+from image_to_video.live import LiveJobs
+from image_to_video.model_status import ModelState, ModelStatus
+from image_to_video.outputs import OutputFolder
+from image_to_video.ui import build_ui
+
+UI_DIR = Path(__file__).resolve().parent.parent / "image_to_video" / "ui"
+
+
+class FakeModel:
+    def __init__(self, gpu_memory_gb=None):
+        self.status = ModelStatus(state=ModelState.READY, is_demo=gpu_memory_gb is None, device_key="device_cpu")
+        self.gpu_memory_gb = gpu_memory_gb
+        self.gpu_name = None
+
+
+@pytest.fixture
+def app(tmp_path):
+    config = load_config(overrides={"paths.output_dir": str(tmp_path / "outputs")})
+    queue = JobQueue(SQLiteJobStore(tmp_path / "jobs.db"), config, live=LiveJobs(), inputs_dir=tmp_path / "in")
+    outputs = OutputFolder(tmp_path / "outputs", config.outputs)
+
+    def make(model=None):
+        demo = build_ui(config, queue, outputs, model or FakeModel())
+        return types.SimpleNamespace(demo=demo, queue=queue, outputs=outputs, folder=tmp_path / "outputs")
+    return make
+
+
+def handler(demo, qualname):
+    """The event of ``demo`` whose handler is ``qualname`` ("Class.method"): (handler, its outputs)."""
+    found = [fn for fn in demo.fns.values() if getattr(fn.fn, "__qualname__", "") == qualname]
+    assert found, qualname
+    return found[0].fn, found[0].outputs
+
+
+def call(demo, qualname, *args, **kwargs) -> dict:
+    """Run the handler; check it updated only components its event declares; return {elem label: value}."""
+    fn, outputs = handler(demo, qualname)
+    result = fn(*args, **kwargs)
+    assert isinstance(result, dict) and result, f"{qualname} returned {result!r}"
+    assert all(any(component is out for out in outputs) for component in result), qualname
+    return result
+
+
+def by_id(result: dict, elem_id: str):
+    return next(value for component, value in result.items() if component.elem_id == elem_id)
+
+
+def save_video(folder: Path, name="video_20250304_050607_0a1b2c3d", seed=77, prompt="clouds drift") -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.mp4").write_bytes(b"not really a video")
+    (folder / f"{name}_input.png").write_bytes(b"png")
+    (folder / f"{name}.json").write_text(json.dumps({
+        "video": f"{name}.mp4", "created": "2025-03-04T05:06:07",
+        "parameters": {"prompt": prompt, "negative_prompt": "blurry", "resolution": "512p", "num_frames": 8,
+                       "fps": 8, "num_inference_steps": 30, "guidance_scale": 9.0, "seed": seed},
+        "timings_s": {"total": 12.0}, "video_info": {"width": 512, "height": 512, "frames": 8, "fps": 8.0,
+                                                      "duration_s": 1.0},
+        "model": {"demo": True}}))
+    return f"{name}.mp4"
+
+
+def test_the_api_keeps_its_inputs_and_outputs_in_order(app):
+    demo = app().demo
+    generate = next(fn for fn in demo.fns.values() if fn.api_name == "generate")
+    labels = [getattr(c, "label", None) for c in generate.inputs]
+    assert labels[:9] == ["Image", "Prompt", "Negative prompt", "Resolution", "Frames", "FPS", "Steps",
+                          "Guidance scale", "Seed"]
+    assert [type(c).__name__ for c in generate.outputs] == ["Video", "Markdown", "File", "State", "Button",
+                                                            "Dataframe", "Dataframe", "Image"]
+    assert generate.trigger_mode == "once"
+    assert any(fn.api_name == "cancel" for fn in demo.fns.values())
+
+
+def test_on_a_small_gpu_the_page_starts_from_the_largest_preset_that_fits(app, monkeypatch):
+    monkeypatch.setattr("image_to_video.estimates.measured_table", lambda: None)  # the computed figures
+    # Standard (512p, 16 frames) needs about 14.2 GB, Quick preview (8 frames) 13.6 GB; 8% stays free.
+    values = call(app(FakeModel(gpu_memory_gb=15)).demo, "Settings.fitting_defaults")
+    assert list(values.values()) == ["512p", 8, 8, 30, 9.0, "Quick preview"]
+    values = call(app(FakeModel(gpu_memory_gb=80)).demo, "Settings.fitting_defaults")
+    assert list(values.values()) == ["512p", 16, 8, 50, 9.0, "Standard"]
+
+
+def test_a_preset_sets_the_five_settings_and_changed_settings_clear_the_preset(app):
+    demo = app().demo
+    assert list(call(demo, "Settings.apply_preset", "Quick preview").values()) == ["512p", 8, 8, 30, 9.0]
+    assert list(call(demo, "Settings.match_preset", "512p", 8, 8, 30, 9.0).values()) == ["Quick preview"]
+    assert list(call(demo, "Settings.match_preset", "512p", 9, 8, 30, 9.0).values()) == [None]
+
+
+def test_the_estimate_follows_the_language(app):
+    text = by_id(call(app().demo, "Settings.estimate", "zh-CN", "512p", 16, 50), "estimate")
+    assert text.startswith("**预估**") and "此处为演示模型" in text
+
+
+def test_generate_waits_in_the_queue_then_cancel_says_cancelled(app, photo):
+    page = app()
+    seen = []
+    fn, outputs = handler(page.demo, "Generation.generate")
+    updates = fn(photo, "waves", "", "512p", 8, 8, 30, 9.0, 1, False, "me", "en", None,
+                 progress=lambda *args, desc=None: seen.append(desc))
+    first = {}
+    follow = threading.Thread(target=lambda: first.update(next(updates)))
+    follow.start()
+    while not seen and follow.is_alive():
+        follow.join(0.05)
+    (job,) = page.queue.list(owner="me")
+    assert seen[0] == "Waiting in the queue: number 1"
+    assert by_id(call(page.demo, "Generation.cancel", "me", "en", None), "result-info").startswith("**Cancelled.**")
+    follow.join(10)
+    assert page.queue.get(job.id).state == CANCELLED
+    assert all(any(c is out for out in outputs) for c in first)
+    assert by_id(first, "result-info").startswith("**Cancelled.**") and by_id(first, "result-video") is None
+    assert by_id(first, "your-jobs")["data"][0][5] == "cancelled"
+
+
+def test_a_refused_job_is_a_message_in_the_users_language(app, photo):
+    fn, _ = handler(app().demo, "Generation.generate")
+    with pytest.raises(gr.Error, match="帧数 99 超出范围"):
+        next(fn(photo, "waves", "", "512p", 99, 8, 30, 9.0, 1, False, "me", "zh-CN", None))
+
+
+def of_type(result: dict, type_name: str) -> list:
+    return [value for component, value in result.items() if type(component).__name__ == type_name]
+
+
+def test_opening_a_queued_job_says_its_place_and_retry_needs_a_finished_one(app, photo):
+    page = app()
+    job = page.queue.submit(photo, "waves", owner="me", num_frames=8)
+    opened = call(page.demo, "JobActions.open", "me", "en", types.SimpleNamespace(row_value=["...", job.id]))
+    assert of_type(opened, "State") == [job.id]
+    assert of_type(opened, "Markdown") == ["**queued (number 1)**"]
+    assert of_type(opened, "Button")[0].visible is False  # nothing to retry yet
+    assert not of_type(opened, "Video")  # the shown video stays
+    retried = call(page.demo, "JobActions.retry", job.id, "me", "en")
+    assert of_type(retried, "Markdown") == [
+        "Only a failed, cancelled or interrupted job can be retried; this one is queued."]
+    assert of_type(call(page.demo, "JobActions.retry", None, "me", "en"), "Markdown") == ["Select a job first."]
+    with pytest.raises(gr.Error):
+        call(page.demo, "JobActions.open", "someone else", "en", types.SimpleNamespace(row_value=["", job.id]))
+
+
+def test_a_cancelled_job_can_be_retried_as_a_new_job(app, photo):
+    page = app()
+    job = page.queue.submit(photo, "waves", owner="me", num_frames=8)
+    page.queue.cancel(job.id, owner="me")
+    retried = call(page.demo, "JobActions.retry", job.id, "me", "en")
+    (table,) = of_type(retried, "Dataframe")
+    assert [row[5] for row in table["data"]] == ["queued (number 1)", "cancelled"]
+    assert of_type(retried, "Markdown")[0].startswith(f"Queued again as job `{table['data'][0][6]}`")
+
+
+def test_a_past_video_opens_fills_the_form_and_is_deleted(app):
+    page = app()
+    name = save_video(page.folder)
+    opened = call(page.demo, "HistoryActions.open", "en", types.SimpleNamespace(row_value=["...", name]))
+    info = by_id(opened, "result-info")
+    assert "8 frames at 8 fps" in info and "seed **77**" in info
+    assert [Path(f).name for f in of_type(opened, "File")[0]] == [name, name.replace(".mp4", ".json")]
+    assert of_type(opened, "Row")[0].visible is True  # the actions for this video
+
+    form = call(page.demo, "HistoryActions.reuse_settings", name, "en")
+    values = {c.label: v for c, v in form.items() if getattr(c, "label", None)}
+    assert values["Prompt"] == "clouds drift" and values["Negative prompt"] == "blurry"
+    assert (values["Frames"], values["Steps"], values["Seed"], values["Random seed"]) == (8, 30, 77, False)
+    assert values["Preset"] == "Quick preview"
+    assert values["Image"].endswith("_input.png")
+    same_seed = call(page.demo, "HistoryActions.same_seed", name, "en")
+    assert by_id(same_seed, "prompt") == "" and 77 in same_seed.values()
+
+    deleted = call(page.demo, "HistoryActions.delete", name, "en")
+    assert f"Deleted `{name}`." in deleted.values()
+    assert not (page.folder / name).exists() and by_id(deleted, "all-videos")["data"] == []
+    with pytest.raises(gr.Error, match="no longer in the output folder"):
+        call(page.demo, "HistoryActions.open", "en", types.SimpleNamespace(row_value=["...", name]))
+
+
+def test_the_language_switch_relabels_the_page_and_the_shown_video(app):
+    page = app()
+    name = save_video(page.folder)
+    updates = call(page.demo, "Live.relabel", "zh-CN", f"/tmp/gradio/abc/{name}")
+    assert "完成" in by_id(updates, "result-info")
+    assert "模型已就绪" in by_id(updates, "model-status")
+    assert by_id(updates, "generate-button")["value"] == "生成视频"
+
+
+def test_the_ui_modules_are_layers_without_cycles():
+    def imports(module, level):
+        tree = ast.parse((UI_DIR / f"{module}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == level:
+                found |= {node.module} if node.module else {alias.name for alias in node.names}
+        return found, tree
+    assert imports("views", 1)[0] == set()
+    assert imports("components", 1)[0] == set()
+    assert imports("events", 1)[0] == {"views", "components"}
+    assert imports("layout", 1)[0] == {"events", "views", "components"}
+    for module in ("views", "components", "events", "layout", "__init__"):
+        modules, tree = imports(module, 2)
+        assert not modules & {"engine", "service", "server", "cli"}, module  # the model is handed in
+        reached = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        assert not reached & {"engine", "service", "with_suffix"}, module
+        assert "DEMO_BANNER" not in {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}

@@ -1,0 +1,134 @@
+"""The page's texts and tables as a user reads them, rendered without a server or a model."""
+
+import time
+
+import pytest
+
+from image_to_video.config import load_config
+from image_to_video.job_store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
+from image_to_video.model_status import ModelState, ModelStatus
+from image_to_video.progress import Progress
+from image_to_video.ui import views
+
+READY_ON_CPU = ModelStatus(state=ModelState.READY, is_demo=False, key="status_ready", params={"seconds": 3},
+                           device_key="device_cpu")
+
+
+def job(job_id="a1", state=DONE, prompt="the waves roll in slowly", created=None, **extra):
+    params = {"prompt": prompt, "resolution": "512p", "num_frames": 16, "seed": 42}
+    return Job(id=job_id, owner="me", state=state, params=params, image_path="in.png",
+               created=created or time.mktime((2025, 3, 4, 5, 6, 7, 0, 0, -1)), **extra)
+
+
+def record(name="video_20250304_050607_0a1b2c3d", prompt="clouds drift", demo=True, created="2025-03-04T05:06:07"):
+    return {"video": f"{name}.mp4", "created": created, "record_path": f"/out/{name}.json",
+            "parameters": {"prompt": prompt, "negative_prompt": "", "resolution": "512p", "num_frames": 16,
+                           "fps": 8, "num_inference_steps": 50, "guidance_scale": 9.0, "seed": 1234},
+            "timings_s": {"total": 75.2}, "video_info": {"width": 512, "height": 512, "frames": 16, "fps": 8.0,
+                                                          "duration_s": 2.0},
+            "model": {"demo": demo}}
+
+
+def test_the_status_line_says_ready_and_names_the_device():
+    text = views.status_text(READY_ON_CPU, "en")
+    assert "Model ready" in text
+    assert "Device: CPU, float32" in text
+    assert "demo model" not in text
+
+
+def test_the_status_line_tells_the_demo_model_apart_and_speaks_chinese():
+    demo = ModelStatus(state=ModelState.READY, is_demo=True, device_key="device_cpu")
+    assert "demo model" in views.status_text(demo, "en")
+    chinese = views.status_text(demo, "zh-CN")
+    assert "模型已就绪" in chinese and "设备：CPU" in chinese and "演示模型" in chinese
+
+
+def test_a_loading_model_says_what_it_is_doing():
+    loading = ModelStatus(state=ModelState.LOADING, key="status_loading",
+                          params={"folder": "models/i2vgen-xl", "device": "cuda"})
+    text = views.status_text(loading, "en")
+    assert "Model loading" in text and "Loading the model from models/i2vgen-xl onto cuda" in text
+    assert "Device" not in text  # no device line before there is a device
+
+
+def test_the_estimate_on_a_gpu_that_is_big_enough():
+    settings = load_config().generation
+    text = views.estimate_text(settings, "en", "512p", 16, 50, gpu_gb=24.0, gpu_name=None, demo=False)
+    assert "GB** of GPU memory" in text and "(your GPU has 24 GB)" in text
+    assert "RTX 4090" in text
+    assert "not fit" not in text
+
+
+def test_the_estimate_in_chinese_warns_when_it_will_not_fit_and_names_a_smaller_setting():
+    settings = load_config().generation
+    text = views.estimate_text(settings, "zh-CN", "1024p", 32, 50, gpu_gb=16.0, gpu_name=None, demo=False)
+    assert text.startswith("**预估**")
+    assert "（您的显卡有 16 GB）" in text
+    assert "很可能超出显存" in text and "能放下的最接近设置" in text
+
+
+def test_the_demo_estimate_is_about_this_machine_and_an_unknown_resolution_has_none():
+    settings = load_config().generation
+    assert "here with the demo model" in views.estimate_text(settings, "en", "512p", 16, 50, gpu_gb=None,
+                                                             gpu_name=None, demo=True)
+    assert views.estimate_text(settings, "en", "4k", 16, 50, gpu_gb=None, gpu_name=None, demo=True) == ""
+
+
+def test_a_queued_job_says_its_place_in_the_queue():
+    table = views.job_table([job("q7", QUEUED)], {"q7": 3}.get, "en")
+    assert table["headers"] == ["Created", "Prompt", "Resolution", "Frames", "Seed", "State", "Job"]
+    assert table["data"] == [["2025-03-04 05:06:07", "the waves roll in slowly", "512p", 16, 42,
+                              "queued (number 3)", "q7"]]
+    assert views.job_table([job("q7", QUEUED)], {"q7": 3}.get, "zh-CN")["data"][0][5] == "排队中（第 3 位）"
+
+
+def test_a_running_job_says_its_stage_and_step_and_finished_jobs_their_state():
+    rows = views.job_table([job("r", RUNNING, stage="denoising", done=12, total=50), job("d", DONE),
+                            job("f", FAILED), job("c", CANCELLED)], {}.get, "en")["data"]
+    assert [row[5] for row in rows] == ["Denoising 12/50", "done", "failed", "cancelled"]
+
+
+def test_the_history_table_lists_videos_newest_first_with_every_setting():
+    newest, older = record("video_20250305_000000_00000002", "newest"), record("video_20250301_000000_00000001", "old")
+    table = views.history_table([newest, older], "en")
+    assert table["headers"] == ["Created", "Prompt", "Resolution", "Frames", "FPS", "Steps", "Guidance", "Seed",
+                                "File"]
+    assert [row[1] for row in table["data"]] == ["newest", "old"]
+    assert table["data"][0] == ["2025-03-04 05:06:07", "newest", "512p", 16, 8, 50, 9.0, 1234,
+                                "video_20250305_000000_00000002.mp4"]
+
+
+def test_the_result_names_16_frames_at_8_fps_the_seed_and_both_files():
+    text = views.result_text(record(demo=False), "en")
+    assert text.startswith("**Done** in 1 min 15 s: 512x512, 16 frames at 8 fps (2.0 s), seed **1234**.")
+    assert "`video_20250304_050607_0a1b2c3d.mp4`" in text and "`video_20250304_050607_0a1b2c3d.json`" in text
+    assert "demo model" not in text
+
+
+def test_a_demo_result_says_so_in_chinese():
+    text = views.result_text(record(demo=True), "zh-CN")
+    assert "**完成**，用时 1 分 15 秒" in text and "16 帧，8 fps" in text and "演示模型" in text
+
+
+@pytest.mark.parametrize(("report", "lang", "expected"), [
+    (Progress("denoising", 12, 50, 3.0, 95.0), "en", "Denoising 12/50 · about 1 min 35 s left"),
+    (Progress("decoding", 2, 16, 30.0, None), "en", "Decoding 2/16"),
+    (Progress("denoising", 3, 30, 1.0, 8.4), "zh-CN", "去噪 3/30 · 约剩 8 秒"),
+])
+def test_the_progress_bar_says_the_stage_the_step_and_the_time_left(report, lang, expected):
+    assert views.progress_text(report, lang) == expected
+
+
+def test_state_labels_and_a_failed_jobs_message():
+    assert views.state_label(RUNNING, "en") == "running"
+    assert views.state_label("interrupted", "zh-CN") == "已中断"
+    assert views.waiting_text(2, "en") == "Waiting in the queue: number 2"
+    failed = job("f", FAILED, message="Out of GPU memory.")
+    assert views.job_message(failed, None, "en") == "**failed**: Out of GPU memory."
+    assert views.job_message(job("c", CANCELLED), None, "zh-CN") == "**已取消**"
+    assert views.job_message(job("q", QUEUED), 4, "en") == "**queued (number 4)**"
+
+
+def test_the_manual_follows_the_language():
+    assert views.manual_name("zh") == "MANUAL.zh-CN.md"
+    assert views.manual_name("en") == "MANUAL.md"
