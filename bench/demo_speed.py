@@ -18,11 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from image_to_video.cli import setup_logging  # noqa: E402
+from image_to_video import app as composition  # noqa: E402
 from image_to_video.config import load_config  # noqa: E402
-from image_to_video.engine import Engine  # noqa: E402
 from image_to_video.examples import ensure_examples  # noqa: E402
-from image_to_video.service import VideoService  # noqa: E402
+from image_to_video.request import build_request  # noqa: E402
 
 
 def main() -> None:
@@ -32,24 +31,27 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    setup_logging("WARNING")
+    composition.setup_logging("WARNING")
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(overrides={"model.demo": True, "paths.models_dir": f"{tmp}/models",
-                                        "paths.output_dir": f"{tmp}/outputs"})
+                                        "paths.output_dir": f"{tmp}/outputs", "paths.state_dir": f"{tmp}/data",
+                                        "paths.log_dir": f"{tmp}/logs"})
         started = time.perf_counter()
-        engine = Engine(config.model, config.model_path, config.paths.models_dir)
+        app = composition.build(config)
+        engine = app.engine
         engine.load()
         print(f"build + load demo model: {time.perf_counter() - started:.1f} s")
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        service = VideoService(config, engine)
         image = ensure_examples(Path(tmp) / "examples")[0][0]
         print(f"settings: {args.resolution}, {args.frames} frames, {args.steps} steps")
         for run in range(1, args.runs + 1):
-            result = service.generate(image, "the waves roll in slowly", resolution=args.resolution,
-                                      num_frames=args.frames, num_inference_steps=args.steps, seed=run)
+            request = build_request(config, image=image, prompt="the waves roll in slowly",
+                                    resolution=args.resolution, num_frames=args.frames,
+                                    num_inference_steps=args.steps, seed=run)
+            result = app.service.make_video(request)
             t = result.metadata["timings_s"]
             print(f"run {run}: total {t['total']:.1f} s = denoise {t['denoise']:.1f} s "
                   f"({t['denoise'] / args.steps:.3f} s/step) + decode {t['decode']:.1f} s "

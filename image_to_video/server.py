@@ -21,11 +21,11 @@ within the grace period or re-queues it, removes its PID file and releases the p
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
-import shutil
-import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -38,19 +38,23 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from . import __version__
 from .auth import Credentials
-from .config import AppConfig
-from .errors import AppError, InvalidInput, ModelUnavailable
-from .jobs import DONE, JobNotFound, JobQueue, QueueFull
-from .ui import STATIC_DIR, build_ui
+from .config import PARAMETERS, STATIC_DIR, AppConfig
+from .errors import AppError, InvalidInput
+from .i18n import t
+from .job_queue import JobQueue
+from .job_store import DONE
+from .outputs import OutputFolder
+from .ui import build_ui
 
 log = logging.getLogger(__name__)
 
-_STATUS_CODES = {InvalidInput: 400, JobNotFound: 404, QueueFull: 429, ModelUnavailable: 503}
 
+def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine, *,
+               credentials: Credentials | None = None, pid_file: Path | None = None) -> FastAPI:
+    """The FastAPI app with the API under /api and the page at /. Starts nothing.
 
-def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials | None = None,
-               pid_file: Path | None = None) -> FastAPI:
-    """The FastAPI app with the API under /api and the page at /. Starts nothing."""
+    ``engine`` is anything with the engine's ``status``, ``ready``, ``memory_mode`` and ``device_answers``.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -63,7 +67,6 @@ def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials |
                   redoc_url=None)
     _add_error_handlers(app)
     require_login = _login_dependency(credentials)
-    engine = queue.service.engine
     max_bytes = int(config.server.max_upload_mb * 1024 * 1024)
 
     @app.get("/api/health", tags=["server"])
@@ -75,7 +78,7 @@ def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials |
     def ready() -> JSONResponse:
         """Readiness: the model is loaded, the GPU answers a small operation, there is disk space."""
         checks = {"model": engine.ready, "device": engine.device_answers(),
-                  "disk": _free_gb(config.paths.output_dir) >= config.outputs.min_free_gb}
+                  "disk": outputs.has_free_space()}
         body = {"ready": all(checks.values()), "checks": checks, "model": engine.status.message}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
@@ -91,28 +94,8 @@ def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials |
                           "demo": model.is_demo, "download_fraction": model.fraction,
                           "memory_mode": engine.memory_mode}}
 
-    @app.post("/api/jobs", status_code=202, tags=["jobs"], dependencies=[Depends(require_login)])
-    async def submit(
-        image: Annotated[UploadFile, File(description="The first frame: PNG, JPEG, WebP, GIF, BMP or TIFF")],
-        prompt: Annotated[str | None, Form(description="What should move, in English")] = None,
-        negative_prompt: Annotated[str | None, Form()] = None,
-        resolution: Annotated[str | None, Form(description="e.g. 512p")] = None,
-        num_frames: Annotated[str | None, Form()] = None,
-        fps: Annotated[str | None, Form()] = None,
-        num_inference_steps: Annotated[str | None, Form()] = None,
-        guidance_scale: Annotated[str | None, Form()] = None,
-        seed: Annotated[str | None, Form(description="-1 or empty for a random seed")] = None,
-    ) -> dict:
-        """Queue a job; returns its id at once. Every value is checked as in the page."""
-        data = await image.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise InvalidInput(f"The image is larger than {config.server.max_upload_mb:g} MB. "
-                               "Upload a smaller file.")
-        job = await _in_thread(queue.submit, data, prompt, owner="api", source="api",
-                               negative_prompt=negative_prompt, resolution=resolution, num_frames=num_frames,
-                               fps=fps, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                               seed=seed)
-        return _job_body(queue, job)
+    app.post("/api/jobs", status_code=202, tags=["jobs"], dependencies=[Depends(require_login)],
+             summary="Submit")(_submit_route(config, queue, max_bytes))
 
     @app.get("/api/jobs", tags=["jobs"], dependencies=[Depends(require_login)])
     def list_jobs(limit: int = 50) -> dict:
@@ -146,7 +129,7 @@ def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials |
         """Queue a failed, cancelled or interrupted job again (a new job, same parameters)."""
         return _job_body(queue, queue.retry(job_id))
 
-    demo = build_ui(config, queue)
+    demo = build_ui(config, queue, outputs, engine)
     demo.queue(default_concurrency_limit=1, api_open=False)
     return gr.mount_gradio_app(
         app, demo, path="/",
@@ -163,6 +146,38 @@ def create_app(config: AppConfig, queue: JobQueue, *, credentials: Credentials |
         theme=gr.themes.Soft(),
         footer_links=["gradio"],
     )
+
+
+def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
+    """``POST /api/jobs``: a multipart form with the image, the prompts and every one of ``PARAMETERS``."""
+
+    async def submit(image: UploadFile, prompt: str | None = None, negative_prompt: str | None = None,
+                     seed: str | None = None, **settings: str | None) -> dict:
+        """Queue a job; returns its id at once. Every value is checked as in the page."""
+        data = await image.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise InvalidInput(f"The image is larger than {config.server.max_upload_mb:g} MB. "
+                               "Upload a smaller file.")
+        job = await _in_thread(queue.submit, data, prompt, owner="api", source="api",
+                               negative_prompt=negative_prompt, seed=seed, **settings)
+        return _job_body(queue, job)
+
+    def form(name: str, description: str, annotation=str | None) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[annotation, Form(description=description)])
+
+    # FastAPI reads the form's fields from the signature: one per parameter of the one definition.
+    submit.__signature__ = inspect.Signature([
+        inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
+            UploadFile, File(description="The first frame: PNG, JPEG, WebP, GIF, BMP or TIFF")]),
+        form("prompt", "What should move, in English"),
+        form("negative_prompt", t("negative_help")),
+        *[form(p.name, t(f"{p.text}_help") + (f" One of: {', '.join(config.generation.resolutions)}."
+                                              if p.limits is None else f" {config.generation.limits(p.name)}."))
+          for p in PARAMETERS],
+        form("seed", "-1 or empty for a random seed"),
+    ])
+    return submit
 
 
 async def _in_thread(function, *args, **kwargs):
@@ -185,11 +200,6 @@ def _result_file(queue: JobQueue, job_id: str, attribute: str, media_type: str) 
     return FileResponse(path, media_type=media_type, filename=Path(path).name)
 
 
-def _free_gb(folder: Path) -> float:
-    folder.mkdir(parents=True, exist_ok=True)
-    return shutil.disk_usage(folder).free / 1e9
-
-
 def _login_dependency(credentials: Credentials | None):
     bearer = HTTPBearer(auto_error=False)
 
@@ -206,8 +216,7 @@ def _login_dependency(credentials: Credentials | None):
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(_request: Request, error: AppError) -> JSONResponse:
-        code = next((c for kind, c in _STATUS_CODES.items() if isinstance(error, kind)), 422)
-        return JSONResponse({"error": str(error)}, status_code=code)
+        return JSONResponse({"error": str(error)}, status_code=error.http_status)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
@@ -229,9 +238,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 class _GracefulServer(uvicorn.Server):
     """uvicorn, but a stop signal first drains the GPU job (finish or re-queue)."""
 
-    def __init__(self, config: uvicorn.Config, queue: JobQueue, grace_s: float):
+    def __init__(self, config: uvicorn.Config, drain: Callable[[float], None], grace_s: float):
         super().__init__(config)
-        self._queue = queue
+        self._drain = drain
         self._grace_s = grace_s
         self._draining = False
 
@@ -244,33 +253,20 @@ class _GracefulServer(uvicorn.Server):
         threading.Thread(target=self._drain_then_exit, args=(sig, frame), daemon=True).start()
 
     def _drain_then_exit(self, sig, frame) -> None:
-        self._queue.shutdown(self._grace_s)
+        self._drain(self._grace_s)
         super().handle_exit(sig, frame)
 
 
-def run_server(config: AppConfig, queue: JobQueue, *, credentials: Credentials | None = None,
+def run_server(app: FastAPI, config: AppConfig, *, drain: Callable[[float], None],
                pid_file: Path | None = None) -> None:
-    """Serve until SIGTERM or Ctrl+C."""
-    app = create_app(config, queue, credentials=credentials, pid_file=pid_file)
+    """Serve ``app`` until SIGTERM or Ctrl+C; ``drain(grace_s)`` stops the jobs first."""
     server_config = uvicorn.Config(app, host=config.server.host, port=config.server.port,
                                    log_level="warning", timeout_graceful_shutdown=5)
-    server = _GracefulServer(server_config, queue, config.jobs.shutdown_grace_s)
+    server = _GracefulServer(server_config, drain, config.jobs.shutdown_grace_s)
     try:
         server.run()
     finally:
         remove_pid_file(pid_file)
-
-
-def restart_process() -> None:
-    """Replace this process with a fresh copy of itself (same PID, same arguments).
-
-    Used after a CUDA error that leaves the GPU context unusable: the new process
-    gets a clean GPU, re-reads the queue and carries on.
-    """
-    log.critical("Restarting the server process to recover the GPU")
-    logging.shutdown()
-    os.environ.pop("I2V_TEST_FAULTS", None)  # an injected fault fires once per server, not once per restart
-    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
 def remove_pid_file(pid_file: Path | None) -> None:
