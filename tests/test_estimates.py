@@ -6,14 +6,19 @@ RESOLUTIONS = {"256p": 256, "512p": 512, "768p": 768, "1024p": 1024}
 
 
 def test_memory_follows_the_reported_figures_within_a_gigabyte():
-    # What users of the app we replace report on an RTX 4090 (SEED_APP.md).
+    # What users of the app we replace report on an RTX 4090 (docs/DEPENDENCIES.md).
     for side, frames, reported in ((512, 16, 13.6), (768, 24, 17.8), (1024, 32, 21.9)):
         assert abs(peak_memory_gb(side, frames) - reported) < 1.0
 
 
-def test_compute_matches_the_counted_flops():
-    assert compute_tflop(512, 16, 50) == pytest.approx(50 * 41.9 + 16 * 2.5)  # ~2.09 PFLOP (STACK.md)
-    assert compute_tflop(768, 16, 1) == pytest.approx(105 + 16 * 2.5 * 2.25, rel=0.05)
+def test_compute_matches_the_flops_counted_on_the_real_unet():
+    # FlopCounterMode on the real UNet shapes, one call with guidance (docs/DEPENDENCIES.md, "Compute cost"):
+    # 41.9 TFLOP at 512x512, 105 at 768x768, 214 at 1024x1024 (16 frames); decoding 2.5 TFLOP per 512p frame.
+    decode = compute_tflop(512, 16, 0)
+    assert decode == pytest.approx(16 * 2.5, rel=0.05)
+    for side, counted in ((512, 41.9), (768, 105), (1024, 214)):
+        assert compute_tflop(side, 16, 1) - compute_tflop(side, 16, 0) == pytest.approx(counted, rel=0.05)
+    assert compute_tflop(512, 16, 50) == pytest.approx(2090 + decode, rel=0.01)  # ~2.09 PFLOP a video
 
 
 def test_time_grows_with_steps_frames_and_size():
@@ -21,16 +26,24 @@ def test_time_grows_with_steps_frames_and_size():
     assert 40 <= base <= 60  # the reported 40-60 s on an RTX 4090
     assert estimate(512, 16, 100, gpu_gb=None, demo=False).seconds == pytest.approx(2 * base, rel=0.05)
     assert estimate(768, 24, 50, gpu_gb=None, demo=False).seconds > 2.5 * base
-    assert estimate(512, 16, 50, gpu_gb=None, demo=True).seconds == pytest.approx(28, rel=0.01)
+    # The demo model on this project's 2-core machine: about 28 s (README, bench/demo_speed.py).
+    assert 21 <= estimate(512, 16, 50, gpu_gb=None, demo=True).seconds <= 35
 
 
 def test_fit_and_the_nearest_setting_that_fits():
     assert estimate(768, 24, 80, gpu_gb=24, demo=False).fits
     assert not estimate(1024, 32, 50, gpu_gb=16, demo=False).fits
     assert estimate(1024, 32, 50, gpu_gb=None, demo=False).fits  # no GPU known: nothing to flag
-    assert nearest_fitting(RESOLUTIONS, (8, 32), "1024p", 32, 24) == ("1024p", 31)  # fewer frames first
-    name, frames = nearest_fitting(RESOLUTIONS, (8, 32), "1024p", 32, 16)  # then a smaller size
-    assert (name, frames) == ("768p", 10) and peak_memory_gb(768, 10) <= 16 * HEADROOM
+    # On 24 GB, 1024p/32 frames does not fit: fewer frames at the same size first, as many as fit.
+    name, frames = nearest_fitting(RESOLUTIONS, (8, 32), "1024p", 32, 24)
+    assert name == "1024p" and 8 <= frames < 32
+    assert estimate(1024, frames, 50, gpu_gb=24, demo=False).fits
+    assert not estimate(1024, frames + 1, 50, gpu_gb=24, demo=False).fits
+    # On 16 GB nothing at 1024p fits: the next size down, as many frames as fit there.
+    assert not estimate(1024, 8, 50, gpu_gb=16, demo=False).fits
+    name, frames = nearest_fitting(RESOLUTIONS, (8, 32), "1024p", 32, 16)
+    assert name == "768p" and peak_memory_gb(768, frames) <= 16 * HEADROOM < peak_memory_gb(768, frames + 1)
+    # 8 GB holds the weights but not a video: nothing fits, and it says so.
     assert nearest_fitting(RESOLUTIONS, (8, 32), "512p", 16, 8) is None
 
 
