@@ -7,9 +7,9 @@ and its time per step and decoding on that same GPU model; the page says
 figure is computed as below and labelled an estimate:
 
 * Memory: a straight line through the peak memory that users of the app we
-  replace report on an RTX 4090 (SEED_APP.md: 512p/16 frames 13.6 GB, 768p/24
+  replace report on an RTX 4090 (docs/DEPENDENCIES.md: 512p/16 frames 13.6 GB, 768p/24
   17.8 GB, 1024p/32 21.9 GB), in "512p-frame units" (frames x (side / 512)^2).
-* Time: the compute cost (STACK.md, counted with torch's FlopCounterMode on the
+* Time: the compute cost (docs/DEPENDENCIES.md, counted with torch's FlopCounterMode on the
   real UNet: 41.9 TFLOP per 512p/16-frame step with guidance, growing as
   pixels^1.18; VAE decode 2.5 TFLOP per 512p frame), divided by the rate that
   the same users' 40-60 s per 512p/16/50 video implies (about 42 TFLOP/s). On
@@ -35,7 +35,7 @@ PIXEL_EXPONENT = 1.18
 # (28 s for 512p/16/50, scaled to the real model's FLOP count so the same formula applies).
 RTX4090_TFLOPS = 42.0
 DEMO_SECONDS_512_16_50 = 28.0
-#: The fp16 weights of all components (STACK.md), included in the peak above.
+#: The fp16 weights of all components (docs/DEPENDENCIES.md, "The real model's shapes"), included in the peak above.
 WEIGHTS_GB = 4.97
 #: Leave this share of the GPU's memory free (CUDA context, fragmentation).
 HEADROOM = 0.92

@@ -1,6 +1,6 @@
 """Turn any uploaded picture into exactly the RGB image the pipeline expects.
 
-The pipeline's own crop can ask for gigabytes on odd shapes (STACK.md, trap 3), and
+The pipeline's own crop can ask for gigabytes on odd shapes (docs/DEPENDENCIES.md, trap 3), and
 Gradio hands over some files unconverted, so every image is normalised here:
 first frame of animations, EXIF rotation, any mode to RGB (transparency over white),
 size and shape checks with a clear message, then resize and centre-crop to the

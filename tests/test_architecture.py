@@ -1,0 +1,99 @@
+"""The package's layering: no module imports one that imports it back, and the light types stay light."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from image_to_video.config import PROJECT_DIR
+
+PACKAGE = PROJECT_DIR / "image_to_video"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT_DIR).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every package module ``path`` imports, at the top or inside a function."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            target = f"{base}.{node.module}" if node.module else base
+            if node.module is None:  # from . import x, y
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+            else:
+                found.add(target)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("image_to_video"):
+            found.add(node.module)
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {m for m in found if m in modules and m != name}
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(path): imports_of(path) for path in PACKAGE.rglob("*.py")}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> list[str] | None:
+        state[node] = "open"
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == "open":
+                return [*trail[trail.index(target):], target] if target in trail else [node, target]
+            if target not in state:
+                cycle = visit(target, [*trail, target])
+                if cycle:
+                    return cycle
+        state[node] = "done"
+        return None
+
+    for start in sorted(edges):
+        if start not in state:
+            cycle = visit(start, [start])
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_package_has_no_import_cycle():
+    assert find_cycle(graph()) is None, " -> ".join(find_cycle(graph()))
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_light_layers_import_neither_torch_nor_gradio():
+    light = ["progress", "model_status", "job_store", "job_queue", "live", "outputs", "request", "config",
+             "errors", "i18n", "processes"]
+    code = ("import sys\n" + "".join(f"import image_to_video.{name}\n" for name in light) +
+            "print(sorted(m for m in ('torch', 'gradio', 'diffusers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_pages_views_are_pure_functions_free_of_gradio():
+    tree = ast.parse((PACKAGE / "ui" / "views.py").read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {name for name in imported if name.split(".")[0] in ("gradio", "torch")}
+
+
+def test_modules_stay_small_enough_to_read():
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 250, f"{module_name(path)}.{node.name} is {length} lines"
+    engine = next(n for n in ast.parse((PACKAGE / "engine.py").read_text()).body
+                  if isinstance(n, ast.ClassDef) and n.name == "Engine")
+    assert engine.end_lineno - engine.lineno + 1 <= 160
