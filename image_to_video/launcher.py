@@ -719,12 +719,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def not_running(port: int | None) -> str:
+    return t("%s is not running on port %s.", APP_NAME, port) if port else t("%s is not running.", APP_NAME)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """The running instance's PID, address, uptime, model state and log; exit status 3 when none runs."""
     instance = chosen_instance(args.run_dir, args.port)
     if instance is None:
-        emit("out", t("%s is not running on port %s.", APP_NAME, args.port) if args.port
-             else t("%s is not running.", APP_NAME))
+        emit("out", not_running(args.port))
         return NOT_RUNNING
     emit("out", t("%s is running.", APP_NAME))
     emit("out", t("  PID:     %s\n  URL:     http://localhost:%s\n  Uptime:  %s",
@@ -743,8 +746,7 @@ def cmd_stop_target(args: argparse.Namespace) -> int:
     """PID, PORT, HOST and PID_FILE of the instance to stop; none (and says so) when none runs."""
     instance = chosen_instance(args.run_dir, args.port)
     if instance is None:
-        emit("success", t("%s is not running on port %s.", APP_NAME, args.port) if args.port
-             else t("%s is not running.", APP_NAME))
+        emit("success", not_running(args.port))
         return 0
     for key, content in (("PID", instance.pid), ("PORT", instance.port), ("HOST", instance.host),
                          ("PID_FILE", instance.pid_file)):
