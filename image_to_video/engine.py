@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from .deep_cache import DeepCache
 from .errors import ModelUnavailable
 from .faults import FaultInjector
 from .i2vgen_xl import I2VGenXL
-from .model_status import ModelState, ModelStatus
+from .model_status import ModelState, ModelStatus, StatusBoard
 from .progress import ProgressFn, ignore
 from .request import GenerationRequest
 
@@ -59,25 +59,10 @@ class Engine:
         self.attention_backend = settings.attention_backend
         self._family = self._compiled = self._device = self._dtype = None
         self._on_switch = None  # what a memory-mode switch also changes: the compiled forward's choice
-        self._status = ModelStatus(is_demo=settings.demo)
-        self._status_lock = threading.Lock()
+        self._board = StatusBoard(ModelStatus(is_demo=settings.demo))
+        self._set_status = self._board.update
 
-    @property
-    def status(self) -> ModelStatus:
-        with self._status_lock:
-            return self._status
-
-    def _set_status(self, say: tuple[str, dict] | None = None, device: tuple[str, dict] | None = None,
-                    **changes) -> None:
-        """Change the status; ``say`` and ``device`` are (i18n key, parameters)."""
-        if say is not None:
-            changes.update(key=say[0], params=say[1])
-        if device is not None:
-            changes.update(device_key=device[0], device_params=device[1])
-        with self._status_lock:
-            self._status = replace(self._status, **changes)
-        log.info("Model %s: %s", self._status.state.value, self._status.message)
-
+    status = property(lambda self: self._board.current)
     ready = property(lambda self: self.status.ready)
     #: Once loaded (else None): the family, its pipeline and denoiser, device, dtype, compiled forwards.
     family = property(lambda self: self._family)

@@ -8,9 +8,13 @@ its own language.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import logging
+import threading
+from dataclasses import dataclass, field, replace
 
 from .i18n import t
+
+log = logging.getLogger(__name__)
 
 
 class ModelState(enum.Enum):
@@ -53,3 +57,28 @@ class ModelStatus:
     @property
     def ready(self) -> bool:
         return self.state is ModelState.READY
+
+
+class StatusBoard:
+    """The model's current status, replaced whole under a lock: readers on other threads (the page,
+    the API) always see one consistent snapshot, and every change is logged."""
+
+    def __init__(self, status: ModelStatus):
+        self._status = status
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> ModelStatus:
+        with self._lock:
+            return self._status
+
+    def update(self, say: tuple[str, dict] | None = None, device: tuple[str, dict] | None = None,
+               **changes) -> None:
+        """Change the status; ``say`` and ``device`` are (i18n key, parameters)."""
+        if say is not None:
+            changes.update(key=say[0], params=say[1])
+        if device is not None:
+            changes.update(device_key=device[0], device_params=device[1])
+        with self._lock:
+            self._status = status = replace(self._status, **changes)
+        log.info("Model %s: %s", status.state.value, status.message)

@@ -96,4 +96,4 @@ def test_modules_stay_small_enough_to_read():
                 assert length <= 250, f"{module_name(path)}.{node.name} is {length} lines"
     engine = next(n for n in ast.parse((PACKAGE / "engine.py").read_text()).body
                   if isinstance(n, ast.ClassDef) and n.name == "Engine")
-    assert engine.end_lineno - engine.lineno + 1 <= 160
+    assert engine.end_lineno - engine.lineno + 1 <= 150

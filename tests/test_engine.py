@@ -232,3 +232,16 @@ def test_the_engines_layers_never_import_it_or_each_other_upwards():
         return seen
 
     assert [module for module in graph if module in reachable(module)] == []  # no import cycle
+
+
+def test_the_status_board_gives_one_consistent_snapshot_and_logs_each_change(caplog):
+    from image_to_video.model_status import ModelState, ModelStatus, StatusBoard
+
+    board = StatusBoard(ModelStatus())
+    before = board.current
+    with caplog.at_level("INFO", logger="image_to_video.model_status"):
+        board.update(("status_ready", {"seconds": "1.5"}), device=("device_cpu", {}), state=ModelState.READY)
+    assert before.state is ModelState.NOT_LOADED  # a snapshot taken earlier does not change under its reader
+    now = board.current
+    assert now.ready and now.message == "Ready: model loaded in 1.5 s." and now.device.startswith("CPU")
+    assert "Model ready: Ready: model loaded in 1.5 s." in caplog.text
