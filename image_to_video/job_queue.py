@@ -93,16 +93,18 @@ class JobQueue:
         job = self.store.get(str(job_id))
         if job is None or (owner is not None and job.owner != owner):
             raise JobNotFound(key="err_no_job", job=job_id)
-        running = self.live.get(job.id)
-        progress = running.progress if running else None
-        if progress is not None and not job.finished_state:
-            eta = None if progress.eta is None else round(progress.eta, 1)
-            job = replace(job, stage=progress.stage, done=progress.done, total=progress.total, eta=eta)
-        return job
+        return self._with_live_progress(job)
 
     def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]:
-        return [self.get(job.id) if self.live.get(job.id) else job
-                for job in self.store.list(owner=owner, limit=limit)]
+        return [self._with_live_progress(job) for job in self.store.list(owner=owner, limit=limit)]
+
+    def _with_live_progress(self, job: Job) -> Job:
+        """``job`` with the progress its worker in this process reported last (the store has it throttled)."""
+        running = self.live.get(job.id)
+        progress = running.progress if running else None
+        if progress is None or job.finished_state:
+            return job
+        return replace(job, stage=progress.stage, done=progress.done, total=progress.total, eta=progress.eta_s)
 
     def position(self, job_id: str) -> int | None:
         return self.store.position(job_id)

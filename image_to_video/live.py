@@ -97,6 +97,11 @@ class LiveJobs:
             self._changed.wait_for(lambda: self._version != version, timeout=timeout)
             return self._version
 
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Block until no job runs here (or ``timeout`` s passed); True when none runs."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._running, timeout=timeout)
+
     def poke(self) -> None:
         """Wake the waiters (a job changed in the store: queued, cancelled, finished)."""
         with self._changed:

@@ -26,6 +26,11 @@ class Progress:
     #: Every few denoising steps: a rough RGB picture of frames as they form (uint8, HxWx3).
     preview: np.ndarray | None = None
 
+    @property
+    def eta_s(self) -> float | None:
+        """The time left, to a tenth of a second, as jobs record and show it."""
+        return None if self.eta is None else round(self.eta, 1)
+
 
 ProgressFn = Callable[[Progress], None]
 

@@ -103,7 +103,7 @@ class Worker:
             if progress.stage != last["stage"] or finished_stage or now - last["stored"] >= STORE_EVERY_S:
                 last.update(stage=progress.stage, stored=now)
                 self.store.update(job_id, stage=progress.stage, done=progress.done, total=progress.total,
-                                  eta=None if progress.eta is None else round(progress.eta, 1))
+                                  eta=progress.eta_s)
         return report
 
     def shutdown(self, grace_s: float) -> None:
@@ -111,15 +111,11 @@ class Worker:
         back in the queue. Queued jobs stay in the store for the next start."""
         self._stopping.set()
         self.live.poke()
-        deadline = time.monotonic() + grace_s
-        while self.live.ids() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        self.live.wait_until_idle(grace_s)
         for job_id in self.live.ids():
             if self.live.requeue_unless_cancelled(job_id):
                 log.warning("Stopping job %s to shut down; it will run again after the restart", job_id)
-        deadline = time.monotonic() + 30
-        while self.live.ids() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        self.live.wait_until_idle(30)  # a cancelled job stops at its next step
         if self._thread:
             self._thread.join(5)
 

@@ -54,3 +54,14 @@ def test_a_waiter_wakes_at_the_change_not_at_its_timeout():
     assert live.wait_for_change(version, timeout=30) != version
     assert time.monotonic() - began < 10
     timer.join()
+
+
+def test_waiting_until_idle_ends_when_the_last_job_finishes():
+    live = LiveJobs()
+    live.start("a")
+    assert not live.wait_until_idle(0.05)  # still running: the wait times out
+    timer = threading.Timer(0.2, live.finish, args=("a",))
+    timer.start()
+    began = time.monotonic()
+    assert live.wait_until_idle(30) and time.monotonic() - began < 10
+    timer.join()
