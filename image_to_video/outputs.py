@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -25,7 +24,7 @@ from PIL import Image
 
 from .config import OutputSettings
 from .errors import GenerationFailed, InvalidInput
-from .video import write_json
+from .video import replaced_atomically, write_json
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,8 @@ class OutputFolder:
 
     def save_input_image(self, image: Image.Image, files: VideoFiles) -> None:
         """The model's input picture beside its video, written atomically."""
-        tmp = files.input_image.with_name(f".{files.input_image.name}.{uuid.uuid4().hex[:6]}.tmp")
-        try:
+        with replaced_atomically(files.input_image) as tmp:
             image.save(tmp, format="PNG")
-            os.replace(tmp, files.input_image)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def save_record(self, record: dict[str, Any], files: VideoFiles) -> None:
         write_json(record, files.record)

@@ -7,11 +7,13 @@ can leave an unplayable file without raising (docs/DEPENDENCIES.md, "Video files
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import imageio_ffmpeg
@@ -104,10 +106,18 @@ def probe_video(path: Path) -> VideoInfo:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     """Write ``data`` as JSON atomically: readers never see half a file."""
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` (``.NAME.<hex>.tmp``) to write to; it becomes ``path`` only when
+    the block succeeds, and is removed otherwise."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
