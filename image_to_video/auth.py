@@ -52,13 +52,19 @@ def resolve_credentials(config: AppConfig) -> Credentials | None:
     return Credentials(server.username, _stored_password(credentials_path(config), server.username))
 
 
-def _stored_password(path: Path, username: str) -> str:
+def stored_password(path: Path) -> str:
+    """The password in a ``user:password`` credentials file; empty when there is none."""
     try:
-        password = path.read_text(encoding="utf-8").strip().split(":", 1)[1]
-        if password:
-            return password
+        return path.read_text(encoding="utf-8").strip().split(":", 1)[1]
     except (OSError, IndexError):
-        pass
+        return ""
+
+
+def _stored_password(path: Path, username: str) -> str:
+    """The stored password, or a strong new one, written readable by the owner only."""
+    password = stored_password(path)
+    if password:
+        return password
     password = secrets.token_urlsafe(18)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Created readable by the owner only, before anything is written into it.

@@ -561,17 +561,9 @@ def say_addresses(host: str, port: int) -> None:
     emit("out", f"📍 {t('Local address: http://localhost:%s', port)}")
 
 
-def stored_password(path: Path) -> str:
-    """The password in a ``user:password`` credentials file; empty when there is none."""
-    try:
-        return path.read_text(encoding="utf-8").strip().split(":", 1)[1]
-    except (OSError, IndexError):
-        return ""
-
-
 def say_login(config, no_login: bool) -> None:
     """How to log in, when the app asks for a login (it does whenever it listens beyond this machine)."""
-    from .auth import credentials_path
+    from .auth import credentials_path, stored_password
 
     server = config.server
     if not server.login_required:
