@@ -112,12 +112,21 @@ def parse_config(argv: Sequence[str]) -> tuple[argparse.Namespace, AppConfig]:
         command.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "generate" and args.image and not args.prompt:
         command.error("--prompt is needed with --image")
-    overrides = {key: getattr(args, flag, None) for flag, key in _FLAG_KEYS.items()}
-    if args.demo or args.command == "build-demo":
+    overrides = config_overrides(args)
+    if args.command == "build-demo":
+        overrides["model.demo"] = True
+    return args, load_config(args.config, overrides=overrides)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The config keys that command-line options set (None where an option was not given); the
+    launcher forwards the same options and reads the config through this too."""
+    overrides: dict[str, object] = {key: getattr(args, flag, None) for flag, key in _FLAG_KEYS.items()}
+    if getattr(args, "demo", False):
         overrides["model.demo"] = True
     if getattr(args, "no_login", False):
         overrides["server.login"] = "off"
-    return args, load_config(args.config, overrides=overrides)
+    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -248,13 +248,12 @@ class Several(Exception):
 
 def load(args: argparse.Namespace):
     """The app's config with the options the script forwarded; a bad setting is refused with its message."""
+    from .cli import config_overrides
     from .config import load_config
     from .errors import ConfigError
 
-    overrides = {"server.port": args.port, "server.host": args.host, "model.source": args.model,
-                 "server.login": "off" if args.no_login else None}
     try:
-        return load_config(overrides=overrides)
+        return load_config(overrides=config_overrides(args))
     except ConfigError as error:
         raise Refused(str(error)) from None
 
