@@ -7,9 +7,10 @@ A batch file has one JSON object per line, with the same keys as the flags:
 ``{"image": "a.jpg", "prompt": "waves", "resolution": "512p", "num_frames": 16, "seed": 7}``.
 Every job is validated first (a bad one is reported and skipped), stored in the
 same job database as the server's, and run by a worker in this process. Exit
-status: 0 when every video was made, 1 when any job failed, 2 for bad arguments.
-Stop the server first on a one-GPU machine (or use the HTTP API while it runs):
-two processes would each load the model.
+status: 0 when every video was made, 1 when any job failed or it could not start,
+2 for bad arguments. While a server runs on the same data folder this refuses to
+start and names it (one GPU, one queue: two processes would run two jobs on the
+GPU at once): stop the server first, or send the jobs to its HTTP API.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PARAMETER_NAMES, AppConfig
-from .errors import AppError
+from .errors import AlreadyRunning, AppError
 from .job_queue import JobQueue
 
 #: What a job may set besides its image and prompt: ``PARAMETERS``, the negative prompt, the seed.
@@ -43,7 +44,19 @@ def run_generate(args: argparse.Namespace, config: AppConfig) -> int:
         print(f"[ERROR] {error}", file=sys.stderr)
         return 2
     owner = f"cli-{os.getpid()}"
-    app = build(config, only_owner=owner)
+    try:
+        app = build(config, only_owner=owner, command="generate")
+    except AlreadyRunning as error:
+        print(f"[ERROR] {error}", file=sys.stderr)
+        return 1
+    try:
+        return _run_all(app, specs, owner)
+    finally:
+        app.lock.release()
+
+
+def _run_all(app, specs: list[dict[str, Any]], owner: str) -> int:
+    """Submit every job, load the model, run them in this process; the exit status."""
     jobs = _submit_all(app.queue, specs, owner)
     if not jobs:
         return 1

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from .config import AppConfig
-from .errors import InvalidInput, JobNotFound, ModelUnavailable
+from .errors import InvalidInput, JobNotFound, ModelUnavailable, shown
 from .job_store import CANCELLED, FAILED, INTERRUPTED, QUEUED, Job, JobStore
 from .live import LiveJobs
 from .request import build_request
@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 class JobQueue:
     """Accepts jobs (validated first), cancels and retries them, and reports on them."""
 
-    def __init__(self, store: JobStore, config: AppConfig, *, live: LiveJobs, inputs_dir: Path):
+    def __init__(self, store: JobStore, config: AppConfig, *, live: LiveJobs, inputs_dir: Path,
+                 check_disk: Callable[[], None] | None = None):
+        """``check_disk`` raises (an ``AppError`` saying what to free) when there is too little disk
+        for a new video: a job is refused at once rather than accepted to fail later."""
         self.store = store
         self.config = config
         self.live = live
         self.inputs_dir = Path(inputs_dir)
         self.max_queued = config.jobs.max_queued
+        self.check_disk = check_disk or (lambda: None)
         self._closed = False
 
     # -- submitting ------------------------------------------------------------
@@ -42,10 +46,16 @@ class JobQueue:
     def submit(self, image: Any, prompt: Any, *, owner: str, source: str = "ui", **params: Any) -> Job:
         """Validate everything, keep the normalised image, and queue the job.
 
-        Raises ``InvalidInput`` (nothing is stored), ``QueueFull``, or ``ModelUnavailable`` while stopping.
+        Raises ``InvalidInput`` (nothing is stored), ``QueueFull``, ``GenerationFailed`` when the
+        disk is too full, or ``ModelUnavailable`` while stopping.
         """
+        return self._submit(image, prompt, owner=owner, source=source, **params)
+
+    def _submit(self, image: Any, prompt: Any, *, owner: str, source: str, retry_of: str | None = None,
+                **params: Any) -> Job:
         if self._closed:
             raise ModelUnavailable(key="err_shutting_down")
+        self.check_disk()
         request = build_request(self.config, image=image, prompt=prompt, **params)
         job_id = uuid.uuid4().hex[:12]
         image_path = self.inputs_dir / f"{job_id}.png"
@@ -54,24 +64,47 @@ class JobQueue:
         job = Job(id=job_id, owner=owner, state=QUEUED, params=request.parameters(),
                   image_path=str(image_path), created=time.time(), source=source)
         try:
-            self.store.add(job, max_queued=self.max_queued)
+            stored = self.store.add(job, max_queued=self.max_queued, retry_of=retry_of)
         except BaseException:
             image_path.unlink(missing_ok=True)
             raise
+        if stored.id != job_id:  # that job was retried meanwhile: this is the same retry, answered once
+            image_path.unlink(missing_ok=True)
+            return self._with_live_progress(stored)
         log.info("Queued job %s from %s (%s)", job_id, source, owner[:8])
         self.live.poke()
         return job
 
     def retry(self, job_id: str, *, owner: str | None = None) -> Job:
-        """Queue a finished (failed, cancelled or interrupted) job again as a new job."""
+        """Queue a finished (failed, cancelled or interrupted) job again as a new job, once: every
+        later retry of it (simultaneous ones too) answers with that same new job."""
         old = self.get(job_id, owner=owner)
+        if old.retried_as:
+            return self.get(old.retried_as)
         if old.state not in (FAILED, CANCELLED, INTERRUPTED):
             raise InvalidInput(key="err_already_running", state=old.state)
-        if not Path(old.image_path).is_file():
-            raise InvalidInput(key="err_input_gone")
         params = {k: v for k, v in old.params.items() if k not in ("width", "height", "prompt")}
-        return self.submit(Image.open(old.image_path), old.params["prompt"], owner=old.owner,
-                           source=old.source, **params)
+        try:
+            with Image.open(old.image_path) as image:
+                picture = image.copy()
+        except OSError:  # pruned (jobs.keep_inputs_days) or removed by hand
+            raise InvalidInput(key="err_input_gone") from None
+        return self._submit(picture, old.params.get("prompt"), owner=old.owner, source=old.source,
+                            retry_of=old.id, **params)
+
+    def prune_inputs(self) -> int:
+        """Delete the input pictures no job needs: a done job's (its video keeps a copy), and a failed,
+        cancelled or interrupted job's after ``jobs.keep_inputs_days`` (then it cannot be retried)."""
+        cutoff = time.time() - self.config.jobs.keep_inputs_days * 86400
+        removed = 0
+        for name in self.store.inputs_to_prune(cutoff):
+            path = Path(name)
+            if path.parent == self.inputs_dir and path.is_file():  # never a file outside data/inputs
+                path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("Removed %d input picture(s) no job needs any more from %s", removed, self.inputs_dir)
+        return removed
 
     def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
         """Cancel a queued job now, or a running one at its next step."""
@@ -92,7 +125,7 @@ class JobQueue:
         """The job as stored, with its live progress when it runs in this process."""
         job = self.store.get(str(job_id))
         if job is None or (owner is not None and job.owner != owner):
-            raise JobNotFound(key="err_no_job", job=job_id)
+            raise JobNotFound(key="err_no_job", job=shown(str(job_id)))
         return self._with_live_progress(job)
 
     def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]:

@@ -10,17 +10,20 @@ and a job that was running is marked interrupted, to be retried with one click.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import AppError, QueueFull
 from .i18n import t
+
+log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -52,6 +55,8 @@ class Job:
     worker: str | None = None
     #: ``message`` as an i18n key and its parameters (JSON), so the page can show it in any language.
     message_key: str | None = None
+    #: The id of the job that a retry of this one made (set once: a second retry answers with it).
+    retried_as: str | None = None
 
     def localized_message(self, lang: str) -> str | None:
         """``message`` in ``lang`` when it was stored with its key, else as stored (English)."""
@@ -71,14 +76,14 @@ class Job:
             "created": self.created, "started": self.started, "finished": self.finished,
             "progress": {"stage": self.stage, "done": self.done, "total": self.total, "eta_s": self.eta},
             "message": self.message, "video": Path(self.video_path).name if self.video_path else None,
-            "attempts": self.attempts,
+            "attempts": self.attempts, "retried_as": self.retried_as,
         }
 
 
 class JobStore(Protocol):
     """Where jobs are kept. SQLite here; a shared queue engine can implement the same."""
 
-    def add(self, job: Job, *, max_queued: int) -> None: ...
+    def add(self, job: Job, *, max_queued: int, retry_of: str | None = None) -> Job: ...
     def get(self, job_id: str) -> Job | None: ...
     def update(self, job_id: str, **changes: Any) -> Job | None: ...
     def claim_next(self, worker: str, *, owner: str | None = None) -> Job | None: ...
@@ -86,41 +91,56 @@ class JobStore(Protocol):
     def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]: ...
     def position(self, job_id: str) -> int | None: ...
     def recover(self, is_alive: Callable[[str], bool]) -> tuple[int, int]: ...
+    def inputs_to_prune(self, finished_before: float) -> list[str]: ...
 
 
 _COLUMNS = [f.name for f in fields(Job)]
 
 
+#: Columns added after the first release, with their type: an older database gains them at start.
+_ADDED_COLUMNS = {"message_key": "TEXT", "retried_as": "TEXT"}
+
+
 class SQLiteJobStore:
     """Jobs in one SQLite file; safe across threads and processes (WAL, immediate transactions)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, timeout_s: float = 30):
+        """``timeout_s``: how long a call waits for another writer's lock before it raises
+        ``sqlite3.OperationalError`` ("database is locked")."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout_s = timeout_s
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute("""CREATE TABLE IF NOT EXISTS jobs (
                 id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL, params TEXT NOT NULL,
                 image_path TEXT NOT NULL, created REAL NOT NULL, source TEXT, started REAL, finished REAL,
                 stage TEXT, done INTEGER, total INTEGER, eta REAL, message TEXT, video_path TEXT,
-                metadata_path TEXT, attempts INTEGER, worker TEXT, message_key TEXT)""")
+                metadata_path TEXT, attempts INTEGER, worker TEXT, message_key TEXT, retried_as TEXT)""")
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-            if "message_key" not in columns:  # a database from before messages were translatable
-                db.execute("ALTER TABLE jobs ADD COLUMN message_key TEXT")
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in columns:  # a database from before this column existed
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created)")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created)")
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: a writer's takes the write lock at once (``BEGIN IMMEDIATE``); a reader's
+        takes none, so in WAL mode reads go on while another process holds the write lock."""
         with self._lock:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("BEGIN IMMEDIATE")
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield db
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # Only roll back a transaction that began: after a failed BEGIN (database locked)
+                # a ROLLBACK raises "no transaction is active", which would replace the real error.
+                if db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
             finally:
                 db.close()
@@ -130,24 +150,42 @@ class SQLiteJobStore:
         if row is None:
             return None
         values = dict(zip(_COLUMNS, row))
-        values["params"] = json.loads(values["params"])
+        values["params"] = _params(values["params"]) or {}  # a damaged row still lists (and then fails)
         values["done"] = values["done"] or 0
         values["total"] = values["total"] or 0
         values["attempts"] = values["attempts"] or 0
         return Job(**values)
 
-    def add(self, job: Job, *, max_queued: int) -> None:
-        """Insert ``job`` unless ``max_queued`` jobs already wait (checked atomically)."""
+    def add(self, job: Job, *, max_queued: int, retry_of: str | None = None) -> Job:
+        """Insert ``job`` unless ``max_queued`` jobs already wait (checked atomically); returns it.
+
+        With ``retry_of``, ``job`` is the retry of that job, made once: when it was retried already
+        nothing is inserted and the earlier retry is returned (one transaction, so of any number
+        of simultaneous retries exactly one inserts).
+        """
         with self._connect() as db:
+            earlier = self._retried_as(db, retry_of) if retry_of is not None else None
+            if earlier is not None:
+                return earlier
             (waiting,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()
             if waiting >= max_queued:
                 raise QueueFull(key="err_queue_full", waiting=waiting)
             values = [json.dumps(job.params) if name == "params" else getattr(job, name) for name in _COLUMNS]
             db.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                        values)
+            if retry_of is not None:
+                db.execute("UPDATE jobs SET retried_as = ? WHERE id = ? AND retried_as IS NULL", (job.id, retry_of))
+            return job
+
+    def _retried_as(self, db: sqlite3.Connection, job_id: str) -> Job | None:
+        """The job an earlier retry of ``job_id`` made, or None."""
+        row = db.execute("SELECT retried_as FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return self._row(db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (row[0],)).fetchone())
 
     def get(self, job_id: str) -> Job | None:
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             return self._row(db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?",
                                         (job_id,)).fetchone())
 
@@ -168,16 +206,27 @@ class SQLiteJobStore:
             query += " AND owner = ?"
             args.append(owner)
         with self._connect() as db:
-            row = db.execute(query + " ORDER BY created LIMIT 1", args).fetchone()
-            if row is None:
-                return None
-            job = self._row(row)
-            now = time.time()
-            db.execute("UPDATE jobs SET state = ?, started = ?, attempts = attempts + 1, stage = NULL, "
-                       "done = 0, total = 0, eta = NULL, message = NULL, message_key = NULL, worker = ? "
-                       "WHERE id = ?",
-                       (RUNNING, now, worker, job.id))
-            return replace(job, state=RUNNING, started=now, attempts=job.attempts + 1, worker=worker)
+            while True:
+                row = db.execute(query + " ORDER BY created LIMIT 1", args).fetchone()
+                if row is None:
+                    return None
+                if _params(row[_COLUMNS.index("params")]) is None:  # a damaged row must not block the queue
+                    self._fail_unreadable(db, row[0])
+                    continue
+                job = self._row(row)
+                now = time.time()
+                db.execute("UPDATE jobs SET state = ?, started = ?, attempts = attempts + 1, stage = NULL, "
+                           "done = 0, total = 0, eta = NULL, message = NULL, message_key = NULL, worker = ? "
+                           "WHERE id = ?",
+                           (RUNNING, now, worker, job.id))
+                return replace(job, state=RUNNING, started=now, attempts=job.attempts + 1, worker=worker)
+
+    @staticmethod
+    def _fail_unreadable(db: sqlite3.Connection, job_id: str) -> None:
+        log.error("The settings of job %s cannot be read (a damaged row); marking it failed", job_id)
+        message = error_message(AppError(key="err_something_wrong"))
+        db.execute("UPDATE jobs SET state = ?, finished = ?, message = ?, message_key = ? WHERE id = ?",
+                   (FAILED, time.time(), message["message"], message["message_key"], job_id))
 
     def cancel_if_queued(self, job_id: str, message: str) -> bool:
         with self._connect() as db:
@@ -191,12 +240,12 @@ class SQLiteJobStore:
             query += " WHERE owner = ?"
             args.append(owner)
         query += " ORDER BY created DESC LIMIT ?"
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             return [self._row(row) for row in db.execute(query, [*args, limit]).fetchall()]
 
     def position(self, job_id: str) -> int | None:
         """1 for the next job to run, 2 after it, ...; None unless queued."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             row = db.execute("SELECT created FROM jobs WHERE id = ? AND state = ?", (job_id, QUEUED)).fetchone()
             if row is None:
                 return None
@@ -216,6 +265,22 @@ class SQLiteJobStore:
             (queued,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()
             return queued, len(dead)
 
+    def inputs_to_prune(self, finished_before: float) -> list[str]:
+        """Input pictures no job needs any more: a done job's (its video has a copy beside it), and
+        those of jobs that failed, were cancelled or interrupted before ``finished_before``."""
+        with self._connect(write=False) as db:
+            rows = db.execute("SELECT image_path FROM jobs WHERE state = ? OR (state IN (?, ?, ?) AND finished < ?)",
+                              (DONE, FAILED, CANCELLED, INTERRUPTED, finished_before)).fetchall()
+            return [path for (path,) in rows]
+
+
+def _params(text: Any) -> dict[str, Any] | None:
+    """A job's stored settings, or None when they are not a JSON object (a damaged row)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def error_message(error: AppError) -> dict[str, Any]:
@@ -223,3 +288,33 @@ def error_message(error: AppError) -> dict[str, Any]:
     key = json.dumps({"key": error.key, "params": error.params}, default=str) if error.key else None
     return {"message": str(error), "message_key": key}
 
+
+def set_aside_if_damaged(path: Path) -> tuple[Path, str] | None:
+    """When ``path`` is not a sound SQLite database, rename it (with its ``-wal`` and ``-shm``) to
+    ``<name>.damaged-<timestamp>`` so that a fresh one can start; returns (new name, what is wrong),
+    or None when it is sound or absent. Nothing is deleted."""
+    path = Path(path)
+    problem = _damage(path) if path.exists() else None
+    if problem is None:
+        return None
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(aside.with_name(aside.name + suffix))
+    return aside, problem
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with the database at ``path`` (SQLite's words), or None when it is sound.
+    A locked or unreadable file raises instead: it is not damaged and must not be set aside."""
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        result = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as error:  # "file is not a database", "database disk image is malformed"
+        return str(error)
+    finally:
+        db.close()
+    return None if result == ["ok"] else "; ".join(map(str, result))

@@ -5,13 +5,20 @@ another program. The start time in clock ticks since boot (field 22 of
 ``/proc/PID/stat``) tells them apart. The job queue records its worker this way, and
 the launcher its app's PID file, so ``kill -9`` and a reused PID are both seen for
 what they are.
+
+``FolderLock`` keeps one process per data folder: an exclusive ``flock`` that the
+kernel releases when its process ends, however it ends.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import socket
+import time
 from pathlib import Path
+from typing import Any, TextIO
 
 GONE = "gone"
 
@@ -58,3 +65,55 @@ def worker_alive(worker: str) -> bool:
     if host != socket.gethostname():
         return True  # another machine's worker: not ours to judge
     return is_same_process(pid_number, ticks)
+
+
+class FolderLock:
+    """An exclusive lock on ``<folder>/app.lock``, held for the life of this process.
+
+    The file says who holds it (``{"pid": ..., ...}`` as JSON), for the message the next
+    process shows. Only the ``flock`` counts, never the file's words: after a ``kill -9``
+    the kernel has dropped the lock and the stale file is simply taken over. The file
+    descriptor is not inherited across ``exec``, so a process that replaces itself
+    (``app.restart_process``) takes the lock again.
+    """
+
+    NAME = "app.lock"
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / self.NAME
+        self._file: TextIO | None = None
+
+    def acquire(self, **holder: Any) -> dict[str, Any] | None:
+        """Take the lock and write this PID and ``holder`` into the file; returns None.
+        When another process holds it, returns what that one wrote (``{}`` if unreadable)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            return self.holder()
+        file.seek(0)
+        file.truncate()
+        file.write(json.dumps({"pid": os.getpid(), **holder}))
+        file.flush()
+        self._file = file
+        return None
+
+    def holder(self) -> dict[str, Any]:
+        """What the holding process wrote (it may be writing it right now: read twice)."""
+        for _attempt in range(2):
+            try:
+                record = json.loads(self.path.read_text(encoding="utf-8"))
+                if isinstance(record, dict):
+                    return record
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        return {}
+
+    def release(self) -> None:
+        """Let the lock go (the process ending does the same)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -4,7 +4,9 @@ It records every outcome in the store, with a message the owner can act on; the
 running job's progress goes to ``LiveJobs`` at every step and to the store at most
 once a second (and at each stage change), for readers in other processes. After a
 CUDA error that leaves the GPU unusable it calls ``on_fatal`` (the server restarts
-itself in place).
+itself in place). Nothing one job or the store raises ends the thread: it logs the
+error, waits a little longer each time, and carries on; ``healthy`` tells the
+readiness check whether it is running and its last store call succeeded.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from PIL import Image
 
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 #: The store gets the running job's progress at most this often (and at every stage change).
 STORE_EVERY_S = 1.0
 
+#: After a store error the worker waits this long, doubling up to ``BACKOFF_MAX_S``, and tries again.
+BACKOFF_S = 0.5
+BACKOFF_MAX_S = 30.0
+
 #: ``make_video(request, progress=..., cancel=...)``: the video service's one call.
 MakeVideo = Callable[..., object]
 
@@ -37,18 +44,22 @@ class Worker:
 
     def __init__(self, store: JobStore, live: LiveJobs, make_video: MakeVideo, *,
                  model_ready: Callable[[], bool], only_owner: str | None = None,
-                 on_fatal: Callable[[], None] | None = None):
+                 on_fatal: Callable[[], None] | None = None, after_job: Callable[[], None] | None = None):
         """``only_owner`` makes this worker run only that owner's jobs (the command line's).
-        ``on_fatal`` is called after a CUDA error that leaves the GPU unusable."""
+        ``on_fatal`` is called after a CUDA error that leaves the GPU unusable; ``after_job``
+        after every job (housekeeping: pruning old input pictures)."""
         self.store = store
         self.live = live
         self.make_video = make_video
         self.model_ready = model_ready
         self.only_owner = only_owner
         self.on_fatal = on_fatal
+        self.after_job = after_job
         self.worker_id = this_worker()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        #: The error the worker is waiting out (the store's, mostly), or None when its last step succeeded.
+        self.error: Exception | None = None
 
     def start(self) -> threading.Thread:
         """Recover after a crash, then start the worker thread."""
@@ -59,39 +70,87 @@ class Worker:
         self._thread.start()
         return self._thread
 
+    @property
+    def healthy(self) -> bool:
+        """True while the worker thread runs and is not waiting out an error (a store it cannot reach)."""
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
     def _work(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
-            version = self.live.version  # a job submitted from now on wakes the wait below
-            job = self.store.claim_next(self.worker_id, owner=self.only_owner) if self.model_ready() else None
-            if job is None:
-                self.live.wait_for_change(version, 1.0)
-                continue
-            self._run(job)
+            try:
+                self._step()
+            except Exception as error:  # noqa: BLE001 - the thread must outlive any one failure
+                failures += 1
+                self._back_off(error, failures)
+            else:
+                failures = 0
+
+    def _step(self) -> None:
+        """Run the next job, or wait a moment for one."""
+        version = self.live.version  # a job submitted from now on wakes the wait below
+        job = self.store.claim_next(self.worker_id, owner=self.only_owner) if self.model_ready() else None
+        self.error = None
+        if job is None:
+            self.live.wait_for_change(version, 1.0)
+            return
+        self._run(job)
+        if self.after_job:
+            self.after_job()
+
+    def _back_off(self, error: Exception, failures: int) -> None:
+        """Log ``error`` and wait before the next try, longer after each failure in a row."""
+        self.error = error
+        delay = min(BACKOFF_S * 2 ** (failures - 1), BACKOFF_MAX_S)
+        log.error("The job worker hit an error (%s: %s); trying again in %.1f s", type(error).__name__, error,
+                  delay, exc_info=failures == 1)
+        self._stopping.wait(delay)
 
     def _run(self, job: Job) -> None:
         running = self.live.start(job.id)
         log.info("Running job %s (attempt %d)", job.id, job.attempts)
+        error = None
         try:
             result = self.make_video(_request_for(job), progress=self._reporter(job.id), cancel=running.cancel)
-        except Exception as error:  # every failure ends in the job's state, with a message
-            self._record_failure(job, running, error)
+        except Exception as failure:  # every failure ends in the job's state, with a message
+            error = failure
+            outcome = self._failure(job, running, failure)
         else:
-            self.store.update(job.id, state=DONE, finished=time.time(), message=None,
-                              video_path=str(result.video_path), metadata_path=str(result.metadata_path))
+            outcome = dict(state=DONE, finished=time.time(), message=None,
+                           video_path=str(result.video_path), metadata_path=str(result.metadata_path))
+        try:
+            self._record(job.id, outcome)
         finally:
             self.live.finish(job.id)
+        if outcome["state"] == DONE:  # its video has a copy of the picture beside it
+            Path(job.image_path).unlink(missing_ok=True)
+        if isinstance(error, GPUFailed) and self.on_fatal:
+            self.on_fatal()
 
-    def _record_failure(self, job: Job, running: Running, error: Exception) -> None:
+    def _record(self, job_id: str, outcome: dict) -> None:
+        """Store a job's outcome, trying again while the store fails (a job that ran must not stay
+        "running"); gives up only when the worker stops (the next start marks it interrupted)."""
+        failures = 0
+        while True:
+            try:
+                self.store.update(job_id, **outcome)
+                self.error = None
+                return
+            except Exception as error:  # noqa: BLE001 - retried below, logged by _back_off
+                failures += 1
+                if self._stopping.is_set():
+                    raise
+                self._back_off(error, failures)
+
+    def _failure(self, job: Job, running: Running, error: Exception) -> dict:
+        """The store changes for a job that raised ``error``."""
         if isinstance(error, Cancelled) and running.requeue:
-            self.store.update(job.id, state=QUEUED, started=None, **error_message(AppError(key="msg_requeued")))
-            return
+            return dict(state=QUEUED, started=None, **error_message(AppError(key="msg_requeued")))
         state = CANCELLED if isinstance(error, Cancelled) else FAILED
         if not isinstance(error, AppError):
             log.exception("Job %s failed", job.id, exc_info=error)
             error = AppError(key="err_something_wrong")
-        self.store.update(job.id, state=state, finished=time.time(), **error_message(error))
-        if isinstance(error, GPUFailed) and self.on_fatal:
-            self.on_fatal()
+        return dict(state=state, finished=time.time(), **error_message(error))
 
     def _reporter(self, job_id: str) -> ProgressFn:
         last = {"stage": None, "stored": 0.0}
@@ -102,8 +161,11 @@ class Worker:
             finished_stage = progress.done >= progress.total
             if progress.stage != last["stage"] or finished_stage or now - last["stored"] >= STORE_EVERY_S:
                 last.update(stage=progress.stage, stored=now)
-                self.store.update(job_id, stage=progress.stage, done=progress.done, total=progress.total,
-                                  eta=progress.eta_s)
+                try:
+                    self.store.update(job_id, stage=progress.stage, done=progress.done, total=progress.total,
+                                      eta=progress.eta_s)
+                except Exception as error:  # noqa: BLE001 - a missed progress copy must not fail the job
+                    log.warning("Could not store the progress of job %s: %s", job_id, error)
         return report
 
     def shutdown(self, grace_s: float) -> None:

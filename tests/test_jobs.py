@@ -2,6 +2,7 @@
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -265,3 +266,12 @@ def test_an_older_database_gains_the_message_key_column(tmp_path):
     db.close()
     store = SQLiteJobStore(path)
     assert store.list() == []
+
+
+def test_a_done_jobs_input_picture_is_deleted_and_its_copy_stays_beside_the_video(make_queue, photo):
+    queue = make_queue()
+    job = queue.submit(photo, "waves", owner="a", num_frames=2)
+    done = queue.wait(job.id, timeout=60)
+    assert done.state == DONE and not Path(job.image_path).exists()
+    copy = Path(done.video_path).with_name(Path(done.video_path).stem + "_input.png")
+    assert Image.open(copy).size == (64, 64)

@@ -41,3 +41,22 @@ def test_a_zombie_is_not_running_though_its_pid_is_still_taken():
     finally:
         child.wait()
     assert not is_running(child.pid) and start_ticks(child.pid) == GONE
+
+
+def test_a_folder_lock_is_held_by_one_process_and_dropped_when_it_is_killed(tmp_path):
+    from image_to_video.processes import FolderLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from image_to_video.processes import FolderLock; "
+         f"lock = FolderLock({str(tmp_path)!r}); assert lock.acquire(command='serve', port=7860) is None; "
+         "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = FolderLock(tmp_path)
+        assert lock.acquire(command="serve", port=7861) == {"pid": holder.pid, "command": "serve", "port": 7860}
+    finally:
+        holder.kill()  # kill -9: no clean-up runs, the kernel drops the lock
+        holder.wait()
+    assert lock.acquire(command="serve", port=7861) is None
+    assert FolderLock(tmp_path).acquire() == {"pid": os.getpid(), "command": "serve", "port": 7861}
+    lock.release()
