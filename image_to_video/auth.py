@@ -5,6 +5,10 @@ and one on a network address needs a user name and password: the configured
 ones, else a strong password generated on first start and kept in
 ``<state_dir>/credentials.txt``, readable by its owner only. The same password is
 the HTTP API's bearer token.
+
+``LoginThrottle`` slows down password guessing: after a few wrong passwords from
+one client address (the page's login form or the API's bearer token alike), that
+address is refused for a while, longer each time; a right password forgets it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import AppConfig
@@ -33,6 +40,63 @@ class Credentials:
 
     def check_token(self, token: str) -> bool:
         return secrets.compare_digest(token.encode(), self.password.encode())
+
+
+@dataclass
+class _Record:
+    """One client address's recent wrong passwords and lockouts."""
+
+    failures: list[float] = field(default_factory=list)
+    lockouts: int = 0
+    locked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Wrong passwords per client address: ``allowed`` of them within ``window_s`` lock the address
+    out for ``first_lock_s``, doubling with each further lockout up to ``max_lock_s``.
+
+    One address's failures never lock out another. A right password clears the address.
+    Thread-safe: the API checks tokens in worker threads. ``clock`` is injectable for tests.
+    """
+
+    #: Addresses remembered at most; the quietest are forgotten first (a flood of addresses
+    #: cannot grow memory without bound).
+    max_addresses = 10_000
+
+    def __init__(self, *, allowed: int = 5, window_s: float = 60.0, first_lock_s: float = 30.0,
+                 max_lock_s: float = 900.0, clock: Callable[[], float] = time.monotonic):
+        self.allowed, self.window_s = allowed, window_s
+        self.first_lock_s, self.max_lock_s = first_lock_s, max_lock_s
+        self._clock = clock
+        self._records: dict[str, _Record] = {}
+        self._lock = threading.Lock()
+
+    def wait_s(self, address: str) -> float:
+        """Seconds until ``address`` may try a password again; 0: now."""
+        with self._lock:
+            record = self._records.get(address)
+            return max(0.0, record.locked_until - self._clock()) if record else 0.0
+
+    def failed(self, address: str) -> None:
+        """Count a wrong password from ``address``; lock it out when there were too many."""
+        now = self._clock()
+        with self._lock:
+            record = self._records.pop(address, None) or _Record()
+            self._records[address] = record  # newest last: the oldest are forgotten first
+            record.failures = [t for t in record.failures if now - t < self.window_s] + [now]
+            if len(record.failures) >= self.allowed:
+                record.lockouts += 1
+                record.failures = []
+                record.locked_until = now + min(self.max_lock_s, self.first_lock_s * 2 ** (record.lockouts - 1))
+                log.warning("Too many wrong passwords from %s: refused for %.0f s", address,
+                            record.locked_until - now)
+            while len(self._records) > self.max_addresses:
+                del self._records[next(iter(self._records))]
+
+    def succeeded(self, address: str) -> None:
+        """A right password: forget ``address``'s failures and lockouts."""
+        with self._lock:
+            self._records.pop(address, None)
 
 
 def credentials_path(config: AppConfig) -> Path:

@@ -13,7 +13,10 @@ Routes (OpenAPI docs at ``/docs``):
   POST /api/jobs/{id}/retry     queue a failed, cancelled or interrupted job again
 
 Job routes need ``Authorization: Bearer <password>`` whenever the server asks for a
-login. Errors come back as ``{"error": "..."}`` with a message, never a traceback.
+login; too many wrong passwords from one address get 429 for a while (``auth.LoginThrottle``).
+Errors come back as ``{"error": "..."}`` with a message, never a traceback, unknown routes and
+methods under /api included. ``http_guard`` limits every request body's size and time, holds
+Gradio's event routes to the page's own events and adds the security headers.
 On SIGTERM or Ctrl+C the server stops taking jobs, lets the running one finish
 within the grace period or re-queues it, removes its PID file and releases the port.
 """
@@ -35,11 +38,13 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .auth import Credentials
+from .auth import Credentials, LoginThrottle
 from .config import PARAMETERS, STATIC_DIR, AppConfig
-from .errors import AppError, InvalidInput
+from .errors import AppError, InvalidInput, NoSuchRoute, WrongMethod
+from .http_guard import BodyGuard, PageEventGuard, PageLoginGuard, client_address, throttled
 from .i18n import t
 from .job_queue import JobQueue
 from .job_store import DONE
@@ -50,10 +55,14 @@ log = logging.getLogger(__name__)
 
 
 def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine, *,
-               credentials: Credentials | None = None, pid_file: Path | None = None) -> FastAPI:
+               credentials: Credentials | None = None, pid_file: Path | None = None,
+               throttle: LoginThrottle | None = None,
+               worker_healthy: Callable[[], bool] | None = None) -> FastAPI:
     """The FastAPI app with the API under /api and the page at /. Starts nothing.
 
-    ``engine`` is anything with the engine's ``status``, ``ready``, ``memory_mode`` and ``device_answers``.
+    ``engine`` is anything with the engine's ``status``, ``ready``, ``memory_mode`` and ``device_answers``;
+    ``throttle`` counts wrong passwords per address (a new one when not given);
+    ``worker_healthy`` says whether the job worker runs and reaches the store (without it, never ready).
     """
 
     @contextlib.asynccontextmanager
@@ -66,7 +75,8 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
                               "Submit a job, poll it, download the video.",
                   redoc_url=None)
     _add_error_handlers(app)
-    require_login = _login_dependency(credentials)
+    throttle = throttle or LoginThrottle()
+    require_login = _login_dependency(credentials, throttle)
     max_bytes = int(config.server.max_upload_mb * 1024 * 1024)
 
     @app.get("/api/health", tags=["server"])
@@ -76,9 +86,10 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
 
     @app.get("/api/ready", tags=["server"])
     def ready() -> JSONResponse:
-        """Readiness: the model is loaded, the GPU answers a small operation, there is disk space."""
+        """Readiness: the model is loaded, the GPU answers a small operation, there is disk space,
+        and the job worker runs and reaches the job store (else accepted jobs would never run)."""
         checks = {"model": engine.ready, "device": engine.device_answers(),
-                  "disk": outputs.has_free_space()}
+                  "disk": outputs.has_free_space(), "worker": bool(worker_healthy and worker_healthy())}
         body = {"ready": all(checks.values()), "checks": checks, "model": engine.status.message}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
@@ -107,17 +118,17 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         """One job: its state, progress, queue position and result."""
         return _job_body(queue, queue.get(job_id))
 
-    @app.get("/api/jobs/{job_id}/video", tags=["jobs"], dependencies=[Depends(require_login)],
-             response_class=FileResponse)
+    @app.api_route("/api/jobs/{job_id}/video", methods=["GET", "HEAD"], tags=["jobs"],
+                   dependencies=[Depends(require_login)], response_class=FileResponse)
     def get_video(job_id: str):
-        """The finished video (video/mp4)."""
-        return _result_file(queue, job_id, "video_path", "video/mp4")
+        """The finished video (video/mp4); HEAD gives its headers only."""
+        return _result_file(queue, job_id, "video_path", "video/mp4", config)
 
-    @app.get("/api/jobs/{job_id}/metadata", tags=["jobs"], dependencies=[Depends(require_login)],
-             response_class=FileResponse)
+    @app.api_route("/api/jobs/{job_id}/metadata", methods=["GET", "HEAD"], tags=["jobs"],
+                   dependencies=[Depends(require_login)], response_class=FileResponse)
     def get_metadata(job_id: str):
         """The JSON record written beside the video: every parameter, the seed, versions, timings."""
-        return _result_file(queue, job_id, "metadata_path", "application/json")
+        return _result_file(queue, job_id, "metadata_path", "application/json", config)
 
     @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"], dependencies=[Depends(require_login)])
     def cancel(job_id: str) -> dict:
@@ -129,9 +140,10 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         """Queue a failed, cancelled or interrupted job again (a new job, same parameters)."""
         return _job_body(queue, queue.retry(job_id))
 
+    _add_unknown_api_route(app)
     demo = build_ui(config, queue, outputs, engine)
     demo.queue(default_concurrency_limit=1, api_open=False)
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app, demo, path="/",
         server_name=config.server.host,
         server_port=config.server.port,
@@ -146,6 +158,13 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         theme=gr.themes.Soft(),
         footer_links=["gradio"],
     )
+    # Added last is outermost: the body limits come before the login throttle and the event check.
+    app.add_middleware(PageEventGuard, blocks=demo)
+    if credentials:
+        app.add_middleware(PageLoginGuard, throttle=throttle)
+    app.add_middleware(BodyGuard, max_upload_mb=config.server.max_upload_mb,
+                       body_timeout_s=config.server.body_timeout_s)
+    return app
 
 
 def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
@@ -190,25 +209,59 @@ def _job_body(queue: JobQueue, job) -> dict:
     return {**job.public(), "queue_position": queue.position(job.id)}
 
 
-def _result_file(queue: JobQueue, job_id: str, attribute: str, media_type: str) -> FileResponse:
+def _result_file(queue: JobQueue, job_id: str, attribute: str, media_type: str, config: AppConfig) -> FileResponse:
     job = queue.get(job_id)
     if job.state != DONE:
         raise HTTPException(409, f"The job is {job.state}; its files exist once it is done.")
     path = getattr(job, attribute)
     if not path or not Path(path).is_file():
-        raise HTTPException(410, "The file is gone: the output folder's retention policy removed it.")
+        kind = "video" if attribute == "video_path" else "record"
+        raise HTTPException(410, _removed_message(job.id, kind, config))
     return FileResponse(path, media_type=media_type, filename=Path(path).name)
 
 
-def _login_dependency(credentials: Credentials | None):
+def _removed_message(job_id: str, kind: str, config: AppConfig) -> str:
+    """Why a finished job's file is gone: a delete, or the retention policy if one is on."""
+    outputs = config.outputs
+    settings = [f"outputs.max_age_days: {outputs.max_age_days:g}"] if outputs.max_age_days else []
+    settings += [f"outputs.max_total_gb: {outputs.max_total_gb:g}"] if outputs.max_total_gb else []
+    retention = t("err_file_removed_retention", settings=", ".join(settings)) if settings else ""
+    return t("err_file_removed", kind=kind, job=job_id, retention=retention)
+
+
+def _add_unknown_api_route(app: FastAPI) -> None:
+    """Every other path under /api: 405 (with Allow) where the path exists with other methods, else
+    404, both as ``{"error": ...}``. Without it the page, mounted at /, would answer them itself."""
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    @app.api_route("/api", methods=methods, include_in_schema=False)
+    @app.api_route("/api/{rest:path}", methods=methods, include_in_schema=False)
+    def unknown(request: Request) -> None:
+        path, method = request.url.path, request.method
+        allowed = sorted({m for route in app.routes if getattr(route, "methods", None)
+                          and route.endpoint is not unknown and route.path_regex.match(path)
+                          for m in route.methods})
+        if allowed:
+            raise WrongMethod(key="err_wrong_method", path=path, method=method, allowed=", ".join(allowed))
+        raise NoSuchRoute(key="err_no_route", method=method, path=path)
+
+
+def _login_dependency(credentials: Credentials | None, throttle: LoginThrottle):
     bearer = HTTPBearer(auto_error=False)
 
-    def require_login(token: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+    def require_login(request: Request,
+                      token: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if credentials is None:
             return
+        address = client_address(request.scope)
+        if token is not None and throttle.wait_s(address) > 0:
+            raise throttled(address, throttle.wait_s(address))
         if token is None or not credentials.check_token(token.credentials):
+            if token is not None:
+                throttle.failed(address)
             raise HTTPException(401, "Log in: send 'Authorization: Bearer <password>' (the password "
                                      "start_app.sh printed).", headers={"WWW-Authenticate": "Bearer"})
+        throttle.succeeded(address)
 
     return require_login
 
@@ -216,10 +269,11 @@ def _login_dependency(credentials: Credentials | None):
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(_request: Request, error: AppError) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=error.http_status)
+        return JSONResponse({"error": str(error)}, status_code=error.http_status, headers=error.headers)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
+    # Starlette's own class: FastAPI's subclass and the 404/405 Starlette raises itself both land here.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -107,6 +107,31 @@ def test_submit_poll_download(app, tmp_path):
     assert status == 200 and job["id"] in [j["id"] for j in listing["jobs"]]
 
 
+def test_head_on_the_video_and_metadata_gives_their_headers_without_a_body(app):
+    status, job = submit(app, PHOTO, num_frames="8", seed="3")
+    assert wait_done(app, job["id"])["state"] == "done"
+    for path, kind in [("video", "video/mp4"), ("metadata", "application/json")]:
+        request = urllib.request.Request(app.url + f"api/jobs/{job['id']}/{path}", method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200 and response.headers["Content-Type"].startswith(kind)
+            assert int(response.headers["Content-Length"]) > 0 and response.read() == b""
+        assert call(app, "GET", f"/api/jobs/{job['id']}/{path}")[0] == 200
+
+
+def test_a_video_deleted_by_hand_is_410_with_a_true_message(app):
+    status, job = submit(app, PHOTO, num_frames="8", seed="4")
+    done = wait_done(app, job["id"])
+    video = app.root / "outputs" / done["video"]
+    assert video.is_file()
+    video.unlink()
+    status, body = call(app, "GET", f"/api/jobs/{job['id']}/video")
+    assert status == 410
+    message = body["error"]
+    assert "removed from the output folder" in message and "by hand" in message
+    assert "retention" not in message  # retention is off in this server: it did not remove it
+    assert f"/api/jobs/{job['id']}/retry" in message
+
+
 def test_unknown_and_unfinished_jobs(app):
     assert call(app, "GET", "/api/jobs/nope")[0] == 404
     assert "no job" in call(app, "GET", "/api/jobs/nope")[1]["error"]
@@ -120,7 +145,7 @@ def test_unknown_and_unfinished_jobs(app):
 def test_health_ready_docs_and_closed_routes(app):
     assert call(app, "GET", "/api/health") == (200, {"status": "ok"})
     status, ready = call(app, "GET", "/api/ready")
-    assert status == 200 and ready["checks"] == {"model": True, "device": True, "disk": True}
+    assert status == 200 and ready["checks"] == {"model": True, "device": True, "disk": True, "worker": True}
     assert call(app, "GET", "/docs")[0] == 200
     status, spec = call(app, "GET", "/openapi.json")
     assert "/api/jobs" in spec["paths"] and "/api/jobs/{job_id}/video" in spec["paths"]
@@ -179,7 +204,7 @@ BAD_AND_ODD = [
     ("extreme tower", png(Image.new("RGB", (100, 1000))), "a.png", {}, 400, "times longer"),
     ("tiny", png(Image.new("RGB", (16, 16))), "a.png", {}, 400, "only 16x16"),
     ("one pixel", png(Image.new("RGB", (1, 1))), "a.png", {}, 400, "only 1x1"),
-    ("over the upload cap", png(_noise((800, 800))) * 2, "a.png", {}, 400, "larger than 1 MB"),
+    ("just over the upload cap", png(_noise((600, 600))), "a.png", {}, 400, "larger than 1 MB"),
     ("empty prompt", PHOTO, "a.png", {"prompt": ""}, 400, "Please write a prompt"),
     ("control characters only", PHOTO, "a.png", {"prompt": "\x00\x1b\t \u200b"}, 400, "Please write a prompt"),
     ("very long prompt", PHOTO, "a.png", {"prompt": "waves " * 1000}, 400, "characters long"),

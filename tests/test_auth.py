@@ -1,6 +1,6 @@
 import stat
 
-from image_to_video.auth import credentials_path, resolve_credentials
+from image_to_video.auth import LoginThrottle, credentials_path, resolve_credentials
 from image_to_video.config import load_config
 
 
@@ -34,3 +34,32 @@ def test_login_off_on_the_network_warns(tmp_path, caplog):
     config = config_for(tmp_path, **{"server.host": "0.0.0.0", "server.login": "off"})
     assert resolve_credentials(config) is None
     assert "Login is OFF" in caplog.text
+
+
+class Clock:
+    """A clock the test moves: no test waits out a lockout."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_throttle_locks_an_address_for_a_growing_time_and_a_success_resets_it():
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(throttle.allowed):
+        assert throttle.wait_s("10.0.0.1") == 0
+        throttle.failed("10.0.0.1")
+    first = throttle.wait_s("10.0.0.1")
+    assert first > 0 and throttle.wait_s("10.0.0.2") == 0
+    clock.now += first
+    assert throttle.wait_s("10.0.0.1") == 0
+    for _ in range(throttle.allowed):
+        throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") > first  # locked out again: for longer
+    clock.now += throttle.wait_s("10.0.0.1")
+    throttle.succeeded("10.0.0.1")
+    throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") == 0  # a success forgot the earlier failures
