@@ -2,7 +2,9 @@
 
 Every video is ``video_YYYYMMDD_HHMMSS_<8 hex>.mp4`` with two companions of the same
 stem: ``.json`` (its record: every setting, the seed, versions, timings) and
-``_input.png`` (the picture exactly as the model saw it). Only this module builds
+``_input.png`` (the picture exactly as the model saw it). The companions are written
+first and the video's rename into place is the last step (its commit point): companions
+without their video are leftovers of a crash, removed at start. Only this module builds
 those names, finds, lists and deletes them, so a name from a browser or an API
 caller can only ever reach a video's own files in this folder.
 """
@@ -92,6 +94,11 @@ class OutputFolder:
     def save_record(self, record: dict[str, Any], files: VideoFiles) -> None:
         write_json(record, files.record)
 
+    def remove_companions(self, files: VideoFiles) -> None:
+        """Remove a video's record and input picture (its video was never committed)."""
+        for path in (files.record, files.input_image):
+            path.unlink(missing_ok=True)
+
     def check_free_space(self) -> None:
         """Raise ``GenerationFailed`` (with what to do) when less than ``outputs.min_free_gb`` is free."""
         free = free_gb(self.folder)
@@ -116,7 +123,10 @@ class OutputFolder:
         return VideoFiles(self.folder, stem)
 
     def find(self, name: str) -> dict[str, Any] | None:
-        """A video's record with its paths (``video_path``, ``record_path``, ``image_path``), or None."""
+        """A video's record with its paths (``video_path``, ``record_path``, ``image_path``), or None
+        when there is no such video. A video whose record is missing or damaged (an older version's,
+        one copied in by hand) gets a stand-in with ``record_missing`` set, so it can still be
+        listed, watched and deleted."""
         try:
             files = self.files(name)
         except InvalidInput:
@@ -146,10 +156,12 @@ class OutputFolder:
         log.info("Deleted %s", files.video.name)
         return True
 
-    def apply_retention(self) -> int:
-        """Delete the oldest videos beyond ``outputs.max_age_days`` and ``outputs.max_total_gb``."""
+    def apply_retention(self, keep: VideoFiles | None = None) -> int:
+        """Delete the oldest videos beyond ``outputs.max_age_days`` and ``outputs.max_total_gb``;
+        never ``keep`` (the video just made), whatever the other files' times say."""
         limits = self.settings
         videos = [self.files(path.name) for _written, path in sorted(self._videos())]
+        videos = [files for files in videos if files != keep]
         removed = 0
         if limits.max_age_days > 0:
             cutoff = time.time() - limits.max_age_days * 86400
@@ -158,7 +170,7 @@ class OutputFolder:
                 removed += 1
         if limits.max_total_gb > 0:
             sizes = {files: sum(_size(f) for f in files.existing()) for files in videos}
-            total = sum(sizes.values())
+            total = sum(sizes.values()) + (sum(_size(f) for f in keep.existing()) if keep else 0)
             while videos and total > limits.max_total_gb * 1e9:
                 files = videos.pop(0)
                 total -= sizes[files]
@@ -180,11 +192,21 @@ class OutputFolder:
         return found
 
     def clean_temporary_files(self) -> int:
-        """Remove half-written files left by a crash (never a finished video)."""
+        """Remove what a crash left (never a finished video): half-written files, and companions
+        whose video was never committed. Run at start, before any video is being made."""
         stale = [path for pattern in _TEMPORARY for path in self.folder.glob(pattern)]
+        stale += [path for pattern in ("video_*.json", "video_*_input.png") for path in self.folder.glob(pattern)
+                  if self._is_orphan(path)]
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)
+
+    def _is_orphan(self, path: Path) -> bool:
+        try:
+            files = self.files(path.name)
+        except InvalidInput:
+            return False  # not one of our names: not ours to remove
+        return not files.video.exists()
 
 
 def _read_record(files: VideoFiles) -> dict[str, Any] | None:
@@ -193,12 +215,19 @@ def _read_record(files: VideoFiles) -> dict[str, Any] | None:
     try:
         record = json.loads(files.record.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict):
-        return None
+        record = None
     image = files.input_image
-    return {**record, "video_path": str(files.video), "record_path": str(files.record),
-            "image_path": str(image) if image.is_file() else None}
+    paths = {"video_path": str(files.video), "image_path": str(image) if image.is_file() else None}
+    if not isinstance(record, dict) or not isinstance(record.get("parameters", {}), dict):
+        return {**_stand_in(files), **paths, "record_path": None}
+    return {**record, **paths, "record_path": str(files.record)}
+
+
+def _stand_in(files: VideoFiles) -> dict[str, Any]:
+    """What is known of a video without a readable record: its name and when it was written."""
+    written = datetime.fromtimestamp(_written(files.video)) if _written(files.video) != float("inf") else None
+    return {"video": files.video.name, "created": written.isoformat(timespec="seconds") if written else "",
+            "parameters": {}, "record_missing": True}
 
 
 def _written(path: Path) -> float:

@@ -13,7 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import imageio_ffmpeg
@@ -41,11 +41,14 @@ class VideoInfo:
         return self.frames / self.fps if self.fps else 0.0
 
 
-def write_video(frames: np.ndarray, path: Path, fps: int, *, comment: str = "") -> VideoInfo:
+def write_video(frames: np.ndarray, path: Path, fps: int, *, comment: str = "",
+                before_commit: Callable[[VideoInfo], None] | None = None) -> VideoInfo:
     """Encode ``frames`` (uint8, shape frames x height x width x 3) to the MP4 ``path``.
 
     The file appears under ``path`` only once it has been decoded completely and
     has the expected frame count and size. Raises ``GenerationFailed`` otherwise.
+    ``before_commit(info)`` runs after that check and before the rename, so whatever it
+    writes (the video's record) exists before the video does; if it raises, no video appears.
     """
     frames = _check_frames(frames)
     path = Path(path)
@@ -57,6 +60,8 @@ def write_video(frames: np.ndarray, path: Path, fps: int, *, comment: str = "") 
         if (info.frames, info.width, info.height) != expected:
             raise GenerationFailed(f"The encoded video has {info.frames} frames of {info.width}x{info.height}, "
                                    f"expected {expected[0]} of {expected[1]}x{expected[2]}.")
+        if before_commit is not None:
+            before_commit(info)
         os.replace(tmp, path)
         return info
     finally:

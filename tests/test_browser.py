@@ -218,3 +218,16 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
         page.get_by_role("button", name="Generate").wait_for(timeout=30000)  # the choice is remembered
     finally:
         context.close()
+
+
+def test_a_double_click_on_generate_starts_one_job(page, app):
+    before = set((app.root / "outputs").glob("video_*.mp4"))
+    page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
+    page.locator("#prompt textarea").fill("the waves roll in slowly")
+    page.get_by_test_id("Quick preview-radio-label").click()
+    page.locator("#generate-button").dblclick()
+    wait_for_result(page, 180000)
+    time.sleep(2)  # a second job, if one had started, would be in the table by now
+    rows = page.locator("#your-jobs tbody tr")
+    assert rows.count() == 1, page.locator("#your-jobs").inner_text()
+    assert len(set((app.root / "outputs").glob("video_*.mp4")) - before) == 1

@@ -61,15 +61,38 @@ def test_history_lists_newest_first_even_within_one_second(folder):
     assert [r["parameters"]["prompt"] for r in folder.history(limit=2)] == ["newest", "older"]
 
 
-def test_history_skips_damaged_records_and_videos_without_one(folder):
-    good = make_video(folder, "good")
-    broken = make_video(folder, "broken")
+def test_a_video_without_its_record_is_still_listed_and_can_be_deleted(folder):
+    good = make_video(folder, "good", written=time.time() - 30)
+    broken = make_video(folder, "broken", written=time.time() - 20)
     broken.record.write_text("{broken")
-    lonely = make_video(folder, "lonely")
+    lonely = make_video(folder, "lonely", written=time.time() - 10)
     lonely.record.unlink()
     history = folder.history()
-    assert [r["video_path"] for r in history] == [str(good.video)]
-    assert history[0]["record_path"] == str(good.record) and history[0]["image_path"] == str(good.input_image)
+    assert [r["video_path"] for r in history] == [str(lonely.video), str(broken.video), str(good.video)]
+    assert [r.get("record_missing", False) for r in history] == [True, True, False]
+    assert history[0]["video"] == lonely.video.name and history[0]["image_path"] == str(lonely.input_image)
+    assert history[2]["record_path"] == str(good.record) and history[2]["image_path"] == str(good.input_image)
+    assert folder.delete(lonely.video.name) and lonely.existing() == []
+
+
+def test_companions_without_their_video_are_leftovers_removed_at_start(folder):
+    kept = make_video(folder, "kept")
+    orphan = make_video(folder, "orphan")
+    orphan.video.unlink()  # killed before the video's rename, its commit point
+    half = folder.new_video()
+    half.input_image.write_bytes(b"")  # an older version's 0-byte picture
+    assert folder.clean_temporary_files() == 3
+    assert kept.existing() == [kept.video, kept.record, kept.input_image]
+    assert orphan.existing() == [] and half.existing() == []
+
+
+def test_retention_keeps_the_video_it_is_told_to_keep_whatever_its_mtime(tmp_path):
+    capped = OutputFolder(tmp_path / "outputs", OutputSettings(max_total_gb=1e-9))
+    just_made = make_video(capped, "just made", written=time.time())
+    odd = make_video(capped, "older, future mtime", name="video_20200101_000000_0a0a0a0a",
+                     written=time.time() + 86400)
+    assert capped.apply_retention(keep=just_made) == 1
+    assert just_made.video.exists() and odd.existing() == []
 
 
 def test_find_and_delete_take_only_our_names(folder, tmp_path):

@@ -4,6 +4,7 @@ no model): each updates only the components its event declares, and the user see
 import ast
 import json
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from image_to_video.live import LiveJobs
 from image_to_video.model_status import ModelState, ModelStatus
 from image_to_video.outputs import OutputFolder
 from image_to_video.ui import build_ui
+from image_to_video.ui.events import PageOwners
+from image_to_video.ui.layout import OWNER_KEY_FILE
 
 UI_DIR = Path(__file__).resolve().parent.parent / "image_to_video" / "ui"
 
@@ -30,13 +33,17 @@ class FakeModel:
 
 @pytest.fixture
 def app(tmp_path):
-    config = load_config(overrides={"paths.output_dir": str(tmp_path / "outputs")})
+    config = load_config(overrides={"paths.output_dir": str(tmp_path / "outputs"),
+                                    "paths.state_dir": str(tmp_path / "data")})
     queue = JobQueue(SQLiteJobStore(tmp_path / "jobs.db"), config, live=LiveJobs(), inputs_dir=tmp_path / "in")
     outputs = OutputFolder(tmp_path / "outputs", config.outputs)
 
     def make(model=None):
         demo = build_ui(config, queue, outputs, model or FakeModel())
-        return types.SimpleNamespace(demo=demo, queue=queue, outputs=outputs, folder=tmp_path / "outputs")
+        token = by_id(call(demo, "Live.page_owner", ""), "page-owner")
+        owner = PageOwners(tmp_path / "data" / OWNER_KEY_FILE).owner(token)
+        return types.SimpleNamespace(demo=demo, queue=queue, outputs=outputs, folder=tmp_path / "outputs",
+                                     token=token, owner=owner)
     return make
 
 
@@ -88,8 +95,9 @@ def test_the_api_keeps_its_inputs_and_outputs_in_order(app):
 
 def test_on_a_small_gpu_the_page_starts_from_the_largest_preset_that_fits(app, monkeypatch):
     monkeypatch.setattr("image_to_video.estimates.measured_table", lambda: None)  # the computed figures
-    # Standard (512p, 16 frames) needs about 14.2 GB, Quick preview (8 frames) 13.6 GB; 8% stays free.
-    values = call(app(FakeModel(gpu_memory_gb=15)).demo, "Settings.fitting_defaults")
+    # Traced from the model's shapes (docs/memory-traced.json): Standard (512p, 16 frames) needs about
+    # 8.4 GB all on the GPU, Quick preview (8 frames) 7.1 GB; 8% of the card stays free (7.4 of 8 GB).
+    values = call(app(FakeModel(gpu_memory_gb=8)).demo, "Settings.fitting_defaults")
     assert list(values.values()) == ["512p", 8, 8, 30, 9.0, "Quick preview"]
     values = call(app(FakeModel(gpu_memory_gb=80)).demo, "Settings.fitting_defaults")
     assert list(values.values()) == ["512p", 16, 8, 50, 9.0, "Standard"]
@@ -111,16 +119,16 @@ def test_generate_waits_in_the_queue_then_cancel_says_cancelled(app, photo):
     page = app()
     seen = []
     fn, outputs = handler(page.demo, "Generation.generate")
-    updates = fn(photo, "waves", "", "512p", 8, 8, 30, 9.0, 1, False, "me", "en", None,
+    updates = fn(photo, "waves", "", "512p", 8, 8, 30, 9.0, 1, False, page.token, "en",
                  progress=lambda *args, desc=None: seen.append(desc))
     first = {}
     follow = threading.Thread(target=lambda: first.update(next(updates)))
     follow.start()
     while not seen and follow.is_alive():
         follow.join(0.05)
-    (job,) = page.queue.list(owner="me")
+    (job,) = page.queue.list(owner=page.owner)
     assert seen[0] == "Waiting in the queue: number 1"
-    assert by_id(call(page.demo, "Generation.cancel", "me", "en", None), "result-info").startswith("**Cancelled.**")
+    assert by_id(call(page.demo, "Generation.cancel", page.token, "en"), "result-info").startswith("**Cancelled.**")
     follow.join(10)
     assert page.queue.get(job.id).state == CANCELLED
     assert all(any(c is out for out in outputs) for c in first)
@@ -129,9 +137,10 @@ def test_generate_waits_in_the_queue_then_cancel_says_cancelled(app, photo):
 
 
 def test_a_refused_job_is_a_message_in_the_users_language(app, photo):
-    fn, _ = handler(app().demo, "Generation.generate")
+    page = app()
+    fn, _ = handler(page.demo, "Generation.generate")
     with pytest.raises(gr.Error, match="帧数 99 超出范围"):
-        next(fn(photo, "waves", "", "512p", 99, 8, 30, 9.0, 1, False, "me", "zh-CN", None))
+        next(fn(photo, "waves", "", "512p", 99, 8, 30, 9.0, 1, False, page.token, "zh-CN"))
 
 
 def of_type(result: dict, type_name: str) -> list:
@@ -140,25 +149,26 @@ def of_type(result: dict, type_name: str) -> list:
 
 def test_opening_a_queued_job_says_its_place_and_retry_needs_a_finished_one(app, photo):
     page = app()
-    job = page.queue.submit(photo, "waves", owner="me", num_frames=8)
-    opened = call(page.demo, "JobActions.open", "me", "en", types.SimpleNamespace(row_value=["...", job.id]))
+    job = page.queue.submit(photo, "waves", owner=page.owner, num_frames=8)
+    opened = call(page.demo, "JobActions.open", page.token, "en", types.SimpleNamespace(row_value=["...", job.id]))
     assert of_type(opened, "State") == [job.id]
     assert of_type(opened, "Markdown") == ["**queued (number 1)**"]
     assert of_type(opened, "Button")[0].visible is False  # nothing to retry yet
     assert not of_type(opened, "Video")  # the shown video stays
-    retried = call(page.demo, "JobActions.retry", job.id, "me", "en")
+    retried = call(page.demo, "JobActions.retry", job.id, page.token, "en")
     assert of_type(retried, "Markdown") == [
         "Only a failed, cancelled or interrupted job can be retried; this one is queued."]
-    assert of_type(call(page.demo, "JobActions.retry", None, "me", "en"), "Markdown") == ["Select a job first."]
+    assert of_type(call(page.demo, "JobActions.retry", None, page.token, "en"), "Markdown") == ["Select a job first."]
+    other = by_id(call(page.demo, "Live.page_owner", ""), "page-owner")
     with pytest.raises(gr.Error):
-        call(page.demo, "JobActions.open", "someone else", "en", types.SimpleNamespace(row_value=["", job.id]))
+        call(page.demo, "JobActions.open", other, "en", types.SimpleNamespace(row_value=["", job.id]))
 
 
 def test_a_cancelled_job_can_be_retried_as_a_new_job(app, photo):
     page = app()
-    job = page.queue.submit(photo, "waves", owner="me", num_frames=8)
-    page.queue.cancel(job.id, owner="me")
-    retried = call(page.demo, "JobActions.retry", job.id, "me", "en")
+    job = page.queue.submit(photo, "waves", owner=page.owner, num_frames=8)
+    page.queue.cancel(job.id, owner=page.owner)
+    retried = call(page.demo, "JobActions.retry", job.id, page.token, "en")
     (table,) = of_type(retried, "Dataframe")
     assert [row[5] for row in table["data"]] == ["queued (number 1)", "cancelled"]
     assert of_type(retried, "Markdown")[0].startswith(f"Queued again as job `{table['data'][0][6]}`")
@@ -216,3 +226,74 @@ def test_the_ui_modules_are_layers_without_cycles():
         reached = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
         assert not reached & {"engine", "service", "with_suffix"}, module
         assert "DEMO_BANNER" not in {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+def test_the_page_id_is_the_servers_own_and_a_forged_one_reaches_nobodys_jobs(app, photo):
+    page = app()
+    api_job = page.queue.submit(photo, "from the API", owner="api", num_frames=8)
+    mine = page.queue.submit(photo, "mine", owner=page.owner, num_frames=8)
+    assert page.owner.startswith("page:") and page.owner not in ("api", "cli")
+    # A reload sends the kept token back and gets the same one, with the same jobs.
+    assert by_id(call(page.demo, "Live.page_owner", page.token), "page-owner") == page.token
+    assert [row[6] for row in by_id(call(page.demo, "Live.tick", page.token, "en"), "your-jobs")["data"]] == [mine.id]
+    for forged in ("api", "cli", "browser-0123", page.token[:-1] + "0", "", None):
+        assert by_id(call(page.demo, "Live.page_owner", forged), "page-owner") != forged
+        assert by_id(call(page.demo, "Live.tick", forged, "en"), "your-jobs")["data"] == []
+        assert by_id(call(page.demo, "Generation.cancel", forged, "en"), "result-info").startswith("Nothing to cancel")
+        fn, _ = handler(page.demo, "Generation.generate")
+        with pytest.raises(gr.Error, match="Reload the page"):
+            next(fn(photo, "waves", "", "512p", 8, 8, 30, 9.0, 1, False, forged, "en"))
+    assert page.queue.get(api_job.id).state == "queued" and page.queue.get(mine.id).state == "queued"
+
+
+def test_cancel_with_nothing_running_says_so_in_both_languages(app):
+    page = app()
+    assert by_id(call(page.demo, "Generation.cancel", page.token, "en"), "result-info").startswith(
+        "Nothing to cancel")
+    assert by_id(call(page.demo, "Generation.cancel", page.token, "zh-CN"), "result-info").startswith("没有可取消")
+
+
+def test_generate_twice_at_once_makes_one_job_but_a_changed_setting_makes_another(app, photo, tmp_path):
+    page = app()
+    picture = tmp_path / "upload.png"
+    photo.save(picture)
+    fn, _ = handler(page.demo, "Generation.generate")
+    started = []
+
+    def press(frames):
+        updates = fn(str(picture), "waves", "", "512p", frames, 8, 30, 9.0, 1, False, page.token, "en",
+                     progress=lambda *args, desc=None: None)
+        started.append(updates)
+        next(updates, None)  # follows until the job finishes (cancelled below)
+
+    clicks = [threading.Thread(target=press, args=(8,), daemon=True) for _ in range(2)]
+    for click in clicks:
+        click.start()
+    deadline = time.monotonic() + 10
+    while len(page.queue.list(owner=page.owner)) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert len(page.queue.list(owner=page.owner)) == 1
+    other = threading.Thread(target=press, args=(16,), daemon=True)
+    other.start()
+    while len(page.queue.list(owner=page.owner)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(job.params["num_frames"] for job in page.queue.list(owner=page.owner)) == [8, 16]
+    call(page.demo, "Generation.cancel", page.token, "en")
+    for thread in (*clicks, other):
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in (*clicks, other))
+
+
+def test_a_video_without_its_record_is_listed_and_can_be_deleted_from_the_page(app):
+    page = app()
+    name = save_video(page.folder)
+    (page.folder / name.replace(".mp4", ".json")).unlink()
+    table = call(page.demo, "Live.both_tables", page.token, "en")
+    assert by_id(table, "all-videos")["data"][0][1] == "(record missing)"
+    opened = call(page.demo, "HistoryActions.open", "en", types.SimpleNamespace(row_value=["...", name]))
+    assert "record of this video is missing" in by_id(opened, "result-info")
+    with pytest.raises(gr.Error, match="record of this video is missing"):
+        call(page.demo, "HistoryActions.reuse_settings", name, "en")
+    deleted = call(page.demo, "HistoryActions.delete", name, "en")
+    assert not (page.folder / name).exists() and by_id(deleted, "all-videos")["data"] == []

@@ -1,8 +1,9 @@
 """The Gradio page: upload, prompt, settings, Generate/Cancel, progress, result, your jobs, history.
 
 Generate submits a job to the job queue and follows it; the job belongs to this
-browser (an id kept in its local storage), so a reload or a closed tab loses
-nothing: "Your jobs" shows it again, with its queue position and progress.
+browser (an id the server issued and signed, kept in its local storage), so a reload
+or a closed tab loses nothing: "Your jobs" shows it again, with its queue position
+and progress. The page takes only files its own upload route stored.
 
 The page speaks English and Simplified Chinese: it follows the browser's language
 (remembered once switched), and every label, help text, status and message

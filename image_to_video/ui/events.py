@@ -8,8 +8,14 @@ a handler's dict omits unchanged; a dict is never empty (Gradio would take ``{}`
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import os
+import secrets
+import threading
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +40,8 @@ RANDOM_SEED = -1
 JOBS_SHOWN = 50
 #: How long one wait for a job's change lasts before the live preview is looked at again.
 PREVIEW_EVERY_S = 0.5
+#: A second Generate with the same picture and settings within this time follows the first job.
+DUPLICATE_WITHIN_S = 5.0
 
 
 class ModelInfo(Protocol):
@@ -51,8 +59,66 @@ def _error(error: AppError, lang: str) -> gr.Error:
     return gr.Error(localized(error, lang), print_exception=False)
 
 
-def _owner(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "anonymous"
+class PageOwners:
+    """Who a page is: an id the server issues and signs, so a browser can keep one (in its local
+    storage, across reloads and restarts) but never make one up or take another's.
+
+    A token is ``<32 hex>.<HMAC-SHA256 of it>`` under a key kept in ``key_file`` (made on first
+    use, readable by this user only). The owner it stands for is ``page:<32 hex>``: a namespace
+    of its own, never equal to the HTTP API's ``api`` or the command line's ``cli``.
+    """
+
+    def __init__(self, key_file: Path):
+        self.key_file = Path(key_file)
+        self._key: bytes | None = None
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        """A fresh token for a new page."""
+        ident = secrets.token_hex(16)
+        return f"{ident}.{self._sign(ident)}"
+
+    def owner(self, token) -> str | None:
+        """The owner ``token`` stands for, or None for a missing, malformed or forged one."""
+        ident, dot, signature = token.partition(".") if isinstance(token, str) else ("", "", "")
+        if not dot or len(ident) != 32 or not hmac.compare_digest(signature, self._sign(ident)):
+            return None
+        return f"page:{ident}"
+
+    def kept_or_new(self, token) -> str:
+        """``token`` if it is valid, else a fresh one."""
+        return token if self.owner(token) else self.issue()
+
+    def _sign(self, ident: str) -> str:
+        return hmac.new(self._secret(), ident.encode(), hashlib.sha256).hexdigest()
+
+    def _secret(self) -> bytes:
+        with self._lock:
+            if self._key is None:
+                self._key = _read_or_make_key(self.key_file)
+            return self._key
+
+
+def _read_or_make_key(path: Path) -> bytes:
+    """The key in ``path``; made (32 random bytes, mode 0600) if there is none yet."""
+    try:
+        key = path.read_bytes()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(secrets.token_bytes(32))
+    try:
+        os.link(tmp, path)  # never replaces a key another process made meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_bytes()
 
 
 def finished_job(job: Job, out: Outputs, lang: str) -> dict:
@@ -80,7 +146,8 @@ class Tables:
         self.queue = queue
         self.outputs = outputs
 
-    def jobs(self, owner: str, lang: str) -> dict:
+    def jobs(self, owner: str | None, lang: str) -> dict:
+        """``owner``'s jobs (a verified owner: ``PageOwners.owner``); none for None."""
         listed = self.queue.list(owner=owner, limit=JOBS_SHOWN) if owner else []
         return views.job_table(listed, self.queue.position, lang)
 
@@ -90,16 +157,20 @@ class Tables:
 
 class Live:
     """What changes by itself: the model's status and this browser's jobs (on load and every tick),
-    and the page's language."""
+    this page's id, and the page's language."""
 
-    def __init__(self, page: Page, tables: Tables, outputs: OutputFolder, model: ModelInfo, *,
-                 logo_svg: str, docs_dir: Path):
+    def __init__(self, page: Page, tables: Tables, outputs: OutputFolder, model: ModelInfo, owners: PageOwners,
+                 *, logo_svg: str, docs_dir: Path):
         self.page, self.tables, self.outputs, self.model = page, tables, outputs, model
-        self.logo_svg, self.docs_dir = logo_svg, docs_dir
+        self.owners, self.logo_svg, self.docs_dir = owners, logo_svg, docs_dir
+
+    def page_owner(self, token) -> dict:
+        """On load: the token the browser kept if the server signed it, else a fresh one."""
+        return {self.page.owner: self.owners.kept_or_new(token)}
 
     def tick(self, owner, lang) -> dict:
         return {self.page.status: views.status_text(self.model.status, lang),
-                self.page.jobs.table: self.tables.jobs(owner, lang)}
+                self.page.jobs.table: self.tables.jobs(self.owners.owner(owner), lang)}
 
     def relabel(self, lang, video=None) -> dict:
         """Every translatable property of the page in ``lang``; the shown video's description too."""
@@ -114,7 +185,7 @@ class Live:
                 page.outputs.info: views.result_text(record, lang) if record else t("video_placeholder", lang)}
 
     def both_tables(self, owner, lang) -> dict:
-        return {self.page.jobs.table: self.tables.jobs(owner, lang),
+        return {self.page.jobs.table: self.tables.jobs(self.owners.owner(owner), lang),
                 self.page.history.table: self.tables.history(lang)}
 
 
@@ -164,27 +235,55 @@ class Settings:
 
 
 class Generation:
-    """Generate and Cancel: submit a job for this browser and follow it until it has finished."""
+    """Generate and Cancel: submit a job for this browser and follow it until it has finished.
 
-    def __init__(self, page: Page, queue: JobQueue, tables: Tables, *, max_listed: int):
+    A second Generate of the same page with the same picture and settings while its first job
+    still waits or runs (within ``DUPLICATE_WITHIN_S``: a double click) follows that job
+    instead of starting another.
+    """
+
+    def __init__(self, page: Page, queue: JobQueue, tables: Tables, owners: PageOwners, *, max_listed: int):
         self.page, self.queue, self.tables, self.max_listed = page, queue, tables, max_listed
+        self.owners = owners
+        self._submitting = threading.Lock()
+        #: (owner, what was asked) -> (job id, when), for the last few seconds.
+        self._recent: dict[tuple, tuple[str, float]] = {}
 
     # The parameter names are the /generate API's (gradio_client callers may pass them by name).
     def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
-                 seed, random_seed, owner, lang, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+                 seed, random_seed, owner, lang, progress=gr.Progress()):  # noqa: B008
         """Queue a job for this browser and follow it; every failure becomes a message."""
-        owner = owner or _owner(request)
+        verified = self.owners.owner(owner)
+        if verified is None:
+            raise gr.Error(t("err_page_id", lang), print_exception=False)
         settings = dict(zip(PARAMETER_NAMES, (resolution, num_frames, fps, steps, guidance)))
+        asked = dict(prompt=prompt, negative_prompt=negative_prompt, seed=RANDOM_SEED if random_seed else seed,
+                     **settings)
         try:
-            job = self.queue.submit(image, prompt, owner=owner, source="ui", negative_prompt=negative_prompt,
-                                    seed=RANDOM_SEED if random_seed else seed, **settings)
+            job = self._submit_once(image, verified, asked)
         except AppError as error:
             log.info("Job refused: %s", error)
             raise _error(error, lang) from None
         except Exception:
             log.exception("Submitting a job failed")
             raise gr.Error(t("err_something_wrong", lang), print_exception=False) from None
-        yield from self._follow(job, owner, lang, progress)
+        yield from self._follow(job, verified, lang, progress)
+
+    def _submit_once(self, image, owner: str, asked: dict) -> Job:
+        """Submit, unless the same owner asked for exactly this a moment ago and that job is unfinished."""
+        key = (owner, _picture_digest(image), json.dumps(asked, sort_keys=True, default=str))
+        with self._submitting:
+            now = time.monotonic()
+            self._recent = {k: v for k, v in self._recent.items() if now - v[1] < DUPLICATE_WITHIN_S}
+            if key in self._recent:
+                earlier = self.queue.get(self._recent[key][0], owner=owner)
+                if not earlier.finished_state:
+                    log.info("Generate pressed twice: following job %s", earlier.id)
+                    return earlier
+            prompt = asked.pop("prompt")
+            job = self.queue.submit(image, prompt, owner=owner, source="ui", **asked)
+            self._recent[key] = (job.id, now)
+            return job
 
     def _follow(self, job: Job, owner: str, lang: str, progress):
         out = self.page.outputs
@@ -222,23 +321,39 @@ class Generation:
         else:
             raise gr.Error(job.localized_message(lang) or t("err_something_wrong", lang), print_exception=False)
 
-    def cancel(self, owner, lang, request: gr.Request) -> dict:
+    def cancel(self, owner, lang) -> dict:
         """Cancel this browser's unfinished jobs: queued ones at once, the running one at its next step."""
-        owner = owner or _owner(request)
-        for job in self.queue.list(owner=owner, limit=self.max_listed):
+        owner = self.owners.owner(owner)
+        cancelled = 0
+        for job in self.queue.list(owner=owner, limit=self.max_listed) if owner else []:
             if not job.finished_state:
                 self.queue.cancel(job.id, owner=owner)
-        return {self.page.outputs.info: t("cancelled_info", lang)}
+                cancelled += 1
+        return {self.page.outputs.info: t("cancelled_info" if cancelled else "nothing_to_cancel", lang)}
+
+
+def _picture_digest(image) -> str:
+    """What identifies the picture of a request: its bytes' digest for a file, else its repr."""
+    if isinstance(image, (str, Path)):
+        try:
+            with open(image, "rb") as file:
+                return hashlib.file_digest(file, "sha256").hexdigest()
+        except OSError:
+            return f"unreadable:{image}"
+    return repr(image)
 
 
 class JobActions:
     """"Your jobs": open a job, retry a failed one."""
 
-    def __init__(self, page: Page, queue: JobQueue, tables: Tables):
-        self.page, self.queue, self.tables = page, queue, tables
+    def __init__(self, page: Page, queue: JobQueue, tables: Tables, owners: PageOwners):
+        self.page, self.queue, self.tables, self.owners = page, queue, tables, owners
 
     def open(self, owner, lang, event: gr.SelectData) -> dict:
         job_id = (event.row_value or [""])[-1]
+        owner = self.owners.owner(owner)
+        if owner is None:
+            raise gr.Error(t("err_page_id", lang), print_exception=False)
         try:
             job = self.queue.get(job_id, owner=owner)
         except AppError as error:
@@ -255,6 +370,9 @@ class JobActions:
         hidden = gr.Button(visible=False)
         if not job_id:
             return {tab.message: t("select_job", lang), tab.retry: hidden}
+        owner = self.owners.owner(owner)
+        if owner is None:
+            return {tab.message: t("err_page_id", lang), tab.retry: hidden}
         try:
             job = self.queue.retry(job_id, owner=owner)
         except AppError as error:
@@ -279,8 +397,9 @@ class HistoryActions:
         name = (event.row_value or [""])[-1]
         record = self._record(name, lang)
         out = self.page.outputs
+        files = [path for path in (record["video_path"], record["record_path"]) if path]
         return {out.video: record["video_path"], out.info: views.result_text(record, lang),
-                out.files: [record["video_path"], record["record_path"]], self.page.history.picked: name,
+                out.files: files, self.page.history.picked: name,
                 self.page.history.actions: gr.Row(visible=True)}
 
     def reuse_settings(self, name, lang) -> dict:
@@ -292,6 +411,8 @@ class HistoryActions:
     def _reuse(self, name, lang, *, keep_prompt: bool) -> dict:
         """Fill the form with a past video's picture, settings and seed (and prompt, if kept)."""
         record = self._record(name, lang)
+        if record.get("record_missing"):
+            raise gr.Error(t("err_record_missing", lang), print_exception=False)
         p, form = record["parameters"], self.page.inputs
         values = tuple(p[key] for key in PARAMETER_NAMES)
         message = t("settings_loaded", lang, video=record["video"]) if keep_prompt else t("new_prompt_hint", lang)

@@ -8,6 +8,7 @@ built from ``config.PARAMETERS``.
 from __future__ import annotations
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from ..config import PARAMETERS, PROJECT_DIR, STATIC_DIR, AppConfig, Parameter
 from ..examples import ensure_examples
@@ -15,39 +16,57 @@ from ..i18n import LANGUAGES, preset_label, t
 from ..job_queue import JobQueue
 from ..outputs import OutputFolder
 from . import events, views
-from .components import HistoryTab, Inputs, JobsTab, Outputs, Page, SeedNumber, Slider, Translations, UploadedImage
+from .components import (CacheSweeper, Choice, HistoryTab, Inputs, JobsTab, Language, Outputs, Page, PageBlocks,
+                         SeedNumber, Slider, Translations, UploadedImage)
 
-# On load: this browser's id (random, kept in local storage across reloads and server
-# restarts; getRandomValues also works on plain http, where crypto.randomUUID does not)
-# and its language (the one chosen before, else the browser's).
+# On load: the page id this browser kept (the server checks it and, if it did not sign it,
+# issues a fresh one that _KEEP_OWNER_JS stores) and its language (the one chosen before,
+# else the browser's).
 _BROWSER_JS = """() => {
-  let id = localStorage.getItem("image-to-video-owner");
-  if (!id) {
-    id = "browser-" + Array.from(crypto.getRandomValues(new Uint8Array(16)),
-                                 (b) => b.toString(16).padStart(2, "0")).join("");
-    localStorage.setItem("image-to-video-owner", id);
-  }
+  const id = localStorage.getItem("image-to-video-page-id") || "";
   const chosen = localStorage.getItem("image-to-video-language");
   const lang = chosen || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh-CN" : "en");
   return [id, lang];
 }"""
+_KEEP_OWNER_JS = """(id) => { localStorage.setItem("image-to-video-page-id", id); return [id]; }"""
+# A double click never starts two jobs: the button is off from the first click until the
+# submit is answered (the server also refuses the duplicate: events.Generation).
+_GENERATE_CLICKED_JS = """(...values) => {
+  const button = document.querySelector("#generate-button");
+  if (button) { button.disabled = true; setTimeout(() => { button.disabled = false; }, 3000); }
+  return values;
+}"""
+#: Gradio's cache: every 10 minutes, the files older than an hour go (see CacheSweeper).
+CACHE_CLEANUP = (600.0, 3600.0)
+#: The page ids' signing key, in the state folder.
+OWNER_KEY_FILE = "page_owner.key"
 _REMEMBER_LANGUAGE_JS = """(lang, video) => {
   localStorage.setItem("image-to-video-language", lang);
   return [lang, video];
 }"""
 _DOCS = PROJECT_DIR / "docs"
-#: Page helpers: instant, outside the GPU queue, and left out of the API docs.
-_QUICK = {"queue": False, "show_progress": "hidden", "api_visibility": "undocumented"}
+#: Page helpers: instant, outside the GPU queue, and no part of the API: only the page runs them
+#: (by number, on its own route; ``http_guard.PageEventGuard`` refuses them by name).
+_QUICK = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
 
 
 def build_page(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: events.ModelInfo) -> gr.Blocks:
     """The page with its events wired. Nothing is started or loaded here."""
     tables = events.Tables(queue, outputs)
     layout = _Layout(config, model, tables)
-    with gr.Blocks(title="Image-to-Video") as demo:
+    with PageBlocks(title="Image-to-Video") as demo:
         page = layout.build()
         _wire(demo, page, config, queue, outputs, model, tables, layout.logo_svg)
+    demo.lang_component = page.lang
+    every_s, older_than_s = CACHE_CLEANUP
+    sweeper = CacheSweeper(get_upload_folder(), every_s, older_than_s, keep=lambda: _kept_files(demo))
+    demo.extra_startup_events.append(sweeper.start)
     return demo
+
+
+def _kept_files(demo: gr.Blocks) -> set[str]:
+    """Files Gradio keeps in its cache for the page's life: the examples, the components' defaults."""
+    return {path for block in demo.blocks.values() for path in getattr(block, "keep_in_cache", ())}
 
 
 class _Layout:
@@ -67,8 +86,8 @@ class _Layout:
                 inputs = self._inputs()
             with gr.Column(scale=6):
                 outputs = self._outputs()
-        # This browser's id, kept in its local storage (set by _BROWSER_JS on load).
-        owner = gr.Textbox(visible=False)
+        # This page's id as the server signed it (events.PageOwners), kept in local storage.
+        owner = gr.Textbox(visible=False, elem_id="page-owner")
         jobs, history = self._jobs_tab(), self._history_tab()
         with self.say(gr.Accordion(t("help"), open=False, elem_id="help"), label="help"):
             manual = gr.Markdown(events.read_manual(_DOCS, "en"), elem_id="manual")
@@ -80,7 +99,7 @@ class _Layout:
             with gr.Column(scale=5):
                 subtitle = gr.HTML(views.title_html(self.logo_svg, "en"))
             with gr.Column(scale=1, min_width=180):
-                lang = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value="en",
+                lang = Language([(name, code) for code, name in LANGUAGES.items()], value="en",
                                 show_label=False, elem_id="language", container=False)
         if self.config.model.demo:
             self.say(gr.Markdown(t("demo_banner"), elem_classes=["demo-banner"]), value="demo_banner")
@@ -118,7 +137,7 @@ class _Layout:
                                       label=t("seed"), info=t("seed_help"), interactive=d.seed != events.RANDOM_SEED),
                            label="seed", info="seed_help")
         shown = gr.Examples([[str(path), text] for path, text in ensure_examples(STATIC_DIR / "examples")],
-                            [image, prompt], label=t("examples"))
+                            [image, prompt], label=t("examples"), api_visibility="private")
         say(shown.dataset, label="examples", headers=["image", "prompt"])
         return Inputs(image=image, prompt=prompt, negative_prompt=negative, preset=preset, generate=generate,
                       cancel=cancel, parameters=parameters, estimate=estimate, random_seed=random_seed, seed=seed)
@@ -128,7 +147,7 @@ class _Layout:
         keys = {"label": p.text, "info": f"{p.text}_help"}
         texts = {"label": t(p.text), "info": t(f"{p.text}_help")}
         if p.limits is None:
-            return self.say(gr.Radio(list(self.settings.resolutions), value=value, **texts), **keys)
+            return self.say(Choice(list(self.settings.resolutions), value=value, **texts), **keys)
         limits = self.settings.limits(p.name)
         low, high = (int(limits.min), int(limits.max)) if p.kind is int else (limits.min, limits.max)
         return self.say(Slider(low, high, step=p.step, value=value, **texts), **keys)
@@ -181,16 +200,20 @@ class _Layout:
 def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outputs: OutputFolder,
           model: events.ModelInfo, tables: events.Tables, logo_svg: str) -> None:
     """Connect every event to its handler; the outputs listed are those the handler may update."""
-    live = events.Live(page, tables, outputs, model, logo_svg=logo_svg, docs_dir=_DOCS)
     settings = events.Settings(page, config.generation, model)
-    generation = events.Generation(page, queue, tables, max_listed=config.jobs.max_queued + 5)
-    jobs, history = events.JobActions(page, queue, tables), events.HistoryActions(page, outputs,
-                                                                                   config.generation, tables)
+    owners = events.PageOwners(config.paths.state_dir / OWNER_KEY_FILE)
+    live = events.Live(page, tables, outputs, model, owners, logo_svg=logo_svg, docs_dir=_DOCS)
+    generation = events.Generation(page, queue, tables, owners, max_listed=config.jobs.max_queued + 5)
+    jobs, history = events.JobActions(page, queue, tables, owners), events.HistoryActions(page, outputs,
+                                                                                           config.generation, tables)
     i, o, lang, owner = page.inputs, page.outputs, page.lang, page.owner
     params = list(i.parameters)
     browser = [owner, lang]
 
     demo.load(None, None, browser, js=_BROWSER_JS, **_QUICK).then(
+        # Public: an API caller of /generate gets its page id here, as a browser does.
+        live.page_owner, owner, owner, api_name="page_owner", **{**_QUICK, "api_visibility": "public"}).then(
+        None, owner, owner, js=_KEEP_OWNER_JS, **_QUICK).then(
         live.tick, browser, [page.status, page.jobs.table], **_QUICK)
     lang.change(live.relabel, [lang, o.video],
                 [*page.translations.components, page.subtitle, page.manual, page.status, o.info],
@@ -214,7 +237,7 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
         [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang],
         [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, page.history.table, o.preview],
         api_name="generate", concurrency_limit=config.jobs.max_queued + 2, trigger_mode="once",
-        show_progress_on=[o.video])
+        show_progress_on=[o.video], js=_GENERATE_CLICKED_JS)
     i.cancel.click(generation.cancel, browser, o.info, queue=False, api_name="cancel")
     o.reuse_seed.click(settings.reuse_seed, o.last_seed, [i.random_seed, i.seed], **_QUICK)
 

@@ -119,7 +119,8 @@ def history_table(records: Iterable[Mapping[str, Any]], lang: str) -> dict:
     rows = []
     for record in records:
         p = record.get("parameters", {})
-        rows.append([record.get("created", "")[:19].replace("T", " "), p.get("prompt", ""),
+        prompt = t("record_missing", lang) if record.get("record_missing") else p.get("prompt", "")
+        rows.append([record.get("created", "")[:19].replace("T", " "), prompt,
                      *(p.get(parameter.name) for parameter in PARAMETERS), p.get("seed"),
                      record.get("video", "")])
     return {"headers": headers(HISTORY_COLUMNS, lang), "data": rows}
@@ -139,6 +140,8 @@ def progress_text(report: Progress, lang: str) -> str:
 
 def result_text(record: Mapping[str, Any], lang: str) -> str:
     """A finished video as the page describes it, from its record (with its ``record_path``)."""
+    if record.get("record_missing"):
+        return t("err_record_missing", lang)
     p, timing, v = record["parameters"], record["timings_s"], record["video_info"]
     text = t("done", lang, time=format_seconds(timing["total"], lang), width=v["width"], height=v["height"],
              frames=v["frames"], fps=f"{v['fps']:g}", duration=f"{v['duration_s']:.1f}", seed=p["seed"],
