@@ -60,6 +60,8 @@ usage() {
 declare -A ZH=(
   ["%s launcher"]="%s 应用启动器"
   ["Unknown argument: %s"]="未知参数: %s"
+  ["%s needs a value, e.g. %s %s"]="%s 需要一个值，例如 %s %s"
+  ["--port must be a whole number from 1 to 65535, not %s."]="--port 必须是 1 到 65535 之间的整数，而不是 %s。"
   ["Run \"bash start_app.sh --help\" for the options.\n"]="运行 \"bash start_app.sh --help\" 查看可用选项。\n"
   ["Python 3.%s or newer is needed. Install it (e.g. 'apt install python3 python3-venv') and run this again."]="需要 Python 3.%s 或更新版本。请先安装（例如 'apt install python3 python3-venv'）再运行本脚本。"
   ["Could not create %s. On Debian/Ubuntu install the venv module: apt install python3-venv"]="无法创建 %s。Debian/Ubuntu 上请安装 venv 模块：apt install python3-venv"
@@ -111,29 +113,66 @@ debug() { [[ "${OPT_DEBUG}" == 1 ]] && printf '[DEBUG] %s\n' "$*" >&2; return 0;
 
 # -- arguments -----------------------------------------------------------------
 
+# Every command's options; a missing value, an unknown argument or a bad port is refused here (exit 2),
+# before anything is set up.
 parse_args() {
   while (($#)); do
     case "$1" in
       start|stop|restart|status|logs) COMMAND="$1" ;;
-      --port) OPT_PORT="${2:?--port needs a number}"; shift ;;
-      --port=*) OPT_PORT="${1#*=}" ;;
-      --host) OPT_HOST="${2:?--host needs an address}"; shift ;;
-      --host=*) OPT_HOST="${1#*=}" ;;
-      --model) OPT_MODEL="${2:?--model needs a folder or repo id}"; shift ;;
-      --model=*) OPT_MODEL="${1#*=}" ;;
+      --port|--host|--model)
+        if (($# < 2)) || [[ "$2" == --* ]]; then needs_value "$1"; fi
+        set_option "$1" "$2"
+        shift ;;
+      --port=*|--host=*|--model=*) set_option "${1%%=*}" "${1#*=}" ;;
       --demo) OPT_DEMO=1 ;;
       --no-login) OPT_NO_LOGIN=1 ;;
       --foreground) OPT_FOREGROUND=1 ;;
       --quiet|-q) OPT_QUIET=1 ;;
       --debug) OPT_DEBUG=1 ;;
       -h|--help) usage; exit 0 ;;
-      *) error "$(_t 'Unknown argument: %s' "$1")"; _t 'Run "bash start_app.sh --help" for the options.\n' >&2; exit 2 ;;
+      *) error "$(_t 'Unknown argument: %s' "$(shown --bare "$1")")"
+         _t 'Run "bash start_app.sh --help" for the options.\n' >&2; exit 2 ;;
     esac
     shift
   done
-  if [[ -n "${OPT_PORT}" && ! "${OPT_PORT}" =~ ^[0-9]+$ ]]; then
-    error "--port must be a number, not '${OPT_PORT}'."; exit 2
+  check_port_option
+}
+
+# set_option OPTION VALUE: an empty value is a missing one.
+set_option() {
+  [[ -n "$2" ]] || needs_value "$1"
+  case "$1" in
+    --port) OPT_PORT="$2" ;;
+    --host) OPT_HOST="$2" ;;
+    --model) OPT_MODEL="$2" ;;
+  esac
+}
+
+needs_value() {
+  local -A example=([--port]=7860 [--host]=127.0.0.1 [--model]=ali-vilab/i2vgen-xl)
+  error "$(_t '%s needs a value, e.g. %s %s' "$1" "$1" "${example[$1]}")"
+  exit 2
+}
+
+# The same check for every command (start, stop, status, logs); a leading zero is dropped, so that
+# --port 07860 finds run/app-7860.pid.
+check_port_option() {
+  [[ -n "${OPT_PORT}" ]] || return 0
+  if [[ ! "${OPT_PORT}" =~ ^[0-9]{1,5}$ ]] || ((10#${OPT_PORT} < 1 || 10#${OPT_PORT} > 65535)); then
+    error "$(_t '--port must be a whole number from 1 to 65535, not %s.' "$(shown "${OPT_PORT}")")"
+    exit 2
   fi
+  OPT_PORT="$((10#${OPT_PORT}))"
+}
+
+# A value as a message quotes it, as errors.shown does in Python: a number as given, anything else in
+# quotes (--bare: as it is); past 40 characters cut, with "…" and its length.
+shown() {
+  local text
+  if [[ "$1" == --bare ]]; then shift; text="$1"; else text="'$1'"; fi
+  [[ ! "$1" =~ ^[0-9]+$ ]] || text="$1"
+  if ((${#1} > 40)); then text="${text:0:40}… (${#1} characters)"; fi
+  printf '%s' "${text}"
 }
 
 # The options the launcher and the app share, as given on the command line.
@@ -329,7 +368,7 @@ cmd_start() {
   ensure_env
   config_args
   PRE=()
-  launcher preflight "${CONFIG_ARGS[@]}" || exit 1
+  launcher preflight "${CONFIG_ARGS[@]}" || exit  # 1: cannot start; 2: a bad value
   [[ -z "${PRE[RUNNING]:-}" ]] || exit 0
   launcher prepare --scratch "${GRADIO_TMP}" "${CONFIG_ARGS[@]}" || exit 1
   log_file="${PRE[LOG_FILE]}"

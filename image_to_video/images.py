@@ -51,7 +51,9 @@ def _open(source, settings: ImageSettings) -> Image.Image:
             return Image.open(data)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise InvalidInput(key="err_bomb", limit=f"{settings.max_megapixels:g}") from None
-    except (UnidentifiedImageError, SyntaxError, ValueError):
+    except ValueError as error:
+        raise _metadata_refusal(error) or InvalidInput(key="err_not_image") from None
+    except (UnidentifiedImageError, SyntaxError):
         raise InvalidInput(key="err_not_image") from None
     except (FileNotFoundError, IsADirectoryError):
         raise InvalidInput(key="err_upload_missing") from None
@@ -80,8 +82,20 @@ def _load(image: Image.Image) -> Image.Image:
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise InvalidInput(key="err_damaged", detail=str(error)) from None
+        raise _metadata_refusal(error) or InvalidInput(key="err_damaged", detail=str(error)) from None
     return image
+
+
+def _metadata_refusal(error: Exception) -> InvalidInput | None:
+    """The refusal of a PNG whose text or colour profile is over Pillow's limit, else None.
+
+    Pillow refuses a PNG text chunk or ICC profile that unpacks past ``PngImagePlugin.MAX_TEXT_CHUNK``
+    (or text past ``MAX_TEXT_MEMORY`` in all) with a plain ValueError naming that limit
+    (docs/DEPENDENCIES.md); the pixels may be fine, so the user is told to drop the metadata.
+    """
+    if isinstance(error, ValueError) and "MAX_TEXT_" in str(error):
+        return InvalidInput(key="err_metadata_too_large")
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

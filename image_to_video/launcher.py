@@ -5,8 +5,9 @@
 ``start_app.sh`` prepares the Python environment, spawns the app and stops it by its
 process group; it asks this module everything else:
 
-    preflight    config values; our app already running on the port?; Python, torch, GPU,
-                 ffmpeg and disk checks; is the port free?; serve the demo model?
+    preflight    config values; a host this machine can listen on?; our app already running
+                 on the port (then its address and login)?; Python, torch, GPU, ffmpeg and disk
+                 checks; is the port free?; serve the demo model?; else does the model folder exist?
     port         is the port free? (lsof, else ss, else a bind test)
     usage        the script's --help
     prepare      the app's folders and this start's log file
@@ -43,7 +44,9 @@ import argparse
 import http.client
 import json
 import os
+import ipaddress
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -54,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import shown
 from .processes import is_running, is_same_process, start_ticks
 
 APP_NAME = "Image-to-Video"
@@ -66,6 +70,8 @@ KEEP_LOGS = 20
 LOG_TAIL_LINES = 25
 #: Exit status when several instances run and the command needs --port to choose one.
 SEVERAL = 2
+#: Exit status when an option's value is refused (as for any bad command line).
+BAD_VALUE = 2
 #: Exit status of ``status`` when the app is not running (as in LSB init scripts).
 NOT_RUNNING = 3
 
@@ -121,7 +127,6 @@ ZH = {
     "%s is already running (PID %s).": "%s 已在运行（PID %s）。",
     "%s is ready in %s s: %s": "%s 已就绪，用时 %s 秒: %s",
     ", demo model": "，演示模型",
-    "The page is up, but the model could not be loaded: %s": "页面已启动，但模型加载失败: %s",
     "Model %s: %s": "模型 %s: %s",
     "The app stopped while starting.": "应用在启动过程中退出了。",
     "The app was not ready after %s s.": "应用在 %s 秒内未就绪。",
@@ -136,6 +141,25 @@ ZH = {
     "  port %s: PID %s, http://%s:%s": "  端口 %s: PID %s, http://%s:%s",
     "Say which one with --port N, e.g.: bash start_app.sh %s --port %s":
         "请用 --port N 指定其中一个，例如：bash start_app.sh %s --port %s",
+    "It keeps the options it was started with. To use %s, restart it: bash start_app.sh restart --port %s %s":
+        "它保持启动时的选项。要改用 %s，请重启：bash start_app.sh restart --port %s %s",
+    "%s %s is neither an IP address nor a name this machine resolves. Use 0.0.0.0 (the whole network), "
+    "127.0.0.1 (this machine only) or one of this machine's addresses (hostname -I lists them).":
+        "%s %s 既不是 IP 地址，也不是本机能解析的主机名。请使用 0.0.0.0（整个网络）、127.0.0.1（仅本机）"
+        "或本机的某个地址（hostname -I 可列出）。",
+    "%s %s is not an address of this machine (%s). Use 0.0.0.0 (the whole network), "
+    "127.0.0.1 (this machine only) or one of this machine's addresses (hostname -I lists them).":
+        "%s %s 不是本机的地址（%s）。请使用 0.0.0.0（整个网络）、127.0.0.1（仅本机）"
+        "或本机的某个地址（hostname -I 可列出）。",
+    "The model folder %s does not exist. Give --model (or model.source) a folder that holds the weights "
+    "(see models/README.md), or a hub id such as ali-vilab/i2vgen-xl.":
+        "模型文件夹 %s 不存在。请给 --model（或 model.source）一个存放权重的文件夹（见 models/README.md），"
+        "或 ali-vilab/i2vgen-xl 这样的 Hub 模型名。",
+    "The model could not be loaded: %s": "模型加载失败: %s",
+    "Stopping the app: it cannot make videos without its model. Fix the cause above, then start again.":
+        "正在停止应用：没有模型就无法生成视频。请先解决上面的问题，再重新启动。",
+    "%s is not running on port %s. Without --port, logs shows the newest log: bash start_app.sh logs":
+        "%s 未在端口 %s 上运行。不带 --port 时显示最新的日志：bash start_app.sh logs",
 }
 
 # -- help ----------------------------------------------------------------------------------
@@ -149,12 +173,12 @@ Commands:
   stop        stop the app (TERM to its process group, then KILL after {stop} s)
   restart     stop, then start
   status      say whether the app runs, with its PID, address, uptime and model state
-  logs        follow the app's log file
+  logs        follow the app's log file (with --port: that app's, if it runs)
 Without --port, stop, restart, status and logs act on the running app; when several
 run they list them and ask for --port.
 
 Options:
-  --port N        port to serve on (default: server.port in config/model_config.yaml, 7860)
+  --port N        port to serve on, 1 to 65535 (default: server.port in config/model_config.yaml, 7860)
   --host ADDR     address to listen on (default: server.host, 0.0.0.0 = the whole network)
   --demo          serve the built-in demo model (random weights; runs anywhere; videos are noise)
   --model SOURCE  model folder or hub repo id (default: model.source in the config)
@@ -165,7 +189,9 @@ Options:
   -h, --help      show this help
 
 Without a CUDA GPU, and unless a model is asked for (--model, I2V_MODEL_SOURCE or a
-model.source other than the default), the demo model is served.
+model.source other than the default), the demo model is served. A model that cannot be
+loaded fails a (background) start: the app is stopped again and the exit status is 1. A bad value
+(a missing one, a port outside 1 to 65535, a host this machine cannot listen on) exits 2.
 
 Environment:
   CONDA_ENV           conda environment to use (default: launcher.conda_env, torch28);
@@ -182,12 +208,12 @@ USAGE_ZH = """用法: bash start_app.sh [命令] [选项]
   stop        停止应用（先向进程组发送 TERM，{stop} 秒后 KILL）
   restart     先停止，再启动
   status      显示应用是否在运行，以及 PID、地址、运行时长和模型状态
-  logs        实时查看应用的日志文件
+  logs        实时查看应用的日志文件（带 --port 时：该端口上应用的日志）
 不带 --port 时，stop、restart、status 和 logs 作用于正在运行的应用；
 有多个在运行时会列出它们，并要求用 --port 指定。
 
 选项:
-  --port N        服务端口（默认：config/model_config.yaml 中的 server.port，7860）
+  --port N        服务端口，1 到 65535（默认：config/model_config.yaml 中的 server.port，7860）
   --host ADDR     监听地址（默认：server.host，0.0.0.0 表示整个网络可访问）
   --demo          运行内置演示模型（随机权重，任何机器都能运行，生成的视频是噪声）
   --model SOURCE  模型文件夹或 Hub 模型名（默认：配置中的 model.source）
@@ -198,7 +224,8 @@ USAGE_ZH = """用法: bash start_app.sh [命令] [选项]
   -h, --help      显示本帮助
 
 没有 CUDA 显卡、且没有指定模型（--model、I2V_MODEL_SOURCE 或非默认的 model.source）时，
-运行演示模型。
+运行演示模型。（后台启动时）模型无法加载视为启动失败：应用会被停止，退出码为 1。选项值有误（缺少值、
+端口不在 1 到 65535 之间、本机无法监听的地址）时退出码为 2。
 
 环境变量:
   CONDA_ENV           使用的 conda 环境（默认：launcher.conda_env，torch28）；
@@ -234,6 +261,10 @@ def value(key: str, content: object) -> None:
 
 class Refused(Exception):
     """An expected failure; its message (already in the user's language) is shown as an error, status 1."""
+
+
+class BadValue(Refused):
+    """An option's value is refused before anything starts; exit status ``BAD_VALUE``."""
 
 
 class Several(Exception):
@@ -296,9 +327,16 @@ class Instance:
         return is_same_process(self.pid, self.ticks) and "main.py" in " ".join(_cmdline(self.pid))
 
     @property
+    def app_args(self) -> list[str]:
+        """Its own arguments, those after ``main.py`` (``--host``, ``--port``, ``--no-login``, ...)."""
+        args = _cmdline(self.pid)
+        starts = [i for i, arg in enumerate(args) if arg.endswith("main.py")]
+        return args[starts[0] + 1:] if starts else []
+
+    @property
     def host(self) -> str:
         """The address it listens on, from its own ``--host`` argument."""
-        args = _cmdline(self.pid)
+        args = self.app_args
         for i, arg in enumerate(args):
             if arg == "--host" and i + 1 < len(args):
                 return args[i + 1]
@@ -543,9 +581,11 @@ def wait_ready(pid: int, port: int, host: str, log: Path, timeout: float) -> boo
             emit("success", t("%s is ready in %s s: %s", APP_NAME, int(time.monotonic() - started), model["device"])
                  + demo)
             return True
-        if model and model["state"] == "error":
-            emit("warn", t("The page is up, but the model could not be loaded: %s", model["message"]))
-            return True  # the page says so too; the app stays up for a retry after a fix
+        if model and model["state"] == "error":  # no videos without it: a failed start, not a half one
+            diagnose(log, t("The model could not be loaded: %s", model["message"]))
+            emit("error", t("Stopping the app: it cannot make videos without its model. Fix the cause above, "
+                            "then start again."))
+            return False
         if model and model["message"] != last:
             emit("info", t("Model %s: %s", model["state"], model["message"]))
             last = model["message"]
@@ -595,27 +635,119 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     """Everything the script checks before it starts the app.
 
     Values: PORT, HOST, OUTPUT_DIR, LOG_DIR; RUNNING=PID when our app already serves the
-    port (then it says so and prints the addresses); else DEMO=0/1 once the checks and the
-    port passed. Exit status 1 when the app cannot start, with the reason said.
+    port (then it says so and prints that app's addresses and login); else DEMO=0/1 once the
+    checks, the port and the model folder passed. Exit status 1 when the app cannot start,
+    with the reason said; ``BAD_VALUE`` for a host it could not listen on.
     """
+    if args.host is not None:
+        check_host(args.host, "--host")
     config = load(args)
     port, host = config.server.port, config.server.host
+    if args.host is None:
+        check_host(host, "server.host")
     for key, content in (("PORT", port), ("HOST", host), ("OUTPUT_DIR", config.paths.output_dir),
                          ("LOG_DIR", config.paths.log_dir)):
         value(key, content)
     running = running_instances(args.run_dir, port)
     if running:
-        emit("success", t("%s is already running (PID %s).", APP_NAME, running[0].pid))
-        say_addresses(host, port)
-        say_login(config, args.no_login)
+        say_running(running[0], args, config)
         value("RUNNING", running[0].pid)
         return 0
     libraries = installed_libraries()
     report_checks(libraries, config.paths.output_dir)
     if not check_port(port):
         return 1
-    value("DEMO", int(wants_demo(args, config, bool(libraries["cuda"]))))
+    demo = wants_demo(args, config, bool(libraries["cuda"]))
+    if not demo:
+        check_model_folder(config)
+    value("DEMO", int(demo))
     return 0
+
+
+def say_running(instance: Instance, args: argparse.Namespace, asked) -> None:
+    """Our app already serves the port: its addresses and login (not those the new options would give),
+    and how to apply the new options."""
+    emit("success", t("%s is already running (PID %s).", APP_NAME, instance.pid))
+    config = instance_config(instance, asked)
+    say_addresses(config.server.host, instance.port)
+    say_login(config, "--no-login" in instance.app_args)
+    flags = " ".join(not_applied(args, config))
+    if flags:
+        emit("info", t("It keeps the options it was started with. To use %s, restart it: "
+                       "bash start_app.sh restart --port %s %s", flags, instance.port, flags))
+
+
+def not_applied(args: argparse.Namespace, running) -> list[str]:
+    """The options given now that the running app's config does not have, as they would be typed."""
+    flags = []
+    for flag, given, has in (("--host", args.host, running.server.host), ("--model", args.model, running.model.source)):
+        if given is not None and given != has:
+            flags.append(f"{flag} {shlex.quote(given)}")
+    if args.demo and not running.model.demo:
+        flags.append("--demo")
+    if args.no_login and running.server.login != "off":
+        flags.append("--no-login")
+    return flags
+
+
+def instance_config(instance: Instance, asked):
+    """The config a running instance was started with: its own arguments read as main.py reads them
+    (the same config file and environment); ``asked`` with its host and port when they cannot be read."""
+    from dataclasses import replace
+
+    from .cli import parse_config
+    from .errors import ConfigError
+
+    try:
+        return parse_config(instance.app_args)[1]
+    except (ConfigError, SystemExit):
+        return replace(asked, server=replace(asked.server, host=instance.host, port=instance.port))
+
+
+# -- the values given ----------------------------------------------------------------------
+
+def check_host(host: str, option: str) -> None:
+    """Refuse (``BadValue``) a host the app could not listen on: neither an IP address nor a name this
+    machine resolves, or not an address of this machine."""
+    problem = _host_problem(host)
+    if problem == "unknown":
+        raise BadValue(t("%s %s is neither an IP address nor a name this machine resolves. Use 0.0.0.0 (the "
+                         "whole network), 127.0.0.1 (this machine only) or one of this machine's addresses "
+                         "(hostname -I lists them).", option, shown(host)))
+    if problem:
+        raise BadValue(t("%s %s is not an address of this machine (%s). Use 0.0.0.0 (the whole network), "
+                         "127.0.0.1 (this machine only) or one of this machine's addresses (hostname -I lists "
+                         "them).", option, shown(host), problem))
+
+
+def _host_problem(host: str) -> str | None:
+    """None when the app can listen on ``host``; "unknown" when it names nothing; else why not."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        # Dotted numbers that are no IP address (999.1.1.1, 1.2.3) are not looked up as a name.
+        if not host.strip() or re.fullmatch(r"[0-9.]+", host) or any(c.isspace() for c in host):
+            return "unknown"
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0]
+    except (OSError, ValueError):  # UnicodeError, a ValueError: a name IDNA cannot encode
+        return "unknown"
+    with socket.socket(family, kind) as probe:
+        try:
+            probe.bind(address)  # port 0: only whether this machine has the address
+        except OSError as error:
+            return error.strerror or str(error)
+    return None
+
+
+def check_model_folder(config) -> None:
+    """Refuse a model source written as a folder (/, ./, ../, ~) that does not exist, before the app starts."""
+    source = config.model.source
+    looks_like_a_folder = source.startswith(("/", "./", "../", "~")) or source in (".", "..")
+    if looks_like_a_folder and not Path(config.model_path).is_dir():
+        raise Refused(t("The model folder %s does not exist. Give --model (or model.source) a folder that holds "
+                        "the weights (see models/README.md), or a hub id such as ali-vilab/i2vgen-xl.",
+                        shown(source)))
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -746,11 +878,15 @@ def cmd_stop_target(args: argparse.Namespace) -> int:
 
 
 def cmd_log_file(args: argparse.Namespace) -> int:
-    """LOG_FILE: the running instance's log, else the newest (logs/latest.log)."""
+    """LOG_FILE: the running instance's log (with --port: the one on that port, or none), else the newest
+    (logs/latest.log)."""
     instance = chosen_instance(args.run_dir, args.port)
     if instance and Path(instance.log_file).is_file():
         value("LOG_FILE", instance.log_file)
         return 0
+    if args.port and instance is None:
+        raise Refused(t("%s is not running on port %s. Without --port, logs shows the newest log: "
+                        "bash start_app.sh logs", APP_NAME, args.port))
     log_dir = load(args).paths.log_dir
     if not (log_dir / "latest.log").exists():
         raise Refused(t("No log yet in %s. Start the app first: bash start_app.sh", log_dir))
@@ -803,6 +939,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except BadValue as refusal:
+        emit("error", refusal)
+        return BAD_VALUE
     except Refused as refusal:
         emit("error", refusal)
         return 1

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from .config import PARAMETER_NAMES, PARAMETERS, AppConfig, Parameter
-from .errors import InvalidInput
+from .errors import InvalidInput, exact, shown
 from .images import normalise_image
 
 MAX_SEED = 2**32 - 1
@@ -61,7 +61,7 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     prompts = dict(
         prompt=clean_prompt(prompt, generation.max_prompt_chars, required=True),
         negative_prompt=clean_prompt(d.negative_prompt if negative_prompt is None else negative_prompt,
-                                     generation.max_prompt_chars, required=False),
+                                     generation.max_prompt_chars, required=False, name_key="param_negative_prompt"),
     )
     checked.update({p.name: _check(p, settings.get(p.name), generation) for p in numbers})
     rgb = normalise_image(image, (side, side), config.images)
@@ -75,50 +75,56 @@ def _check(parameter: Parameter, value: Any, generation) -> Any:
         value = getattr(generation.defaults, parameter.name)
     if parameter.limits is None:  # the resolution: one of the configured names
         if str(value) not in generation.resolutions:
-            raise InvalidInput(key="err_resolution", value=value, allowed=", ".join(generation.resolutions))
+            raise InvalidInput(key="err_resolution", value=shown(value), allowed=", ".join(generation.resolutions))
         return str(value)
     limits = generation.limits(parameter.name)
     if parameter.kind is int:
         return _integer(parameter.message_name_key, value, int(limits.min), int(limits.max))
     number = _number(parameter.message_name_key, value)
     if number not in limits:
-        raise InvalidInput(key="err_out_of_range", name_key=parameter.message_name_key, value=f"{number:g}",
-                           low=f"{limits.min:g}", high=f"{limits.max:g}")
-    return number
+        raise InvalidInput(key="err_out_of_range", name_key=parameter.message_name_key, value=shown(value),
+                           low=exact(limits.min), high=exact(limits.max))
+    return float(number)
 
 
-def clean_prompt(text: Any, max_chars: int, *, required: bool) -> str:
-    """Normalise a prompt: NFC, control characters removed, whitespace collapsed."""
+def clean_prompt(text: Any, max_chars: int, *, required: bool, name_key: str = "param_prompt") -> str:
+    """Normalise a prompt: NFC, control characters removed, whitespace collapsed.
+
+    ``name_key`` names it in messages (the prompt, the negative prompt).
+    """
     if text is None:
         text = ""
     if not isinstance(text, str):
-        raise InvalidInput(key="err_prompt_type", kind=type(text).__name__)
+        raise InvalidInput(key="err_prompt_type", name_key=name_key, kind=type(text).__name__)
     text = unicodedata.normalize("NFC", text)
     text = "".join(" " if unicodedata.category(c).startswith(("C", "Z")) else c for c in text)
     text = " ".join(text.split())
     if required and not text:
         raise InvalidInput(key="err_prompt_missing")
     if len(text) > max_chars:
-        raise InvalidInput(key="err_prompt_long", length=len(text), limit=max_chars)
+        raise InvalidInput(key="err_prompt_long", name_key=name_key, length=len(text), limit=max_chars)
     return text
 
 
-def _number(name: str, value: Any) -> float:
+def _number(name: str, value: Any) -> float | int:
+    """``value`` as a finite number; an int stays an int, exact however large (float() would overflow)."""
     if isinstance(value, bool) or value is None:
-        raise InvalidInput(key="err_not_number", name_key=name, value=value)
+        raise InvalidInput(key="err_not_number", name_key=name, value=shown(value))
+    if isinstance(value, int):
+        return value
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InvalidInput(key="err_not_number", name_key=name, value=value) from None
+        raise InvalidInput(key="err_not_number", name_key=name, value=shown(value)) from None
     if not math.isfinite(number):
-        raise InvalidInput(key="err_not_finite", name_key=name, value=value)
+        raise InvalidInput(key="err_not_finite", name_key=name, value=shown(value))
     return number
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:
     number = _number(name, value)
-    if not number.is_integer():
-        raise InvalidInput(key="err_not_whole", name_key=name, value=value)
+    if isinstance(number, float) and not number.is_integer():
+        raise InvalidInput(key="err_not_whole", name_key=name, value=shown(value))
     if not low <= number <= high:
-        raise InvalidInput(key="err_out_of_range", name_key=name, value=int(number), low=low, high=high)
+        raise InvalidInput(key="err_out_of_range", name_key=name, value=shown(value), low=low, high=high)
     return int(number)

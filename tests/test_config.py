@@ -179,3 +179,34 @@ def test_a_config_file_can_narrow_a_range_and_a_preset_outside_it_is_refused(tmp
     config.write_text("generation:\n  num_frames: {min: 8, max: 16}\n")
     with pytest.raises(ConfigError, match=r"generation.presets.High quality.num_frames: 24. Allowed: 8 to 16"):
         load_config(config)
+
+
+def test_a_range_message_quotes_the_value_and_the_limits_unrounded(tmp_path):
+    # With a maximum of 20.0000001 a default of 20.00000015 used to be refused with "Allowed: 1 to 20".
+    config = tmp_path / "c.yaml"
+    config.write_text("generation:\n  guidance_scale: {min: 1, max: 20.0000001}\n"
+                      "  defaults: {guidance_scale: 20.00000015}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(config)
+    assert str(error.value) == ("Invalid setting generation.defaults.guidance_scale: 20.00000015. "
+                                "Allowed: 1 to 20.0000001.")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model.dtype", "f" * 10_000),
+    ("server.login", "x" * 5_000),
+    ("jobs.max_queued", "many" * 3_000),
+    ("model.demo", "y" * 2_000),
+])
+def test_a_long_value_is_quoted_shortened_with_its_length(key, value):
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides={key: value})
+    message = str(error.value)
+    assert key in message and len(message) < 250, message[:300]
+    assert f"… ({len(value)} characters)" in message
+
+
+@pytest.mark.parametrize("written, meant", [("on", "on"), ("off", "off"), ("yes", "on"), ("auto", "auto")])
+def test_login_on_or_off_unquoted_in_the_environment_is_understood(written, meant):
+    config = load_config(env={"I2V_SERVER_LOGIN": written})
+    assert config.server.login == meant

@@ -191,3 +191,47 @@ def test_missing_upload():
         normalise(None)
     with pytest.raises(InvalidInput, match="missing"):
         normalise("/nonexistent/file.png")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_with_text_after_the_pixels(text: bytes) -> bytes:
+    """A PNG whose compressed text chunk comes after IDAT, so Pillow reads it only when decoding."""
+    data = encode(Image.new("RGB", (200, 150), (10, 200, 30)))
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(text)) + data[end:]
+
+
+def _png_with_big_text() -> bytes:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * (2 * PngImagePlugin.MAX_TEXT_CHUNK), zip=True)
+    return encode(Image.new("RGB", (200, 150), (10, 200, 30)), pnginfo=info)
+
+
+def _png_with_big_colour_profile() -> bytes:
+    from PIL import PngImagePlugin
+
+    return encode(Image.new("RGB", (200, 150), (10, 200, 30)), icc_profile=b"\0" * (2 * PngImagePlugin.MAX_TEXT_CHUNK))
+
+
+@pytest.mark.parametrize("make", [
+    _png_with_big_text, _png_with_big_colour_profile,
+    lambda: _png_with_text_after_the_pixels(b"y" * (3 * 2**20)),
+], ids=["text chunk", "colour profile", "text after the pixels"])
+def test_a_png_with_oversized_metadata_says_what_is_wrong_and_what_to_do(make):
+    # Pillow refuses a PNG text chunk or colour profile over PngImagePlugin.MAX_TEXT_CHUNK; it used to
+    # be called "not an image we can read" (or "damaged"), which sends the user looking in the wrong place.
+    with pytest.raises(InvalidInput) as error:
+        normalise(make())
+    message = str(error.value)
+    assert "not an image" not in message and "damaged" not in message
+    assert "metadata" in message and "too large" in message
+    assert "without its metadata" in message and "JPEG" in message
+
+
+def test_a_png_with_small_text_after_the_pixels_is_read():
+    assert centre(normalise(_png_with_text_after_the_pixels(b"a short comment"))) == (10, 200, 30)

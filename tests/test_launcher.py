@@ -107,11 +107,12 @@ def libraries(monkeypatch):
     (["--demo"], {}, True, "1"),                           # asked for
     (["--model", "ali-vilab/i2vgen-xl"], {}, False, "0"),  # a model asked for, even the default one
     ([], {"I2V_MODEL_SOURCE": "ali-vilab/i2vgen-xl"}, False, "0"),
-    ([], {"I2V_MODEL_SOURCE": "/srv/models/mine"}, False, "0"),
+    ([], {"I2V_MODEL_SOURCE": "{tmp}/models/mine"}, False, "0"),  # a folder that exists
 ])
-def test_the_demo_rule(capsys, monkeypatch, run_dir, free_port, libraries, argv, env, cuda, demo):
+def test_the_demo_rule(capsys, monkeypatch, run_dir, free_port, libraries, tmp_path, argv, env, cuda, demo):
+    (tmp_path / "models" / "mine").mkdir(parents=True)
     for name, content in env.items():
-        monkeypatch.setenv(name, content)
+        monkeypatch.setenv(name, content.replace("{tmp}", str(tmp_path)))
     libraries["cuda"], libraries["gpu"] = cuda, "H200 (139 GiB)" if cuda else ""
     code, lines, values = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", str(free_port), *argv)
     assert code == 0, lines
@@ -399,3 +400,79 @@ def test_the_help_in_both_languages_needs_no_app_packages(monkeypatch):
                                 env={"PATH": os.environ["PATH"], "LANG": lang})
         assert result.returncode == 0, result.stderr
         assert said in result.stdout and "--port N" in result.stdout and "CONDA_ENV" in result.stdout
+
+
+# -- issue 12: what is running, and the values given --------------------------------------
+
+def test_already_running_says_the_running_instances_address_and_login(capsys, run_dir, fake_app, libraries,
+                                                                       tmp_path, monkeypatch):
+    # Asked again with other flags, it used to print the new flags' address and login, not the running app's.
+    monkeypatch.setenv("I2V_PATHS_STATE_DIR", str(tmp_path))
+    (tmp_path / "credentials.txt").write_text("admin:pw-of-the-running-app\n")
+    fake_app(47040, host="0.0.0.0")
+    code, lines, values = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", "47040", "--host", "127.0.0.1")
+    out = texts(lines, "out")
+    assert code == 0 and "RUNNING" in values
+    assert "📍 Access address: http://0.0.0.0:47040" in out and "127.0.0.1:47040" not in out
+    assert "🔑 Login: user admin, password pw-of-the-running-app" in out
+    assert "bash start_app.sh restart --port 47040 --host 127.0.0.1" in texts(lines, "info")
+
+    fake_app(47041, host="127.0.0.1")
+    code, lines, _ = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", "47041", "--host", "0.0.0.0")
+    assert code == 0 and "📍 Access address: http://127.0.0.1:47041" in texts(lines, "out")
+    assert "Login" not in texts(lines, "out", "warn")  # it asks for none: it listens on this machine only
+
+
+def test_logs_with_a_port_shows_that_instances_log_or_says_none_runs_there(capsys, run_dir, fake_app, tmp_path,
+                                                                           monkeypatch):
+    # It used to fall back to the newest log, another instance's, when none ran on --port.
+    monkeypatch.setenv("I2V_PATHS_LOG_DIR", str(tmp_path / "logs"))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "app_1.log").write_text("x")
+    (tmp_path / "logs" / "latest.log").symlink_to("app_1.log")
+    fake_app(47050)
+    code, _, values = run(capsys, "--run-dir", str(run_dir), "log-file", "--port", "47050")
+    assert code == 0 and values["LOG_FILE"].endswith("app_47050.log")
+    code, lines, values = run(capsys, "--run-dir", str(run_dir), "--for", "logs", "log-file", "--port", "47051")
+    assert code == 1 and "LOG_FILE" not in values
+    assert "Image-to-Video is not running on port 47051." in texts(lines, "error")
+    assert "bash start_app.sh logs" in texts(lines, "error")
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "a b", "", "no-such-host.invalid", "1.2.3"])
+def test_a_host_that_is_no_address_of_this_machine_is_refused_before_start(capsys, run_dir, free_port, libraries,
+                                                                            host):
+    code, lines, values = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", str(free_port),
+                              "--host", host)
+    assert code == 2 and "DEMO" not in values
+    said = texts(lines, "error")
+    assert f"--host {host!r}" in said and "0.0.0.0" in said and "127.0.0.1" in said
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "localhost", "::1", "::"])
+def test_a_host_of_this_machine_is_taken(capsys, run_dir, free_port, libraries, host):
+    code, lines, values = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", str(free_port),
+                              "--host", host)
+    assert code == 0 and values["HOST"] == host and values["DEMO"] == "1", lines
+
+
+@pytest.mark.parametrize("source", ["/nonexistent/i2vgen", "./no-such-folder", "../no-such-folder", "~/no-such-model"])
+def test_a_model_folder_that_does_not_exist_is_refused_before_start(capsys, run_dir, free_port, libraries, source):
+    # It used to start, exit 0, and serve an error page.
+    code, lines, values = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", str(free_port),
+                              "--model", source)
+    assert code == 1 and "DEMO" not in values
+    said = texts(lines, "error")
+    assert f"The model folder {source!r} does not exist" in said and "ali-vilab/i2vgen-xl" in said
+
+
+def test_a_model_that_fails_to_load_is_a_failed_start(capsys, status_server, tmp_path, monkeypatch):
+    # It used to warn, return success, and start_app.sh said the app had started (exit 0).
+    monkeypatch.setattr(launcher.time, "sleep", lambda seconds: None)
+    (tmp_path / "app.log").write_text("[ERROR] Loading the model failed\n")
+    status_server.answers += [model("loading", "Loading..."), model("error", "Loading the model from /m failed: x")]
+    port = status_server.server_address[1]
+    assert not launcher.wait_ready(os.getpid(), port, "127.0.0.1", tmp_path / "app.log", timeout=60)
+    lines = [tuple(line.split("\t", 1)) for line in capsys.readouterr().out.splitlines()]
+    assert ("error", "The model could not be loaded: Loading the model from /m failed: x") in lines
+    assert "Likely cause" in texts(lines, "error") and "start again" in texts(lines, "error")

@@ -82,3 +82,56 @@ def test_parameters_record_everything_but_the_image():
     params = request(seed=5).parameters()
     assert "image" not in params
     assert params["seed"] == 5 and params["prompt"] == "the waves roll in slowly"
+
+
+def test_the_negative_prompt_length_error_names_the_negative_prompt():
+    with pytest.raises(InvalidInput) as error:
+        request(negative_prompt="y" * 5000)
+    assert str(error.value).startswith("The negative prompt is 5000 characters long")
+    with pytest.raises(InvalidInput) as error:
+        request(negative_prompt=5)
+    assert str(error.value).startswith("The negative prompt must be text")
+    with pytest.raises(InvalidInput) as error:
+        request(prompt="x" * 1001)
+    assert str(error.value).startswith("The prompt is 1001 characters long")
+
+
+@pytest.mark.parametrize("params, said", [
+    ({"guidance_scale": 20.0000001}, "Guidance scale 20.0000001 is out of range. Allowed: 1 to 20."),
+    ({"guidance_scale": "0.99999999"}, "Guidance scale 0.99999999 is out of range. Allowed: 1 to 20."),
+    ({"num_frames": "99999999999999999999"}, "Frames 99999999999999999999 is out of range. Allowed: 8 to 32."),
+    ({"num_frames": 32.0000000001}, "Frames must be a whole number, not 32.0000000001."),
+    ({"seed": "4294967296"}, "Seed 4294967296 is out of range. Allowed: -1 to 4294967295."),
+])
+def test_a_range_message_quotes_the_value_as_given(params, said):
+    # 20.0000001 used to be said as "Guidance scale 20 is out of range. Allowed: 1 to 20".
+    with pytest.raises(InvalidInput) as error:
+        request(**params)
+    assert str(error.value) == said
+
+
+@pytest.mark.parametrize("params, length", [
+    ({"resolution": "r" * 10_000}, 10_000),
+    ({"seed": "s" * 5_000}, 5_000),
+    ({"num_frames": "f" * 100_000}, 100_000),
+    ({"guidance_scale": "9" * 400}, 400),
+    ({"num_inference_steps": ["x" * 50] * 200}, None),
+])
+def test_a_long_value_is_quoted_shortened_with_its_length(params, length):
+    with pytest.raises(InvalidInput) as error:
+        request(**params)
+    message = str(error.value)
+    assert len(message) < 200, message[:300]
+    assert "…" in message
+    if length:
+        assert f"({length} characters)" in message
+
+
+
+def test_a_whole_number_too_large_for_a_float_is_refused_with_a_message():
+    # An int past float's range (a JSON body can carry one) used to escape as OverflowError.
+    with pytest.raises(InvalidInput) as error:
+        request(num_frames=10**4000)
+    assert str(error.value) == f"Frames {'1' + '0' * 39}… (4001 characters) is out of range. Allowed: 8 to 32."
+    with pytest.raises(InvalidInput, match="Guidance scale a 33220-bit number is out of range"):
+        request(guidance_scale=10**10000)

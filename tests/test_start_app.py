@@ -292,3 +292,85 @@ def test_the_script_passes_shellcheck():
         pytest.skip("shellcheck is not installed (requirements-dev.txt installs it)")
     result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+# -- issue 12: the launcher's edges --------------------------------------------------------
+
+def script(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """start_app.sh as typed, without the fixture's --port and --host."""
+    env = {**os.environ, "NO_COLOR": "1", "LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", **(env or {})}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--port"], "--port needs a value, e.g. --port 7860"),
+    (["--port="], "--port needs a value, e.g. --port 7860"),
+    (["--port", "--demo"], "--port needs a value, e.g. --port 7860"),
+    (["stop", "--port"], "--port needs a value, e.g. --port 7860"),
+    (["--host"], "--host needs a value, e.g. --host 127.0.0.1"),
+    (["--host", ""], "--host needs a value, e.g. --host 127.0.0.1"),
+    (["--model"], "--model needs a value, e.g. --model ali-vilab/i2vgen-xl"),
+    (["--model="], "--model needs a value, e.g. --model ali-vilab/i2vgen-xl"),
+])
+def test_an_option_without_its_value_says_what_it_needs(args, said):
+    # `bash start_app.sh --port` used to end in a raw bash error.
+    result = script(*args)
+    assert result.returncode == 2 and result.stderr.strip() == f"[ERROR] {said}", result.stderr
+
+
+@pytest.mark.parametrize("command", ["start", "stop", "status", "logs", "restart"])
+@pytest.mark.parametrize("port, quoted", [("abc", "'abc'"), ("99999", "99999"), ("0", "0"), ("-5", "'-5'")])
+def test_a_bad_port_is_refused_the_same_way_by_every_command(tmp_path, command, port, quoted):
+    # status and stop used to take --port 99999 (and say "not running"); start said something else.
+    result = script(command, "--port", port, env={"I2V_RUN_DIR": str(tmp_path)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == f"[ERROR] --port must be a whole number from 1 to 65535, not {quoted}."
+
+
+def test_a_long_value_is_quoted_shortened(tmp_path):
+    result = script("stop", "--port", "9" * 5000 + "x", env={"I2V_RUN_DIR": str(tmp_path)})
+    assert result.returncode == 2 and len(result.stderr) < 200
+    assert "'" + "9" * 39 + "… (5001 characters)." in result.stderr
+    result = script("--" + "y" * 10_000)
+    assert result.returncode == 2 and len(result.stderr) < 250 and "… (10002 characters)" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "a b"])
+def test_a_host_this_machine_cannot_listen_on_is_refused_before_start(launcher, host):
+    result = launcher("--demo", host=host)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"--host '{host}' is neither an IP address nor a name this machine resolves" in result.stderr
+    assert "Starting the app" not in result.stdout and not pid_file(launcher.port).exists()
+
+
+def test_a_model_folder_that_does_not_exist_starts_nothing(launcher):
+    # It used to exit 0 with the app left running, serving an error state.
+    result = launcher("--model", "/nonexistent/i2vgen")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "The model folder '/nonexistent/i2vgen' does not exist" in result.stderr
+    assert "Starting the app" not in result.stdout
+    assert not pid_file(launcher.port).exists() and not page_answers(launcher.port)
+
+
+def test_a_model_that_fails_to_load_fails_the_start_and_stops_the_app(launcher, tmp_path):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    result = launcher("--model", str(empty))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "The model could not be loaded" in result.stderr and str(empty) in result.stderr
+    assert "start again" in result.stderr and "is ready" not in result.stdout
+    assert not pid_file(launcher.port).exists() and not page_answers(launcher.port)
+
+
+def test_already_running_gives_the_running_apps_address_and_login(launcher, own_run_dir, tmp_path):
+    # A second start with another --host used to print the new host's address and login line.
+    assert launcher("--demo", host="0.0.0.0").returncode == 0
+    password = (tmp_path / "data" / "credentials.txt").read_text().strip().split(":", 1)[1]
+    again = launcher(host="127.0.0.1")
+    assert again.returncode == 0, again.stderr
+    assert f"📍 Access address: http://0.0.0.0:{launcher.port}" in again.stdout
+    assert f"🔑 Login: user admin, password {password}" in again.stdout
+    assert f"bash start_app.sh restart --port {launcher.port} --host 127.0.0.1" in again.stdout
+    other = launcher.port + 1
+    logs = launcher("logs", port=other, timeout=60)
+    assert logs.returncode == 1 and f"not running on port {other}" in logs.stderr
