@@ -6,9 +6,11 @@ and its time per step and decoding on that same GPU model; the page says
 "measured". Until then, and for sizes or GPUs the table does not cover, every
 figure is computed as below and labelled an estimate:
 
-* Memory: a straight line through the peak memory that users of the app we
-  replace report on an RTX 4090 (docs/DEPENDENCIES.md: 512p/16 frames 13.6 GB, 768p/24
-  17.8 GB, 1024p/32 21.9 GB), in "512p-frame units" (frames x (side / 512)^2).
+* Memory: traced from the real model's shapes (``memory_trace``, docs/memory-traced.json: each
+  stage's working memory per size, frames, guidance batch and decode chunk, with the
+  memory-efficient attention kernels), plus the weights each memory mode keeps on the GPU in
+  that stage, plus a margin (``MARGIN_SHARE``, ``MARGIN_GB``) for what a trace cannot see.
+  ``memory_needs_gb`` gives each mode's peak; the page shows the all-on-GPU one.
 * Time: the compute cost (docs/DEPENDENCIES.md, counted with torch's FlopCounterMode on the
   real UNet: 41.9 TFLOP per 512p/16-frame step with guidance, growing as
   pixels^1.18; VAE decode 2.5 TFLOP per 512p frame), divided by the rate that
@@ -24,9 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-# Peak GB = BASE + PER_UNIT x frames x (side / 512)^2, fitted to the three reported points.
-BASE_GB = 13.0
-PER_UNIT_GB = 0.072
+from .config import ModelSettings
+
 # Compute: TFLOP for one denoising step (batch 2) and for decoding one frame, at 512p/16 frames.
 STEP_TFLOP_512_16 = 41.9
 DECODE_TFLOP_512 = 2.5
@@ -35,14 +36,22 @@ PIXEL_EXPONENT = 1.18
 # (28 s for 512p/16/50, scaled to the real model's FLOP count so the same formula applies).
 RTX4090_TFLOPS = 42.0
 DEMO_SECONDS_512_16_50 = 28.0
-#: The fp16 weights of all components (docs/DEPENDENCIES.md, "The real model's shapes"), included in the peak above.
-WEIGHTS_GB = 4.97
-#: Leave this share of the GPU's memory free (CUDA context, fragmentation).
+#: Leave this share of the GPU's total memory free (the CUDA context, about 0.3-0.5 GB, is outside the trace).
 HEADROOM = 0.92
+#: Added to each stage's traced working memory: the allocator's fragmentation (a share of it) and the
+#: cuDNN/cuBLAS workspaces and 2 MB block rounding (fixed), which the trace does not see (docs/PERFORMANCE.md).
+MARGIN_SHARE = 0.15
+MARGIN_GB = 0.75
+#: The memory modes, fastest first (``gpu`` keeps everything on the GPU; docs in ``gpu``).
+MEMORY_MODES = ("gpu", "model_offload", "group_offload", "sequential_offload")
+#: The frames the VAE decodes at once unless ``model.decode_chunk_size`` says otherwise.
+DEFAULT_DECODE_CHUNK = ModelSettings.decode_chunk_size
 
 
 #: The benchmark's output on a GPU, when it has been run (docs/PERFORMANCE.md).
 MEASURED_FILE = Path(__file__).resolve().parent.parent / "docs" / "performance-gpu.json"
+#: The memory traced from the real model's shapes (``python -m image_to_video.memory_trace``).
+TRACED_FILE = MEASURED_FILE.with_name("memory-traced.json")
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,93 @@ def measured_table() -> MeasuredTable | None:
     return MeasuredTable.load()
 
 
+def _line(points: list[tuple[float, float]], x: float) -> float:
+    """The value at ``x`` on the straight line through the two points nearest to it (one point: its value)."""
+    nearest = sorted(points, key=lambda point: (abs(point[0] - x), point[0]))[:2]
+    if len(nearest) == 1 or nearest[0][0] == nearest[1][0]:
+        return nearest[0][1]
+    (x0, y0), (x1, y1) = nearest
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+@dataclass(frozen=True)
+class TracedTable:
+    """docs/memory-traced.json: each stage's working memory (GB, weights not included) as traced from the
+    model's shapes. Between the traced frame counts and decode chunks a straight line; between sides a
+    straight line in pixels (side^2), which activations grow with."""
+
+    report: dict
+
+    @classmethod
+    def load(cls, path: Path = TRACED_FILE) -> TracedTable:
+        try:
+            return cls(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as error:
+            raise RuntimeError(f"Cannot read the traced memory table {path} ({error}): "
+                               "run python -m image_to_video.memory_trace to write it again.") from error
+
+    shapes = property(lambda self: self.report["shapes"])
+    #: GB of each component's weights in float16, counted from the traced shapes.
+    weights_gb = property(lambda self: dict(self.report["weights_gb"]))
+    #: The share of the UNet's weights on the GPU at once under group offload.
+    unet_group_share = property(lambda self: self.report["unet_group_offload_share"])
+
+    def _by_side(self, side: int, value_at: Callable[[int], float]) -> float:
+        sides = sorted({row["side"] for row in self.report["rows"]})
+        return _line([(known ** 2, value_at(known)) for known in sides], side ** 2)
+
+    def denoise_gb(self, side: int, frames: int, *, batch: int) -> float:
+        """One UNet call at ``batch`` (2 with guidance, 1 without)."""
+        def at(known: int) -> float:
+            return _line([(row["frames"], row["denoise_gb"][str(batch)]) for row in self.report["rows"]
+                          if row["side"] == known], frames)
+        return self._by_side(side, at)
+
+    def decode_gb(self, side: int, chunk: int) -> float:
+        """Decoding ``chunk`` frames at once."""
+        return self._by_side(side, lambda known: _line(
+            [(int(count), gb) for count, gb in self.report["decode_gb"][str(known)].items()], chunk))
+
+    def stages(self, side: int, frames: int, *, batch: int, chunk: int) -> list[tuple[tuple[str, ...], float]]:
+        """Each stage of a video: (the components it runs with the offload modes' hooks on the GPU,
+        its working memory). The VAE stays on the GPU once used: no hook moves it off again."""
+        encoders = self.report["encoders_gb"]
+        picture = self._by_side(side, lambda known: self.report["encode_image_gb"][str(known)])
+        return [(("text_encoder", "vae"), encoders["text_encoder"]),
+                (("image_encoder", "vae"), max(encoders["image_encoder"], picture)),
+                (("unet", "vae"), self.denoise_gb(side, frames, batch=batch)),
+                (("vae",), self.decode_gb(side, chunk))]
+
+
+@functools.cache
+def traced_table() -> TracedTable:
+    return TracedTable.load()
+
+
+def with_margin(work_gb: float) -> float:
+    return work_gb * (1 + MARGIN_SHARE) + MARGIN_GB
+
+
+def memory_needs_gb(side: int, frames: int, *, batch: int = 2, chunk: int = DEFAULT_DECODE_CHUNK,
+                    sizes_gb: Mapping[str, float] | None = None, table: TracedTable | None = None) -> dict[str, float]:
+    """GB each memory mode needs at its peak for one video, fastest mode first: per stage, the weights
+    the mode keeps on the GPU then (``sizes_gb``, default the traced model's) plus the stage's traced
+    working memory with its margin. Sequential offload keeps about one layer's weights there (counted as none)."""
+    table = table or traced_table()
+    sizes = dict(sizes_gb or table.weights_gb)
+
+    def on_gpu(mode: str, parts: tuple[str, ...]) -> float:
+        if mode == "gpu":
+            return sum(sizes.values())
+        if mode == "sequential_offload":
+            return 0.0
+        share = table.unet_group_share if mode == "group_offload" else 1.0
+        return sum(sizes.get(part, 0.0) * (share if part == "unet" else 1.0) for part in parts)
+
+    stages = table.stages(side, frames, batch=batch, chunk=chunk)
+    return {mode: max(on_gpu(mode, parts) + with_margin(work) for parts, work in stages) for mode in MEMORY_MODES}
+
+
 @dataclass(frozen=True)
 class Estimate:
     peak_gb: float
@@ -104,17 +200,9 @@ class Estimate:
         return self.gpu_gb is None or self.peak_gb <= self.gpu_gb * HEADROOM
 
 
-def units(side: int, frames: int) -> float:
-    return frames * (side / 512) ** 2
-
-
 def peak_memory_gb(side: int, frames: int) -> float:
-    return BASE_GB + PER_UNIT_GB * units(side, frames)
-
-
-def working_memory_gb(side: int, frames: int) -> float:
-    """GPU memory a video needs beyond the weights (activations, latents, decoding)."""
-    return peak_memory_gb(side, frames) - WEIGHTS_GB
+    """The peak with everything on the GPU, with guidance (batch 2), decoding the default chunk."""
+    return memory_needs_gb(side, frames)["gpu"]
 
 
 def compute_tflop(side: int, frames: int, steps: int) -> float:

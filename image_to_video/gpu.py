@@ -2,10 +2,12 @@
 
 * Device: ``model.device`` (auto, cpu, cuda, cuda:N) and ``model.dtype`` become a torch device and dtype.
 * Memory modes: ``gpu`` (everything on the GPU), ``model_offload`` (each component moves to the GPU
-  while it runs), ``sequential_offload`` (each layer does), and ``cpu``. ``pick_memory_mode`` chooses
-  one from the GPU's free memory; ``enter_memory_mode`` puts a loaded pipeline in any mode from any
-  mode; ``low_memory_mode`` goes one mode down for one job and back.
-* Failures: ``OutOfMemoryError`` and ``is_fatal_cuda_error`` classify an error;
+  while it runs), ``group_offload`` (the UNet's blocks one at a time, the other components as in model
+  offload), ``sequential_offload`` (each layer does), and ``cpu``. ``pick_memory_mode`` chooses
+  one from the GPU's free memory and the memory each mode needs (traced from the model's shapes); ``enter_memory_mode`` puts a loaded pipeline in any mode from any
+  mode; ``step_down`` runs a job again one mode lower each time it runs out of memory, then
+  switches back (``low_memory_mode``: one step down for one run).
+* Failures: ``is_out_of_memory`` and ``is_fatal_cuda_error`` classify an error;
   ``fatal_errors_as_gpu_failed`` turns the fatal ones into ``GPUFailed``; ``out_of_memory_error`` is
   what the user reads when a job does not fit even in low-memory mode.
 
@@ -17,20 +19,27 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from . import model_store
 from .errors import AppError, GPUFailed, ModelUnavailable, OutOfMemory
-from .estimates import working_memory_gb
+from .estimates import DEFAULT_DECODE_CHUNK, memory_needs_gb
 from .request import GenerationRequest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: One step down in memory for a job that ran out of it (sequential offload is the floor).
-_LOWER = {"gpu": "model_offload", "model_offload": "sequential_offload"}
+_LOWER = {"gpu": "model_offload", "model_offload": "group_offload", "group_offload": "sequential_offload"}
+#: The video the automatic choice makes room for: the page's default (512p, 16 frames, with guidance).
+_DEFAULT_VIDEO = (512, 16)
+#: diffusers' names for the group-offload hooks, which ``pipe.remove_all_hooks`` leaves on (docs/DEPENDENCIES.md).
+_GROUP_OFFLOAD_HOOKS = ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading")
 
 
 # -- device ------------------------------------------------------------------------------------------
@@ -74,7 +83,7 @@ def describe_device(device: torch.device, dtype: torch.dtype, mode: str | None =
     if not gpu:
         return "device_cpu", {}
     params = {"name": gpu.name, "memory": f"{gpu.total_memory / 2**30:.0f}", "dtype": str(dtype)[6:]}
-    if mode in ("model_offload", "sequential_offload"):
+    if mode in ("model_offload", "group_offload", "sequential_offload"):
         return "device_gpu_offload", {**params, "mode_key": f"mode_{mode}"}
     return "device_gpu", params
 
@@ -108,31 +117,31 @@ def peak_memory_gb(device: torch.device) -> float | None:
 
 # -- memory modes ------------------------------------------------------------------------------------
 
-def choose_memory_mode(free_gb: float, sizes_gb: dict[str, float], *, work_gb: float) -> tuple[str, str]:
-    """The fastest memory mode that fits: (mode, why), from the GPU's free memory, the size of
-    each component's weights and the working memory of the default video."""
-    weights = sum(sizes_gb.values())
-    largest = max(sizes_gb.values(), default=0.0)
-    if free_gb >= weights + work_gb:
-        return "gpu", f"{free_gb:.1f} GB free >= {weights:.1f} GB of weights + {work_gb:.1f} GB to work"
-    if free_gb >= largest + work_gb:
-        return "model_offload", (f"{free_gb:.1f} GB free < {weights + work_gb:.1f} GB for everything, but holds "
-                                 f"the largest part ({largest:.1f} GB) + {work_gb:.1f} GB to work")
-    return "sequential_offload", f"{free_gb:.1f} GB free < {largest + work_gb:.1f} GB for the largest part at work"
+def choose_memory_mode(free_gb: float, needs_gb: Mapping[str, float]) -> tuple[str, str]:
+    """The fastest memory mode that fits: (mode, why), from the GPU's free memory and what each mode
+    needs at its peak (``needs_gb``, fastest first); the last mode when none fits."""
+    modes = list(needs_gb)
+    for mode in modes[:-1]:
+        if free_gb >= needs_gb[mode]:
+            return mode, f"{free_gb:.1f} GB free >= {needs_gb[mode]:.1f} GB that {mode} needs"
+    faster = modes[-2] if len(modes) > 1 else modes[-1]
+    return modes[-1], f"{free_gb:.1f} GB free < {needs_gb[faster]:.1f} GB that {faster} needs"
 
 
 def pick_memory_mode(setting: str, device: torch.device, dtype: torch.dtype, folder: Path,
-                     variant: str | None) -> str:
-    """``model.memory_mode`` on a GPU ("auto": from its free memory and the weight files in
-    ``folder``); "cpu" on a CPU."""
+                     variant: str | None, *, decode_chunk: int = DEFAULT_DECODE_CHUNK) -> str:
+    """``model.memory_mode`` on a GPU ("auto": from its free memory and what each mode needs for the
+    default video: the weight files in ``folder`` plus the working memory traced from the model's
+    shapes, decoding ``decode_chunk`` frames at once); "cpu" on a CPU."""
     if device.type != "cuda":
         return "cpu"
     if setting != "auto":
         return setting
     free = torch.cuda.mem_get_info(device)[0] / 2**30
     sizes = model_store.component_sizes_gb(folder, variant, bytes_per_value=dtype.itemsize)
-    mode, reason = choose_memory_mode(free, sizes, work_gb=working_memory_gb(512, 16))
-    log.info("Memory mode %s: %s", mode, reason)
+    side, frames = _DEFAULT_VIDEO
+    mode, reason = choose_memory_mode(free, memory_needs_gb(side, frames, chunk=decode_chunk, sizes_gb=sizes))
+    log.info("Memory mode %s: %s (%dp, %d frames, traced from the model's shapes)", mode, reason, side, frames)
     return mode
 
 
@@ -161,41 +170,159 @@ def enter_memory_mode(pipe, mode: str, device: torch.device, *,
         on_switch(mode)
         pipe.to(device)
         return
-    pipe.remove_all_hooks()
+    remove_offload_hooks(pipe)
     on_switch(mode)
     if mode == "gpu":
         pipe.to(device)
     elif mode == "model_offload":
         pipe.enable_model_cpu_offload(device=device)
+    elif mode == "group_offload":
+        enable_group_offload(pipe, device)
     else:
         pipe.enable_sequential_cpu_offload(device=device)
     free_memory(device)
 
 
+def remove_offload_hooks(pipe) -> None:
+    """Every offload hook off: accelerate's (``remove_all_hooks``) and diffusers' group-offload hooks,
+    which ``remove_all_hooks`` leaves on and with which ``pipe.to`` silently leaves a component where it is."""
+    pipe.remove_all_hooks()
+    for component in pipe.components.values():
+        registry = getattr(component, "_diffusers_hook", None)
+        for name in _GROUP_OFFLOAD_HOOKS if registry is not None else ():
+            registry.remove_hook(name, recurse=True)
+
+
+def enable_group_offload(pipe, device: torch.device) -> None:
+    """The UNet, called once a step, block by block (diffusers' block-level group offload: each block of
+    ``down_blocks``/``up_blocks`` on the GPU while it runs, the rest of the UNet for the whole call); the
+    text and image encoders and the VAE, each called once a video, whole while they run (accelerate's
+    model offload, each moving the one before off, in the pipeline's order)."""
+    from accelerate import cpu_offload_with_hook
+
+    pipe.to("cpu")
+    hook = None
+    for name in ("text_encoder", "image_encoder", "vae"):
+        _, hook = cpu_offload_with_hook(pipe.components[name], device, prev_module_hook=hook)
+    pipe.unet.enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1)
+
+
+def lower_modes(mode: str) -> list[str]:
+    """Every memory mode below ``mode``, one step at a time down ``_LOWER`` to the floor."""
+    lower = []
+    while mode in _LOWER:
+        mode = _LOWER[mode]
+        lower.append(mode)
+    return lower
+
+
+def switch_or_fail(pipe, mode: str, device: torch.device, *, on_switch: Callable[[str], None] | None = None) -> None:
+    """``enter_memory_mode`` after the memory of what failed before is freed; a switch that fails
+    (out of memory moving the weights) may leave the pipeline half moved: ``GPUFailed``, so that the
+    process restarts with a whole one."""
+    free_memory(device)
+    try:
+        enter_memory_mode(pipe, mode, device, on_switch=on_switch)
+    except Exception as error:
+        forget_locals(error)
+        log.exception("Switching to %s mode failed: the pipeline may be half moved; the process must restart", mode)
+        raise GPUFailed(key="err_gpu_switch_failed", mode=mode) from error
+
+
+def forget_locals(error: BaseException) -> None:
+    """Drop the variables of the finished frames in ``error``'s traceback (a failed attempt's
+    activations): the message and the lines stay for the log, the tensors go."""
+    traceback.clear_frames(error.__traceback__)
+
+
+def step_down(attempt: Callable[[bool], T], pipe, mode: str, device: torch.device, *,
+              on_switch: Callable[[str], None] | None = None,
+              trip: Callable[[str], None] = lambda _stage: None) -> tuple[T | None, int]:
+    """``attempt(low_memory=False)`` in ``mode``; each time it runs out of memory, its memory is freed
+    and it runs again one memory mode lower (``attempt(True)``), down to the floor (in the same mode
+    where there is nothing lower); then the pipeline goes back to ``mode``. Returns (the result or
+    None if even the last try ran out, the number of retries). Any other error passes, after the
+    switch back; a switch that fails raises ``GPUFailed``. ``trip(stage)`` runs inside each switch
+    ("switch_down", "switch_back"): a test's fault injection."""
+    current, result, failure, retries = mode, None, None, 0
+    for target in [mode, *(lower_modes(mode) or [mode])]:
+        if target != current:
+            switch_or_fail(pipe, target, device, on_switch=_tripping(on_switch, trip, "switch_down"))
+            current = target
+        try:
+            result = attempt(retries > 0)
+            break
+        except Exception as error:  # noqa: BLE001 (classified just below, never swallowed)
+            forget_locals(error)
+            if not is_out_of_memory(error):
+                failure = error
+                break
+            log.warning("Out of GPU memory in %s mode (%s); retrying in low-memory mode", target,
+                        str(error).splitlines()[0][:200])
+        free_memory(device)  # outside the except block: the exception there is still in flight
+        if not device_answers(device):
+            raise GPUFailed(key="err_gpu_fatal")
+        retries += 1
+    else:
+        retries -= 1  # the last try was not followed by another
+    if failure is not None and is_fatal_cuda_error(failure):
+        raise failure  # the GPU is unusable: no switch back, the process restarts
+    if current != mode:
+        switch_or_fail(pipe, mode, device, on_switch=_tripping(on_switch, trip, "switch_back"))
+    if failure is not None:
+        raise failure
+    return result, retries
+
+
 @contextlib.contextmanager
 def low_memory_mode(pipe, mode: str, device: torch.device, *,
                     on_switch: Callable[[str], None] | None = None) -> Iterator[str]:
-    """One step down in memory from ``mode`` for one job (gpu -> model offload -> sequential offload),
-    then back to ``mode``. Yields the mode the job runs in."""
+    """One step down in memory from ``mode`` for one run, then back to ``mode``, each switch made
+    after the memory of what failed is freed (``switch_or_fail``). Yields the mode the run is in."""
     lower = _LOWER.get(mode)
     if lower:
-        log.info("Low-memory retry in %s mode", lower)
-        enter_memory_mode(pipe, lower, device, on_switch=on_switch)
+        switch_or_fail(pipe, lower, device, on_switch=on_switch)
     try:
         yield lower or mode
+    except BaseException as error:
+        forget_locals(error)  # the switch back below runs while this is in flight
+        raise
     finally:
         if lower:
-            enter_memory_mode(pipe, mode, device, on_switch=on_switch)
+            switch_or_fail(pipe, mode, device, on_switch=on_switch)
+
+
+def _tripping(on_switch: Callable[[str], None] | None, trip: Callable[[str], None], stage: str):
+    def switching(mode: str) -> None:
+        trip(stage)
+        if on_switch:
+            on_switch(mode)
+    return switching
 
 
 # -- failures ----------------------------------------------------------------------------------------
 
-#: What torch raises when the GPU runs out of memory: the engine retries the job in low-memory mode.
+#: What torch's caching allocator raises when the GPU runs out of memory.
 OutOfMemoryError = torch.cuda.OutOfMemoryError
+
+#: Out of memory as torch words it outside its caching allocator (docs/DEPENDENCIES.md, "What torch
+#: says when the GPU runs out of memory"): cuBLAS and cuDNN failing to allocate their workspace, cuDNN
+#: finding no algorithm that fits, and a CUDA call that finds no memory (cudaErrorMemoryAllocation, not
+#: a sticky error: the context stays usable, which ``step_down`` checks before it retries).
+_OUT_OF_MEMORY_MARKERS = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "_ALLOCATION_FAILED",
+                          "Unable to find a valid cuDNN algorithm", "CUDA error: out of memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """The GPU (or a library on it) ran out of memory: the job can run again lower, no restart needed."""
+    return isinstance(error, OutOfMemoryError) or any(marker in str(error) for marker in _OUT_OF_MEMORY_MARKERS)
 
 
 def is_fatal_cuda_error(error: BaseException) -> bool:
-    """CUDA errors after which the process's GPU context is unusable (a restart is needed)."""
+    """CUDA errors after which the process's GPU context is unusable (a restart is needed); out of
+    memory, however worded, is not one of them."""
+    if is_out_of_memory(error):
+        return False
     text = str(error)
     return any(marker in text for marker in (
         "CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS", "cuDNN error"))

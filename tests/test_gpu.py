@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from image_to_video import gpu
-from image_to_video.config import ModelSettings
+from image_to_video.config import ConfigError, ModelSettings
 from image_to_video.engine import Engine
+from image_to_video.estimates import TRACED_FILE
 from image_to_video.errors import ModelUnavailable
 from image_to_video.faults import FaultInjector
 from image_to_video.i18n import localized
@@ -89,29 +90,54 @@ def test_the_device_line_names_the_gpu_and_an_offloading_mode_in_both_languages(
 
 # -- memory modes ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("free, expected", [(24.0, "gpu"), (11.5, "model_offload"), (7.5, "sequential_offload")])
-def test_the_memory_mode_follows_the_free_gpu_memory(free, expected):
-    sizes = {"unet": 2.65, "text_encoder": 0.66, "image_encoder": 1.18, "vae": 0.16}  # the real fp16 weights
-    mode, why = gpu.choose_memory_mode(free, sizes, work_gb=8.6)
+@pytest.mark.parametrize("free, expected", [(9.0, "gpu"), (7.0, "model_offload"), (5.5, "group_offload"),
+                                            (4.0, "sequential_offload"), (2.0, "sequential_offload")])
+def test_the_memory_mode_is_the_fastest_whose_need_fits_in_the_free_memory(free, expected):
+    needs = {"gpu": 8.4, "model_offload": 6.5, "group_offload": 5.0, "sequential_offload": 3.7}
+    mode, why = gpu.choose_memory_mode(free, needs)
     assert mode == expected and f"{free:.1f} GB free" in why
 
 
-@pytest.mark.parametrize("free_gib, setting, expected", [
-    (20, "auto", "gpu"), (12.5, "auto", "model_offload"), (8, "auto", "sequential_offload"),
-    (20, "sequential_offload", "sequential_offload"),  # a setting other than auto is obeyed
+def traced_stage_gb(name: str, side: int, frames: int) -> float:
+    """A figure straight from the committed trace (docs/memory-traced.json)."""
+    report = json.loads(TRACED_FILE.read_text())
+    if name == "denoise":
+        return next(r["denoise_gb"]["2"] for r in report["rows"] if (r["side"], r["frames"]) == (side, frames))
+    return report["decode_gb"][str(side)]["4"]
+
+
+# A card's free memory once the CUDA context is made (about 0.4-0.5 GB less than its size).
+@pytest.mark.parametrize("card_gb, free_gib, setting, expected", [
+    (80, 79.2, "auto", "gpu"), (24, 23.2, "auto", "gpu"), (16, 15.4, "auto", "gpu"),
+    (12, 11.5, "auto", "gpu"),  # the weights (4.6 GB) and a 512p/16 step (2.6 GB traced) fit with room
+    (8, 7.4, "auto", "model_offload"), (6, 5.5, "auto", "group_offload"), (4, 3.6, "auto", "sequential_offload"),
+    (24, 23.2, "sequential_offload", "sequential_offload"),  # a setting other than auto is obeyed
+    (24, 23.2, "group_offload", "group_offload"),
 ])
-def test_auto_memory_mode_reads_the_free_gpu_memory_and_the_weight_files(tmp_path, monkeypatch, free_gib,
-                                                                         setting, expected):
+def test_auto_memory_mode_gives_each_card_the_fastest_mode_the_traced_figures_fit(
+        tmp_path, monkeypatch, card_gb, free_gib, setting, expected):
     # The GPU's free memory is faked; the weights' sizes come from real-sized weight file headers.
     folder = write_weight_headers(tmp_path, REAL_COUNTS)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * 2**30, card_gb * 2**30))
     assert gpu.pick_memory_mode(setting, torch.device("cuda"), torch.float16, folder, "fp16") == expected
     assert gpu.pick_memory_mode(setting, torch.device("cpu"), torch.float32, folder, "fp16") == "cpu"
 
 
+def test_a_12_gb_card_runs_the_default_video_with_everything_on_the_gpu(tmp_path, monkeypatch, caplog):
+    # The traced figures themselves: weights + the 512p/16 step with guidance, then the decode, fit in 11.5 GB
+    # with more than the margin to spare; the log says which mode and why.
+    weights = sum(REAL_COUNTS.values()) * 2 / 2**30
+    assert weights + traced_stage_gb("denoise", 512, 16) < 7.5 and traced_stage_gb("decode", 512, 16) < 2
+    folder = write_weight_headers(tmp_path, REAL_COUNTS)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (11.5 * 2**30, 12 * 2**30))
+    with caplog.at_level("INFO", logger="image_to_video.gpu"):
+        assert gpu.pick_memory_mode("auto", torch.device("cuda"), torch.float16, folder, "fp16") == "gpu"
+    assert "Memory mode gpu: 11.5 GB free >=" in caplog.text and "traced from the model's shapes" in caplog.text
+
+
 @pytest.mark.parametrize("mode, device, expected", [
     ("gpu", "cuda", "cuda"), ("cpu", "cpu", "cpu"),  # one device for everything: straight there
-    ("model_offload", "cuda", None), ("sequential_offload", "cuda", None),  # the offload hooks place them
+    ("model_offload", "cuda", None), ("group_offload", "cuda", None), ("sequential_offload", "cuda", None),
     ("gpu", "cuda:1", None),
 ])
 def test_weights_load_straight_to_the_device_only_where_all_stay_there(mode, device, expected):
@@ -120,6 +146,8 @@ def test_weights_load_straight_to_the_device_only_where_all_stay_there(mode, dev
 
 class RecordingPipeline:
     """Stands in for a pipeline: records what the memory-mode switches ask of it."""
+
+    components: dict = {}
 
     def __init__(self):
         self.calls = []
@@ -140,13 +168,16 @@ class RecordingPipeline:
 @pytest.mark.parametrize("mode, lower, calls", [
     ("gpu", "model_offload", ["remove_hooks", "switch model_offload", "model_offload",
                               "remove_hooks", "switch gpu", "to cpu"]),
-    ("model_offload", "sequential_offload", ["remove_hooks", "switch sequential_offload", "sequential_offload",
-                                             "remove_hooks", "switch model_offload", "model_offload"]),
+    ("model_offload", "group_offload", ["remove_hooks", "switch group_offload", "group_offload",
+                                        "remove_hooks", "switch model_offload", "model_offload"]),
+    ("group_offload", "sequential_offload", ["remove_hooks", "switch sequential_offload", "sequential_offload",
+                                             "remove_hooks", "switch group_offload", "group_offload"]),
     ("sequential_offload", "sequential_offload", []),  # nothing lower
     ("cpu", "cpu", []),
 ])
-def test_low_memory_mode_goes_one_step_down_and_back_even_after_a_failure(mode, lower, calls):
+def test_low_memory_mode_goes_one_step_down_and_back_even_after_a_failure(mode, lower, calls, monkeypatch):
     pipe = RecordingPipeline()
+    monkeypatch.setattr(gpu, "enable_group_offload", lambda pipe, device: pipe.calls.append("group_offload"))
     with pytest.raises(ValueError), gpu.low_memory_mode(pipe, mode, torch.device("cpu"),
                                                        on_switch=lambda m: pipe.calls.append(f"switch {m}")) as used:
         assert used == lower
@@ -156,8 +187,8 @@ def test_low_memory_mode_goes_one_step_down_and_back_even_after_a_failure(mode, 
 
 def test_every_memory_mode_works_with_the_real_offload_hooks_and_keeps_the_video(demo_dir, photo,
                                                                                  offload_on_the_cpu):
-    """The offload modes with accelerate's real hooks: every switch the engine makes (out-of-memory
-    step down and back) and the same video in each mode."""
+    """The offload modes with accelerate's and diffusers' real hooks: every switch the engine makes
+    (out-of-memory step down and back, from and to each mode) and the same video in each mode."""
     from accelerate.hooks import AlignDevicesHook, CpuOffload
 
     engine = Engine(ModelSettings(source=str(demo_dir)), str(demo_dir), demo_dir.parent)
@@ -166,26 +197,101 @@ def test_every_memory_mode_works_with_the_real_offload_hooks_and_keeps_the_video
     reference = engine.generate(request).frames
 
     def hooks():
-        return {type(module._hf_hook).__name__ for module in engine.denoiser.modules() if hasattr(module, "_hf_hook")}
+        return unet_hooks(engine.denoiser)
 
-    model, sequential = {CpuOffload.__name__}, {AlignDevicesHook.__name__}
+    model, group, sequential = {CpuOffload.__name__}, {"GroupOffloadingHook"}, {AlignDevicesHook.__name__}
     for mode, expected in [("model_offload", model), ("sequential_offload", sequential), ("model_offload", model),
-                           ("gpu", set()), ("sequential_offload", sequential), ("gpu", set())]:
+                           ("gpu", set()), ("sequential_offload", sequential), ("group_offload", group),
+                           ("model_offload", model), ("group_offload", group), ("sequential_offload", sequential),
+                           ("group_offload", group), ("gpu", set())]:
         engine.switch_memory_mode(mode)
         assert hooks() == expected and engine.memory_mode == mode
         assert largest_difference(engine.generate(request).frames, reference) <= 1, mode
 
-    # Out of memory in model-offload mode: one job in sequential offload, then model offload again.
+    # Out of memory in model-offload mode: one job in group offload (one step down), then model offload again.
     engine.switch_memory_mode("model_offload")
     engine.faults = FaultInjector("oom@denoise*1")
     seen = []
     engine.denoiser.register_forward_pre_hook(lambda *_: seen.append(hooks()))
     result = engine.generate(request)
     assert result.timings["low_memory_retry"] == 1.0
-    assert {AlignDevicesHook.__name__} in seen  # the retry ran in sequential offload
+    assert group in seen and sequential not in seen  # the retry ran in group offload
     assert largest_difference(result.frames, reference) <= 1
     assert hooks() == {CpuOffload.__name__}
     assert largest_difference(engine.generate(request).frames, reference) <= 1
+
+
+def unet_hooks(unet) -> set[str]:
+    """The kinds of offload hook on ``unet`` and its layers: accelerate's and diffusers' group offload."""
+    found = {type(module._hf_hook).__name__ for module in unet.modules() if hasattr(module, "_hf_hook")}
+    for module in unet.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        found |= {type(hook).__name__ for hook in registry.hooks.values()} if registry else set()
+    return found
+
+
+def test_group_offload_moves_the_unet_block_by_block_and_the_rest_whole_then_comes_off_cleanly(
+        demo_dir, photo, monkeypatch):
+    """Group offload with diffusers' real hooks (the CPU standing in for the GPU): the UNet's blocks are
+    loaded one group at a time during every step, the encoders and VAE carry accelerate's model-offload
+    hook, the video is the same; back in gpu mode no hook is left and the UNet's forward is its own."""
+    from accelerate.hooks import CpuOffload
+    from diffusers.hooks.group_offloading import ModuleGroup
+
+    engine = Engine(ModelSettings(source=str(demo_dir)), str(demo_dir), demo_dir.parent)
+    engine.load()
+    request = tiny_request(photo)
+    reference = engine.generate(request).frames
+    unet = engine.denoiser
+    names = {id(module): name for name, module in unet.named_modules()}
+    loaded = []  # the UNet layer that loads each group, each time one is loaded
+    onload = ModuleGroup.onload_
+    monkeypatch.setattr(ModuleGroup, "onload_", lambda group: (loaded.append(names.get(id(group.onload_leader))),
+                                                               onload(group))[1])
+
+    engine.switch_memory_mode("group_offload")
+    assert unet_hooks(unet) == {"GroupOffloadingHook"}
+    assert {name: type(getattr(engine.pipeline, name)._hf_hook).__name__
+            for name in ("text_encoder", "image_encoder", "vae")} == dict.fromkeys(
+        ("text_encoder", "image_encoder", "vae"), CpuOffload.__name__)
+    assert largest_difference(engine.generate(request).frames, reference) <= 1
+    # Each of the UNet's down and up blocks, and the rest of the UNet (""), once per step: 3 steps with
+    # guidance in one batch.
+    blocks = [f"{kind}.{index}" for kind in ("down_blocks", "up_blocks") for index in range(len(unet.down_blocks))]
+    assert all(loaded.count(name) == 3 for name in ["", *blocks]), loaded
+
+    engine.switch_memory_mode("gpu")
+    assert unet_hooks(unet) == set() and not any(hasattr(engine.pipeline.components[name], "_hf_hook")
+                                                 for name in ("text_encoder", "image_encoder", "vae"))
+    assert unet.forward == type(unet).forward.__get__(unet)  # no hook wraps it any more
+    loaded.clear()
+    assert largest_difference(engine.generate(request).frames, reference) <= 1 and loaded == []
+
+
+
+def test_out_of_memory_steps_down_through_group_offload_with_the_real_hooks(demo_dir, photo, offload_on_the_cpu):
+    """Out of memory three times from gpu mode: the job runs in model offload, group offload, then
+    sequential offload, one step each, and the engine is back in gpu mode with no hook left."""
+    engine = Engine(ModelSettings(source=str(demo_dir)), str(demo_dir), demo_dir.parent,
+                    faults=FaultInjector("oom@denoise*3"))
+    engine.load()
+    engine.switch_memory_mode("gpu")
+    seen = []
+    engine.denoiser.register_forward_pre_hook(lambda module, _args: seen.append(frozenset(unet_hooks(module))))
+    result = engine.generate(tiny_request(photo))
+    assert result.frames.shape == (4, 64, 64, 3) and result.timings["low_memory_retry"] == 3.0
+    assert list(dict.fromkeys(seen)) == [frozenset(), frozenset({"CpuOffload"}), frozenset({"GroupOffloadingHook"}),
+                                         frozenset({"AlignDevicesHook"})]
+    assert engine.memory_mode == "gpu" and unet_hooks(engine.denoiser) == set()
+
+
+def test_group_offload_is_a_memory_mode_setting_and_the_device_line_says_it(a_gpu):
+    assert ModelSettings(memory_mode="group_offload").memory_mode == "group_offload"
+    with pytest.raises(ConfigError, match="group_offload"):  # the message lists it among the allowed values
+        ModelSettings(memory_mode="groups")
+    key, params = gpu.describe_device(torch.device("cuda"), torch.float16, "group_offload")
+    status = ModelStatus(device_key=key, device_params=params)
+    assert "group offload: the UNet block by block" in status.device and "分组加载" in status.device_text("zh-CN")
 
 
 # -- failures ----------------------------------------------------------------------------------------
