@@ -1,11 +1,14 @@
-"""Soak test: many demo-model jobs through the HTTP API, watching for leaks.
+"""Soak test: many demo-model jobs through the HTTP API and the page's own event route together,
+watching for leaks.
 
     python bench/soak.py [--jobs 100] [--resolution 256p] [--frames 8] [--steps 10]
 
-Starts `python main.py --demo` on a free loopback port with its state in a temp
-folder, submits jobs one after another (a few bad uploads mixed in), and prints
-the server's resident memory, open file descriptors and temporary files at the
-start, every 20 jobs and at the end. Flat numbers mean no leak.
+Starts `python main.py --demo` on a free loopback port with its state in a temp folder, then
+submits jobs one after another, every other one through the page's route (an upload, then
+`/gradio_api/call/generate`, as a browser does) and the rest through `POST /api/jobs`, with a bad
+upload now and then. It prints, at the start, every 20 jobs and at the end: the server's resident
+memory, open file descriptors, temporary files in the output folder, files in `data/inputs/`, and
+files and megabytes in Gradio's cache. Flat numbers mean no leak.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -26,14 +30,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image  # noqa: E402
 
 from tests.app_process import AppProcess  # noqa: E402
+from tests.hostile import HostileClient, file_data  # noqa: E402
+
+FINISHED = ("done", "failed", "cancelled", "interrupted")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--resolution", default="256p")
-    parser.add_argument("--frames", default="8")
-    parser.add_argument("--steps", default="10")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--cache-check-s", type=float, default=None,
+                        help="also wait this long at the end and sample again (Gradio's cache cleanup)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -50,32 +59,64 @@ def main() -> None:
 def run(app: AppProcess, root: Path, args) -> None:
     photo = io.BytesIO()
     Image.new("RGB", (640, 480), (30, 120, 200)).save(photo, "PNG")
-    print(f"{'jobs':>5} {'rss MB':>8} {'fds':>5} {'tmp files':>9} {'videos':>6} {'s/job':>6}")
+    page = HostileClient(app.url, timeout=600)
+    print(f"{'jobs':>5} {'rss MB':>8} {'fds':>5} {'out tmp':>7} {'inputs':>6} {'cache files':>11} "
+          f"{'cache MB':>8} {'videos':>6} {'s/job':>6}")
     sample(app, root, 0, None)
     started = time.monotonic()
-    failed = 0
+    states: dict[str, int] = {}
     for number in range(1, args.jobs + 1):
         if number % 10 == 0:  # a bad upload now and then: must change nothing
             status, _ = post(app, b"not an image", {"prompt": "waves"})
             assert status == 400, status
-        status, job = post(app, photo.getvalue(), {"prompt": f"soak {number}", "resolution": args.resolution,
-                                                   "num_frames": args.frames, "num_inference_steps": args.steps})
-        assert status == 202, job
-        state = wait(app, job["id"])
-        failed += state != "done"
+        prompt = f"soak {number}"
+        if number % 2:
+            state = page_job(page, photo.getvalue(), prompt, args)
+        else:
+            status, job = post(app, photo.getvalue(), {"prompt": prompt, "resolution": args.resolution,
+                                                       "num_frames": args.frames, "num_inference_steps": args.steps})
+            assert status == 202, job
+            state = wait(app, job["id"])
+        states[state] = states.get(state, 0) + 1
         if number % 20 == 0:
             sample(app, root, number, (time.monotonic() - started) / number)
-    print(f"{args.jobs - failed} of {args.jobs} jobs done")
+    if args.jobs % 20:
+        sample(app, root, args.jobs, (time.monotonic() - started) / args.jobs)
+    if args.cache_check_s:
+        time.sleep(args.cache_check_s)
+        sample(app, root, args.jobs, None)
+    print(f"outcomes: {states}")
+
+
+def page_job(page: HostileClient, image: bytes, prompt: str, args) -> str:
+    """One job as the page makes it: upload the picture, call generate, read its stream to the end."""
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="p.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    uploaded = page.request("POST", "gradio_api/upload", body,
+                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert uploaded.status == 200, uploaded
+    path = json.loads(uploaded.body)[0]
+    names = [p["parameter_name"] for p in json.loads(page.request("GET", "gradio_api/info").body)
+             ["named_endpoints"]["/generate"]["parameters"]]
+    values = {"image": file_data(path), "prompt": prompt, "negative_prompt": "", "resolution": args.resolution,
+              "num_frames": args.frames, "fps": 8, "steps": args.steps, "guidance": 9.0, "seed": 0,
+              "random_seed": True, "lang": "en"}
+    answer = page.call_event("generate", [values.get(name) for name in names])
+    return "done" if answer.outcome == "complete" else f"page {answer.outcome}: {answer.body[:120]}"
 
 
 def sample(app: AppProcess, root: Path, jobs: int, per_job: float | None) -> None:
     pid = app.process.pid
     rss = next(int(line.split()[1]) / 1024 for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS"))
     fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
-    tmp = sum(1 for p in (root / "gradio").rglob("*") if p.is_file()) if (root / "gradio").exists() else 0
-    tmp += len(list((root / "outputs").glob(".*"))) if (root / "outputs").exists() else 0
+    out_tmp = len(list((root / "outputs").glob(".*"))) if (root / "outputs").exists() else 0
+    inputs = len(list((root / "data" / "inputs").glob("*"))) if (root / "data" / "inputs").exists() else 0
+    cache = [p for p in (root / "gradio").rglob("*") if p.is_file()] if (root / "gradio").exists() else []
+    cache_mb = sum(p.stat().st_size for p in cache) / 2**20
     videos = len(list((root / "outputs").glob("*.mp4"))) if (root / "outputs").exists() else 0
-    print(f"{jobs:>5} {rss:>8.0f} {fds:>5} {tmp:>9} {videos:>6} {per_job or 0:>6.2f}", flush=True)
+    print(f"{jobs:>5} {rss:>8.0f} {fds:>5} {out_tmp:>7} {inputs:>6} {len(cache):>11} {cache_mb:>8.1f} "
+          f"{videos:>6} {per_job or 0:>6.2f}", flush=True)
 
 
 def post(app: AppProcess, image: bytes, fields: dict) -> tuple[int, dict]:
@@ -97,7 +138,7 @@ def wait(app: AppProcess, job_id: str) -> str:
     while True:
         with urllib.request.urlopen(f"{app.url}api/jobs/{job_id}", timeout=30) as response:
             state = json.loads(response.read())["state"]
-        if state in ("done", "failed", "cancelled", "interrupted"):
+        if state in FINISHED:
             return state
         time.sleep(0.1)
 

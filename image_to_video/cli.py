@@ -13,12 +13,13 @@ app is served, as ``start_app.sh`` runs it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_CONFIG_FILE, PARAMETERS, AppConfig, env_var_name, load_config
+from .config import DEFAULT_CONFIG_FILE, PARAMETERS, PROJECT_DIR, AppConfig, env_var_name, load_config
 from .errors import ConfigError
 
 COMMANDS = ("serve", "generate", "build-demo")
@@ -135,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"[ERROR] {error}", file=sys.stderr)
         return 2
+    # Gradio's upload cache is the app's own folder (the page sweeps old files from it), as start_app.sh
+    # sets it; never the /tmp/gradio that other Gradio apps on the machine share.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(PROJECT_DIR / ".gradio" / "tmp"))
     from . import app
 
     app.setup_logging(args.log_level or ("WARNING" if args.command == "generate" else "INFO"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, exact, shown
 
 #: The project folder: relative paths in the config are relative to it.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -34,14 +34,14 @@ _DEVICES = ("auto", "cpu", "cuda")
 _DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 
-MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload")
+MEMORY_MODES = ("auto", "gpu", "model_offload", "group_offload", "sequential_offload")
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 SCHEDULERS = ("ddim", "dpmpp")
 
 
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
     if not condition:
-        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: {allowed}.")
+        raise ConfigError(f"Invalid setting {key}: {shown(value)}. Allowed: {allowed}.")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Range:
         return self.min <= value <= self.max
 
     def __str__(self) -> str:
-        return f"{self.min:g} to {self.max:g}"
+        return f"{exact(self.min)} to {exact(self.max)}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class ModelSettings:
     fuse_qkv: bool = False
     channels_last: bool = False
     compile: bool = False
+    #: The same seed gives the identical video on a GPU too (deterministic kernels; slower, so off).
+    deterministic: bool = False
     #: Sampler: ddim (the model's own) or dpmpp (DPM-Solver++, meant for fewer steps; off by default).
     scheduler: str = "ddim"
     #: DeepCache-style reuse of the UNet's deep features: 0 off, N >= 2 the whole UNet every N steps.
@@ -228,6 +230,8 @@ class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 7860
     max_upload_mb: float = 30.0
+    #: Seconds a client gets to send a request's whole body (an upload); then it gets 408.
+    body_timeout_s: float = 60.0
     #: auto: a login is required whenever the server listens beyond this machine.
     login: str = "auto"
     username: str = "admin"
@@ -248,6 +252,7 @@ class ServerSettings:
         _require(bool(self.username.strip()), "server.username", self.username, "a user name")
         _require(1 <= self.port <= 65535, "server.port", self.port, "1 to 65535")
         _require(0 < self.max_upload_mb <= 1000, "server.max_upload_mb", self.max_upload_mb, "0 to 1000")
+        _require(1 <= self.body_timeout_s <= 3600, "server.body_timeout_s", self.body_timeout_s, "1 to 3600")
 
 
 @dataclass(frozen=True)
@@ -265,10 +270,13 @@ class JobSettings:
     max_queued: int = 20
     #: Seconds a running job may go on after a stop signal before it is stopped (and re-queued).
     shutdown_grace_s: float = 10.0
+    #: Days a failed, cancelled or interrupted job keeps its input picture (for Retry); 0: none.
+    keep_inputs_days: float = 7.0
 
     def __post_init__(self) -> None:
         _require(1 <= self.max_queued <= 10000, "jobs.max_queued", self.max_queued, "1 to 10000")
         _require(0 <= self.shutdown_grace_s <= 3600, "jobs.shutdown_grace_s", self.shutdown_grace_s, "0 to 3600")
+        _require(0 <= self.keep_inputs_days <= 3650, "jobs.keep_inputs_days", self.keep_inputs_days, "0 to 3650")
 
 
 @dataclass(frozen=True)
@@ -394,7 +402,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"Invalid setting {name}: {data!r}. Allowed: a mapping of settings.")
+        raise ConfigError(f"Invalid setting {name}: {shown(data)}. Allowed: a mapping of settings.")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - known)
@@ -416,31 +424,33 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return _build(hint, value, key + ".")
     if typing.get_origin(hint) is Mapping:
         if not isinstance(value, dict) or not value:
-            raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: a non-empty mapping of names.")
+            raise ConfigError(f"Invalid setting {key}: {shown(value)}. Allowed: a non-empty mapping of names.")
         item = typing.get_args(hint)[1]
         return types.MappingProxyType({str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()})
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: true or false.")
+        raise ConfigError(f"Invalid setting {key}: {shown(value)}. Allowed: true or false.")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: a whole number.")
+        raise ConfigError(f"Invalid setting {key}: {shown(value)}. Allowed: a whole number.")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: a number.")
+        raise ConfigError(f"Invalid setting {key}: {shown(value)}. Allowed: a number.")
     if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted on/off/yes/no as a bool: server.login: on
+            return "on" if value else "off"
+        if isinstance(value, (str, int, float)):
             return str(value)
-        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: text.")
+        raise ConfigError(f"Invalid setting {key}: {shown(value)}. Allowed: text.")
     if hint is Path:
         if isinstance(value, str) and value.strip():
             return Path(value).expanduser()
-        raise ConfigError(f"Invalid setting {key}: {value!r}. Allowed: a folder path.")
+        raise ConfigError(f"Invalid setting {key}: {shown(value)}. Allowed: a folder path.")
     raise TypeError(f"no coercion for {hint}")  # a programming error, not a user's
 
 

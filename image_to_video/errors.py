@@ -7,6 +7,44 @@ is (in the reader's language when it carries an i18n key); anything that is not 
 a traceback. ``http_status`` is what the HTTP API answers with it.
 """
 
+#: How much of a value a message quotes; a longer one is cut there and its length said.
+QUOTED_CHARS = 40
+
+
+def shown(value: object) -> str:
+    """``value`` as every message quotes it: a number (or text that reads as one) as given, anything
+    else as its ``repr``; a value longer than ``QUOTED_CHARS`` is cut there, with "…" and its length.
+
+    A number is never rounded into an in-range-looking one (20.0000001 stays 20.0000001), and a
+    1 MB value costs a short line.
+    """
+    if isinstance(value, str):
+        text = value.strip() if _reads_as_number(value) else repr(value[:QUOTED_CHARS + 1])
+        length = len(value)
+    else:
+        text = exact(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+        length = len(text)
+    return text if length <= QUOTED_CHARS else f"{text[:QUOTED_CHARS]}… ({length} characters)"
+
+
+def exact(number: float) -> str:
+    """A number as short as it can be written without changing it: 20, 0.5, 20.0000001 (never "%g"'s 20)."""
+    if isinstance(number, int):
+        try:
+            return str(number)
+        except ValueError:  # Python writes out no int past sys.get_int_max_str_digits() (4300)
+            return f"a {number.bit_length()}-bit number"
+    short = f"{number:g}"
+    return short if float(short) == number else repr(number)
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
 
 class AppError(Exception):
     """Base class: an expected failure with a message a user can act on.
@@ -25,6 +63,11 @@ class AppError(Exception):
         super().__init__(message)
         self.key = key
         self.params = params
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the API sends with this error (none but for a few)."""
+        return {}
 
 
 class ConfigError(AppError):
@@ -58,6 +101,53 @@ class QueueFull(AppError):
     http_status = 429
 
 
+class LoginThrottled(AppError):
+    """Too many wrong passwords from one address: it must wait ``wait_s`` before the next try.
+
+    Seen by whoever is guessing (or mistyping) the password, on the page's login or the API.
+    """
+
+    http_status = 429
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.params["seconds"])}
+
+
+class BodyTooLarge(AppError):
+    """A request's body is larger than the server takes; it was cut off before anything used it.
+
+    Seen by a client that uploads more than ``server.max_upload_mb``.
+    """
+
+    http_status = 413
+
+
+class BodyTooSlow(AppError):
+    """A request's body did not arrive within ``server.body_timeout_s``; nothing of it was used.
+
+    Seen by a client on a very slow link, or one that trickles its body to hold the server.
+    """
+
+    http_status = 408
+
+
+class NoSuchRoute(AppError):
+    """No API route or page action by that name; the message says where the routes are listed."""
+
+    http_status = 404
+
+
+class WrongMethod(AppError):
+    """The API route exists but does not take that HTTP method; ``allowed`` lists those it takes."""
+
+    http_status = 405
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.params["allowed"]}
+
+
 class JobNotFound(AppError):
     """No job with that id (or not one of the caller's)."""
 
@@ -78,3 +168,12 @@ class OutOfMemory(GenerationFailed):
 
 class GPUFailed(GenerationFailed):
     """A CUDA error left the GPU context unusable: the job failed and the server restarts itself."""
+
+
+class AlreadyRunning(AppError):
+    """Another process (a server, or ``main.py generate``) already uses this data folder.
+
+    Seen by whoever starts a second one; it stops with this message, naming the first.
+    """
+
+    http_status = 409

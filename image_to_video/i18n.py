@@ -82,8 +82,9 @@ TEXT: dict[str, dict[str, str]] = {
     "estimate_where_measured": {"en": " (measured on this GPU model, {gpu})", "zh-CN": "（在同型号显卡 {gpu} 上实测）"},
     "estimate_note_measured": {"en": "Peak memory measured with this app on {gpu} (docs/PERFORMANCE.md).",
                                "zh-CN": "峰值显存为本应用在 {gpu} 上的实测值（见 docs/PERFORMANCE.md）。"},
-    "estimate_note": {"en": "Computed from published figures, not yet measured with this app.",
-                      "zh-CN": "根据公开数据推算，尚未在本应用中实测。"},
+    "estimate_note": {"en": "Peak memory computed from the model's shapes, with everything on the GPU "
+                            "(docs/PERFORMANCE.md); not yet measured on a GPU.",
+                      "zh-CN": "峰值显存由模型结构推算（全部放在显卡上，见 docs/PERFORMANCE.md），尚未在显卡上实测。"},
     "estimate_too_big": {"en": "⚠️ **This will probably not fit in your GPU's memory.** Nearest setting that "
                                "fits: **{resolution} with {frames} frames**.",
                          "zh-CN": "⚠️ **这组参数很可能超出显存。** 能放下的最接近设置：**{resolution}、{frames} 帧**。"},
@@ -134,6 +135,8 @@ TEXT: dict[str, dict[str, str]] = {
                            "zh-CN": "{name}（显存 {memory} GiB），{dtype}，{mode}"},
     "mode_model_offload": {"en": "model offload: each part on the GPU only while it runs (slower, less memory)",
                            "zh-CN": "模型分段加载：各部分仅在运行时放到显卡上（较慢，省显存）"},
+    "mode_group_offload": {"en": "group offload: the UNet block by block, the rest part by part (slower, less memory)",
+                           "zh-CN": "分组加载：UNet 逐块、其余各部分分段放到显卡上（较慢，更省显存）"},
     "mode_sequential_offload": {"en": "sequential offload: layer by layer (much slower, least memory)",
                                 "zh-CN": "逐层加载：一层一层放到显卡上（慢很多，最省显存）"},
     "device_gpu": {"en": "{name} ({memory} GiB), {dtype}", "zh-CN": "{name}（显存 {memory} GiB），{dtype}"},
@@ -188,6 +191,14 @@ TEXT: dict[str, dict[str, str]] = {
     "queued_again": {"en": "Queued again as job `{job}`; it appears above and runs when its turn comes.",
                      "zh-CN": "已重新排队，任务编号 `{job}`；它会出现在上方，轮到时自动运行。"},
     "select_job": {"en": "Select a job first.", "zh-CN": "请先选择一个任务。"},
+    "nothing_to_cancel": {"en": "Nothing to cancel: none of your jobs is waiting or running.",
+                          "zh-CN": "没有可取消的任务：您没有正在等待或运行的任务。"},
+    "err_upload_again": {"en": "Upload the picture again: the page sent a file that was not uploaded to this "
+                               "server (or is no longer there).",
+                         "zh-CN": "请重新上传图片：页面发送的文件不是上传到本服务器的文件（或已不存在）。"},
+    "err_page_id": {"en": "This page's id is missing or not valid. Reload the page, then press Generate again.",
+                    "zh-CN": "此页面的标识缺失或无效。请刷新页面，然后再次点击“生成视频”。"},
+    "record_missing": {"en": "(record missing)", "zh-CN": "（记录缺失）"},
     "demo_banner": {
         "en": "**Demo mode: this is not the real model.** It serves a tiny built-in model with random weights, "
               "so the whole app works on any machine, but every video it makes is coloured noise. To make "
@@ -225,6 +236,11 @@ TEXT: dict[str, dict[str, str]] = {
                                   "Resize it to at most about 4000x4000 pixels and upload it again.",
                             "zh-CN": "图片为 {width}x{height}（{megapixels} 百万像素），上限是 {limit}。"
                                      "请缩小到约 4000x4000 像素以内后重新上传。"},
+    "err_metadata_too_large": {
+        "en": "The picture's metadata (a text comment or colour profile inside the PNG) is too large to read "
+              "safely. Re-save the picture without its metadata, or as JPEG, and upload it again.",
+        "zh-CN": "图片中的元数据（PNG 内的文字注释或颜色配置文件）过大，无法安全读取。请去掉元数据后重新保存图片，"
+                 "或另存为 JPEG，再重新上传。"},
     "err_empty_image": {"en": "The image is empty (zero pixels wide or high).", "zh-CN": "图片是空的（宽或高为 0）。"},
     "err_damaged": {"en": "The image file is damaged or incomplete ({detail}). Upload the original file again, "
                           "or export it anew as PNG or JPEG.",
@@ -237,20 +253,20 @@ TEXT: dict[str, dict[str, str]] = {
                          "the picture).",
                    "zh-CN": "图片为 {width}x{height}，长边是短边的 {ratio} 倍，上限是 {limit}:1。请裁剪得更接近正方形"
                             "（视频是正方形，保留图片中央部分）。"},
-    "err_resolution": {"en": "Resolution {value!r} is not available. Choose one of: {allowed}.",
-                       "zh-CN": "不支持分辨率 {value!r}。可选：{allowed}。"},
+    "err_resolution": {"en": "Resolution {value} is not available. Choose one of: {allowed}.",
+                       "zh-CN": "不支持分辨率 {value}。可选：{allowed}。"},
     "err_prompt_missing": {"en": "Please write a prompt: describe the motion you want, e.g. 'the waves roll in "
                                  "slowly'.",
                            "zh-CN": "请填写提示词：用英文描述想要的动作，例如 'the waves roll in slowly'。"},
-    "err_prompt_type": {"en": "The prompt must be text, not {kind}.", "zh-CN": "提示词必须是文本，而不是 {kind}。"},
-    "err_prompt_long": {"en": "The prompt is {length} characters long; the limit is {limit}. Shorten it: the model "
+    "err_prompt_type": {"en": "{name} must be text, not {kind}.", "zh-CN": "{name}必须是文本，而不是 {kind}。"},
+    "err_prompt_long": {"en": "{name} is {length} characters long; the limit is {limit}. Shorten it: the model "
                               "reads only about the first 75 words.",
-                        "zh-CN": "提示词有 {length} 个字符，上限是 {limit}。请缩短：模型只读取前约 75 个单词。"},
-    "err_not_number": {"en": "{name} must be a number, not {value!r}.", "zh-CN": "{name}必须是数字，而不是 {value!r}。"},
-    "err_not_finite": {"en": "{name} must be a finite number, not {value!r}.",
-                       "zh-CN": "{name}必须是有限的数字，而不是 {value!r}。"},
-    "err_not_whole": {"en": "{name} must be a whole number, not {value!r}.",
-                      "zh-CN": "{name}必须是整数，而不是 {value!r}。"},
+                        "zh-CN": "{name}有 {length} 个字符，上限是 {limit}。请缩短：模型只读取前约 75 个单词。"},
+    "err_not_number": {"en": "{name} must be a number, not {value}.", "zh-CN": "{name}必须是数字，而不是 {value}。"},
+    "err_not_finite": {"en": "{name} must be a finite number, not {value}.",
+                       "zh-CN": "{name}必须是有限的数字，而不是 {value}。"},
+    "err_not_whole": {"en": "{name} must be a whole number, not {value}.",
+                      "zh-CN": "{name}必须是整数，而不是 {value}。"},
     "err_out_of_range": {"en": "{name} {value} is out of range. Allowed: {low} to {high}.",
                          "zh-CN": "{name} {value} 超出范围。允许范围：{low} 到 {high}。"},
     "err_queue_full": {"en": "The queue is full ({waiting} videos waiting). Please try again in a few minutes, "
@@ -279,6 +295,18 @@ TEXT: dict[str, dict[str, str]] = {
     "err_gpu_fatal": {"en": "The GPU hit an unrecoverable error; the server restarted itself. Press Retry to try "
                             "again; if it happens again, lower the resolution or frames.",
                       "zh-CN": "显卡发生了无法恢复的错误，服务器已自动重启。请点击重试；如果再次出现，请降低分辨率或帧数。"},
+    "err_gpu_switch_failed": {"en": "The GPU ran out of memory while moving the model back to {mode} mode after a "
+                                    "low-memory retry; the server restarts itself to load it whole. Press Retry "
+                                    "in a minute; if it happens again, lower the resolution or frames.",
+                              "zh-CN": "低显存重试后把模型移回 {mode} 模式时显存不足；服务器正在自动重启以完整加载模型。请一分钟后"
+                                       "点击重试；如果再次出现，请降低分辨率或帧数。"},
+    "status_gpu_broken": {"en": "The GPU failed while moving the model; the server is restarting to load it again.",
+                          "zh-CN": "移动模型时显卡出错；服务器正在重启以重新加载模型。"},
+    "err_non_finite_video": {"en": "The model produced an invalid video (NaN or infinite pixels), even decoded in "
+                                   "float32; nothing was saved. Try another seed or prompt; if it happens again, "
+                                   "set model.dtype to float32 or bfloat16.",
+                             "zh-CN": "模型生成的视频无效（像素为 NaN 或无穷大），用 float32 解码也一样；没有保存任何文件。请换一个"
+                                      "种子或提示词；如果再次出现，请把 model.dtype 设为 float32 或 bfloat16。"},
     "err_interrupted": {"en": "Interrupted: the server stopped while this video was being made. Press Retry to "
                               "make it again.",
                         "zh-CN": "已中断：生成这个视频时服务器停止了。请点击重试重新生成。"},
@@ -287,15 +315,73 @@ TEXT: dict[str, dict[str, str]] = {
                             "zh-CN": "只有失败、已取消或已中断的任务才能重试；这个任务的状态是：{state}。"},
     "err_input_gone": {"en": "The input image of that job is gone; please upload it again.",
                        "zh-CN": "该任务的输入图片已不存在，请重新上传。"},
-    "err_no_job": {"en": "There is no job {job!r}.", "zh-CN": "没有任务 {job!r}。"},
+    "err_folder_has_server": {
+        "en": "Another Image-to-Video server (PID {pid}, port {port}) is already running on the data folder "
+              "{folder}. Only one may run per folder, or both would run jobs on the same GPU at once. Open {url} "
+              "to use it (the page or its HTTP API), or stop it first with `bash start_app.sh stop`.",
+        "zh-CN": "另一个 Image-to-Video 服务器（PID {pid}，端口 {port}）已在使用数据文件夹 {folder}。每个文件夹只能运行"
+                 "一个，否则两者会同时在同一块 GPU 上运行任务。请打开 {url} 使用它（网页或 HTTP API），"
+                 "或先用 `bash start_app.sh stop` 停止它。"},
+    "err_folder_has_generate": {
+        "en": "`python main.py generate` (PID {pid}) is running on the data folder {folder}. Only one process may "
+              "use it at a time, or both would run jobs on the same GPU at once. Wait for it to finish, or stop it "
+              "(Ctrl+C in its terminal, or kill {pid}), then start again.",
+        "zh-CN": "`python main.py generate`（PID {pid}）正在使用数据文件夹 {folder}。同一时间只能有一个进程使用它，"
+                 "否则两者会同时在同一块 GPU 上运行任务。请等它完成，或停止它（在其终端按 Ctrl+C，或 kill {pid}），"
+                 "然后再启动。"},
+    "err_no_job": {"en": "There is no job {job}.", "zh-CN": "没有任务 {job}。"},
     "err_record_missing": {"en": "The record of this video is missing from the output folder.",
                            "zh-CN": "输出文件夹中缺少这个视频的参数记录。"},
     "err_video_gone": {"en": "That video is no longer in the output folder.", "zh-CN": "这个视频已不在输出文件夹中。"},
+    "err_file_removed": {"en": "The {kind} of job {job} was removed from the output folder: deleted from the page's "
+                               "history or by hand{retention}. Retry the job (POST /api/jobs/{job}/retry, or Retry on "
+                               "the page) to make it again.",
+                         "zh-CN": "任务 {job} 的{kind}已从输出文件夹中移除：在页面的历史记录中被删除或被手动删除{retention}。"
+                                  "请重试该任务（POST /api/jobs/{job}/retry，或在页面上点击重试）重新生成。"},
+    "err_file_removed_retention": {"en": ", or by the retention policy ({settings})",
+                                   "zh-CN": "，或被保留策略删除（{settings}）"},
+    "err_body_too_large": {"en": "The request is larger than this server takes ({size} MB; the limit is {limit} MB, "
+                                 "set by server.max_upload_mb). Send a smaller file, or raise server.max_upload_mb.",
+                           "zh-CN": "请求超过了服务器允许的大小（{size} MB；上限为 {limit} MB，由 server.max_upload_mb "
+                                    "设置）。请发送更小的文件，或调大 server.max_upload_mb。"},
+    "err_body_too_slow": {"en": "The request's body did not arrive within {seconds} s (server.body_timeout_s). Send it "
+                                "again on a faster connection, or raise server.body_timeout_s.",
+                          "zh-CN": "请求内容未在 {seconds} 秒内传完（server.body_timeout_s）。请在更快的网络上重新发送，"
+                                   "或调大 server.body_timeout_s。"},
+    "err_login_throttled": {"en": "Too many wrong passwords from your address ({address}). Wait {seconds} s, then log in "
+                                  "with the password start_app.sh printed.",
+                            "zh-CN": "来自你的地址（{address}）的错误密码次数过多。请等待 {seconds} 秒，然后用 start_app.sh "
+                                     "打印的密码登录。"},
+    "err_no_route": {"en": "There is no API route {method} {path}. The routes are listed at /docs.",
+                     "zh-CN": "没有 API 路由 {method} {path}。所有路由见 /docs。"},
+    "err_wrong_method": {"en": "{path} does not take {method}; it takes {allowed}. The routes are listed at /docs.",
+                         "zh-CN": "{path} 不接受 {method}，只接受 {allowed}。所有路由见 /docs。"},
+    "err_no_event": {"en": "The page has no action called {name!r}. The page's API is listed under 'Use via API' at "
+                           "the bottom of the page.",
+                     "zh-CN": "页面没有名为 {name!r} 的操作。页面的 API 列在页面底部的“通过 API 使用”中。"},
+    "err_event_index": {"en": "No action of the page has fn_index {index!r}. Reload the page, or call an action by "
+                              "its name without fn_index.",
+                        "zh-CN": "页面没有 fn_index 为 {index!r} 的操作。请刷新页面，或用操作的名称调用（不带 fn_index）。"},
+    "err_event_mismatch": {"en": "fn_index {index} is the page's {actual!r} action, not {name!r}. Call an action by "
+                                 "its own name, without fn_index.",
+                           "zh-CN": "fn_index {index} 是页面的 {actual!r} 操作，而不是 {name!r}。请用操作自己的名称调用"
+                                    "（不带 fn_index）。"},
+    "err_event_inputs": {"en": "The page's {name!r} action takes {needed} input values; the request has {got}. Send "
+                               "one value for each input.",
+                         "zh-CN": "页面的 {name!r} 操作需要 {needed} 个输入值，请求中有 {got} 个。请为每个输入发送一个值。"},
+    "err_event_queued": {"en": "The page's {name!r} action runs in the GPU queue, not on this route. Use "
+                               "/gradio_api/call/{name} (or gradio_client), the page, or the HTTP API (POST /api/jobs).",
+                         "zh-CN": "页面的 {name!r} 操作在 GPU 队列中运行，不走这个路由。请使用 /gradio_api/call/{name}"
+                                  "（或 gradio_client）、页面，或 HTTP API（POST /api/jobs）。"},
+    "err_event_not_queued": {"en": "The page's {name!r} action runs at once and does not join the queue. Use the page.",
+                             "zh-CN": "页面的 {name!r} 操作会立即运行，不进入队列。请使用页面。"},
     "param_frames": {"en": "Frames", "zh-CN": "帧数"},
     "param_fps": {"en": "FPS", "zh-CN": "帧率"},
     "param_steps": {"en": "Steps", "zh-CN": "推理步数"},
     "param_guidance": {"en": "Guidance scale", "zh-CN": "引导系数"},
     "param_seed": {"en": "Seed", "zh-CN": "种子"},
+    "param_prompt": {"en": "The prompt", "zh-CN": "提示词"},
+    "param_negative_prompt": {"en": "The negative prompt", "zh-CN": "反向提示词"},
 }
 
 
@@ -309,7 +395,7 @@ def preset_label(name: str, lang: str | None) -> str:
 
 def normalise_language(value: str | None) -> str:
     """'zh', 'zh-CN', 'zh-Hans', '简体中文' -> 'zh-CN'; anything else -> 'en'."""
-    text = (value or "").strip()
+    text = value.strip() if isinstance(value, str) else ""
     if text.lower().startswith("zh") or text == LANGUAGES["zh-CN"]:
         return "zh-CN"
     return DEFAULT

@@ -1,0 +1,176 @@
+"""A hostile client against the real server (demo model, loopback): the page's own event routes and
+the HTTP API get bad paths, owners, ids, methods, sizes and slow bodies, and must turn every one away
+with words, answer their health check at once throughout, and leave everything as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from .app_process import AppProcess
+from .hostile import SERVER_FILES, HostileClient, file_data
+
+MARKER = b"hostile-canary-" + uuid.uuid4().hex.encode()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    """The real app, its state in a temp folder, plus files a caller must never get it to read."""
+    root = tmp_path_factory.mktemp("hostile")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = AppProcess(root, port, env={"GRADIO_TEMP_DIR": str(root / "gradio")}).start()
+    secret = root / "private" / "secret.png"  # a real picture: read, it would make a video
+    secret.parent.mkdir()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("canary", MARKER.decode())
+    Image.new("RGB", (96, 96), (200, 30, 30)).save(secret, pnginfo=info)
+    link_dir = root / "gradio" / ("f" * 64)  # a symlink planted where uploads go, pointing out
+    link_dir.mkdir(parents=True, exist_ok=True)
+    (link_dir / "upload.png").symlink_to(secret)
+    fifo = root / "private" / "fifo.png"
+    os.mkfifo(fifo)
+    paths = [*SERVER_FILES, str(secret), str(root / "data" / "jobs.sqlite3"), str(link_dir / "upload.png"),
+             str(root / "gradio" / ".." / "private" / "secret.png"), str(fifo), "secret.png", "data/jobs.sqlite3"]
+    try:
+        yield {"app": app, "client": HostileClient(app.url), "root": root, "paths": paths}
+    finally:
+        app.stop()
+
+
+def api_job(app: AppProcess, prompt: str) -> dict:
+    picture = io.BytesIO()
+    Image.new("RGB", (80, 64), (10, 90, 160)).save(picture, "PNG")
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n{prompt}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n').encode()
+    body += picture.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(app.url + "api/jobs", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def api_state(app: AppProcess, job_id: str) -> str:
+    with urllib.request.urlopen(f"{app.url}api/jobs/{job_id}", timeout=10) as response:
+        return json.loads(response.read())["state"]
+
+
+def files_containing(folder: Path, needles: tuple[bytes, ...]) -> list[Path]:
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            if any(needle in data for needle in needles):
+                found.append(path)
+    return found
+
+
+def test_no_page_event_reads_a_server_file_or_hangs(target):
+    client, root = target["client"], target["root"]
+    videos_before = set((root / "outputs").glob("*.mp4"))
+    refused = []
+    for answer in client.page_event_attacks([file_data(p) for p in target["paths"]]):
+        assert answer.refused_cleanly, answer
+        assert client.healthy_within(2.0), f"the server stopped answering after {answer}"
+        refused.append(answer)
+    assert len(refused) > 50
+    generate = [a for a in refused if a.attack.startswith("call/generate slot 0")]
+    assert generate and all(a.outcome == "error" and "upload" in a.body.lower() for a in generate), generate[:3]
+    assert set((root / "outputs").glob("*.mp4")) == videos_before, "a video was made from a server file"
+    copied = files_containing(root / "gradio", (MARKER, b"SQLite format 3", b"root:x:0:0"))
+    assert not copied, f"server files were copied into Gradio's cache: {copied}"
+    assert "Traceback" not in target["app"].log()
+
+
+def test_the_page_own_queue_route_and_the_run_route_refuse_server_files_too(target):
+    client = target["client"]
+    generate = next(e for e in client.page_events() if e["name"] == "generate")
+    for path in target["paths"]:
+        data = [None] * generate["inputs"]
+        data[0] = file_data(path)
+        joined = client.queue_join(generate["fn_index"], data, session=uuid.uuid4().hex)
+        assert joined.refused_cleanly and joined.outcome != "complete", joined
+        assert client.healthy_within(2.0), joined
+        ran = client.post_json("gradio_api/run/generate", {"data": data, "fn_index": generate["fn_index"]})
+        assert ran.status in (400, 403, 404, 405) and ran.message, ran
+    assert not files_containing(target["root"] / "gradio", (MARKER, b"SQLite format 3", b"root:x:0:0"))
+
+
+def test_junk_in_every_slot_of_every_page_event_gets_words_not_a_crash(target):
+    client = target["client"]
+    for answer in client.page_event_attacks():
+        assert answer.refused_cleanly, answer
+        assert client.healthy_within(2.0), answer
+    assert "Traceback" not in target["app"].log()
+
+
+def test_page_callers_cannot_see_or_cancel_the_http_api_jobs(target):
+    app, client = target["app"], target["client"]
+    jobs = [api_job(app, f"api job {n}") for n in range(3)]
+    owners = ["api", "cli", "", "anonymous", "ui", "*", "%", "api' OR '1'='1"]
+    answers = list(client.page_event_attacks(owners, only={"cancel", "tick", "both_tables", "retry", "open", "delete"}))
+    for answer in answers:
+        assert answer.refused_cleanly, answer
+        for job in jobs:
+            assert job["id"] not in answer.body, f"{answer} shows an API job"
+    deadline = time.monotonic() + 300
+    states = {}
+    while time.monotonic() < deadline:
+        states = {job["id"]: api_state(app, job["id"]) for job in jobs}
+        if all(state in ("done", "failed", "cancelled", "interrupted") for state in states.values()):
+            break
+        time.sleep(0.5)
+    assert set(states.values()) == {"done"}, states
+
+
+def test_every_api_route_with_every_method_and_bad_id_answers_json_words(target):
+    client = target["client"]
+    answers = list(client.api_attacks())
+    assert len(answers) > 100
+    for answer in answers:
+        assert answer.status < 500, answer
+        method = answer.attack.split()[0]
+        if answer.status >= 400 and method != "HEAD":
+            assert answer.message and isinstance(json.loads(answer.body), dict), answer
+            assert "error" in json.loads(answer.body), answer
+    assert client.healthy_within(2.0)
+    assert "Traceback" not in target["app"].log()
+
+
+@pytest.mark.parametrize("path", ["api/jobs", "gradio_api/upload", "gradio_api/call/generate", "login"])
+def test_an_oversized_body_is_refused_before_it_is_read(target, path):
+    client, root = target["client"], target["root"]
+    status, seconds, sent = client.oversized_body(path, declared_mb=200, send_mb=200)
+    assert status == 413, (status, seconds, sent)
+    assert sent < 20 * 2**20, f"{sent / 2**20:.0f} MB were taken in before the answer"
+    status, _seconds, sent = client.chunked_body(path, send_mb=120)
+    assert status == 413 or status == 0, status
+    assert sent < 80 * 2**20, f"{sent / 2**20:.0f} MB of a chunked body were taken in"
+    big = [p for p in (root / "gradio").rglob("*") if p.is_file() and p.stat().st_size > 10 * 2**20]
+    assert not big, big
+    assert client.healthy_within(2.0)
+
+
+def test_a_slow_body_does_not_hold_the_server(target):
+    client = target["client"]
+    with ThreadPoolExecutor(1) as pool:
+        trickle = pool.submit(client.slow_body, "api/jobs", 90)
+        while not trickle.done():
+            assert client.healthy_within(2.0), "a trickled body blocked the server"
+            time.sleep(1)
+        status, seconds, _sent = trickle.result()
+    assert status in (0, 400, 408), status
+    assert seconds < 75, f"a trickled body held a connection for {seconds:.0f} s"
