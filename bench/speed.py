@@ -12,13 +12,16 @@ real loading code. Random weights cost the same time and memory as the real ones
 
 Variants, run in one process on the same inputs and seed:
   plain  what a user of diffusers would write: from_pretrained(dtype=float16).to("cuda"),
-         our prompt embeddings, the pipeline's own decoding (output_type="np");
+         prompt embeddings as the pipeline computes them (written in this file, not the app's),
+         the pipeline's own decoding (output_type="np") with the app's default decode chunk size
+         (diffusers' default is 1 frame at a time: that is the variant --app decode_chunk_size=1);
   app    the app's Engine as the server runs it, with its config's defaults, then one more
          engine per --app option set.
 Per variant: seconds per video (median of --repeats, after a warm-up), UNet seconds per step,
 decode seconds (last UNet step -> frames), peak GPU memory, achieved TFLOP/s against the
 FLOPs counted on the meta device, speed-up over plain, and the largest pixel difference from
-plain (0-255). Last, a table; --out writes everything as JSON.
+plain (0-255). Last, a table; --out writes everything as JSON, again after each variant (a run
+cut off by a time limit keeps what it measured).
 """
 
 from __future__ import annotations
@@ -42,10 +45,21 @@ import numpy as np  # noqa: E402
 from image_to_video import model_shapes  # noqa: E402
 from image_to_video.config import ModelSettings  # noqa: E402
 from image_to_video.engine import Engine  # noqa: E402
-from image_to_video.i2vgen_xl import encode_prompt  # noqa: E402
 from image_to_video.request import GenerationRequest  # noqa: E402
 
 PROMPT = "the waves roll in slowly"
+
+
+def plain_prompt_embeds(pipe, text: str):
+    """What the pipeline's default (clip_skip=1) computes, written here from diffusers' own
+    ``encode_prompt``, not taken from the app: its text encoder's second-to-last hidden state through
+    the final layer norm, 77 tokens (the pipeline's own path crashes with transformers >= 5.6)."""
+    ids = pipe.tokenizer(text, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids.to(pipe.device)
+    encoder = pipe.text_encoder
+    states = encoder(ids, output_hidden_states=True).hidden_states
+    model = getattr(encoder, "text_model", encoder)
+    return model.final_layer_norm(states[-2]).to(pipe.dtype)
 
 
 def main() -> None:
@@ -70,35 +84,55 @@ def main() -> None:
     video_tflop = bench.video_tflop(args.steps)
     print(f"FLOPs (meta-device count): UNet call {unet_tflop:.4g} TFLOP, decode {decode_tflop:.4g} TFLOP, "
           f"video {video_tflop:.4g} TFLOP", flush=True)
-    results = [bench.run_plain()]
-    for options in [{}, *args.app]:
-        try:
-            results.append(bench.run_app(options))
-        except Exception as error:  # a variant that cannot run here is a result too; the others go on
-            name = variant_name(options)
-            print(f"{name}: failed: {type(error).__name__}: {error}", flush=True)
-            results.append({"variant": name, "error": f"{type(error).__name__}: {str(error)[:300]}"})
-    for result in results[1:]:
-        if "error" in result:
-            continue
-        result["speedup_vs_plain"] = results[0]["seconds"] / result["seconds"]
-        difference = np.abs(result.pop("_frames").astype(int) - results[0]["_frames"].astype(int))
-        result["max_pixel_diff_vs_plain"] = int(difference.max())
-        result["mean_pixel_diff_vs_plain"] = float(difference.mean())
-    results[0].pop("_frames")
     report = {"machine": describe_machine(torch, device), "shapes": shapes.name, "dtype": dtype,
               "settings": {"resolution": args.resolution, "frames": args.frames, "steps": args.steps,
                            "guidance": args.guidance, "repeats": args.repeats},
               "flops": {"unet_call_tflop": unet_tflop, "decode_tflop": decode_tflop, "video_tflop": video_tflop},
-              "variants": results, "command": " ".join([Path(sys.executable).name, *sys.argv])}
+              "variants": [], "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    frames = {}  # variant -> its last video, for the pixel differences from plain
+    for options in [None, {}, *args.app]:
+        report["variants"].append(run_variant(bench, options, frames))
+        save(report, args.out)  # after each variant: a run cut off by a time limit keeps what it measured
     if args.scaling:
         report["scaling"] = bench.scaling(shapes)
+        save(report, args.out)
     if args.cold_start:
         report["cold_start"] = cold_start(args, device, dtype, model_dir)
     print_tables(report)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        save(report, args.out)
         print(f"written: {args.out}")
+
+
+def run_variant(bench, options: dict | None, frames: dict) -> dict:
+    """plain (``options`` None) or one engine variant, compared with plain; a variant that cannot
+    run here is a result too (its error), and the others go on."""
+    if options is None:
+        result = bench.run_plain()
+        frames["plain"], frames["plain_seconds"] = result.pop("_frames"), result["seconds"]
+        return result
+    try:
+        result = bench.run_app(options)
+    except Exception as error:
+        name = variant_name(options)
+        print(f"{name}: failed: {type(error).__name__}: {error}", flush=True)
+        return {"variant": name, "error": f"{type(error).__name__}: {str(error)[:300]}"}
+    plain = frames.get("plain")
+    video = result.pop("_frames")
+    if plain is not None and "seconds" in result:
+        result["speedup_vs_plain"] = frames["plain_seconds"] / result["seconds"]
+        difference = np.abs(video.astype(int) - plain.astype(int))
+        result["max_pixel_diff_vs_plain"] = int(difference.max())
+        result["mean_pixel_diff_vs_plain"] = float(difference.mean())
+    return result
+
+
+def save(report: dict, out: str | None) -> None:
+    """The report so far, written whole (a temporary file renamed into place)."""
+    if out:
+        partial = Path(f"{out}.partial")
+        partial.write_text(json.dumps(report, indent=2))
+        partial.replace(out)
 
 
 def quiet() -> None:
@@ -237,6 +271,9 @@ class Bench:
 
         self.torch, self.args, self.device, self.dtype, self.model_dir = torch, args, device, dtype, model_dir
         self.unet_tflop, self.decode_tflop = unet_tflop, decode_tflop
+        #: Plain diffusers decodes as many frames at once as the app does by default (diffusers' own
+        #: default is 1); other chunk sizes are variants of their own (--app decode_chunk_size=N).
+        self.decode_chunk = ModelSettings().decode_chunk_size
         rng = np.random.default_rng(0)
         picture = rng.integers(0, 256, (args.resolution, args.resolution, 3), dtype=np.uint8)
         self.image = Image.fromarray(picture)  # exactly the output size, as the app's requests are
@@ -299,18 +336,19 @@ class Bench:
 
         def make_video(request: GenerationRequest) -> np.ndarray:
             with torch.inference_mode():
-                embeds = encode_prompt(pipe, request.prompt, pipe.device, pipe.dtype)
-                negative = encode_prompt(pipe, request.negative_prompt, pipe.device, pipe.dtype)
+                embeds = plain_prompt_embeds(pipe, request.prompt)
+                negative = plain_prompt_embeds(pipe, request.negative_prompt)
                 torch.manual_seed(request.seed)  # the engine seeds the same way: equal inputs, equal noise
                 video = pipe(image=request.image, prompt_embeds=embeds, negative_prompt_embeds=negative,
                              height=request.height, width=request.width, num_frames=request.num_frames,
                              target_fps=request.fps, num_inference_steps=request.num_inference_steps,
                              guidance_scale=request.guidance_scale, output_type="np",
+                             decode_chunk_size=self.decode_chunk,
                              generator=torch.Generator("cpu").manual_seed(request.seed)).frames[0]
             return (video * 255).round().astype(np.uint8)
 
         try:
-            return self._measure("plain", pipe.unet, make_video)
+            return {**self._measure("plain", pipe.unet, make_video), "decode_chunk_size": self.decode_chunk}
         finally:
             pipe = None  # the weights go before the next variant loads
             self._free()
@@ -334,7 +372,8 @@ class Bench:
         load_s = time.perf_counter() - started
         try:
             result = self._measure(name, engine.denoiser, lambda request: engine.generate(request).frames, steps)
-            result.update(load_s=load_s, memory_mode=engine.memory_mode, attention_backend=engine.attention_backend)
+            result.update(load_s=load_s, memory_mode=engine.memory_mode, attention_backend=engine.attention_backend,
+                          decode_chunk_size=engine.settings.decode_chunk_size)
             if engine.attention_backend != engine.settings.attention_backend:
                 print(f"{name}: the {engine.settings.attention_backend} attention kernel cannot run here; "
                       "measured with PyTorch's choice", flush=True)

@@ -21,7 +21,7 @@ import torch
 from . import demo_model, gpu, model_store, speedups
 from .config import GenerationSettings, ModelSettings
 from .deep_cache import DeepCache
-from .errors import ModelUnavailable
+from .errors import GPUFailed, ModelUnavailable
 from .faults import FaultInjector
 from .i2vgen_xl import I2VGenXL
 from .model_status import ModelState, ModelStatus, StatusBoard
@@ -57,7 +57,7 @@ class Engine:
         self.memory_mode: str | None = None  # gpu, model_offload or sequential_offload on CUDA; cpu on a CPU
         #: The attention kernel in use: model.attention_backend, or "auto" where that one cannot run here.
         self.attention_backend = settings.attention_backend
-        self._family = self._compiled = self._device = self._dtype = None
+        self._family = self._compiled = self._device = self._dtype = self._attention = None
         self._on_switch = None  # what a memory-mode switch also changes: the compiled forward's choice
         self._board = StatusBoard(ModelStatus(is_demo=settings.demo))
         self._set_status = self._board.update
@@ -130,12 +130,13 @@ class Engine:
         self._family = family
         self.attention_backend = speedups.check_attention_backend(settings.attention_backend, family.denoiser,
                                                                   device, dtype)
+        self._attention = speedups.AttentionChoice(self.attention_backend, family.denoiser, device, dtype)
         if settings.compile:  # before any offload hook wraps the forward: the hooks stay outside the graph
             self._compiled = speedups.CompiledForward(family.denoiser, self.models_dir.resolve() / ".compile-cache")
             self._on_switch = self._compiled.choose
         gpu.enter_memory_mode(family.pipeline, self.memory_mode, device, on_switch=self._on_switch)
         if settings.compile:
-            speedups.warm_up(self.warmup_shapes, self.memory_mode, set_status=self._set_status,
+            speedups.warm_up(self._compiled, self.warmup_shapes, self.memory_mode, set_status=self._set_status,
                              denoise=lambda request: self._denoise(request, ignore, threading.Event()))
 
     def generate(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
@@ -144,25 +145,27 @@ class Engine:
         (then ``OutOfMemory`` says what to lower from ``resolutions``); a fatal CUDA error: ``GPUFailed``."""
         if not self.ready:
             raise not_ready(self.status)
-        with gpu.fatal_errors_as_gpu_failed(request):
-            return self._generate_or_retry(request, progress or ignore, cancel or threading.Event())
+        try:
+            with gpu.fatal_errors_as_gpu_failed(request):
+                return self._generate_or_retry(request, progress or ignore, cancel or threading.Event())
+        except GPUFailed as error:
+            if error.key == "err_gpu_switch_failed":  # the pipeline may be half moved: serve nothing more
+                self.memory_mode = None
+                self._set_status(("status_gpu_broken", {}), state=ModelState.ERROR, fraction=None)
+            raise
 
     def _generate_or_retry(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event) -> Frames:
-        try:
-            return self._generate(request, report, cancel, low_memory=False)
-        except gpu.OutOfMemoryError:
-            log.warning("Out of GPU memory at %s/%d frames; retrying in low-memory mode",
-                        request.resolution, request.num_frames)
-        self.free_memory()  # outside the except block: the traceback there still holds the tensors
-        try:
-            with gpu.low_memory_mode(self.pipeline, self.memory_mode, self._device, on_switch=self._on_switch):
-                frames = self._generate(request, report, cancel, low_memory=True)
-            frames.timings["low_memory_retry"] = 1.0
-            return frames
-        except gpu.OutOfMemoryError:
-            log.warning("Out of GPU memory in low-memory mode too")
-        self.free_memory()
-        raise gpu.out_of_memory_error(request, self.resolutions)
+        frames, retries = gpu.step_down(lambda low_memory: self._generate(request, report, cancel,
+                                                                          low_memory=low_memory),
+                                        self.pipeline, self.memory_mode, self._device, on_switch=self._on_switch,
+                                        trip=self.faults.trip)
+        if frames is None:
+            log.warning("Out of GPU memory at %s/%d frames in low-memory mode too", request.resolution,
+                        request.num_frames)
+            raise gpu.out_of_memory_error(request, self.resolutions)
+        if retries:
+            frames.timings["low_memory_retry"] = float(retries)
+        return frames
 
     def _generate(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event, *,
                   low_memory: bool) -> Frames:
@@ -179,7 +182,7 @@ class Engine:
         return Frames(frames=frames, timings=timings, peak_gpu_memory_gb=gpu.peak_memory_gb(self._device))
 
     def _denoise(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event):
-        within = [speedups.UNetAttention(self.denoiser, self.attention_backend)]
+        within = [speedups.UNetAttention(self.denoiser, self._attention.for_request(request))]
         if self.settings.deep_cache_interval:
             within.append(DeepCache(self.denoiser, self.settings.deep_cache_interval))
         return self._family.denoise(request, report=report, cancel=cancel,

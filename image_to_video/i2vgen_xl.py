@@ -12,7 +12,8 @@ A model family is one class with this interface, which the engine calls and noth
   once ``cancel`` is set, ``before_step()`` before each step and the ``within`` contexts entered
   around the loop. The same seed must give the same latents.
 * ``.decode(latents, *, chunk, report, cancel, before_chunk) -> frames``: uint8 (frames, h, w, 3),
-  ``chunk`` frames at a time, a ``Progress`` report after each chunk.
+  ``chunk`` frames at a time, a ``Progress`` report after each chunk; every pixel finite (a chunk
+  with NaN or inf is decoded again in float32, else ``GenerationFailed``).
 
 A second family (Wan2.2-TI2V-5B through ``diffusers.WanImageToVideoPipeline``) is one more module
 with such a class (its denoiser is ``pipe.transformer``; its prompt encoding, seeding, latent
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from diffusers import I2VGenXLPipeline
 
-from .errors import Cancelled
+from .errors import Cancelled, GenerationFailed
 from .progress import Progress, ProgressFn
 from .request import GenerationRequest
 
@@ -143,7 +144,7 @@ class I2VGenXL:
             if cancel.is_set():
                 raise Cancelled(key="err_cancelled")
             before_chunk()
-            video = self.pipeline.decode_latents(latents[:, :, first:first + chunk])
+            video = self._decode_finite(latents[:, :, first:first + chunk])
             # (batch, channels, frames, h, w) in [-1, 1] -> (frames, h, w, channels) uint8
             video = ((video[0] / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
             pieces.append(video.permute(1, 2, 3, 0).cpu().numpy())
@@ -151,6 +152,34 @@ class I2VGenXL:
             elapsed = time.perf_counter() - started
             report(Progress("decoding", done, num_frames, elapsed, elapsed / done * (num_frames - done)))
         return np.concatenate(pieces)
+
+    def _decode_finite(self, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's frames for ``latents``, every pixel finite: where the computing dtype gave NaN or
+        inf, decoded once more with the VAE in float32 (the hub's VAE config says ``force_upcast``);
+        still not finite: ``GenerationFailed``, so that no such video is ever saved."""
+        video = self.pipeline.decode_latents(latents)
+        if bool(torch.isfinite(video).all()):
+            return video
+        log.warning("The VAE gave NaN or infinite pixels in %s; decoding this chunk again in float32",
+                    str(self.pipeline.vae.dtype)[6:])
+        with vae_in_float32(self.pipeline.vae):
+            video = self.pipeline.decode_latents(latents.float())
+        if not bool(torch.isfinite(video).all()):
+            raise GenerationFailed(key="err_non_finite_video")
+        return video
+
+
+@contextlib.contextmanager
+def vae_in_float32(vae: torch.nn.Module):
+    """The VAE's weights in float32 inside the block, back in their own dtype after."""
+    dtype = vae.dtype
+    if dtype != torch.float32:
+        vae.to(torch.float32)
+    try:
+        yield vae
+    finally:
+        if dtype != torch.float32:
+            vae.to(dtype)
 
 
 def encode_prompt(pipe: I2VGenXLPipeline, text: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

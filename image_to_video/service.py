@@ -1,8 +1,10 @@
 """From a validated request to a finished video on disk: generate, encode, record.
 
 ``VideoService.make_video`` runs one request on the engine (one at a time) and writes
-the video, the normalised input image and a JSON record with everything needed to
-make the video again. Where those files go and what they are called is the output
+the normalised input image and a JSON record with everything needed to make the video
+again, then the video: its rename into place is the last step, so a video on disk always
+has its record (a crash before leaves companions that ``OutputFolder.clean_temporary_files``
+removes at start). Where those files go and what they are called is the output
 folder's business (``outputs.py``); the job queue (``worker.py``) calls this.
 """
 
@@ -46,13 +48,15 @@ class VideoService:
     """Makes one video at a time with ``engine`` and keeps it in ``outputs``.
 
     ``engine`` is anything with the engine's ``generate``, ``status``, ``model_path`` and
-    ``model_revision``; ``model`` gives the weights' variant for the record.
+    ``model_revision``; ``model`` gives the weights' variant for the record; ``faults`` (tests
+    only, a ``faults.FaultInjector``) may fail the ``commit`` stage, just before the video's rename.
     """
 
-    def __init__(self, engine, outputs: OutputFolder, model: ModelSettings):
+    def __init__(self, engine, outputs: OutputFolder, model: ModelSettings, *, faults=None):
         self.engine = engine
         self.outputs = outputs
         self.model = model
+        self.faults = faults
         self._gpu = threading.Lock()
 
     def make_video(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
@@ -65,7 +69,7 @@ class VideoService:
         self.outputs.check_free_space()
         with self._gpu:
             result = self._run(request, progress or ignore, cancel or threading.Event())
-        self.outputs.apply_retention()
+        self.outputs.apply_retention(keep=self.outputs.files(result.video_path.name))
         return result
 
     def _run(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event) -> VideoResult:
@@ -75,18 +79,29 @@ class VideoService:
         record = self._record(request, files)
         report(Progress("encoding", 0, 1, 0.0, None))
         encode_started = time.perf_counter()
-        info = write_video(result.frames, files.video, request.fps, comment=json.dumps(record, default=str))
-        self.outputs.save_input_image(request.image, files)
-        result.timings["encode_s"] = time.perf_counter() - encode_started
-        result.timings["total_s"] = time.perf_counter() - started
+
+        def commit(info) -> None:
+            """The picture and the record, each atomically, while the checked video waits to be renamed."""
+            result.timings["encode_s"] = time.perf_counter() - encode_started
+            result.timings["total_s"] = time.perf_counter() - started
+            record.update(
+                video_info={**asdict(info), "duration_s": info.duration},
+                timings_s={k.removesuffix("_s"): round(v, 3) for k, v in result.timings.items()},
+                peak_gpu_memory_gb=None if result.peak_gpu_memory_gb is None else round(result.peak_gpu_memory_gb, 3),
+                peak_process_memory_gb=round(_peak_rss_gb(), 3),
+            )
+            self.outputs.save_input_image(request.image, files)
+            self.outputs.save_record(record, files)
+            if self.faults is not None:
+                self.faults.trip("commit")
+
+        try:
+            write_video(result.frames, files.video, request.fps, comment=json.dumps(record, default=str),
+                        before_commit=commit)
+        except BaseException:
+            self.outputs.remove_companions(files)  # no video: no record or picture of one either
+            raise
         report(Progress("encoding", 1, 1, result.timings["encode_s"], 0.0))
-        record.update(
-            video_info={**asdict(info), "duration_s": info.duration},
-            timings_s={k.removesuffix("_s"): round(v, 3) for k, v in result.timings.items()},
-            peak_gpu_memory_gb=None if result.peak_gpu_memory_gb is None else round(result.peak_gpu_memory_gb, 3),
-            peak_process_memory_gb=round(_peak_rss_gb(), 3),
-        )
-        self.outputs.save_record(record, files)
         log.info("Wrote %s in %.1f s (seed %d)", files.video.name, result.timings["total_s"], request.seed)
         return VideoResult(files.video, files.record, files.input_image, request.seed, record)
 
@@ -107,7 +122,23 @@ class VideoService:
                 "device": status.device,
             },
             "versions": {"python": platform.python_version(), **_package_versions()},
+            "deterministic": determinism(self.model, getattr(self.engine, "device", None)),
         }
+
+
+def determinism(model: ModelSettings, device) -> dict[str, Any]:
+    """Whether the same seed makes this identical video again, and on what that rests: measured on
+    a CPU (tests/test_engine.py); on a GPU only expected with ``model.deterministic``, never measured
+    here, and not guaranteed without it (kernel choice and summation order may change between runs)."""
+    if device is None or getattr(device, "type", "cpu") != "cuda":
+        return {"setting": model.deterministic, "same_seed_same_video": "yes",
+                "basis": "CPU: the same seed gives the identical video (tested)"}
+    if model.deterministic:
+        return {"setting": True, "same_seed_same_video": "expected on the same GPU, driver and versions",
+                "basis": "model.deterministic: deterministic kernels only; not measured on a GPU"}
+    return {"setting": False, "same_seed_same_video": "not guaranteed",
+            "basis": "GPU kernels (cuDNN, cuBLAS, attention) may differ between runs; set model.deterministic: true "
+                     "for the identical video (slower)"}
 
 
 def _package_versions() -> dict[str, str]:

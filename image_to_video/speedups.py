@@ -1,11 +1,14 @@
 """The speed switches of ``model`` (config), each measured by bench/speed.py (docs/PERFORMANCE.md).
 
 * ``apply_speed_switches``: cudnn benchmark, the DPM-Solver++ sampler, fused QKV projections and
-  channels-last convolutions, applied once to a loaded pipeline.
-* ``check_attention_backend`` and ``UNetAttention``: ``model.attention_backend`` around the
-  denoiser's calls only, falling back to PyTorch's choice where that kernel cannot run.
+  channels-last convolutions, applied once to a loaded pipeline; ``model.deterministic`` instead
+  asks for deterministic kernels (``make_deterministic``).
+* ``check_attention_backend``, ``AttentionChoice`` and ``UNetAttention``: ``model.attention_backend``
+  around the denoiser's calls only, tried first at every attention shape the UNet makes at the
+  video's size, falling back to PyTorch's choice where that kernel cannot run.
 * ``CompiledForward``: ``torch.compile`` of the denoiser, its kernels cached in the models folder,
-  uncompiled in sequential offload; ``warm_up`` compiles the configured shapes before "ready".
+  uncompiled in sequential offload; ``warm_up`` compiles the configured shapes before "ready", and
+  only those shapes run compiled (any other runs eager: no compile inside a job, no recompile limit).
 
 Nothing here knows the engine: its user hands in the pipeline, the denoiser, the device and
 callbacks.
@@ -13,6 +16,7 @@ callbacks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -24,6 +28,7 @@ from diffusers import DPMSolverMultistepScheduler
 from diffusers.models.attention_processor import Attention
 from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 
 try:  # where torch keeps compiled kernels unless told; a private module, so it may move
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir as _torch_cache_dir
@@ -35,6 +40,8 @@ from .request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
+#: CLIP's context length: the prompt's tokens in the UNet's cross-attention.
+PROMPT_TOKENS = 77
 #: model.attention_backend -> PyTorch's kernel.
 _KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
@@ -44,7 +51,9 @@ def apply_speed_switches(pipe, denoiser: torch.nn.Module, settings: ModelSetting
     """cudnn benchmark, the sampler, fused QKV (in ``denoiser``) and channels-last (in ``denoiser``
     and the VAE), as ``settings`` say."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+        torch.backends.cudnn.benchmark = settings.cudnn_benchmark and not settings.deterministic
+        if settings.deterministic:
+            make_deterministic()
     if settings.scheduler == "dpmpp":
         # Trailing timesteps: the model's zero-terminal-SNR schedule then starts from pure noise.
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(
@@ -60,6 +69,16 @@ def apply_speed_switches(pipe, denoiser: torch.nn.Module, settings: ModelSetting
                 module.to(memory_format=torch.channels_last_3d)
 
 
+def make_deterministic() -> None:
+    """Only deterministic kernels from now on (``model.deterministic``): the same seed then gives the
+    identical video on the same GPU, driver and versions. cuBLAS needs a fixed workspace, set before
+    its first use (the weights are loaded, nothing has multiplied yet); an operation torch has no
+    deterministic kernel for warns in the log rather than failing the video. Slower: off by default."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 # -- attention kernel --------------------------------------------------------------------------------
 
 def attention_kernel(backend: str):
@@ -67,24 +86,88 @@ def attention_kernel(backend: str):
     return sdpa_kernel(_KERNELS[backend])
 
 
-def check_attention_backend(backend: str, denoiser: torch.nn.Module, device: torch.device,
-                            dtype: torch.dtype) -> str:
-    """``backend`` if that kernel takes every attention head size of ``denoiser`` on ``device``, else
-    "auto" (PyTorch's choice), said in the log: a kernel a GPU lacks must not fail every video."""
+def check_attention_backend(backend: str, denoiser: torch.nn.Module, device: torch.device, dtype: torch.dtype,
+                            sizes: Iterable[tuple[int, int, int, int]] = ((512, 512, 16, 2),)) -> str:
+    """``backend`` if that kernel takes every attention call ``denoiser`` makes at each (width, height,
+    frames, batch) of ``sizes`` on ``device`` (the real shapes: ``attention_shapes``), else "auto"
+    (PyTorch's choice), said in the log: a kernel a GPU lacks must not fail every video."""
     if backend == "auto":
         return backend
-    head_dims = sorted({module.inner_dim // module.heads for module in denoiser.modules()
-                        if isinstance(module, Attention)})
+    shapes = sorted({shape for size in sizes for shape in attention_shapes(denoiser, *size)})
     try:
         with attention_kernel(backend):
-            for head_dim in head_dims:
-                query = torch.zeros(2, 1, 16, head_dim, device=device, dtype=dtype)
-                torch.nn.functional.scaled_dot_product_attention(query, query[:, :, :8], query[:, :, :8])
+            for query_shape, key_shape, value_shape in shapes:
+                try:
+                    query = torch.zeros(query_shape, device=device, dtype=dtype)
+                    key, value = (torch.zeros(shape, device=device, dtype=dtype) for shape in (key_shape, value_shape))
+                    torch.nn.functional.scaled_dot_product_attention(query, key, value)
+                except torch.cuda.OutOfMemoryError:  # no room to try this shape now: a memory matter, not the kernel's
+                    log.info("model.attention_backend: no memory to try %s at %s", backend, query_shape)
     except RuntimeError as error:
         log.warning("model.attention_backend: %s cannot run here (%s); using PyTorch's choice of kernel instead",
                     backend, str(error).splitlines()[0][:200])
         return "auto"
     return backend
+
+
+class _RecordAttention(TorchFunctionMode):
+    """Records (query, key, value) shapes of every attention call; answers each with an empty output."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes: set[tuple[tuple[int, ...], ...]] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is not torch._C._nn.scaled_dot_product_attention:  # torch.nn.functional's, even when wrapped
+            return func(*args, **(kwargs or {}))
+        query, key, value = args[:3]
+        self.shapes.add((tuple(query.shape), tuple(key.shape), tuple(value.shape)))
+        return torch.empty(*query.shape[:-1], value.shape[-1], dtype=query.dtype, device=query.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _traced_shapes(unet_type: type, config: tuple, width: int, height: int, frames: int, batch: int) -> frozenset:
+    with torch.device("meta"):
+        unet = unet_type.from_config(dict(config))
+        recorder = _RecordAttention()
+        latents = torch.randn(batch, unet.config.in_channels, frames, height // 8, width // 8)
+        width_of = unet.config.cross_attention_dim
+        with torch.inference_mode(), recorder:
+            unet(latents, torch.full((batch,), 999), encoder_hidden_states=torch.randn(batch, PROMPT_TOKENS, width_of),
+                 fps=torch.full((batch,), 8), image_latents=torch.randn_like(latents),
+                 image_embeddings=torch.randn(batch, 1, width_of), return_dict=False)
+    return frozenset(recorder.shapes)
+
+
+def attention_shapes(denoiser: torch.nn.Module, width: int, height: int, frames: int, batch: int) -> frozenset:
+    """Every distinct (query, key, value) shape of the attention calls ``denoiser`` makes for one
+    video of ``width`` x ``height`` and ``frames`` (``batch`` 2 with guidance): spatial self- and
+    cross-attention at each UNet level, temporal attention over the frames. Recorded by running a copy
+    of it, built from its config, on the meta device (nothing allocated), once per size."""
+    config = tuple(sorted((name, _hashable(value)) for name, value in denoiser.config.items()
+                          if not name.startswith("_")))
+    return _traced_shapes(type(denoiser), config, width, height, frames, batch)
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+class AttentionChoice:
+    """``model.attention_backend`` per video size: checked (``check_attention_backend``) the first time
+    a size is asked for, then remembered; "auto" for a size the kernel cannot take."""
+
+    def __init__(self, backend: str, denoiser: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+        self.backend, self.denoiser, self.device, self.dtype = backend, denoiser, device, dtype
+        self._checked: dict[tuple[int, int, int, int], str] = {}
+
+    def for_request(self, request: GenerationRequest) -> str:
+        size = (request.width, request.height, request.num_frames, 2 if request.guidance_scale > 1 else 1)
+        if self.backend == "auto":
+            return self.backend
+        if size not in self._checked:
+            self._checked[size] = check_attention_backend(self.backend, self.denoiser, self.device, self.dtype, [size])
+        return self._checked[size]
 
 
 class UNetAttention:
@@ -127,7 +210,10 @@ def default_inductor_cache() -> str | None:
 
 
 class CompiledForward:
-    """``torch.compile(fullgraph=True)`` of a module's forward, its kernels kept in ``cache_dir``.
+    """``torch.compile(fullgraph=True)`` of a module's forward, its kernels kept in ``cache_dir``, used
+    only for the input shapes compiled by ``warm_up``: any other shape runs the eager forward, so a job
+    never waits minutes for a compile, and torch's recompile limit (``FailOnRecompileLimitHit`` under
+    fullgraph, docs/DEPENDENCIES.md) never fails a job.
 
     Build it before any offload hook wraps the forward, so the hooks stay outside the graph;
     ``choose(mode)`` then sets the forward for a memory mode (``gpu.enter_memory_mode``'s ``on_switch``).
@@ -140,19 +226,55 @@ class CompiledForward:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
         self.module = module
         self.eager = module.forward
-        self.compiled = torch.compile(self.eager, fullgraph=True, dynamic=False)
+        self.graph = torch.compile(self.eager, fullgraph=True, dynamic=False)
+        self.warmed: set[tuple] = set()  # the input shapes compiled before "ready"
+        self.warming = False
+        self.compiled = self._forward  # one bound method, so that the module's forward can be told apart
 
     def choose(self, mode: str) -> None:
         """The compiled forward, except in sequential offload: its hooks sit inside the UNet, on every
         layer, and cannot be compiled (the weights' transfers bound that mode's speed anyway)."""
         self.module.forward = self.eager if mode == "sequential_offload" else self.compiled
 
+    def _forward(self, *args, **kwargs):
+        shape = input_shapes(args, kwargs)
+        if self.warming:
+            self.warmed.add(shape)
+        elif shape not in self.warmed:
+            return self.eager(*args, **kwargs)
+        try:
+            return self.graph(*args, **kwargs)
+        except Exception as error:
+            if not is_recompile_limit(error):
+                raise
+            self.warmed.discard(shape)  # raised before anything ran: the eager forward runs it instead
+            log.warning("torch.compile's recompile limit: %s runs uncompiled (%s)", shape,
+                        str(error).splitlines()[0][:200])
+            if self.warming:
+                raise
+            return self.eager(*args, **kwargs)
 
-def warm_up(shapes: Iterable[tuple[int, int, int]], memory_mode: str, *,
+
+def is_recompile_limit(error: BaseException) -> bool:
+    """torch.compile refused a new graph past ``torch._dynamo.config.recompile_limit``: under fullgraph,
+    torch 2.13 raises ``Unsupported("Dynamo recompile limit exceeded")``, other versions
+    ``FailOnRecompileLimitHit`` (docs/DEPENDENCIES.md)."""
+    return isinstance(error, torch._dynamo.exc.FailOnRecompileLimitHit) or (
+        isinstance(error, torch._dynamo.exc.Unsupported) and "recompile limit" in str(error))
+
+
+def input_shapes(args: tuple, kwargs: dict) -> tuple:
+    """What tells one compiled graph from another here (dynamic=False): each tensor's shape and dtype."""
+    values = [*args, *(kwargs[name] for name in sorted(kwargs))]
+    return tuple((tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else type(v).__name__ for v in values)
+
+
+def warm_up(compiled: CompiledForward, shapes: Iterable[tuple[int, int, int]], memory_mode: str, *,
             denoise: Callable[[GenerationRequest], object],
             set_status: Callable[[tuple[str, dict]], None]) -> None:
     """Compile each (width, height, frames) shape before the app says ready: ``denoise`` runs one
-    denoising step of a gray picture for each, after ``set_status`` says so."""
+    denoising step of a gray picture for each, after ``set_status`` says so. Only these shapes run
+    compiled later; past torch's recompile limit the rest are left uncompiled, said in the log."""
     if memory_mode == "sequential_offload":
         log.info("Sequential offload: the UNet runs uncompiled, so there is nothing to compile")
         return
@@ -164,7 +286,17 @@ def warm_up(shapes: Iterable[tuple[int, int, int]], memory_mode: str, *,
                                     resolution="warm-up", width=width, height=height, num_frames=frames,
                                     fps=defaults.fps, num_inference_steps=1, guidance_scale=defaults.guidance_scale,
                                     seed=0)
-        with torch.inference_mode():
-            denoise(request)
+        compiled.warming = True
+        try:
+            with torch.inference_mode():
+                denoise(request)
+        except Exception as error:
+            if not is_recompile_limit(error):
+                raise
+            log.warning("Stopped compiling at %dx%d, %d frames: torch's recompile limit; the remaining shapes "
+                        "run uncompiled", width, height, frames)
+            return
+        finally:
+            compiled.warming = False
         log.info("Compiled the UNet for %dx%d, %d frames in %.1f s", width, height, frames,
                  time.perf_counter() - started)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import image_to_video
+from image_to_video import gpu
 from image_to_video.config import ModelSettings
 from image_to_video.engine import Engine
 from image_to_video.errors import Cancelled, GPUFailed, ModelUnavailable, OutOfMemory
@@ -132,7 +133,7 @@ def test_demo_flag_builds_and_marks_the_demo_model(tmp_path):
 
 @pytest.mark.parametrize("mode, calls", [
     ("gpu", ["remove_hooks", "model_offload", "remove_hooks"]),
-    ("model_offload", ["remove_hooks", "sequential_offload", "remove_hooks", "model_offload"]),
+    ("model_offload", ["remove_hooks", "group_offload", "remove_hooks", "model_offload"]),
     ("sequential_offload", []),  # nothing lower: only the frame-by-frame decoding changes
 ])
 def test_out_of_memory_retries_one_memory_mode_lower_then_returns(demo_dir, photo, monkeypatch, mode, calls):
@@ -146,6 +147,7 @@ def test_out_of_memory_retries_one_memory_mode_lower_then_returns(demo_dir, phot
     monkeypatch.setattr(engine.pipeline, "enable_sequential_cpu_offload",
                         lambda device: seen.append("sequential_offload"))
     monkeypatch.setattr(engine.pipeline, "remove_all_hooks", lambda: seen.append("remove_hooks"))
+    monkeypatch.setattr(gpu, "enable_group_offload", lambda pipe, device: seen.append("group_offload"))
     engine.switch_memory_mode(mode)
     seen.clear()
     result = engine.generate(tiny_request(photo), progress=lambda p: p.stage == "decoding" and chunks.append(p.done))

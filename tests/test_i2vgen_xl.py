@@ -101,3 +101,49 @@ def test_a_latent_preview_shows_the_first_of_the_guidance_pair_frame_by_frame():
     assert strip.shape == (2 * 2, 3 * 2 * 2, 3)  # 3 frames (all there are) side by side, each pixel 2x2
     assert (strip[:, :8] == 127).all()  # zero latents: mid gray
     assert (strip[:, 8:] != 127).any()
+
+
+# -- a non-finite video (issue 13) ---------------------------------------------------------------------
+
+def nan_in(vae, *, when=lambda dtype: True):
+    """The VAE decoder's output turned to NaN where ``when(input dtype)``; returns the dtypes it saw."""
+    seen = []
+
+    def hook(_module, args, output):
+        seen.append(args[0].dtype)
+        return output * float("nan") if when(args[0].dtype) else None
+
+    return seen, vae.decoder.register_forward_hook(hook)
+
+
+def test_nan_frames_from_the_half_precision_vae_are_decoded_again_in_float32(demo_dir, family):
+    half = I2VGenXL.load(demo_dir, device=torch.device("cpu"), dtype=torch.float16, variant=None, device_map="cpu")
+    latents = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(3))
+    seen, hook = nan_in(half.pipeline.vae, when=lambda dtype: dtype == torch.float16)
+    with torch.inference_mode():
+        frames = half.decode(latents.half(), chunk=2, report=lambda _: None, cancel=threading.Event())
+        reference = family.decode(latents, chunk=2, report=lambda _: None, cancel=threading.Event())
+    hook.remove()
+    assert seen == [torch.float16, torch.float32]  # NaN in float16, then the same chunk in float32
+    assert np.abs(frames.astype(int) - reference.astype(int)).max() <= 1  # the float32 video, not noise
+    assert half.pipeline.vae.dtype == torch.float16  # back in its own dtype for the next video
+
+
+def test_a_video_that_stays_nan_fails_clearly_and_nothing_is_saved(small_config, loaded_engine, photo):
+    from image_to_video.errors import GenerationFailed
+    from image_to_video.i18n import localized
+    from image_to_video.outputs import OutputFolder
+    from image_to_video.service import VideoService
+
+    config = small_config()
+    service = VideoService(loaded_engine, OutputFolder(config.paths.output_dir, config.outputs), config.model)
+    seen, hook = nan_in(loaded_engine.pipeline.vae)
+    try:
+        with pytest.raises(GenerationFailed) as error:
+            service.make_video(tiny_request(photo))
+    finally:
+        hook.remove()
+    assert "invalid video (NaN or infinite pixels)" in str(error.value) and "nothing was saved" in str(error.value)
+    assert "无效" in localized(error.value, "zh-CN")
+    assert seen and seen[-1] == torch.float32
+    assert not config.paths.output_dir.exists() or list(config.paths.output_dir.iterdir()) == []

@@ -2,9 +2,11 @@
 DeepCache. The memory modes are tested in test_gpu.py, the speed switches in test_speedups.py."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -57,6 +59,8 @@ def test_the_benchmark_smoke_run_compares_plain_diffusers_with_the_app(tmp_path)
     # Fewer steps with another sampler is measured too, with how far its video moves.
     assert fewer_steps["steps"] == 2 and fewer_steps["mean_pixel_diff_vs_plain"] > 0
     assert app["speedup_vs_plain"] == pytest.approx(plain["seconds"] / app["seconds"])
+    # Plain diffusers decodes as many frames at once as the app (not its own default of one).
+    assert plain["decode_chunk_size"] == app["decode_chunk_size"] == ModelSettings().decode_chunk_size
     # The app makes the same video as plain diffusers (up to rounding), with or without the switches.
     assert app["max_pixel_diff_vs_plain"] <= 1 and switched["max_pixel_diff_vs_plain"] <= 2
     assert [(r["resolution"], r["frames"]) for r in report["scaling"]] == [(64, 4), (64, 8), (128, 4), (128, 8)]
@@ -130,3 +134,55 @@ def test_deep_cache_and_compile_cannot_be_combined():
         ModelSettings(deep_cache_interval=2, compile=True)
     with pytest.raises(ConfigError, match="0 \\(off\\) or 2 to 10"):
         ModelSettings(deep_cache_interval=1)
+
+
+def test_the_benchmark_writes_its_json_after_each_variant_so_a_cut_off_run_keeps_its_measurements(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.Popen(
+        [sys.executable, "bench/speed.py", "--smoke", "--repeats", "1", "--steps", "1", "--app", "compile=true",
+         "--model-dir", str(tmp_path / "model"), "--out", str(out)],
+        cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (out.exists() and len(json.loads(out.read_text())["variants"]) >= 2):
+            assert run.poll() is None, "the run ended before writing any variant: " + run.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        still_running = run.poll() is None  # the compiled variant is still being measured
+    finally:
+        run.kill()
+        run.wait()
+    assert still_running
+    report = json.loads(out.read_text())  # as a time limit would leave it: whole, with what was measured
+    plain, app = report["variants"][:2]
+    assert plain["variant"] == "plain" and app["variant"] == "app" and plain["seconds"] > 0 and app["seconds"] > 0
+    assert "max_pixel_diff_vs_plain" in app
+
+
+def test_the_gpu_script_checks_every_import_before_the_long_run(tmp_path):
+    broken = tmp_path / "site"
+    broken.mkdir()
+    (broken / "importlib_metadata.py").write_text("raise ImportError('No module named importlib_metadata')\n")
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
+    started = time.monotonic()
+    failed = subprocess.run(["bash", "bench/gpu_run.sh", "main"], cwd=PROJECT_DIR, capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": str(broken)}, timeout=300)
+    assert failed.returncode == 3 and time.monotonic() - started < 120  # fails fast, before any measurement
+    assert "cannot run, these do not import: importlib_metadata" in failed.stderr
+    assert "bench/gpu_wheels.sh" in failed.stderr and not (tmp_path / "out" / "main.json").exists()
+    fine = subprocess.run(["bash", "bench/gpu_run.sh", "check"], cwd=PROJECT_DIR, capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert fine.returncode == 0 and "imports: all there" in fine.stdout, fine.stderr
+
+
+def test_the_plain_benchmark_computes_its_prompt_embeddings_without_the_apps_function(loaded_engine):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_speed", PROJECT_DIR / "bench" / "speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    assert "encode_prompt" not in vars(speed) and "i2vgen_xl" not in (PROJECT_DIR / "bench" / "speed.py").read_text()
+    with torch.inference_mode():  # both ways compute what the pipeline's clip_skip=1 path does
+        ours = speed.plain_prompt_embeds(loaded_engine.pipeline, "the waves roll in slowly")
+        apps = loaded_engine.family.encode_prompt("the waves roll in slowly")
+    assert torch.equal(ours, apps)

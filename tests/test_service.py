@@ -2,7 +2,9 @@
 
 import io
 import json
+import os
 import threading
+import time
 
 import pytest
 from PIL import Image
@@ -148,3 +150,35 @@ def test_a_finished_video_is_found_by_name_with_its_companions(service, photo):
     assert record["parameters"]["seed"] == 9
     assert (record["image_path"], record["record_path"]) == (str(result.image_path), str(result.metadata_path))
     assert service.outputs.history()[0]["video"] == result.video_path.name
+
+
+def test_a_fault_before_the_commit_leaves_no_video_and_start_up_clears_the_rest(small_config, loaded_engine, photo):
+    """The video's rename is the last step: a failure (or a kill) before it never leaves an MP4
+    without its record; what it leaves is cleared when the app starts."""
+    config = small_config()
+    outputs = OutputFolder(config.paths.output_dir, config.outputs)
+    service = VideoService(loaded_engine, outputs, config.model, faults=FaultInjector("fatal@commit*1"))
+    request = build_request(config, image=photo, prompt="waves", num_frames=2, num_inference_steps=1)
+    with pytest.raises(RuntimeError, match="injected"):
+        service.make_video(request)
+    assert not list(config.paths.output_dir.glob("*.mp4"))
+    outputs.clean_temporary_files()
+    assert sorted(p.name for p in config.paths.output_dir.iterdir()) == []
+    result = service.make_video(request)  # the fault is spent: the next one is whole
+    assert result.video_path.is_file() and result.metadata_path.is_file() and result.image_path.is_file()
+
+
+def test_retention_never_removes_the_video_just_made(small_config, loaded_engine, photo):
+    """Only one video fits; the other one has a future mtime (a clock set back, a copied file)."""
+    config = small_config(**{"outputs.max_total_gb": 1e-9})
+    outputs = OutputFolder(config.paths.output_dir, config.outputs)
+    older = outputs.files("video_20200101_000000_0a0a0a0a")
+    config.paths.output_dir.mkdir(parents=True, exist_ok=True)
+    older.video.write_bytes(b"\0" * 1000)
+    future = time.time() + 86400
+    os.utime(older.video, (future, future))
+    service = VideoService(loaded_engine, outputs, config.model)
+    result = service.make_video(build_request(config, image=photo, prompt="waves", num_frames=2,
+                                              num_inference_steps=1))
+    assert result.video_path.is_file() and result.metadata_path.is_file()
+    assert not older.video.exists()

@@ -98,17 +98,75 @@ def test_an_attention_kernel_the_device_lacks_falls_back_to_pytorchs_choice(demo
     assert engine.generate(tiny_request(photo)).frames.shape == (4, 64, 64, 3)
 
 
-def test_an_attention_kernel_that_works_stays_chosen_after_trying_every_head_size(loaded_engine, monkeypatch):
+def attention_calls_of_a_real_video(engine, photo, request) -> set:
+    """The (query, key, value) shapes of every attention call the UNet makes in a real generation."""
+    real, seen, inside = torch.nn.functional.scaled_dot_product_attention, set(), []
+
+    def attention(query, key, value, *args, **kwargs):
+        if inside:
+            seen.add((tuple(query.shape), tuple(key.shape), tuple(value.shape)))
+        return real(query, key, value, *args, **kwargs)
+
+    hooks = [engine.denoiser.register_forward_pre_hook(lambda *_: inside.append(1)),
+             engine.denoiser.register_forward_hook(lambda *_: inside.clear())]
+    torch.nn.functional.scaled_dot_product_attention = attention
+    try:
+        engine.generate(request)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = real
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def test_an_attention_kernel_that_works_stays_chosen_after_trying_every_real_shape(loaded_engine, photo,
+                                                                                  monkeypatch):
+    """Every distinct shape the UNet's attention takes in a real 64x64, 4-frame video with guidance
+    (a batch of 2): spatial self- and cross-attention, temporal attention over the frames."""
     unet = loaded_engine.denoiser
-    head_sizes = {m.inner_dim // m.heads for m in unet.modules() if isinstance(m, Attention)}
-    tried = []
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda query, *a, **k: tried.append(
-        (query.shape[-1], torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.math_sdp_enabled())))
-    assert speedups.check_attention_backend("cudnn", unet, torch.device("cpu"), torch.float32) == "cudnn"
-    assert sorted(tried) == sorted((size, True, False) for size in head_sizes)  # each size, cuDNN alone
+    real_shapes = attention_calls_of_a_real_video(loaded_engine, photo, tiny_request(photo, num_inference_steps=1))
+    assert any(key[-2] > 77 for _, key, _ in real_shapes)  # cross-attention: the prompt's 77 tokens and the image's
+    assert any(query[0] == 2 * 8 * 8 for query, _, _ in real_shapes)  # temporal: a batch of 2 x (H/8) x (W/8)
+    tried, real = [], torch.nn.functional.scaled_dot_product_attention
+
+    def attention(query, key, value, *args, **kwargs):  # a device that has the cuDNN kernel (this CPU has not)
+        if query.device.type == "meta":
+            return real(query, key, value, *args, **kwargs)
+        tried.append(((tuple(query.shape), tuple(key.shape), tuple(value.shape)),
+                      torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()))
+        return torch.zeros(*query.shape[:-1], value.shape[-1])
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
+    cpu = torch.device("cpu")
+    assert speedups.check_attention_backend("cudnn", unet, cpu, torch.float32, [(64, 64, 4, 2)]) == "cudnn"
+    assert sorted(tried) == sorted((shape, True, False) for shape in real_shapes)  # each, cuDNN alone
     tried.clear()
-    assert speedups.check_attention_backend("auto", unet, torch.device("cpu"), torch.float32) == "auto"
+    assert speedups.check_attention_backend("auto", unet, cpu, torch.float32, [(64, 64, 4, 2)]) == "auto"
     assert tried == []  # PyTorch's choice needs no check
+
+
+def test_a_kernel_that_fails_only_at_the_unets_real_batch_is_caught_before_a_job_uses_it(demo_dir, photo, caplog,
+                                                                                        monkeypatch):
+    """Temporal attention runs over the frames with a batch of 2 x (H/8) x (W/8): a kernel that cannot
+    take such a batch (as GPU kernels have grid limits) passes a check with toy shapes and fails every job."""
+    real = torch.nn.functional.scaled_dot_product_attention
+    refused = []
+
+    def attention(query, key, value, *args, **kwargs):  # a device with the cuDNN kernel (this CPU has not)
+        cudnn_alone = [torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.math_sdp_enabled(),
+                       torch.backends.cuda.flash_sdp_enabled()] == [True, False, False]
+        if query.device.type == "meta" or not cudnn_alone:
+            return real(query, key, value, *args, **kwargs)
+        if query.shape[0] > 64:
+            refused.append(query.shape)
+            raise RuntimeError("No available kernel. Aborting execution.\n(batch refused by the test)")
+        return torch.zeros(*query.shape[:-1], value.shape[-1])
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
+    engine = load(demo_dir, attention_backend="cudnn")
+    assert engine.attention_backend == "auto"
+    assert engine.generate(tiny_request(photo, num_inference_steps=1)).frames.shape == (4, 64, 64, 3)
+    assert refused and "cudnn cannot run here (No available kernel. Aborting execution.)" in caplog.text
 
 
 def test_the_attention_kernel_is_chosen_for_the_unet_only_and_always_put_back(demo_dir, photo):
@@ -164,3 +222,56 @@ def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loade
         unet = engine.denoiser
         assert getattr(unet, "_old_forward", unet.forward) is forward, mode  # inside any offload hook
         assert largest_difference(engine.generate(request).frames, reference) <= 2, mode
+
+
+@pytest.fixture
+def recompile_limit_1():
+    """torch's recompile limit (8) lowered to 1, through torch's own config patch."""
+    with torch._dynamo.config.patch(recompile_limit=1):
+        yield
+
+
+def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_inside_one(demo_dir, photo, tmp_path,
+                                                                                     monkeypatch, recompile_limit_1):
+    """Ten different shapes in a row with compile on. torch's recompile limit (8; lowered to 1 here so
+    that the ninth shape's failure shows at the second) raises FailOnRecompileLimitHit under
+    fullgraph=True; a shape that was not warmed up (none is here, to keep this test cheap; the test
+    above runs a warmed one compiled) must run uncompiled, not compile for minutes inside a job."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), tmp_path / "models")
+    engine.load()
+    assert engine.ready and engine.compiled is not None, engine.status.message
+    graphs = counters["stats"]["unique_graphs"]
+    shapes = [(64, frames, 9.0) for frames in (2, 3, 4, 5)] + [(64, 2, 1.0), (64, 3, 1.0)]
+    shapes += [(side, 2, 9.0) for side in (72, 80, 96, 128)]
+    assert len(set(shapes)) == 10
+    for side, frames, guidance in shapes:  # guidance 1.0: a batch of 1 instead of 2
+        request = tiny_request(photo, resolution=f"{side}p", width=side, height=side, num_frames=frames,
+                               num_inference_steps=1, guidance_scale=guidance)
+        assert engine.generate(request).frames.shape == (frames, side, side, 3)
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled inside a job
+
+
+def test_warm_up_past_the_recompile_limit_stops_compiling_and_those_shapes_run_uncompiled(tmp_path, monkeypatch,
+                                                                                         caplog, recompile_limit_1):
+    """More warm-up shapes than torch's recompile limit (presets in the config): warm-up stops at the
+    limit, says so, and the app still becomes ready; the shapes past it run eager. A tiny module here."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    torch._dynamo.reset()
+    layer = torch.nn.Linear(4, 4)
+    compiled = speedups.CompiledForward(layer, tmp_path / "cache")
+    compiled.choose("gpu")
+    statuses = []
+    speedups.warm_up(compiled, [(8, 8, 1), (8, 8, 2), (8, 8, 3)], "gpu", set_status=statuses.append,
+                     denoise=lambda request: layer(torch.ones(request.num_frames, 4)))
+    assert [status[1]["frames"] for status in statuses] == [1, 2]  # stopped at the second
+    assert "Stopped compiling at 8x8, 2 frames: torch's recompile limit" in caplog.text
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        for frames in (1, 2, 3, 1):
+            assert torch.allclose(layer(torch.ones(frames, 4)), compiled.eager(torch.ones(frames, 4)))
+    assert counters["stats"]["unique_graphs"] == graphs
