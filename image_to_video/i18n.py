@@ -193,6 +193,8 @@ TEXT: dict[str, dict[str, str]] = {
     "select_job": {"en": "Select a job first.", "zh-CN": "请先选择一个任务。"},
     "nothing_to_cancel": {"en": "Nothing to cancel: none of your jobs is waiting or running.",
                           "zh-CN": "没有可取消的任务：您没有正在等待或运行的任务。"},
+    "err_page_call": {"en": "The page sent something it cannot have sent. Reload the page (F5) and try again.",
+                      "zh-CN": "页面发送了无法处理的内容。请刷新页面（F5）后重试。"},
     "err_upload_again": {"en": "Upload the picture again: the page sent a file that was not uploaded to this "
                                "server (or is no longer there).",
                          "zh-CN": "请重新上传图片：页面发送的文件不是上传到本服务器的文件（或已不存在）。"},

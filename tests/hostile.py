@@ -69,9 +69,12 @@ class Answer:
 
     @property
     def refused_cleanly(self) -> bool:
-        """Not a server error, and a refusal comes with words (not an empty or bare error)."""
+        """Not a server error, and a refusal comes with words (not an empty or bare error).
+
+        Gradio's ``run/predict`` answers every refusal, worded ones too, with a 500; there a 500 is
+        clean when it carries a message."""
         if self.status >= 500:
-            return False
+            return self.attack.startswith("fn_index") and bool(self.message)
         if self.outcome == "error":
             return bool(self.body.strip().strip('"').strip()) and self.body.strip() != "null"
         return True

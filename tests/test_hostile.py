@@ -117,6 +117,16 @@ def test_junk_in_every_slot_of_every_page_event_gets_words_not_a_crash(target):
     assert "Traceback" not in target["app"].log()
 
 
+def test_junk_through_the_page_own_routes_to_every_event_gets_words_not_a_crash(target):
+    client = target["client"]
+    answers = list(client.page_route_attacks())
+    assert len(answers) > 300
+    for answer in answers:
+        assert answer.refused_cleanly, answer
+    assert client.healthy_within(2.0)
+    assert "Traceback" not in target["app"].log()
+
+
 def test_page_callers_cannot_see_or_cancel_the_http_api_jobs(target):
     app, client = target["app"], target["client"]
     jobs = [api_job(app, f"api job {n}") for n in range(3)]

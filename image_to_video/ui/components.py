@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
+from ..errors import shown
 from ..i18n import normalise_language, t
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,18 @@ class PageBlocks(gr.Blocks):
 
     #: The language radio, whose value (when an event sends it) picks the message's language.
     lang_component: Any = None
+
+    async def process_api(self, block_fn, inputs, *args, **kwargs):
+        """Run one event; a payload the page cannot have sent (a value of the wrong kind, which
+        breaks a handler or a component) gets words and one log line, never a traceback."""
+        try:
+            return await super().process_api(block_fn, inputs, *args, **kwargs)
+        except Exception as error:
+            if isinstance(error, gr.Error) and not error.print_exception:
+                raise  # the app's own message, already in words
+            name = getattr(block_fn, "api_name", None) or getattr(block_fn, "name", "?")
+            log.warning("Refused a call of page event %s: %s: %s", name, type(error).__name__, shown(str(error)))
+            raise gr.Error(t("err_page_call", self._language(block_fn.inputs, inputs)), print_exception=False) from None
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
         if not explicit_call:

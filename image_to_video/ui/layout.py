@@ -118,7 +118,7 @@ class _Layout:
                      label="prompt", info="prompt_help")
         negative = say(gr.Textbox(label=t("negative"), info=t("negative_help"), value=d.negative_prompt,
                                   max_length=s.max_prompt_chars), label="negative", info="negative_help")
-        preset = say(gr.Radio(self._preset_choices("en"), label=t("preset"), value=s.preset_for(d.values()),
+        preset = say(Choice(self._preset_choices("en"), label=t("preset"), value=s.preset_for(d.values()),
                               info=t("preset_help"), elem_id="preset"),
                      label="preset", info="preset_help", choices=self._preset_choices)
         with gr.Row():
