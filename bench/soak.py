@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--resolution", default="256p")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--cache-max-age-min", type=float, default=2.0,
+                        help="server.cache_max_age_min for the soak's server (60 by default in the app), so that "
+                             "a soak of minutes shows Gradio's cache being swept")
     parser.add_argument("--cache-check-s", type=float, default=None,
                         help="also wait this long at the end and sample again (Gradio's cache cleanup)")
     args = parser.parse_args()
@@ -49,7 +52,8 @@ def main() -> None:
         port = probe.getsockname()[1]
         probe.close()
         root = Path(tmp)
-        app = AppProcess(root, port, env={"GRADIO_TEMP_DIR": str(root / "gradio")}).start()
+        app = AppProcess(root, port, env={"GRADIO_TEMP_DIR": str(root / "gradio"),
+                                          "I2V_SERVER_CACHE_MAX_AGE_MIN": str(args.cache_max_age_min)}).start()
         try:
             run(app, root, args)
         finally:

@@ -232,6 +232,8 @@ class ServerSettings:
     max_upload_mb: float = 30.0
     #: Seconds a client gets to send a request's whole body (an upload); then it gets 408.
     body_timeout_s: float = 60.0
+    #: Minutes the page's copies (uploads, previews, results) stay in Gradio's cache folder.
+    cache_max_age_min: float = 60.0
     #: auto: a login is required whenever the server listens beyond this machine.
     login: str = "auto"
     username: str = "admin"
@@ -253,6 +255,8 @@ class ServerSettings:
         _require(1 <= self.port <= 65535, "server.port", self.port, "1 to 65535")
         _require(0 < self.max_upload_mb <= 1000, "server.max_upload_mb", self.max_upload_mb, "0 to 1000")
         _require(1 <= self.body_timeout_s <= 3600, "server.body_timeout_s", self.body_timeout_s, "1 to 3600")
+        _require(0.05 <= self.cache_max_age_min <= 10080, "server.cache_max_age_min", self.cache_max_age_min,
+                 "0.05 to 10080 (a week)")
 
 
 @dataclass(frozen=True)

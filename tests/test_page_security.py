@@ -218,14 +218,14 @@ def test_gradios_cache_is_swept_on_schedule_in_the_mounted_page(tmp_path, monkey
     from image_to_video.job_store import SQLiteJobStore
     from image_to_video.live import LiveJobs
     from image_to_video.outputs import OutputFolder
-    from image_to_video.ui import build_ui, layout
+    from image_to_video.ui import build_ui
 
     from .test_ui_events import FakeModel
 
     cache = tmp_path / "gradio"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    monkeypatch.setattr(layout, "CACHE_CLEANUP", (0.5, 3.0))
-    config = load_config(overrides={"paths.output_dir": str(tmp_path / "outputs"),
+    config = load_config(overrides={"server.cache_max_age_min": 0.05,  # 3 s, swept every 0.75 s
+                                    "paths.output_dir": str(tmp_path / "outputs"),
                                     "paths.state_dir": str(tmp_path / "data")})
     queue = JobQueue(SQLiteJobStore(tmp_path / "jobs.db"), config, live=LiveJobs(), inputs_dir=tmp_path / "in")
     demo = build_ui(config, queue, OutputFolder(tmp_path / "outputs", config.outputs), FakeModel())

@@ -36,8 +36,6 @@ _GENERATE_CLICKED_JS = """(...values) => {
   if (button) { button.disabled = true; setTimeout(() => { button.disabled = false; }, 3000); }
   return values;
 }"""
-#: Gradio's cache: every 10 minutes, the files older than an hour go (see CacheSweeper).
-CACHE_CLEANUP = (600.0, 3600.0)
 #: The page ids' signing key, in the state folder.
 OWNER_KEY_FILE = "page_owner.key"
 _REMEMBER_LANGUAGE_JS = """(lang, video) => {
@@ -58,7 +56,8 @@ def build_page(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model:
         page = layout.build()
         _wire(demo, page, config, queue, outputs, model, tables, layout.logo_svg)
     demo.lang_component = page.lang
-    every_s, older_than_s = CACHE_CLEANUP
+    older_than_s = config.server.cache_max_age_min * 60
+    every_s = min(600.0, older_than_s / 4)
     sweeper = CacheSweeper(get_upload_folder(), every_s, older_than_s, keep=lambda: _kept_files(demo))
     demo.extra_startup_events.append(sweeper.start)
     return demo
