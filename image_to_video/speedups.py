@@ -209,6 +209,10 @@ def default_inductor_cache() -> str | None:
     return os.path.abspath(_torch_cache_dir()) if _torch_cache_dir else None
 
 
+#: Memory modes whose offload hooks sit inside the UNet: it runs uncompiled there.
+UNCOMPILED_MODES = ("group_offload", "sequential_offload")
+
+
 class CompiledForward:
     """``torch.compile(fullgraph=True)`` of a module's forward, its kernels kept in ``cache_dir``, used
     only for the input shapes compiled by ``warm_up``: any other shape runs the eager forward, so a job
@@ -232,9 +236,10 @@ class CompiledForward:
         self.compiled = self._forward  # one bound method, so that the module's forward can be told apart
 
     def choose(self, mode: str) -> None:
-        """The compiled forward, except in sequential offload: its hooks sit inside the UNet, on every
-        layer, and cannot be compiled (the weights' transfers bound that mode's speed anyway)."""
-        self.module.forward = self.eager if mode == "sequential_offload" else self.compiled
+        """The compiled forward, except in group and sequential offload: their hooks sit inside the
+        UNet (on its blocks, on every layer) and cannot be compiled (the weights' transfers bound
+        those modes' speed anyway)."""
+        self.module.forward = self.eager if mode in UNCOMPILED_MODES else self.compiled
 
     def _forward(self, *args, **kwargs):
         shape = input_shapes(args, kwargs)
@@ -275,8 +280,8 @@ def warm_up(compiled: CompiledForward, shapes: Iterable[tuple[int, int, int]], m
     """Compile each (width, height, frames) shape before the app says ready: ``denoise`` runs one
     denoising step of a gray picture for each, after ``set_status`` says so. Only these shapes run
     compiled later; past torch's recompile limit the rest are left uncompiled, said in the log."""
-    if memory_mode == "sequential_offload":
-        log.info("Sequential offload: the UNet runs uncompiled, so there is nothing to compile")
+    if memory_mode in UNCOMPILED_MODES:
+        log.info("%s: the UNet runs uncompiled, so there is nothing to compile", memory_mode)
         return
     for width, height, frames in shapes:
         set_status(("status_compiling", {"width": width, "height": height, "frames": frames}))
