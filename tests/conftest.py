@@ -53,6 +53,7 @@ def small_config(tmp_path, demo_dir):
             "paths.output_dir": str(tmp_path / "outputs"),
             "paths.models_dir": str(tmp_path / "models"),
             "paths.log_dir": str(tmp_path / "logs"),
+            "paths.state_dir": str(tmp_path / "data"),  # the job database and the folder lock too
             **extra,
         }
         return load_config(overrides=overrides)

@@ -54,8 +54,10 @@ def api_job(app: AppProcess, prompt: str) -> dict:
     picture = io.BytesIO()
     Image.new("RGB", (80, 64), (10, 90, 160)).save(picture, "PNG")
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n{prompt}\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n').encode()
+    small = {"prompt": prompt, "resolution": "256p", "num_frames": 8, "num_inference_steps": 10}
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in small.items()).encode()
+    body += f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n'.encode()
     body += picture.getvalue() + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(app.url + "api/jobs", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
@@ -167,7 +169,7 @@ def test_an_oversized_body_is_refused_before_it_is_read(target, path):
     assert status == 413, (status, seconds, sent)
     assert sent < 20 * 2**20, f"{sent / 2**20:.0f} MB were taken in before the answer"
     status, _seconds, sent = client.chunked_body(path, send_mb=120)
-    assert status == 413 or status == 0, status
+    assert status in (0, 400, 413), status  # 400: a multipart parser refused the junk before the limit
     assert sent < 80 * 2**20, f"{sent / 2**20:.0f} MB of a chunked body were taken in"
     big = [p for p in (root / "gradio").rglob("*") if p.is_file() and p.stat().st_size > 10 * 2**20]
     assert not big, big
