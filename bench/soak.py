@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image  # noqa: E402
 
-from tests.app_process import AppProcess  # noqa: E402
+from tests.app_process import AppProcess, free_port  # noqa: E402
 from tests.hostile import HostileClient, file_data  # noqa: E402
 
 FINISHED = ("done", "failed", "cancelled", "interrupted")
@@ -47,12 +46,9 @@ def main() -> None:
     parser.add_argument("--cache-check-s", type=float, default=None,
                         help="also wait this long at the end and sample again (Gradio's cache cleanup)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
+    with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        app = AppProcess(root, port, env={"GRADIO_TEMP_DIR": str(root / "gradio"),
+        app = AppProcess(root, free_port(), env={"GRADIO_TEMP_DIR": str(root / "gradio"),
                                           "I2V_SERVER_CACHE_MAX_AGE_MIN": str(args.cache_max_age_min)}).start()
         try:
             run(app, root, args)

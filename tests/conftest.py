@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from image_to_video.config import load_config
 from image_to_video.demo_model import build_demo_model
 
 from .app_process import AppProcess
+from .app_process import free_port as loopback_port
 
 # Small limits so the real pipeline runs in seconds on two CPU cores.
 SMALL = {
@@ -84,9 +84,7 @@ def photo() -> Image.Image:
 @pytest.fixture
 def free_port() -> int:
     """A port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return loopback_port()
 
 
 @pytest.fixture
@@ -95,10 +93,7 @@ def app_process(tmp_path):
     started = []
 
     def make(*args, env=None, host="127.0.0.1", root=None, port=None):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            free = s.getsockname()[1]
-        app = AppProcess(root or tmp_path, port or free, *args, env=env, host=host)
+        app = AppProcess(root or tmp_path, port or loopback_port(), *args, env=env, host=host)
         started.append(app)
         return app
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import time
 import urllib.request
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from .app_process import AppProcess
+from .app_process import AppProcess, free_port
 from .hostile import SERVER_FILES, HostileClient, file_data
 
 MARKER = b"hostile-canary-" + uuid.uuid4().hex.encode()
@@ -28,9 +27,7 @@ MARKER = b"hostile-canary-" + uuid.uuid4().hex.encode()
 def target(tmp_path_factory):
     """The real app, its state in a temp folder, plus files a caller must never get it to read."""
     root = tmp_path_factory.mktemp("hostile")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = AppProcess(root, port, env={"GRADIO_TEMP_DIR": str(root / "gradio")}).start()
     secret = root / "private" / "secret.png"  # a real picture: read, it would make a video
     secret.parent.mkdir()

@@ -18,7 +18,7 @@ import uvicorn
 
 from image_to_video.auth import Credentials, LoginThrottle
 
-from .app_process import AppProcess
+from .app_process import AppProcess, free_port
 
 PASSWORD = "correct-horse-battery"
 #: A login (the server listens on the network address, reached here on loopback), a 1 MB upload
@@ -30,9 +30,7 @@ ENV = {"I2V_SERVER_PASSWORD": PASSWORD, "I2V_SERVER_MAX_UPLOAD_MB": "1",
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("guard")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     gradio_tmp, tmp = root / "gradio", root / "tmp"
     gradio_tmp.mkdir()
     tmp.mkdir()
@@ -232,9 +230,7 @@ def local_server(small_config):
     built = build(config)
     asgi = create_app(config, built.queue, built.outputs, built.engine,
                       credentials=Credentials("admin", PASSWORD), throttle=LoginThrottle(clock=clock))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import urllib.error
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .app_process import AppProcess
+from .app_process import AppProcess, free_port
 
 UPLOAD_AGAIN = "Upload the picture again"
 FAST = {"resolution": "256p", "num_frames": 8, "steps": 10}
@@ -96,9 +95,7 @@ def generate_data(image, owner, prompt="the waves roll in slowly", seed=3, rando
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("page")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = AppProcess(root, port, env={"GRADIO_TEMP_DIR": str(root / "gradio")}).start()
     app.cache = root / "gradio"
     try:

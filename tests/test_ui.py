@@ -1,7 +1,6 @@
 """End to end: the real `python main.py --demo` on a free port, driven with gradio_client."""
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -15,15 +14,13 @@ from image_to_video.config import PROJECT_DIR
 from image_to_video.examples import ensure_examples
 from image_to_video.video import probe_video
 
-from .app_process import AppProcess
+from .app_process import AppProcess, free_port
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = AppProcess(root, port).start()
     try:
         yield {"url": app.url, "client": Client(app.url, verbose=False), "outputs": root / "outputs",
