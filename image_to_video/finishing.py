@@ -1,0 +1,332 @@
+"""Finishing steps on a video's frames: join segments, loop, interpolate, upscale, GIF and WebM.
+
+Frames are numpy uint8 arrays shaped (frames, height, width, 3), RGB. The frame steps are pure
+functions from frames to frames; the ffmpeg ones pipe raw RGB frames through the ffmpeg binary
+that imageio-ffmpeg ships (no temporary files). The writers work like ``video.write_video``: the
+file is written under a temporary name beside its target (``.{stem}.{hex6}.tmp.gif`` or
+``.tmp.webm``, names the output folder's crash clean-up finds), decoded to prove it is whole, and
+only then renamed into place; the temporary file is removed on any error. What the filters and
+encoders used here do in this ffmpeg build is in docs/DEPENDENCIES.md, "ffmpeg finishing filters".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image
+
+from .errors import GenerationFailed
+from .video import VideoInfo, probe_video
+
+MB = 1024 * 1024
+
+#: The GIF is made smaller (to fit its size limit) no further than this width and frame rate.
+MIN_GIF_WIDTH = 128
+#: Most pixels (frames x width x height) a GIF is first tried at: GIF's encoder takes about a
+#: minute per 10 million pixels of busy frames on two CPU cores (measured: 120 noisy 512x512
+#: frames, 31 million pixels, made a 43 MB GIF in 180-200 s), and such a GIF would be over the
+#: size limit anyway; a longer or larger clip starts at a smaller size (the result says so).
+GIF_PIXEL_BUDGET = 16_000_000
+MIN_GIF_FPS = 4
+
+# Motion-compensated interpolation, chosen by measuring (bench/finishing.py --modes: synthetic pans and
+# a moving disc, PSNR of the in-between frames against the true ones). me_mode=bidir scored 0 to 1 dB
+# above bilat (most on fast motion) at about twice its time; mc_mode=aobmc and vsbmc=1 never scored
+# higher and cost time (vsbmc=1 up to 0.6 dB lower with bilat). scd=none: a generated clip is one shot,
+# and scene-cut detection took a fast pan for a cut and duplicated frames instead (0.7 to 1 dB lower).
+MINTERPOLATE = "minterpolate=fps={fps}:mi_mode=mci:mc_mode=obmc:me_mode=bidir:vsbmc=0:scd=none"
+# minterpolate emits nothing after its second-to-last input frame, so the input is padded with two
+# copies of its last frame: the output then runs to the clip's end, the last frame held.
+HOLD_LAST = "tpad=stop_mode=clone:stop=2"
+# One graph: the palette is built from the frames' changing parts (stats_mode=diff), then used with
+# ordered (Bayer) dithering, which stays still from frame to frame: error-diffusion dithers
+# (sierra2_4a, floyd_steinberg) crawl, and made the GIF about 40% larger at a lower PSNR
+# (bench/finishing.py --modes); no dithering is smaller still but bands smooth gradients.
+GIF_GRAPH = ("scale={width}:{height}:flags=lanczos,split[a][b];[a]palettegen=stats_mode=diff[p];"
+             "[b][p]paletteuse=dither=bayer:bayer_scale=3")
+# VP9 at constant quality (-crf 32 -b:v 0), threads over rows. -deadline good -cpu-used 4: about 20%
+# faster than cpu-used 1 or 2 for some 15% more bytes at the same PSNR; realtime was 3x faster but
+# 1.6x larger (bench/finishing.py --modes).
+WEBM_OPTIONS = ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", "32", "-b:v", "0", "-row-mt", "1",
+                "-deadline", "good", "-cpu-used", "4", "-f", "webm"]
+
+
+@dataclass(frozen=True)
+class GifResult:
+    """The GIF as written, and whether (and from what) it was made smaller to fit its size limit."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+    size_mb: float
+    capped: bool
+    original_width: int
+    original_fps: float
+
+
+def join_segments(segments: Sequence[np.ndarray]) -> np.ndarray:
+    """The segments in order, each later one without its first frame.
+
+    A later segment starts from the previous one's last frame (its input picture), so that frame
+    would show twice at the seam: 8 + 8 frames give 15.
+    """
+    if not segments:
+        raise ValueError("join_segments needs at least one segment")
+    checked = [_checked(segment) for segment in segments]
+    sizes = {segment.shape[1:3] for segment in checked}
+    if len(sizes) > 1:
+        raise ValueError(f"all segments must have one frame size, got {sorted(sizes)}")
+    return np.concatenate([checked[0], *(segment[1:] for segment in checked[1:])])
+
+
+def boomerang(frames: np.ndarray) -> np.ndarray:
+    """Forward then back, ``f0..f(n-1), f(n-2)..f1``: 8 frames give 14.
+
+    Neither end frame is doubled, so played in a loop it turns around without a pause.
+    """
+    frames = _checked(frames, at_least=2)
+    return np.concatenate([frames, frames[-2:0:-1]])
+
+
+def crossfade(frames: np.ndarray, overlap: int | None = None) -> np.ndarray:
+    """The clip's end blended into its start, so that it loops without a jump.
+
+    With ``n`` frames and overlap ``k`` (default ``max(2, n // 4)``), the output has ``n - k``
+    frames: ``frames[k:n-k]``, then for ``j = 0..k-1`` the blend
+    ``(1 - w) * frames[n-k+j] + w * frames[j]`` with ``w = (j + 1) / (k + 1)``. The last output
+    frame is mostly ``frames[k-1]`` and the loop goes on with ``frames[k]``, one step of motion.
+    Blended in float, rounded back to uint8. Needs ``n >= 2k + 1`` (ValueError otherwise).
+    """
+    frames = _checked(frames)
+    count = len(frames)
+    k = max(2, count // 4) if overlap is None else overlap
+    if not _is_whole(k) or k < 1:
+        raise ValueError(f"overlap must be a whole number of at least 1, got {k!r}")
+    if count < 2 * k + 1:
+        raise ValueError(f"a crossfade over {k} frames needs at least {2 * k + 1} frames, got {count}")
+    weights = (np.arange(1, k + 1, dtype=np.float32) / (k + 1))[:, None, None, None]
+    blends = (1 - weights) * frames[count - k:] + weights * frames[:k]
+    return np.concatenate([frames[k:count - k], np.rint(blends).astype(np.uint8)])
+
+
+def interpolate(frames: np.ndarray, fps: int, target_fps: int) -> np.ndarray:
+    """The clip at ``target_fps`` with motion-compensated in-between frames (ffmpeg ``minterpolate``).
+
+    Its duration is unchanged: exactly ``round(n * target_fps / fps)`` frames (Python's round). The
+    output runs to the end of the clip's last frame, which is held (see ``HOLD_LAST``); what ffmpeg
+    gives beyond that count is cut off, and should it give fewer the last frame is repeated.
+    8 frames at 8 fps give 24 at 24 fps. Raises ``GenerationFailed`` (ffmpeg's last words) if ffmpeg fails.
+    """
+    frames = _checked(frames)
+    _check_fps(fps, "fps")
+    _check_fps(target_fps, "target_fps")
+    if target_fps <= fps:
+        raise ValueError(f"target_fps ({target_fps}) must be above fps ({fps})")
+    height, width = frames.shape[1:3]
+    graph = f"{HOLD_LAST},{MINTERPOLATE.format(fps=target_fps)}"
+    out = _filtered("finish_interpolate", frames, fps, graph, (width, height))
+    return _fit_length(out, round(len(frames) * target_fps / fps))
+
+
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """The frames ``factor`` times as wide and high, Lanczos-scaled by ffmpeg; factor 1 returns ``frames``."""
+    frames = _checked(frames)
+    if not _is_whole(factor) or factor not in (1, 2):
+        raise ValueError(f"factor must be 1 or 2, got {factor!r}")
+    if factor == 1:
+        return frames
+    height, width = frames.shape[1:3]
+    graph = f"scale={width * factor}:{height * factor}:flags=lanczos"
+    return _filtered("finish_upscale", frames, 1, graph, (width * factor, height * factor))
+
+
+def write_gif(frames: np.ndarray, fps: int, path: Path, *, max_mb: float) -> GifResult:
+    """A palette-optimised GIF of ``frames`` at ``path``, no larger than ``max_mb`` MB (MiB).
+
+    When the GIF is too large it is encoded again smaller, alternately halving its width and its
+    frame rate (every other frame dropped), down to ``MIN_GIF_WIDTH`` and ``MIN_GIF_FPS``; a clip of
+    more than ``GIF_PIXEL_BUDGET`` pixels starts at the first of those sizes within it; past
+    those it raises ``GenerationFailed``. The file that fits is decoded (frame count and size
+    checked) before it is renamed into place. GIF delays are in hundredths of a second, so players
+    show e.g. 24 fps as 25.
+    """
+    frames = _checked(frames)
+    _check_fps(fps, "fps")
+    if not (isinstance(max_mb, (int, float)) and math.isfinite(max_mb) and max_mb > 0):
+        raise ValueError(f"max_mb must be a positive number, got {max_mb!r}")
+    height, width = frames.shape[1:3]
+    path = Path(path)
+    attempts = list(_gif_attempts(width, fps))
+    with _temporary(path, ".gif") as tmp:
+        for number, (gif_width, step) in enumerate(attempts):
+            gif_height = max(1, round(height * gif_width / width))
+            picked = frames[::step]
+            if len(picked) * gif_width * gif_height > GIF_PIXEL_BUDGET and number + 1 < len(attempts):
+                continue  # a long clip: start smaller than take minutes on a GIF that would not fit anyway
+            _run("finish_gif", picked, f"{fps}/{step}",
+                 ["-filter_complex", GIF_GRAPH.format(width=gif_width, height=gif_height), "-f", "gif", str(tmp)])
+            size_mb = tmp.stat().st_size / MB
+            if size_mb <= max_mb:
+                break
+        else:
+            raise GenerationFailed(key="err_gif_too_large", max_mb=max_mb, size_mb=f"{size_mb:.3g}",
+                                   width=gif_width, fps=f"{fps / step:g}")
+        decoded = decode_frames(tmp)
+        _check_decoded("finish_gif", (len(decoded), decoded.shape[2], decoded.shape[1]),
+                       (len(picked), gif_width, gif_height))
+        os.replace(tmp, path)
+    return GifResult(frames=len(picked), fps=fps / step, width=gif_width, height=gif_height, size_mb=size_mb,
+                     capped=(gif_width, step) != (width, 1), original_width=width, original_fps=float(fps))
+
+
+def write_webm(frames: np.ndarray, fps: int, path: Path) -> VideoInfo:
+    """A VP9 WebM of ``frames`` at ``path`` (see ``WEBM_OPTIONS``), decoded and checked before it appears."""
+    frames = _checked(frames)
+    _check_fps(fps, "fps")
+    path = Path(path)
+    with _temporary(path, ".webm") as tmp:
+        _run("finish_webm", frames, str(fps), [*WEBM_OPTIONS, str(tmp)])
+        info = probe_video(tmp)
+        _check_decoded("finish_webm", (info.frames, info.width, info.height),
+                       (len(frames), frames.shape[2], frames.shape[1]))
+        os.replace(tmp, path)
+    return info
+
+
+def decode_frames(path: Path) -> np.ndarray:
+    """Every frame of a video file (MP4, WebM, GIF) as uint8 RGB; ``GenerationFailed`` if it does not decode."""
+    decoded = list(_frames_of(Path(path)))
+    if not decoded:
+        raise GenerationFailed(key="err_video_no_frames", name=Path(path).name)
+    return np.stack(decoded)
+
+
+def last_frame(path: Path) -> Image.Image:
+    """The video's last frame as an RGB picture (to continue the video from); ``GenerationFailed``
+    if the file does not decode or has no frames."""
+    final = None
+    for final in _frames_of(Path(path)):
+        pass
+    if final is None:
+        raise GenerationFailed(key="err_video_no_frames", name=Path(path).name)
+    return Image.fromarray(final, "RGB")
+
+
+def _frames_of(path: Path) -> Iterator[np.ndarray]:
+    """The file's frames one at a time, decoded by ffmpeg (GIFs too: each frame whole, drawn over the last)."""
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        width, height = next(reader)["size"]
+        for data in reader:
+            yield np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+    except (OSError, RuntimeError, StopIteration) as error:
+        raise GenerationFailed(key="err_video_unreadable", name=path.name, detail=str(error)) from error
+
+
+def _gif_attempts(width: int, fps: int) -> Iterator[tuple[int, int]]:
+    """(width, keep every step-th frame) to try, from the full GIF down to the floors: the width and the
+    frame rate are halved in turn, the width first; one at its floor, the other goes on alone."""
+    step = 1
+    yield width, step
+    halve_width = True
+    while True:
+        can_width = width // 2 >= MIN_GIF_WIDTH
+        can_fps = fps / (step * 2) >= MIN_GIF_FPS
+        if not (can_width or can_fps):
+            return
+        if can_width and (halve_width or not can_fps):
+            width //= 2
+            halve_width = False
+        else:
+            step *= 2
+            halve_width = True
+        yield width, step
+
+
+@contextlib.contextmanager
+def _temporary(path: Path, extension: str) -> Iterator[Path]:
+    """``.{stem}.{hex6}.tmp{extension}`` beside ``path``, removed on the way out unless renamed."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}.tmp{extension}")
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _filtered(step_key: str, frames: np.ndarray, fps: int, graph: str, size: tuple[int, int]) -> np.ndarray:
+    """``frames`` through the ffmpeg filter ``graph``, back as frames of ``size`` (width, height):
+    every frame the graph emits, none duplicated or dropped to fit a frame rate."""
+    out = _run(step_key, frames, str(fps), ["-vf", graph, "-fps_mode", "passthrough", "-f", "rawvideo",
+                                            "-pix_fmt", "rgb24", "-"])
+    width, height = size
+    if not out or len(out) % (width * height * 3):
+        raise GenerationFailed(key="err_finishing_failed", step_key=step_key,
+                               detail=f"{len(out)} bytes out, not whole {width}x{height} frames")
+    return np.frombuffer(out, dtype=np.uint8).reshape(-1, height, width, 3).copy()
+
+
+def _run(step_key: str, frames: np.ndarray, rate: str, output_args: list[str]) -> bytes:
+    """Run ffmpeg with ``frames`` as raw RGB input at ``rate`` frames per second; its standard output.
+
+    Raises ``GenerationFailed`` with the end of ffmpeg's error output (one line) when it fails.
+    """
+    height, width = frames.shape[1:3]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate, "-i", "-",
+               *output_args]
+    try:
+        done = subprocess.run(command, input=frames.tobytes(), capture_output=True, check=False)
+    except OSError as error:
+        raise GenerationFailed(key="err_finishing_failed", step_key=step_key, detail=str(error)) from error
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").split("\n")
+        tail = " | ".join(line.strip() for line in lines if line.strip())[-300:] or f"exit status {done.returncode}"
+        raise GenerationFailed(key="err_finishing_failed", step_key=step_key, detail=tail)
+    return done.stdout
+
+
+def _check_decoded(step_key: str, found: tuple[int, int, int], expected: tuple[int, int, int]) -> None:
+    """Refuse a written file whose (frames, width, height) is not what was encoded."""
+    if found != expected:
+        raise GenerationFailed(key="err_finished_file_wrong", step_key=step_key, frames=found[0], width=found[1],
+                               height=found[2], expected_frames=expected[0], expected_width=expected[1],
+                               expected_height=expected[2])
+
+
+def _fit_length(frames: np.ndarray, count: int) -> np.ndarray:
+    """Exactly ``count`` frames: the extra cut off, or the last one repeated."""
+    if len(frames) >= count:
+        return frames[:count]
+    return np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), axis=0)])
+
+
+def _checked(frames: np.ndarray, at_least: int = 1) -> np.ndarray:
+    """``frames`` as a C-contiguous uint8 (frames, height, width, 3) array, or a ValueError saying why not."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape[1:3]:
+        raise ValueError(f"frames must be shaped (frames, height, width, 3), got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    if len(frames) < at_least:
+        raise ValueError(f"this step needs at least {at_least} frames, got {len(frames)}")
+    return np.ascontiguousarray(frames)
+
+
+def _check_fps(value: int, name: str) -> None:
+    if not _is_whole(value) or value < 1:
+        raise ValueError(f"{name} must be a whole number of frames per second, at least 1, got {value!r}")
+
+
+def _is_whole(value: object) -> bool:
+    """An int (numpy's too), not a bool or a float."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
