@@ -16,6 +16,7 @@ APP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly APP_DIR
 readonly CONFIG_FILE="${APP_DIR}/config/model_config.yaml"
 readonly REQUIREMENTS="${APP_DIR}/requirements.txt"
+readonly REQUIREMENTS_RAY="${APP_DIR}/requirements-ray.txt"  # a Ray cluster's machines only (worker)
 readonly VENV_DIR="${I2V_VENV_DIR:-${APP_DIR}/.venv}"
 readonly RUN_DIR="${I2V_RUN_DIR:-${APP_DIR}/run}"  # PID files; the tests point it elsewhere
 readonly GRADIO_TMP="${APP_DIR}/.gradio/tmp"
@@ -33,6 +34,7 @@ OPT_FOREGROUND=0
 OPT_QUIET=0
 OPT_DEBUG=0
 OPT_NO_LOGIN=0
+OPT_HEAD=""
 
 # Filled in by ensure_env, config_args and the launcher's "set" lines.
 PYTHON=""
@@ -48,8 +50,9 @@ usage() {
       --stop-timeout "${STOP_TIMEOUT}" --ready-timeout "${READY_TIMEOUT}" --venv "${VENV_DIR/#${APP_DIR}\//}"); then
     return 0
   fi
-  printf 'Usage: bash start_app.sh [start|stop|restart|status|logs] [--port N] [--host ADDR] [--demo]\n'
-  printf '         [--model SOURCE] [--no-login] [--foreground] [--quiet] [--debug]   (Python 3.%s+ needed)\n' \
+  printf 'Usage: bash start_app.sh [start|stop|restart|status|logs|worker] [--port N] [--host ADDR] [--demo]\n'
+  printf '         [--model SOURCE] [--no-login] [--foreground] [--quiet] [--debug] [--head HOST[:PORT]]\n'
+  printf '         (Python 3.%s+ needed)\n' \
     "${MIN_PYTHON_MINOR}"
 }
 
@@ -78,6 +81,7 @@ declare -A ZH=(
   ["Stopping %s (PID %s)..."]="正在停止 %s（PID %s）..."
   ["Stopped."]="已停止。"
   ["PID %s did not stop within %s s; killing it."]="PID %s 在 %s 秒内没有停止，强制结束。"
+  ["Installing %s from requirements-ray.txt..."]="正在安装 requirements-ray.txt 中的 %s..."
 )
 
 _is_chinese() {
@@ -118,12 +122,12 @@ debug() { [[ "${OPT_DEBUG}" == 1 ]] && printf '[DEBUG] %s\n' "$*" >&2; return 0;
 parse_args() {
   while (($#)); do
     case "$1" in
-      start|stop|restart|status|logs) COMMAND="$1" ;;
-      --port|--host|--model)
+      start|stop|restart|status|logs|worker) COMMAND="$1" ;;
+      --port|--host|--model|--head)
         if (($# < 2)) || [[ "$2" == --* ]]; then needs_value "$1"; fi
         set_option "$1" "$2"
         shift ;;
-      --port=*|--host=*|--model=*) set_option "${1%%=*}" "${1#*=}" ;;
+      --port=*|--host=*|--model=*|--head=*) set_option "${1%%=*}" "${1#*=}" ;;
       --demo) OPT_DEMO=1 ;;
       --no-login) OPT_NO_LOGIN=1 ;;
       --foreground) OPT_FOREGROUND=1 ;;
@@ -145,11 +149,12 @@ set_option() {
     --port) OPT_PORT="$2" ;;
     --host) OPT_HOST="$2" ;;
     --model) OPT_MODEL="$2" ;;
+    --head) OPT_HEAD="$2" ;;
   esac
 }
 
 needs_value() {
-  local -A example=([--port]=7860 [--host]=127.0.0.1 [--model]=ali-vilab/i2vgen-xl)
+  local -A example=([--port]=7860 [--host]=127.0.0.1 [--model]=ali-vilab/i2vgen-xl [--head]=10.0.0.5:6379)
   error "$(_t '%s needs a value, e.g. %s %s' "$1" "$1" "${example[$1]}")"
   exit 2
 }
@@ -444,6 +449,33 @@ cmd_status() {
   launcher status "${CONFIG_ARGS[@]}"
 }
 
+# This machine as a GPU worker of the Ray cluster whose head is --head: the app's environment, Ray
+# from requirements-ray.txt, then `ray start --block` in the foreground (this process becomes it):
+# Ctrl+C or a TERM stops it, and Ray drains the node and stops what it started.
+cmd_worker() {
+  local -a ray_args
+  say "🚀 $(_t '%s launcher' "${APP_NAME}")"
+  ensure_env
+  ensure_ray
+  config_args
+  PRE=()
+  launcher worker --head "${OPT_HEAD}" "${CONFIG_ARGS[@]}" || exit
+  ray_args=(start "--address=${PRE[RAY_ADDRESS]}" --disable-usage-stats --block)
+  if [[ -n "${PRE[RAY_RESOURCES]}" ]]; then ray_args+=("--resources=${PRE[RAY_RESOURCES]}"); fi
+  export_app_environment
+  cd "${APP_DIR}" && exec "$(dirname "${PYTHON}")/ray" "${ray_args[@]}"
+}
+
+# Ray as requirements-ray.txt pins it, installed into the environment when missing or another version.
+ensure_ray() {
+  local pin
+  pin="$(grep -E '^ray==' "${REQUIREMENTS_RAY}" | head -n 1)"
+  [[ "$("${PYTHON}" -c 'import ray; print("ray==" + ray.__version__)' 2>/dev/null)" != "${pin}" ]] || return 0
+  info "$(_t 'Installing %s from requirements-ray.txt...' "${pin}")"
+  "${PYTHON}" -m pip install --quiet -r "${REQUIREMENTS_RAY}" >&2 \
+    || die "$(_t "Installing the packages failed (see the pip output above). Check the network and disk space, then run this again.")"
+}
+
 # Follow the running app's log, else the newest.
 cmd_logs() {
   use_env_as_it_is
@@ -462,6 +494,7 @@ main() {
     restart) cmd_restart ;;
     status) cmd_status ;;
     logs) cmd_logs ;;
+    worker) cmd_worker ;;
   esac
 }
 

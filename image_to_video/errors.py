@@ -177,3 +177,35 @@ class AlreadyRunning(AppError):
     """
 
     http_status = 409
+
+
+class WorkerLost(AppError):
+    """The process (or Ray actor) holding a worker's engine is gone: killed, crashed or unreachable.
+
+    The worker puts its job back in the queue (up to ``jobs.max_attempts`` runs) and starts a fresh one.
+    """
+
+    http_status = 503
+
+
+def plain_error(error: BaseException) -> dict:
+    """``error`` as plain values that cross a process or a Ray actor: an ``AppError`` with keyword-only
+    parameters does not unpickle as itself, so it travels as its class name, key, parameters and message."""
+    return {"kind": type(error).__name__, "key": getattr(error, "key", None),
+            "params": dict(getattr(error, "params", None) or {}), "message": str(error)}
+
+
+def rebuilt_error(plain: dict) -> Exception:
+    """The error ``plain_error`` described: the same ``AppError`` subclass with its key and parameters
+    (so its message is shown in the reader's language), or a ``RuntimeError`` naming any other kind."""
+    kind = {cls.__name__: cls for cls in _subclasses(AppError)}.get(plain["kind"])
+    if kind is None:
+        return RuntimeError(f"{plain['kind']}: {plain['message']}")
+    if plain["key"]:
+        return kind(key=plain["key"], **plain["params"])
+    return kind(plain["message"])
+
+
+def _subclasses(cls: type) -> list[type]:
+    """``cls`` and every class below it (looked up when needed: classes added later count too)."""
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _subclasses(child))]

@@ -57,6 +57,10 @@ class Job:
     message_key: str | None = None
     #: The id of the job that a retry of this one made (set once: a second retry answers with it).
     retried_as: str | None = None
+    #: Which worker ran it last (its name, "gpu1"), on which device ("cuda:1") and machine (host name).
+    worker_name: str | None = None
+    worker_device: str | None = None
+    worker_machine: str | None = None
 
     def localized_message(self, lang: str) -> str | None:
         """``message`` in ``lang`` when it was stored with its key, else as stored (English)."""
@@ -77,6 +81,8 @@ class Job:
             "progress": {"stage": self.stage, "done": self.done, "total": self.total, "eta_s": self.eta},
             "message": self.message, "video": Path(self.video_path).name if self.video_path else None,
             "attempts": self.attempts, "retried_as": self.retried_as,
+            "worker": {"name": self.worker_name, "device": self.worker_device, "machine": self.worker_machine}
+            if self.worker_name else None,
         }
 
 
@@ -86,7 +92,8 @@ class JobStore(Protocol):
     def add(self, job: Job, *, max_queued: int, retry_of: str | None = None) -> Job: ...
     def get(self, job_id: str) -> Job | None: ...
     def update(self, job_id: str, **changes: Any) -> Job | None: ...
-    def claim_next(self, worker: str, *, owner: str | None = None) -> Job | None: ...
+    def claim_next(self, worker: str, *, owner: str | None = None,
+                   ran_on: dict[str, str] | None = None) -> Job | None: ...
     def cancel_if_queued(self, job_id: str, message: str) -> bool: ...
     def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]: ...
     def position(self, job_id: str) -> int | None: ...
@@ -98,7 +105,8 @@ _COLUMNS = [f.name for f in fields(Job)]
 
 
 #: Columns added after the first release, with their type: an older database gains them at start.
-_ADDED_COLUMNS = {"message_key": "TEXT", "retried_as": "TEXT"}
+_ADDED_COLUMNS = {"message_key": "TEXT", "retried_as": "TEXT", "worker_name": "TEXT", "worker_device": "TEXT",
+                  "worker_machine": "TEXT"}
 
 
 class SQLiteJobStore:
@@ -198,8 +206,11 @@ class SQLiteJobStore:
             return self._row(db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?",
                                         (job_id,)).fetchone())
 
-    def claim_next(self, worker: str, *, owner: str | None = None) -> Job | None:
-        """Atomically move the oldest queued job (of ``owner``, if given) to running."""
+    def claim_next(self, worker: str, *, owner: str | None = None,
+                   ran_on: dict[str, str] | None = None) -> Job | None:
+        """Atomically move the oldest queued job (of ``owner``, if given) to running. ``worker`` is the
+        claiming process (``processes.this_worker``); ``ran_on`` the worker's name, device and machine."""
+        placed = {f"worker_{key}": (ran_on or {}).get(key) for key in ("name", "device", "machine")}
         query = f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE state = ?"
         args: list[Any] = [QUEUED]
         if owner is not None:
@@ -216,10 +227,10 @@ class SQLiteJobStore:
                 job = self._row(row)
                 now = time.time()
                 db.execute("UPDATE jobs SET state = ?, started = ?, attempts = attempts + 1, stage = NULL, "
-                           "done = 0, total = 0, eta = NULL, message = NULL, message_key = NULL, worker = ? "
-                           "WHERE id = ?",
-                           (RUNNING, now, worker, job.id))
-                return replace(job, state=RUNNING, started=now, attempts=job.attempts + 1, worker=worker)
+                           "done = 0, total = 0, eta = NULL, message = NULL, message_key = NULL, worker = ?, "
+                           "worker_name = ?, worker_device = ?, worker_machine = ? WHERE id = ?",
+                           (RUNNING, now, worker, *placed.values(), job.id))
+                return replace(job, state=RUNNING, started=now, attempts=job.attempts + 1, worker=worker, **placed)
 
     @staticmethod
     def _fail_unreadable(db: sqlite3.Connection, job_id: str) -> None:

@@ -83,6 +83,9 @@ ZH = {
         "  进程号:   %s\n  地址:     http://localhost:%s\n  运行时长: %s",
     "  Model:   %s (%s)%s\n  Device:  %s": "  模型:     %s（%s）%s\n  设备:     %s",
     "  Model:   not answering yet": "  模型:     尚未响应",
+    "  Workers: %s": "  工作进程: %s 个",
+    "    %s: %s on %s (%s, %s)%s, %s done": "    %s：%s，设备 %s（%s，%s）%s，已完成 %s 个",
+    ", job %s": "，任务 %s",
     "  Log:     %s": "  日志:     %s",
     "No log yet in %s. Start the app first: bash start_app.sh": "%s 中还没有日志。请先启动应用：bash start_app.sh",
     "The app's packages do not import in the %s:": "应用的依赖在 %s 中无法导入：",
@@ -158,6 +161,22 @@ ZH = {
     "The model could not be loaded: %s": "模型加载失败: %s",
     "Stopping the app: it cannot make videos without its model. Fix the cause above, then start again.":
         "正在停止应用：没有模型就无法生成视频。请先解决上面的问题，再重新启动。",
+    "worker needs the head's address: bash start_app.sh worker --head HOST[:PORT] (the machine where "
+    "'ray start --head' runs; port %s unless it said another).":
+        "worker 需要头节点的地址：bash start_app.sh worker --head 主机[:端口]（运行 'ray start --head' 的那台机器；"
+        "端口默认为 %s，除非启动时指定了别的）。",
+    "--head must be HOST or HOST:PORT with a port from 1 to 65535, not %s.":
+        "--head 必须是 主机 或 主机:端口（端口 1 到 65535），而不是 %s。",
+    "Joining the Ray cluster at %s: %s": "正在加入位于 %s 的 Ray 集群：%s",
+    "every GPU of this machine that Ray sees (%s) runs one worker": "Ray 看到的本机每块 GPU（%s 块）各运行一个工作进程",
+    "%s unit(s) of %s (jobs.ray_resource), one worker each": "%s 个 %s 单位（jobs.ray_resource），每个运行一个工作进程",
+    "Ray sees no GPU on this machine, and jobs.ray_resource is empty: it joins, but runs no job.":
+        "Ray 在本机上看不到 GPU，而 jobs.ray_resource 为空：本机会加入集群，但不会运行任务。",
+    "The web server starts one worker per GPU when it starts: restart it after adding a machine "
+    "(a machine that left and joins again is used again by itself).":
+        "网页服务器在启动时为每块 GPU 启动一个工作进程：加入新机器后请重启它（离开后重新加入的机器会被自动再次使用）。",
+    "Ctrl+C (or a TERM signal) stops this worker machine; a job running here goes back to the queue.":
+        "Ctrl+C（或 TERM 信号）停止本工作机器；正在本机运行的任务会回到队列。",
     "%s is not running on port %s. Without --port, logs shows the newest log: bash start_app.sh logs":
         "%s 未在端口 %s 上运行。不带 --port 时显示最新的日志：bash start_app.sh logs",
 }
@@ -174,6 +193,8 @@ Commands:
   restart     stop, then start
   status      say whether the app runs, with its PID, address, uptime and model state
   logs        follow the app's log file (with --port: that app's, if it runs)
+  worker      make this machine a GPU worker of a Ray cluster (--head HOST[:PORT]; README "More than
+              one machine"); runs until Ctrl+C
 Without --port, stop, restart, status and logs act on the running app; when several
 run they list them and ask for --port.
 
@@ -183,6 +204,7 @@ Options:
   --demo          serve the built-in demo model (random weights; runs anywhere; videos are noise)
   --model SOURCE  model folder or hub repo id (default: model.source in the config)
   --no-login      serve a network address without a login (not recommended; prints a warning)
+  --head ADDR     worker: the Ray head's HOST[:PORT] (port 6379 by default)
   --foreground    run in this terminal instead of the background (Ctrl+C stops it)
   --quiet         print only errors and the final address lines
   --debug         trace this script and log the app at DEBUG level
@@ -209,6 +231,8 @@ USAGE_ZH = """用法: bash start_app.sh [命令] [选项]
   restart     先停止，再启动
   status      显示应用是否在运行，以及 PID、地址、运行时长和模型状态
   logs        实时查看应用的日志文件（带 --port 时：该端口上应用的日志）
+  worker      让本机成为 Ray 集群的 GPU 工作机器（--head 主机[:端口]；见 README“More than one machine”）；
+              运行到按下 Ctrl+C 为止
 不带 --port 时，stop、restart、status 和 logs 作用于正在运行的应用；
 有多个在运行时会列出它们，并要求用 --port 指定。
 
@@ -218,6 +242,7 @@ USAGE_ZH = """用法: bash start_app.sh [命令] [选项]
   --demo          运行内置演示模型（随机权重，任何机器都能运行，生成的视频是噪声）
   --model SOURCE  模型文件夹或 Hub 模型名（默认：配置中的 model.source）
   --no-login      网络地址也不要求登录（不推荐，会打印警告）
+  --head ADDR     worker：Ray 头节点的 主机[:端口]（端口默认 6379）
   --foreground    在当前终端前台运行，而不是后台（Ctrl+C 停止）
   --quiet         只打印错误和最后的地址信息
   --debug         跟踪本脚本的执行，并以 DEBUG 级别记录应用日志
@@ -517,17 +542,49 @@ def environment_name() -> str:
 
 def model_status(port: int, host: str = "127.0.0.1") -> dict | None:
     """The ``model`` part of the app's /api/status, in the user's language; None while it does not answer."""
+    return _api_get(port, host, "status" + ("?lang=zh-CN" if chinese() else ""), "model")
+
+
+def worker_list(port: int, host: str = "127.0.0.1", token: str = "") -> list[dict] | None:
+    """The app's /api/workers (``token``: the password, when it asks for a login); None when it does not answer."""
+    return _api_get(port, host, "workers", "workers", token)
+
+
+def _api_get(port: int, host: str, path: str, part: str, token: str = "") -> object:
+    """``part`` of the JSON the running app answers at /api/``path``; None when it does not answer."""
     address = "127.0.0.1" if host in ("0.0.0.0", "::", "", "localhost") else host
     if ":" in address:
         address = f"[{address}]"  # an IPv6 literal
-    url = f"http://{address}:{port}/api/status" + ("?lang=zh-CN" if chinese() else "")
+    request = urllib.request.Request(f"http://{address}:{port}/api/{path}",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
     # No proxy: a proxy from the environment cannot reach this machine's own port.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(url, timeout=3) as response:
-            return json.load(response)["model"]
+        with opener.open(request, timeout=3) as response:
+            return json.load(response)[part]
     except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
         return None
+
+
+def api_token(args: argparse.Namespace) -> str:
+    """The password the running app takes as its API token (server.password, else the stored one); empty
+    when the config cannot be read or none is set."""
+    from .auth import credentials_path, stored_password
+
+    try:
+        config = load(args)
+    except Refused:
+        return ""
+    return config.server.password or stored_password(credentials_path(config))
+
+
+def say_workers(workers: list[dict]) -> None:
+    """One line per worker: id, state, device, machine, memory mode, current job, jobs done."""
+    emit("out", t("  Workers: %s", len(workers)))
+    for worker in workers:
+        job = t(", job %s", worker["current_job"]) if worker["current_job"] else ""
+        emit("out", t("    %s: %s on %s (%s, %s)%s, %s done", worker["id"], worker["state"], worker["device"],
+                      worker["machine"], worker["memory_mode"] or "-", job, worker["jobs_done"]))
 
 
 def likely_cause(log: Path) -> str:
@@ -861,6 +918,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                       t(", demo model") if model["demo"] else "", model["device"]))
     else:
         emit("out", t("  Model:   not answering yet"))
+    workers = worker_list(instance.port, instance.host, api_token(args)) if model else None
+    if workers:
+        say_workers(workers)
     emit("out", t("  Log:     %s", instance.log_file or "unknown"))
     return 0
 
@@ -892,6 +952,59 @@ def cmd_log_file(args: argparse.Namespace) -> int:
         raise Refused(t("No log yet in %s. Start the app first: bash start_app.sh", log_dir))
     value("LOG_FILE", log_dir / "latest.log")
     return 0
+
+
+#: The port ``ray start --head`` listens on unless told another.
+RAY_HEAD_PORT = 6379
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """RAY_ADDRESS and RAY_RESOURCES for ``ray start`` on a worker machine: the head's host:port, and
+    the units of jobs.ray_resource this machine offers (one per GPU, one on a machine without any)."""
+    address = head_address(args.head)
+    config = load(args)
+    resource = config.jobs.ray_resource
+    gpus = visible_gpus()
+    if resource:
+        units = max(1, gpus)
+        what = t("%s unit(s) of %s (jobs.ray_resource), one worker each", units, resource)
+        value("RAY_RESOURCES", json.dumps({resource: units}))
+    else:
+        what = t("every GPU of this machine that Ray sees (%s) runs one worker", gpus)
+        value("RAY_RESOURCES", "")
+    emit("info", t("Joining the Ray cluster at %s: %s", address, what))
+    if not resource and gpus == 0:
+        emit("warn", t("Ray sees no GPU on this machine, and jobs.ray_resource is empty: it joins, but runs no job."))
+    emit("info", t("The web server starts one worker per GPU when it starts: restart it after adding a machine "
+                   "(a machine that left and joins again is used again by itself)."))
+    emit("highlight", t("Ctrl+C (or a TERM signal) stops this worker machine; a job running here goes back to the queue."))
+    value("RAY_ADDRESS", address)
+    return 0
+
+
+def head_address(head: str | None) -> str:
+    """``--head`` as host:port (port RAY_HEAD_PORT when not given); a missing or bad one is refused."""
+    if not head:
+        raise BadValue(t("worker needs the head's address: bash start_app.sh worker --head HOST[:PORT] (the machine "
+                         "where 'ray start --head' runs; port %s unless it said another).", RAY_HEAD_PORT))
+    host, colon, port = head.rpartition(":") if head.count(":") == 1 else (head, "", "")
+    if not colon:
+        host, port = head, str(RAY_HEAD_PORT)
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or any(c.isspace() for c in host):
+        raise BadValue(t("--head must be HOST or HOST:PORT with a port from 1 to 65535, not %s.", shown(head)))
+    return f"{host}:{int(port)}"
+
+
+def visible_gpus() -> int:
+    """NVIDIA GPUs this machine's processes see: CUDA_VISIBLE_DEVICES when set, else nvidia-smi's list."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"])
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in listed.splitlines())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -928,6 +1041,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--ready-timeout", default="1800")
     usage.add_argument("--venv", default=".venv")
     add("prepare", cmd_prepare).add_argument("--scratch", type=Path, required=True)
+    add("worker", cmd_worker).add_argument("--head")
     diagnosis = add("diagnose", cmd_diagnose)
     diagnosis.add_argument("--log", required=True)
     diagnosis.add_argument("--reason")

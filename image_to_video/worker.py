@@ -4,9 +4,15 @@ It records every outcome in the store, with a message the owner can act on; the
 running job's progress goes to ``LiveJobs`` at every step and to the store at most
 once a second (and at each stage change), for readers in other processes. After a
 CUDA error that leaves the GPU unusable it calls ``on_fatal`` (the server restarts
-itself in place). Nothing one job or the store raises ends the thread: it logs the
-error, waits a little longer each time, and carries on; ``healthy`` tells the
-readiness check whether it is running and its last store call succeeded.
+itself in place, or a worker process is started afresh). Nothing one job or the store
+raises ends the thread: it logs the error, waits a little longer each time, and carries
+on; ``healthy`` tells the readiness check whether it is running and its last store call
+succeeded.
+
+Several workers (``jobs.workers``) share one store and one ``LiveJobs``, each with its own
+engine, often in a process of its own (``remote_engine``). When that process is lost under a
+job (``WorkerLost``), the job goes back to the queue for another run (up to
+``jobs.max_attempts``), the engine is started again, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import AppError, Cancelled, GPUFailed, InvalidInput
+from .errors import AppError, Cancelled, GPUFailed, InvalidInput, WorkerLost
 from .job_store import CANCELLED, DONE, FAILED, QUEUED, Job, JobStore, error_message
 from .live import LiveJobs, Running
 from .processes import this_worker, worker_alive
 from .progress import Progress, ProgressFn
 from .request import GenerationRequest
+from .workers import WorkerBoard
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,17 @@ class Worker:
 
     def __init__(self, store: JobStore, live: LiveJobs, make_video: MakeVideo, *,
                  model_ready: Callable[[], bool], only_owner: str | None = None,
-                 on_fatal: Callable[[], None] | None = None, after_job: Callable[[], None] | None = None):
+                 on_fatal: Callable[[], None] | None = None, after_job: Callable[[], None] | None = None,
+                 name: str = "worker", board: WorkerBoard | None = None, max_attempts: int = 3,
+                 engine_lost: Callable[[], bool] | None = None, restart: Callable[[], None] | None = None):
         """``only_owner`` makes this worker run only that owner's jobs (the command line's).
         ``on_fatal`` is called after a CUDA error that leaves the GPU unusable; ``after_job``
-        after every job (housekeeping: pruning old input pictures)."""
+        after every job (housekeeping: pruning old input pictures). ``name`` and ``board``: this
+        worker among several (``board.add`` it first: its jobs record its name, device and machine).
+        ``engine_lost`` says whether the engine's process is gone, ``restart`` starts a fresh one; a
+        job whose engine is lost under it runs again, ``max_attempts`` runs in all."""
+        self.name, self.board, self.max_attempts = name, board, max_attempts
+        self.engine_lost, self.restart = engine_lost, restart
         self.store = store
         self.live = live
         self.make_video = make_video
@@ -66,7 +80,7 @@ class Worker:
         queued, interrupted = self.store.recover(worker_alive)
         if queued or interrupted:
             log.info("Found %d queued job(s); marked %d interrupted job(s)", queued, interrupted)
-        self._thread = threading.Thread(target=self._work, name="gpu-worker", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=f"worker-{self.name}", daemon=True)
         self._thread.start()
         return self._thread
 
@@ -89,7 +103,11 @@ class Worker:
     def _step(self) -> None:
         """Run the next job, or wait a moment for one."""
         version = self.live.version  # a job submitted from now on wakes the wait below
-        job = self.store.claim_next(self.worker_id, owner=self.only_owner) if self.model_ready() else None
+        if self.engine_lost and self.engine_lost():
+            self._restart_engine()
+        ready = self.model_ready()
+        ran_on = self.board.identity(self.name) if self.board and ready else None
+        job = self.store.claim_next(self.worker_id, owner=self.only_owner, ran_on=ran_on) if ready else None
         self.error = None
         if job is None:
             self.live.wait_for_change(version, 1.0)
@@ -106,9 +124,25 @@ class Worker:
                   delay, exc_info=failures == 1)
         self._stopping.wait(delay)
 
+    def _restart_engine(self) -> None:
+        """Start a fresh engine process in place of a lost one (the board says so meanwhile)."""
+        if self.board:
+            self.board.trouble(self.name, "restarting")
+        log.warning("Worker %s: its engine is gone; starting it again", self.name)
+        try:
+            self.restart()
+        except Exception:
+            if self.board:
+                self.board.trouble(self.name, "lost")
+            raise  # the worker backs off and tries again
+        if self.board:
+            self.board.trouble(self.name, None)
+
     def _run(self, job: Job) -> None:
         running = self.live.start(job.id)
-        log.info("Running job %s (attempt %d)", job.id, job.attempts)
+        if self.board:
+            self.board.job_started(self.name, job.id)
+        log.info("Running job %s on worker %s (attempt %d)", job.id, self.name, job.attempts)
         error = None
         try:
             result = self.make_video(_request_for(job), progress=self._reporter(job.id), cancel=running.cancel)
@@ -122,10 +156,14 @@ class Worker:
             self._record(job.id, outcome)
         finally:
             self.live.finish(job.id)
+            if self.board:
+                self.board.job_ended(self.name, done=outcome["state"] == DONE)
         if outcome["state"] == DONE:  # its video has a copy of the picture beside it
             Path(job.image_path).unlink(missing_ok=True)
         if isinstance(error, GPUFailed) and self.on_fatal:
             self.on_fatal()
+        if isinstance(error, WorkerLost) and self.restart:
+            self._restart_engine()
 
     def _record(self, job_id: str, outcome: dict) -> None:
         """Store a job's outcome, trying again while the store fails (a job that ran must not stay
@@ -144,6 +182,10 @@ class Worker:
 
     def _failure(self, job: Job, running: Running, error: Exception) -> dict:
         """The store changes for a job that raised ``error``."""
+        if isinstance(error, WorkerLost):  # its owner's cancel stands; anything else runs again
+            if not running.cancel.is_set() or running.requeue:
+                return self._lost(job, error)
+            error = Cancelled(key="err_cancelled")
         if isinstance(error, Cancelled) and running.requeue:
             return dict(state=QUEUED, started=None, **error_message(AppError(key="msg_requeued")))
         state = CANCELLED if isinstance(error, Cancelled) else FAILED
@@ -151,6 +193,17 @@ class Worker:
             log.exception("Job %s failed", job.id, exc_info=error)
             error = AppError(key="err_something_wrong")
         return dict(state=state, finished=time.time(), **error_message(error))
+
+    def _lost(self, job: Job, error: WorkerLost) -> dict:
+        """The store changes for a job whose engine process was lost under it: back in the queue for
+        its next run, or failed after ``max_attempts`` runs (``claim_next`` counted this one)."""
+        if job.attempts < self.max_attempts:
+            log.warning("Job %s goes back in the queue: %s", job.id, error)
+            return dict(state=QUEUED, started=None,
+                        **error_message(AppError(key="msg_worker_lost_requeued", attempt=job.attempts + 1)))
+        log.error("Job %s failed: its worker stopped under it %d times", job.id, job.attempts)
+        return dict(state=FAILED, finished=time.time(),
+                    **error_message(AppError(key="err_worker_lost_final", attempts=job.attempts)))
 
     def _reporter(self, job_id: str) -> ProgressFn:
         last = {"stage": None, "stored": 0.0}
@@ -168,10 +221,15 @@ class Worker:
                     log.warning("Could not store the progress of job %s: %s", job_id, error)
         return report
 
+    def stop_claiming(self) -> None:
+        """Take no new job (the running one goes on): the first step of a shutdown, which stops every
+        worker's claims before any waits for its job."""
+        self._stopping.set()
+
     def shutdown(self, grace_s: float) -> None:
         """Take no new jobs; let the running one finish within ``grace_s``, else stop it and put it
         back in the queue. Queued jobs stay in the store for the next start."""
-        self._stopping.set()
+        self.stop_claiming()
         self.live.poke()
         self.live.wait_until_idle(grace_s)
         for job_id in self.live.ids():

@@ -12,7 +12,7 @@ setup_colours
 ensure_env
 
 dev_stamp="$("${PYTHON}" -c 'import sys; print(sys.prefix)')/.requirements-dev.sha256"
-dev_hash="$(cat requirements-dev.txt requirements.txt | sha256sum | awk '{print $1}')"
+dev_hash="$(cat requirements-dev.txt requirements.txt requirements-ray.txt | sha256sum | awk '{print $1}')"
 if [[ "$(cat "${dev_stamp}" 2>/dev/null)" != "${dev_hash}" ]]; then
   info "Installing the test tools from requirements-dev.txt..."
   "${PYTHON}" -m pip install --quiet -r requirements-dev.txt
