@@ -10,21 +10,29 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import AppConfig
 from .engine import Engine
-from .errors import AlreadyRunning
+from .engine_host import engine_for
+from .errors import AlreadyRunning, ConfigError, WorkerLost
 from .faults import FaultInjector
 from .i18n import t
 from .job_queue import JobQueue
 from .job_store import SQLiteJobStore, set_aside_if_damaged
 from .live import LiveJobs
+from .model_status import ModelState
 from .outputs import OutputFolder
+from .process_channel import ProcessChannel
 from .processes import FolderLock
+from .remote_engine import Channel, RemoteEngine
 from .service import VideoService
+from .translate import Translator
 from .worker import Worker
+from .workers import EngineGroup, WorkerBoard, worker_devices, worker_name
 
 log = logging.getLogger("image_to_video")
 
@@ -34,27 +42,59 @@ FAULTS_VARIABLE = "I2V_TEST_FAULTS"
 
 @dataclass(frozen=True)
 class App:
-    """The app's components, wired together; nothing is started."""
+    """The app's components, wired together; nothing is started.
+
+    One worker (``jobs.workers: 1``): ``engine`` is the ``Engine`` in this process. Several: each
+    worker has its own engine in a process of its own (or a Ray actor), and ``engine`` is their
+    ``EngineGroup`` as the page and the readiness check see it.
+    """
 
     config: AppConfig
-    engine: Engine
+    engine: Engine | EngineGroup
     outputs: OutputFolder
-    service: VideoService
+    services: tuple[VideoService, ...]
     queue: JobQueue
-    worker: Worker
+    workers: tuple[Worker, ...]
     #: This process's hold on the data folder (one server, or one ``generate``, per folder).
     lock: FolderLock
+    #: What each worker is doing (``GET /api/workers``).
+    board: WorkerBoard
+    #: Each worker's engine, in the workers' order.
+    engines: tuple = ()
+    #: Turns prompts that are not English into the English the model reads (``translation.*``).
+    translator: Translator | None = None
+
+    service = property(lambda self: self.services[0])
+    worker = property(lambda self: self.workers[0])
 
     def start(self) -> None:
-        """Load the model in the background and start the GPU worker."""
-        self.engine.start_loading()
+        """Load the model(s) in the background and start the workers."""
+        if len(self.engines) == 1 and not isinstance(self.engines[0], RemoteEngine):
+            self.engines[0].start_loading()
+        else:
+            threading.Thread(target=_load_in_turn, args=(self.engines,), name="worker-loader", daemon=True).start()
+        if self.translator is not None:
+            self.translator.start_loading()
         self.queue.prune_inputs()
-        self.worker.start()
+        for worker in self.workers:
+            worker.start()
+
+    @property
+    def healthy(self) -> bool:
+        """At least one worker runs and reaches the job store (readiness)."""
+        return any(worker.healthy for worker in self.workers)
 
     def shutdown(self, grace_s: float) -> None:
-        """Take no new jobs; the running one gets ``grace_s`` to finish, else it is re-queued."""
+        """Take no new jobs; the running ones get ``grace_s`` to finish, else they are re-queued;
+        then the workers' processes are stopped."""
         self.queue.close()
-        self.worker.shutdown(grace_s)
+        for worker in self.workers:
+            worker.stop_claiming()
+        for worker in self.workers:
+            worker.shutdown(grace_s)
+        for engine in self.engines:
+            if isinstance(engine, RemoteEngine):
+                engine.close()
 
 
 def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
@@ -70,19 +110,76 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
                    config.paths.state_dir):
         folder.mkdir(parents=True, exist_ok=True)
     lock = claim_data_folder(config, command)
-    if faults is None:
-        faults = FaultInjector(os.environ.get(FAULTS_VARIABLE, ""))
-    engine = Engine(config.model, config.model_path, config.paths.models_dir,
-                    resolutions=config.generation.resolutions, warmup_shapes=warmup_shapes(config), faults=faults)
     outputs = OutputFolder(config.paths.output_dir, config.outputs)
-    service = VideoService(engine, outputs, config.model)
     store = open_job_store(config.paths.state_dir / "jobs.sqlite3", config.paths.output_dir)
     live = LiveJobs()
+    translator = Translator(config.translation, config.paths.models_dir)
     queue = JobQueue(store, config, live=live, inputs_dir=config.paths.state_dir / "inputs",
-                     check_disk=outputs.check_free_space)
-    worker = Worker(store, live, service.make_video, model_ready=lambda: engine.ready,
-                    only_owner=only_owner, on_fatal=on_fatal, after_job=queue.prune_inputs)
-    return App(config, engine, outputs, service, queue, worker, lock)
+                     check_disk=outputs.check_free_space, outputs=outputs, translator=translator)
+    board = WorkerBoard()
+    services, workers = [], []
+    common = dict(only_owner=only_owner, after_job=queue.prune_inputs, board=board,
+                  max_attempts=config.jobs.max_attempts)
+    channels = worker_channels(config, command)
+    if channels is None:  # one worker: the engine in this process, as always
+        engine = engine_for(config, faults=faults or FaultInjector(os.environ.get(FAULTS_VARIABLE, "")))
+        engines = [engine]
+        name = worker_name(worker_devices(config.model.device, 1, _cuda_devices())[0], 0)
+        board.add(name, device=config.model.device, engine=engine)
+        services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb))
+        workers.append(Worker(store, live, services[0].make_video, model_ready=lambda: engine.ready,
+                              on_fatal=on_fatal, name=name, **common))
+    else:
+        engines = [RemoteEngine(channel, name=channel.name) for channel in channels]
+        for engine, channel in zip(engines, channels):
+            board.add(channel.name, device=channel.device, engine=engine)
+            services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb))
+            workers.append(Worker(store, live, services[-1].make_video, model_ready=engine.check,
+                                  on_fatal=engine.restart, name=channel.name, engine_lost=lambda e=engine: e.lost,
+                                  restart=engine.restart, **common))
+    group = engines[0] if len(engines) == 1 and channels is None else EngineGroup(engines)
+    return App(config, group, outputs, tuple(services), queue, tuple(workers), lock, board, tuple(engines),
+               translator)
+
+
+def _load_in_turn(engines: list[RemoteEngine]) -> None:
+    """Start the first worker loading, and the others once it has its model on disk (downloaded, or
+    the demo model built): several processes writing the same model folder at once would spoil it.
+    In a thread: each host answers its first call only once its process has started."""
+    for index, engine in enumerate(engines):
+        try:
+            engine.start_loading()
+            while index == 0 and engine.describe()["status"].state in (ModelState.NOT_LOADED, ModelState.DOWNLOADING):
+                time.sleep(0.5)
+        except WorkerLost:  # its worker restarts it
+            log.warning("Worker %s was lost before its model loaded; it starts again", engine.name)
+
+
+def worker_channels(config: AppConfig, command: str) -> list[Channel] | None:
+    """The channels to each worker's engine host: Ray actors (``jobs.backend: ray``), or one child
+    process per worker when there are several; None for one local worker (its engine runs in this
+    process). ``python main.py generate`` runs one worker here, whatever ``jobs.workers`` says."""
+    if command == "generate":
+        return None
+    if config.jobs.backend == "ray":
+        from . import ray_backend  # only now: a server without Ray never imports it
+
+        return ray_backend.start_actors(config)
+    count = config.jobs.worker_count(_cuda_devices() if config.jobs.workers == "auto" else 0)
+    if count == 1:
+        return None
+    devices = worker_devices(config.model.device, count, _cuda_devices())
+    threads = config.jobs.worker_threads or max(1, (os.cpu_count() or 1) // count)
+    log.info("Starting %d workers (%s), %d CPU thread(s) each", count, ", ".join(devices), threads)
+    return [ProcessChannel(config, device=device, name=worker_name(device, index), threads=threads)
+            for index, device in enumerate(devices)]
+
+
+def _cuda_devices() -> int:
+    """How many CUDA devices this process sees (without starting CUDA here: the workers do)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def claim_data_folder(config: AppConfig, command: str) -> FolderLock:
@@ -118,19 +215,6 @@ def open_job_store(path: Path, output_dir: Path) -> SQLiteJobStore:
     return SQLiteJobStore(path)
 
 
-def warmup_shapes(config: AppConfig) -> tuple[tuple[int, int, int], ...]:
-    """(width, height, frames) of the default settings and every preset: compiled at start-up."""
-    g = config.generation
-    chosen = [(g.defaults.resolution, g.defaults.num_frames)]
-    chosen += [(p.resolution, int(p.num_frames)) for p in g.presets.values()]
-    shapes = []
-    for resolution, frames in chosen:
-        side = g.resolutions[resolution]
-        if (side, side, frames) not in shapes:
-            shapes.append((side, side, frames))
-    return tuple(shapes)
-
-
 def serve(config: AppConfig, pid_file: Path | None = None) -> int:
     """Start loading the model in the background and serve the page and API until stopped."""
     from .auth import credentials_path, resolve_credentials
@@ -140,7 +224,7 @@ def serve(config: AppConfig, pid_file: Path | None = None) -> int:
         log.warning("\n%s\n", demo_banner())
     try:
         app = build(config, on_fatal=restart_process)
-    except AlreadyRunning as error:
+    except (AlreadyRunning, ConfigError) as error:  # another server; a Ray cluster it cannot join
         print(f"[ERROR] {error}", file=sys.stderr)
         return 1
     removed = app.outputs.clean_temporary_files()
@@ -155,7 +239,7 @@ def serve(config: AppConfig, pid_file: Path | None = None) -> int:
     log.info("Serving on http://%s:%d (local: http://localhost:%d)",
              config.server.host, config.server.port, config.server.port)
     asgi = create_app(config, app.queue, app.outputs, app.engine, credentials=credentials, pid_file=pid_file,
-                      worker_healthy=lambda: app.worker.healthy)
+                      worker_healthy=lambda: app.healthy, workers=app.board)
     run_server(asgi, config, drain=app.shutdown, pid_file=pid_file)
     log.info("Stopped")
     return 0

@@ -2,9 +2,12 @@
 
     python main.py generate --image photo.jpg --prompt "the waves roll in slowly" [--frames 16 ...]
     python main.py generate --batch jobs.jsonl
+    python main.py generate --continue-from video_20260101_120000_1a2b3c4d.mp4 --segments 2
 
 A batch file has one JSON object per line, with the same keys as the flags:
-``{"image": "a.jpg", "prompt": "waves", "resolution": "512p", "num_frames": 16, "seed": 7}``.
+``{"image": "a.jpg", "prompt": "waves", "resolution": "512p", "num_frames": 16, "seed": 7}``,
+and the steps after the model: ``"segments": 2, "loop": "boomerang", "interpolate_fps": 24,
+"formats": "gif,webm", "upscale": 2``, or ``"continue_from": "<video name>"`` instead of an image.
 Every job is validated first (a bad one is reported and skipped), stored in the
 same job database as the server's, and run by a worker in this process. Exit
 status: 0 when every video was made, 1 when any job failed or it could not start,
@@ -25,9 +28,11 @@ from typing import Any
 from .config import PARAMETER_NAMES, AppConfig
 from .errors import AlreadyRunning, AppError
 from .job_queue import JobQueue
+from .request import FINISHING_DEFAULTS
 
-#: What a job may set besides its image and prompt: ``PARAMETERS``, the negative prompt, the seed.
-JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed")
+#: What a job may set besides its image and prompt: ``PARAMETERS``, the negative prompt, the seed,
+#: and the steps after the model.
+JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed", *FINISHING_DEFAULTS)
 
 
 class BatchError(Exception):
@@ -57,6 +62,8 @@ def run_generate(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _run_all(app, specs: list[dict[str, Any]], owner: str) -> int:
     """Submit every job, load the model, run them in this process; the exit status."""
+    if app.translator is not None:  # before the jobs are submitted: their prompts are translated then
+        app.translator.load()
     jobs = _submit_all(app.queue, specs, owner)
     if not jobs:
         return 1
@@ -80,7 +87,7 @@ def _run_all(app, specs: list[dict[str, Any]], owner: str) -> int:
 
 
 def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
-    spec = {"image": args.image, "prompt": args.prompt}
+    spec = {"image": args.image, "prompt": args.prompt} if args.image else {"prompt": args.prompt}
     spec.update({key: getattr(args, key) for key in JOB_KEYS if getattr(args, key) is not None})
     return spec
 
@@ -99,15 +106,16 @@ def read_batch(path: Path) -> list[dict[str, Any]]:
             spec = json.loads(line)
         except ValueError as error:
             raise BatchError(f"{path}, line {number}: not valid JSON ({error}).") from None
-        if not isinstance(spec, dict) or "image" not in spec:
+        if not isinstance(spec, dict) or ("image" not in spec and not spec.get("continue_from")):
             raise BatchError(f"{path}, line {number}: each line needs an object with at least "
-                             '"image" and "prompt".')
+                             '"image" (or "continue_from") and "prompt".')
         unknown = set(spec) - {"image", "prompt", *JOB_KEYS}
         if unknown:
             raise BatchError(f"{path}, line {number}: unknown key {sorted(unknown)[0]!r}. "
                              f"Allowed: image, prompt, {', '.join(JOB_KEYS)}.")
-        image = Path(str(spec["image"])).expanduser()
-        spec["image"] = str(image if image.is_absolute() else path.parent / image)
+        if "image" in spec:
+            image = Path(str(spec["image"])).expanduser()
+            spec["image"] = str(image if image.is_absolute() else path.parent / image)
         specs.append(spec)
     if not specs:
         raise BatchError(f"The batch file {path} holds no jobs.")
@@ -117,10 +125,10 @@ def read_batch(path: Path) -> list[dict[str, Any]]:
 def _submit_all(queue: JobQueue, specs: list[dict[str, Any]], owner: str) -> list[tuple[str, str]]:
     jobs = []
     for number, spec in enumerate(specs, 1):
-        label = f"[{number}/{len(specs)}] {Path(spec['image']).name}"
+        label = f"[{number}/{len(specs)}] {Path(str(spec.get('image') or spec.get('continue_from'))).name}"
         params = {key: spec[key] for key in JOB_KEYS if key in spec}
         try:
-            job = queue.submit(spec["image"], spec.get("prompt"), owner=owner, source="cli", **params)
+            job = queue.submit(spec.get("image"), spec.get("prompt"), owner=owner, source="cli", **params)
         except AppError as error:
             print(f"{label}: refused: {error}", file=sys.stderr)
             continue

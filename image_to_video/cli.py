@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_CONFIG_FILE, PARAMETERS, PROJECT_DIR, AppConfig, env_var_name, load_config
+from .config import DEFAULT_CONFIG_FILE, LOOPS, PARAMETERS, PROJECT_DIR, AppConfig, env_var_name, load_config
 from .errors import ConfigError
 
 COMMANDS = ("serve", "generate", "build-demo")
@@ -93,12 +93,23 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", help="the picture to animate")
     source.add_argument("--batch", metavar="FILE", help="a JSON-lines file of jobs")
+    source.add_argument("--continue-from", dest="continue_from", metavar="VIDEO",
+                        help="continue a video (its name in the output folder): its last frame is the picture, "
+                             "its prompt, settings and seed the defaults")
     parser.add_argument("--prompt", help="what should move, in English (with --image)")
     parser.add_argument("--negative-prompt", dest="negative_prompt")
     for parameter in PARAMETERS:
         parser.add_argument(parameter.flag, dest=parameter.name, metavar=parameter.kind.__name__.upper(),
                             help=f"generation.defaults.{parameter.name} when not given")
     parser.add_argument("--seed", help="-1 for a random seed (default)")
+    finishing = parser.add_argument_group("after the model (each adds time; see the README)")
+    finishing.add_argument("--segments", metavar="N", help="segments to make, each from the last frame of the one "
+                                                          "before (default 1)")
+    finishing.add_argument("--loop", metavar="KIND", help=f"{', '.join(LOOPS)} (default none)")
+    finishing.add_argument("--interpolate-fps", dest="interpolate_fps", metavar="FPS",
+                           help="add frames by motion interpolation up to this frame rate, same duration (default 0: off)")
+    finishing.add_argument("--formats", metavar="LIST", help="also write these beside the MP4: gif, webm (comma-separated)")
+    finishing.add_argument("--upscale", metavar="N", help="1 (default) or 2: twice the width and height")
 
 
 def parse_config(argv: Sequence[str]) -> tuple[argparse.Namespace, AppConfig]:

@@ -8,6 +8,7 @@ and never writes them again.
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import os
 import types
@@ -209,6 +210,48 @@ GenerationSettings = dataclasses.make_dataclass(
      ("max_prompt_chars", int, field(default=1000))],
     bases=(_GenerationChecks,), frozen=True)
 
+# A worker process gets its AppConfig pickled: make_dataclass names its classes' module "types" (where
+# pickle cannot find them), and pickle cannot write a mappingproxy (the read-only mappings) by itself.
+for _made in (Preset, GenerationDefaults, GenerationSettings):
+    _made.__module__ = __name__
+
+
+def _read_only(mapping: dict) -> Mapping:
+    """A read-only view of ``mapping``: how a pickled mappingproxy is made again."""
+    return types.MappingProxyType(mapping)
+
+
+copyreg.pickle(types.MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)))
+
+
+#: Loops a video can be finished with (``loop``), and the files it can be delivered in (``formats``).
+LOOPS = ("none", "boomerang", "crossfade")
+FORMATS = ("mp4", "gif", "webm")
+UPSCALES = (1, 2)
+
+
+@dataclass(frozen=True)
+class FinishingSettings:
+    """Limits of the steps after the model: more segments, loops, interpolation, formats, upscale."""
+
+    #: Most segments one job may make (each runs the model once more).
+    max_segments: int = 8
+    #: Highest frame rate ``interpolate_fps`` may ask for.
+    max_interpolate_fps: int = 48
+    #: Most frames the finished video may have (segments, a continued video, loop and interpolation
+    #: together): each frame is held in memory while the job finishes.
+    max_output_frames: int = 600
+    #: A GIF larger than this is made smaller (narrower, then fewer frames per second) until it fits.
+    gif_max_mb: float = 15.0
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.max_segments <= 8, "finishing.max_segments", self.max_segments, "1 to 8")
+        _require(8 <= self.max_interpolate_fps <= 60, "finishing.max_interpolate_fps", self.max_interpolate_fps,
+                 "8 to 60")
+        _require(8 <= self.max_output_frames <= 5000, "finishing.max_output_frames", self.max_output_frames,
+                 "8 to 5000")
+        _require(0.1 <= self.gif_max_mb <= 500, "finishing.gif_max_mb", self.gif_max_mb, "0.1 to 500")
+
 
 @dataclass(frozen=True)
 class ImageSettings:
@@ -276,11 +319,47 @@ class JobSettings:
     shutdown_grace_s: float = 10.0
     #: Days a failed, cancelled or interrupted job keeps its input picture (for Retry); 0: none.
     keep_inputs_days: float = 7.0
+    #: How many workers run jobs at once, each with its own engine: "auto" (one per visible CUDA
+    #: device, 1 on a CPU) or a whole number; 1 runs the engine in the server's own process.
+    workers: str = "1"
+    #: Where the workers run: local (processes on this machine) or ray (actors on a Ray cluster).
+    backend: str = "local"
+    #: The Ray cluster to join (backend ray): auto (the one started on this machine) or host:port.
+    ray_address: str = "auto"
+    #: A Ray custom resource each actor needs instead of a GPU; empty: each actor takes one GPU.
+    ray_resource: str = ""
+    #: Torch CPU threads in each worker process; 0: the machine's cores divided by the workers.
+    worker_threads: int = 0
+    #: Runs a job gets when its worker stops under it (a crash, a kill); then it fails with a message.
+    max_attempts: int = 3
 
     def __post_init__(self) -> None:
         _require(1 <= self.max_queued <= 10000, "jobs.max_queued", self.max_queued, "1 to 10000")
         _require(0 <= self.shutdown_grace_s <= 3600, "jobs.shutdown_grace_s", self.shutdown_grace_s, "0 to 3600")
         _require(0 <= self.keep_inputs_days <= 3650, "jobs.keep_inputs_days", self.keep_inputs_days, "0 to 3650")
+        _require(self.workers == "auto" or (self.workers.isdigit() and 1 <= int(self.workers) <= MAX_WORKERS),
+                 "jobs.workers", self.workers, f"auto or a whole number from 1 to {MAX_WORKERS}")
+        _require(self.backend in BACKENDS, "jobs.backend", self.backend, ", ".join(BACKENDS))
+        _require(self.ray_address == "auto" or _is_host_port(self.ray_address), "jobs.ray_address",
+                 self.ray_address, "auto or host:port")
+        _require(self.ray_resource == "" or self.ray_resource.replace("_", "").isalnum(), "jobs.ray_resource",
+                 self.ray_resource, "empty (one GPU each) or a resource name of letters, digits and _")
+        _require(0 <= self.worker_threads <= 1024, "jobs.worker_threads", self.worker_threads, "0 (automatic) to 1024")
+        _require(1 <= self.max_attempts <= 10, "jobs.max_attempts", self.max_attempts, "1 to 10")
+
+    def worker_count(self, cuda_devices: int) -> int:
+        """How many workers to start: ``workers``, where "auto" is one per CUDA device (1 without any)."""
+        return max(1, cuda_devices) if self.workers == "auto" else int(self.workers)
+
+
+MAX_WORKERS = 64
+BACKENDS = ("local", "ray")
+
+
+def _is_host_port(address: str) -> bool:
+    """True for "host:port" with a port from 1 to 65535."""
+    host, _, port = address.rpartition(":")
+    return bool(host.strip()) and port.isdigit() and 1 <= int(port) <= 65535
 
 
 @dataclass(frozen=True)
@@ -297,6 +376,32 @@ class OutputSettings:
             _require(getattr(self, key) >= 0, f"outputs.{key}", getattr(self, key), "0 or more")
 
 
+TRANSLATION_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TranslationSettings:
+    """Prompts not in English are translated on the server before the model reads them (its text
+    encoder reads English only)."""
+
+    #: auto: translate when the translator is on disk or can be downloaded; on: the same, and a
+    #: translator that cannot be had is an error in the log; off: never translate.
+    enabled: str = "auto"
+    #: A MarianMT folder or a hub repo id (downloaded once into ``paths.models_dir``).
+    source: str = "Helsinki-NLP/opus-mt-zh-en"
+    #: Hub revision (branch, tag or commit) used when downloading.
+    revision: str = "main"
+    #: Longest English text one sentence may become, in tokens.
+    max_new_tokens: int = 200
+
+    def __post_init__(self) -> None:
+        _require(self.enabled in TRANSLATION_MODES, "translation.enabled", self.enabled,
+                 ", ".join(TRANSLATION_MODES))
+        _require(bool(self.source.strip()), "translation.source", self.source, "a folder or a hub repo id")
+        _require(bool(self.revision.strip()), "translation.revision", self.revision, "a branch, tag or commit")
+        _require(8 <= self.max_new_tokens <= 512, "translation.max_new_tokens", self.max_new_tokens, "8 to 512")
+
+
 @dataclass(frozen=True)
 class LauncherSettings:
     """Read by start_app.sh (before Python is set up); kept here so the file validates."""
@@ -311,10 +416,12 @@ class AppConfig:
     model: ModelSettings = field(default_factory=ModelSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
+    finishing: FinishingSettings = field(default_factory=FinishingSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     paths: PathSettings = field(default_factory=PathSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     outputs: OutputSettings = field(default_factory=OutputSettings)
+    translation: TranslationSettings = field(default_factory=TranslationSettings)
     launcher: LauncherSettings = field(default_factory=LauncherSettings)
 
     @property

@@ -21,10 +21,11 @@ TEXT: dict[str, dict[str, str]] = {
     "image_help": {"en": "The first frame of your video. Any photo works; it is centre-cropped to a square.",
                    "zh-CN": "视频的第一帧。任何照片都可以；会居中裁剪成正方形。"},
     "prompt": {"en": "Prompt", "zh-CN": "提示词"},
-    "prompt_help": {"en": "Describe the motion in English, e.g. 'the waves roll in slowly'. Name what moves "
-                          "and how; the picture already shows what things look like.",
-                    "zh-CN": "用英文描述动作，例如 'the waves roll in slowly'（海浪缓缓涌来）。写清楚什么在动、"
-                             "怎么动；外观由图片决定。"},
+    "prompt_help": {"en": "Describe the motion, e.g. 'the waves roll in slowly'. Name what moves and how; the "
+                          "picture already shows what things look like. The model reads English; Chinese is "
+                          "translated when the translator is installed (the note below says).",
+                    "zh-CN": "描述动作，例如 'the waves roll in slowly'（海浪缓缓涌来）。写清楚什么在动、怎么动；"
+                             "外观由图片决定。模型读英文；安装了翻译模型时中文会自动翻译（见下方说明）。"},
     "negative": {"en": "Negative prompt", "zh-CN": "反向提示词"},
     "negative_help": {"en": "What to avoid, e.g. 'blurry, distorted, flickering'. Leave empty if unsure.",
                       "zh-CN": "想避免的内容，例如 'blurry, distorted, flickering'（模糊、变形、闪烁）。不确定就留空。"},
@@ -377,6 +378,7 @@ TEXT: dict[str, dict[str, str]] = {
                                   "（或 gradio_client）、页面，或 HTTP API（POST /api/jobs）。"},
     "err_event_not_queued": {"en": "The page's {name!r} action runs at once and does not join the queue. Use the page.",
                              "zh-CN": "页面的 {name!r} 操作会立即运行，不进入队列。请使用页面。"},
+    "param_resolution": {"en": "Resolution", "zh-CN": "分辨率"},
     "param_frames": {"en": "Frames", "zh-CN": "帧数"},
     "param_fps": {"en": "FPS", "zh-CN": "帧率"},
     "param_steps": {"en": "Steps", "zh-CN": "推理步数"},
@@ -384,6 +386,279 @@ TEXT: dict[str, dict[str, str]] = {
     "param_seed": {"en": "Seed", "zh-CN": "种子"},
     "param_prompt": {"en": "The prompt", "zh-CN": "提示词"},
     "param_negative_prompt": {"en": "The negative prompt", "zh-CN": "反向提示词"},
+    # -- finishing steps: continue, loops, smoother motion, formats, upscale ----------
+    "param_segments": {"en": "Segments", "zh-CN": "段数"},
+    "param_loop": {"en": "Loop", "zh-CN": "循环"},
+    "param_interpolate_fps": {"en": "Smoother motion", "zh-CN": "补帧"},
+    "param_upscale": {"en": "Upscale", "zh-CN": "放大"},
+    "param_formats": {"en": "Formats", "zh-CN": "格式"},
+    "param_continue_from": {"en": "Continue from", "zh-CN": "续接视频"},
+    "err_choice": {"en": "{name}: {value} is not available. Choose one of: {allowed}.",
+                   "zh-CN": "{name}：不支持 {value}。可选：{allowed}。"},
+    "err_interpolate_fps": {"en": "Smoother motion: {value} fps is not above the video's {fps} fps. Choose 0 (off) "
+                                  "or {low} to {high}.",
+                            "zh-CN": "补帧：{value} fps 不高于视频本身的 {fps} fps。请选 0（关闭）或 {low} 到 {high}。"},
+    "err_too_many_frames": {"en": "The finished video would have {frames} frames; at most {limit} are allowed. Use "
+                                  "fewer segments, frames or a lower smoother-motion frame rate.",
+                            "zh-CN": "成片将有 {frames} 帧，最多允许 {limit} 帧。请减少段数、帧数，或降低补帧帧率。"},
+    "err_continue_from": {"en": "Continue from: {value} is not a job id or a video name. Use the id of one of your "
+                                "finished jobs, or a video name from the list of videos (video_....mp4).",
+                          "zh-CN": "续接视频：{value} 不是任务 ID 或视频名。请填写你已完成任务的 ID，或视频列表中的视频名"
+                                   "（video_....mp4）。"},
+    "err_continue_missing": {"en": "There is no finished video {value} to continue. It may have been deleted; pick "
+                                   "one from the list of videos.",
+                             "zh-CN": "没有可续接的已完成视频 {value}，可能已被删除。请从视频列表中选择。"},
+    "err_continue_size": {"en": "{name} must stay {value} when continuing {video}: the segments are joined into one "
+                                "video. Leave it empty to keep it.",
+                          "zh-CN": "续接 {video} 时{name}必须保持 {value}：各段会拼接成一个视频。留空即可沿用。"},
+    "err_continue_gone": {"en": "The video this job continues ({video}) was deleted before the job ran. Pick another "
+                                "video to continue.",
+                          "zh-CN": "此任务要续接的视频（{video}）在任务运行前已被删除。请另选一个视频续接。"},
+    "err_video_choice": {"en": "There is no video file format={format} part={part}. Use format=mp4 (the default), "
+                               "gif or webm, and part=final (the default), model or segment (with mp4).",
+                         "zh-CN": "没有 format={format} part={part} 的视频文件。format 可用 mp4（默认）、gif 或 webm；"
+                                  "part 可用 final（默认）、model 或 segment（仅 mp4）。"},
+    "err_video_not_made": {"en": "This job made no {format} file of part {part}: ask for it when submitting "
+                                 "(formats=gif,webm; part=model exists when a loop, interpolation or upscale was "
+                                 "applied; part=segment when more than one segment was made or a video continued). "
+                                 "The job's JSON lists every file it made.",
+                           "zh-CN": "此任务没有生成 {format} 格式的 {part} 文件：请在提交时选择（formats=gif,webm；"
+                                    "part=model 仅在做了循环、补帧或放大时存在；part=segment 仅在生成多段或续接视频时存在）。"
+                                    "任务的 JSON 列出了它生成的所有文件。"},
+    "finishing": {"en": "More: continue, loop, smoother motion, GIF/WebM, upscale",
+                  "zh-CN": "更多：续接、循环、补帧、GIF/WebM、放大"},
+    "segments": {"en": "Segments", "zh-CN": "段数"},
+    "segments_help": {"en": "A longer video: each segment starts from the last frame of the one before and is joined "
+                            "on. Each one takes as long as a whole video.",
+                      "zh-CN": "更长的视频：每一段从上一段的最后一帧开始，再拼接起来。每多一段，就多一个完整视频的时间。"},
+    "loop": {"en": "Loop", "zh-CN": "循环"},
+    "loop_help": {"en": "Boomerang plays forward then back; crossfade blends the end into the start. Either loops "
+                        "without a jump (a fraction of a second).",
+                  "zh-CN": "往返：先正放再倒放；交叉淡化：把结尾融入开头。两者都能无缝循环（不到一秒）。"},
+    "loop_none": {"en": "No loop", "zh-CN": "不循环"},
+    "loop_boomerang": {"en": "Boomerang", "zh-CN": "往返"},
+    "loop_crossfade": {"en": "Crossfade", "zh-CN": "交叉淡化"},
+    "interpolate": {"en": "Smoother motion", "zh-CN": "补帧（更流畅）"},
+    "interpolate_help": {"en": "Adds frames between the model's by motion interpolation: same duration, more frames "
+                               "per second. Must be above the FPS setting.",
+                         "zh-CN": "用运动插值在模型的帧之间补帧：时长不变，每秒帧数更多。须高于帧率设置。"},
+    "interpolate_off": {"en": "Off", "zh-CN": "关闭"},
+    "formats": {"en": "Also save as", "zh-CN": "另存为"},
+    "formats_help": {"en": "The MP4 is always made. A GIF plays anywhere (made smaller if it is too big); WebM is "
+                           "small and plays in browsers.",
+                     "zh-CN": "始终生成 MP4。GIF 到处都能播放（过大时会自动缩小）；WebM 体积小，可在浏览器中播放。"},
+    "upscale": {"en": "Upscale", "zh-CN": "放大"},
+    "upscale_help": {"en": "2× doubles the width and height (Lanczos resampling: smoother, not more detail).",
+                     "zh-CN": "2× 把宽和高各放大一倍（Lanczos 重采样：更平滑，但不会增加细节）。"},
+    "finishing_costs": {"en": "**What each costs** at 512p, 16 frames (measured on a 2-core CPU; these run on the "
+                              "server's CPU, beside the GPU): each extra segment as long as the whole video again; "
+                              "a loop under 0.1 s; smoother motion about 3 s to 16 fps and 5 s to 24 fps; upscale "
+                              "about 0.5 s; GIF about 3 s; WebM about 1 s.",
+                        "zh-CN": "**各项耗时**（512p、16 帧，在 2 核 CPU 上实测；这些步骤在服务器的 CPU 上运行，不占 GPU）："
+                                 "每多一段，就多一个完整视频的时间；循环不到 0.1 秒；补帧到 16 fps 约 3 秒、到 24 fps 约 5 秒；"
+                                 "放大约 0.5 秒；GIF 约 3 秒；WebM 约 1 秒。"},
+    "continue_video": {"en": "Continue this video", "zh-CN": "续接这个视频"},
+    "continuing": {"en": "Continuing `{video}`: its last frame is the picture, and the new segment(s) are joined onto "
+                         "it. Its prompt, settings and seed are in the form; resolution and FPS stay as they are.",
+                   "zh-CN": "正在续接 `{video}`：以它的最后一帧为图片，新生成的片段会拼接在它后面。它的提示词、参数和种子已"
+                            "填入表单；分辨率和帧率保持不变。"},
+    "stop_continuing": {"en": "Start from a picture instead", "zh-CN": "改为从图片开始"},
+    "prompt_not_translated": {"en": "⚠️ This prompt is not in English, and the model reads English only: write it in "
+                                    "English.",
+                              "zh-CN": "⚠️ 这条提示词不是英文，而模型只读英文：请用英文书写。"},
+    "done_translated": {"en": "The model read the prompt in English as: *{english}*",
+                        "zh-CN": "模型读到的英文提示词：*{english}*"},
+    "done_continued": {"en": "Continues `{video}`.", "zh-CN": "续接自 `{video}`。"},
+    "done_segments": {"en": "{segments} segments", "zh-CN": "{segments} 段"},
+    "done_step": {"en": "{step} {time} s", "zh-CN": "{step} {time} 秒"},
+    "done_fps": {"en": "{model} fps made, {output} fps delivered", "zh-CN": "模型生成 {model} fps，输出 {output} fps"},
+    "done_files": {"en": "Also made: {files}", "zh-CN": "另外生成：{files}"},
+    "many_tab": {"en": "Many pictures", "zh-CN": "批量图片"},
+    "many_tab_help": {"en": "Drop several pictures (or .zip files of pictures): one video each, with the settings of "
+                            "the form above (resolution, frames, loop, formats...). They all appear under Your jobs.",
+                      "zh-CN": "拖入多张图片（或图片的 .zip 压缩包）：每张生成一个视频，使用上方表单的参数（分辨率、帧数、循环、"
+                               "格式等）。它们都会出现在“我的任务”中。"},
+    "many_files": {"en": "Pictures or .zip files", "zh-CN": "图片或 .zip 文件"},
+    "many_prompts": {"en": "Prompts", "zh-CN": "提示词"},
+    "many_prompts_help": {"en": "One line for all the pictures, or one line per picture in their order (a .zip's "
+                                "pictures by name).",
+                          "zh-CN": "一行用于所有图片，或每张图片一行，按图片顺序（.zip 中的图片按文件名排序）。"},
+    "many_queue_all": {"en": "Queue all", "zh-CN": "全部排队"},
+    "stage_joining": {"en": "Joining segments", "zh-CN": "拼接片段"},
+    "stage_looping": {"en": "Making the loop", "zh-CN": "制作循环"},
+    "stage_interpolating": {"en": "Adding frames", "zh-CN": "补帧"},
+    "stage_upscaling": {"en": "Upscaling", "zh-CN": "放大"},
+    "stage_gif": {"en": "Writing the GIF", "zh-CN": "生成 GIF"},
+    "stage_webm": {"en": "Writing the WebM", "zh-CN": "生成 WebM"},
+    "stage_segment": {"en": "Segment {segment} of {segments}: {stage}", "zh-CN": "第 {segment}/{segments} 段：{stage}"},
+    # -- workers: one per GPU, processes and Ray actors (jobs.workers) ----------------
+    "err_worker_lost": {"en": "The worker {worker} stopped: its process ended or no longer answers.",
+                        "zh-CN": "工作进程 {worker} 已停止：进程已退出或不再响应。"},
+    "msg_worker_lost_requeued": {"en": "The worker running this job stopped; it is back in the queue "
+                                       "(attempt {attempt}).",
+                                 "zh-CN": "运行此任务的工作进程已停止；任务已重新排队（第 {attempt} 次尝试）。"},
+    "err_worker_lost_final": {"en": "The worker running this job stopped {attempts} times, so it was not run again. "
+                                    "Press Retry to try once more; if it keeps happening, the server log says why "
+                                    "the worker stopped (for example out of memory).",
+                              "zh-CN": "运行此任务的工作进程已停止 {attempts} 次，因此不再重试。可点击重试再试一次；"
+                                       "如果反复发生，请查看服务器日志中工作进程停止的原因（例如内存不足）。"},
+    "status_worker_starting": {"en": "Worker {worker} is starting.", "zh-CN": "工作进程 {worker} 正在启动。"},
+    "status_worker_lost": {"en": "Worker {worker} stopped; it is being started again.",
+                           "zh-CN": "工作进程 {worker} 已停止，正在重新启动。"},
+    "workers_title": {"en": "Workers", "zh-CN": "工作进程"},
+    "workers_none": {"en": "No workers.", "zh-CN": "没有工作进程。"},
+    "workers_summary": {"en": "{busy} busy, {ready} ready of {total}.",
+                        "zh-CN": "共 {total} 个：{busy} 个忙碌，{ready} 个空闲就绪。"},
+    "col_worker": {"en": "Worker", "zh-CN": "工作进程"},
+    "col_machine": {"en": "Machine", "zh-CN": "机器"},
+    "col_device": {"en": "Device", "zh-CN": "设备"},
+    "col_memory_mode": {"en": "Memory mode", "zh-CN": "显存模式"},
+    "col_worker_state": {"en": "State", "zh-CN": "状态"},
+    "col_current_job": {"en": "Job", "zh-CN": "任务"},
+    "col_jobs_done": {"en": "Done", "zh-CN": "已完成"},
+    "worker_state_loading": {"en": "loading", "zh-CN": "加载中"},
+    "worker_state_ready": {"en": "ready", "zh-CN": "就绪"},
+    "worker_state_busy": {"en": "busy", "zh-CN": "忙碌"},
+    "worker_state_lost": {"en": "stopped", "zh-CN": "已停止"},
+    "worker_state_restarting": {"en": "restarting", "zh-CN": "重启中"},
+    "worker_state_error": {"en": "error", "zh-CN": "错误"},
+    # -- prompt translation: prompts not in English, translated on the server (translation.*) ----
+    "translator_ready": {"en": "Chinese prompts are translated to English before the model reads them ({name}).",
+                         "zh-CN": "中文提示词会先翻译成英文，再交给模型（{name}）。"},
+    "translator_loading": {"en": "The prompt translator ({name}) is loading. English prompts work now; Chinese ones "
+                                 "once it is ready.",
+                           "zh-CN": "提示词翻译模型（{name}）正在加载。英文提示词现在就能用，中文提示词需等它就绪。"},
+    "translator_downloading": {"en": "Downloading the prompt translator ({name}, once): {done} of {total} MB. English "
+                                     "prompts work now; Chinese ones once it is ready.",
+                               "zh-CN": "正在下载提示词翻译模型（{name}，仅需一次）：{done} / {total} MB。英文提示词现在"
+                                        "就能用，中文提示词需等它就绪。"},
+    "err_translator_loading": {"en": "The prompt translator is still loading, so this prompt cannot be translated yet. "
+                                     "Try again in a minute, or write the prompt in English.",
+                               "zh-CN": "提示词翻译模型仍在加载，暂时无法翻译这条提示词。请一分钟后再试，或用英文书写提示词。"},
+    "translator_off": {"en": "Prompts are not translated (translation.enabled is off) and the model reads English "
+                             "only: write the prompt in English, or set translation.enabled to auto in "
+                             "config/model_config.yaml and restart (the translator downloads once, about 300 MB).",
+                       "zh-CN": "提示词不会被翻译（translation.enabled 为 off），而模型只读英文：请用英文书写提示词，或在 "
+                                "config/model_config.yaml 中把 translation.enabled 设为 auto 后重启（翻译模型只需下载一次，"
+                                "约 300 MB）。"},
+    "translator_not_downloaded": {
+        "en": "No translator is available: {repo} is not downloaded yet. The model reads English only: write the "
+              "prompt in English, or start the app with translation.enabled auto or on (config/model_config.yaml): "
+              "it downloads once at start-up, about 300 MB.",
+        "zh-CN": "没有可用的翻译模型：{repo} 尚未下载。模型只读英文：请用英文书写提示词，或在 config/model_config.yaml 中把 "
+                 "translation.enabled 设为 auto 或 on 再启动应用：它会在启动时下载一次，约 300 MB。"},
+    "translator_offline": {
+        "en": "No translator is available: {repo} is not in {folder} and HF_HUB_OFFLINE is set. The model reads "
+              "English only: write the prompt in English, or unset HF_HUB_OFFLINE (or copy the translator into "
+              "{folder}) and restart; it downloads once, about 300 MB.",
+        "zh-CN": "没有可用的翻译模型：{repo} 不在 {folder} 中，且设置了 HF_HUB_OFFLINE。模型只读英文：请用英文书写提示词，"
+                 "或取消 HF_HUB_OFFLINE（或把翻译模型复制到 {folder}）后重启；它只需下载一次，约 300 MB。"},
+    "translator_download_failed": {
+        "en": "No translator is available: downloading {repo} failed ({error}). The model reads English only: write "
+              "the prompt in English, or check the network (or set HF_ENDPOINT to a mirror) and restart; it "
+              "downloads once, about 300 MB.",
+        "zh-CN": "没有可用的翻译模型：下载 {repo} 失败（{error}）。模型只读英文：请用英文书写提示词，或检查网络（或把 "
+                 "HF_ENDPOINT 设为镜像站，如 https://hf-mirror.com）后重启；它只需下载一次，约 300 MB。"},
+    "translator_folder_missing": {
+        "en": "No translator is available: the folder {source} does not exist. The model reads English only: write "
+              "the prompt in English, or set translation.source in config/model_config.yaml to a MarianMT folder or "
+              "a hub id such as Helsinki-NLP/opus-mt-zh-en and restart.",
+        "zh-CN": "没有可用的翻译模型：文件夹 {source} 不存在。模型只读英文：请用英文书写提示词，或在 config/model_config.yaml "
+                 "中把 translation.source 设为 MarianMT 模型文件夹或 Helsinki-NLP/opus-mt-zh-en 这样的 Hub 模型名后重启。"},
+    "translator_load_failed": {
+        "en": "No translator is available: loading {folder} failed ({error}). The model reads English only: write "
+              "the prompt in English, or make sure {folder} holds a whole MarianMT model (config.json, the weights, "
+              "source.spm, target.spm, vocab.json) and restart; a downloaded one comes again once its folder is "
+              "deleted.",
+        "zh-CN": "没有可用的翻译模型：加载 {folder} 失败（{error}）。模型只读英文：请用英文书写提示词，或确认 {folder} "
+                 "中有完整的 MarianMT 模型（config.json、权重、source.spm、target.spm、vocab.json）后重启；"
+                 "下载来的模型删除其文件夹后会重新下载。"},
+    "prompt_translated": {"en": "The model reads the prompt in English: “{text}”",
+                          "zh-CN": "模型读取的是提示词的英文译文：“{text}”"},
+    # -- finishing steps (finishing.py): interpolation, upscaling, GIF, WebM, continuing a video -------
+    "finish_interpolate": {"en": "Frame interpolation", "zh-CN": "插帧"},
+    "finish_upscale": {"en": "Upscaling", "zh-CN": "放大"},
+    "finish_gif": {"en": "The GIF", "zh-CN": "GIF 动图"},
+    "finish_webm": {"en": "The WebM video", "zh-CN": "WebM 视频"},
+    "err_finishing_failed": {
+        "en": "{step} failed (ffmpeg: {detail}). Try again, or leave this step out; if it keeps failing, the log "
+              "file in logs/ has the details.",
+        "zh-CN": "{step}失败（ffmpeg：{detail}）。请重试，或不用这一步；如果反复失败，请查看 logs/ 中的日志文件。"},
+    "err_finished_file_wrong": {
+        "en": "{step} came out wrong: the file has {frames} frames of {width}x{height}, expected {expected_frames} "
+              "of {expected_width}x{expected_height}. Please try again.",
+        "zh-CN": "{step}生成有误：文件有 {frames} 帧、{width}x{height}，应为 {expected_frames} 帧、"
+                 "{expected_width}x{expected_height}。请重试。"},
+    "err_gif_too_large": {
+        "en": "The GIF does not fit in {max_mb} MB even at {width} px wide and {fps} frames per second ({size_mb} "
+              "MB). Allow a larger GIF, or make a shorter video.",
+        "zh-CN": "即使缩小到宽 {width} 像素、每秒 {fps} 帧，GIF 仍有 {size_mb} MB，超过 {max_mb} MB 的上限。"
+                 "请放宽 GIF 的大小上限，或生成更短的视频。"},
+    "gif_capped": {
+        "en": "The GIF was made smaller to fit in {max_mb} MB: {width} px wide at {fps} frames per second, instead "
+              "of {original_width} px at {original_fps}.",
+        "zh-CN": "为了不超过 {max_mb} MB，GIF 已缩小为宽 {width} 像素、每秒 {fps} 帧（原为宽 {original_width} 像素、"
+                 "每秒 {original_fps} 帧）。"},
+    "err_video_unreadable": {
+        "en": "The video file {name} cannot be read ({detail}). Pick another video, or make this one again.",
+        "zh-CN": "无法读取视频文件 {name}（{detail}）。请换一个视频，或重新生成这个视频。"},
+    "err_video_no_frames": {
+        "en": "The video file {name} has no frames. Pick another video, or make this one again.",
+        "zh-CN": "视频文件 {name} 里没有任何帧。请换一个视频，或重新生成这个视频。"},
+    # -- many pictures at once (ui/many.py): "Queue all" -------------------------------------------
+    "many_no_files": {"en": "Add pictures, or .zip files of pictures, first.",
+                      "zh-CN": "请先添加图片，或装有图片的 .zip 文件。"},
+    "many_not_image": {"en": "not a picture we can read (PNG, JPEG, WebP, GIF, BMP or TIFF); left out.",
+                       "zh-CN": "不是可读取的图片（PNG、JPEG、WebP、GIF、BMP 或 TIFF），已跳过。"},
+    "many_file_too_large": {"en": "larger than {limit_mb} MB, the limit for one picture; left out. Make it smaller "
+                                  "and add it again.",
+                            "zh-CN": "超过单张图片 {limit_mb} MB 的上限，已跳过。请缩小后重新添加。"},
+    "many_total_too_large": {"en": "left out, with every picture after it: the pictures together unpack to more "
+                                   "than {limit_mb} MB, the limit for one Queue all. Queue the rest in a second "
+                                   "go.",
+                             "zh-CN": "已跳过，其后的图片也都跳过：这些图片解压后合计超过一次“全部排队”"
+                                      "{limit_mb} MB 的上限。请把其余图片分一次再排队。"},
+    "many_too_many": {"en": "left out, with every picture after it: at most {limit} pictures are queued at once "
+                            "(the size of the queue).",
+                      "zh-CN": "已跳过，其后的图片也都跳过：一次最多排队 {limit} 张图片（队列的容量）。"},
+    "many_zip_damaged": {"en": "this .zip is damaged or is not a .zip file. Make it again and add it again.",
+                         "zh-CN": "这个 .zip 文件已损坏或不是 .zip 文件。请重新压缩后再添加。"},
+    "many_zip_member_damaged": {"en": "damaged inside the .zip (it does not unpack to what the .zip says); "
+                                      "left out. Make the .zip again.",
+                                "zh-CN": "在 .zip 中已损坏（解压结果与 .zip 记录的不符），已跳过。请重新压缩。"},
+    "many_zip_encrypted": {"en": "protected by a password, which this page cannot open; left out. Make the .zip "
+                                 "again without a password.",
+                           "zh-CN": "受密码保护，本页面无法打开，已跳过。请不加密码重新压缩。"},
+    "many_zip_method": {"en": "packed with a compression method this server cannot unpack; left out. Make the "
+                              ".zip again with the usual (Deflate) compression.",
+                        "zh-CN": "使用了本服务器无法解压的压缩方式，已跳过。请用常规的 Deflate 压缩方式重新压缩。"},
+    "many_prompt_lines": {"en": "The prompt has {lines} lines for {pictures} pictures, so nothing was queued. "
+                                "Write one line for all the pictures, or one line per picture in their order.",
+                          "zh-CN": "提示词有 {lines} 行，图片有 {pictures} 张，因此没有排队任何任务。"
+                                   "请写一行提示词用于所有图片，或按图片顺序每张写一行。"},
+    "many_queued": {"en": "**Queued: {count} video(s).** Follow them under Your jobs.",
+                    "zh-CN": "**已排队：{count} 个视频。** 可在“我的任务”中查看进度。"},
+    "many_none_queued": {"en": "**No video was queued.**", "zh-CN": "**没有排队任何视频。**"},
+    "many_stopped": {"en": "The queue stopped taking jobs after {queued}: the other {left} picture(s) were not "
+                           "queued. {reason}",
+                     "zh-CN": "排队 {queued} 个后队列不再接受任务：其余 {left} 张图片没有排队。{reason}"},
+    "many_refused_title": {"en": "Not queued ({count}):", "zh-CN": "未排队（{count} 个）："},
+    "many_more_refused": {"en": "… and {count} more.", "zh-CN": "……另有 {count} 个。"},
+    # -- workers on a Ray cluster (jobs.backend: ray) ------------------------------------
+    "err_ray_not_installed": {"en": "jobs.backend is ray, but Ray is not installed here. Install it with "
+                                    "'pip install -r requirements-ray.txt', or set jobs.backend: local.",
+                              "zh-CN": "jobs.backend 设为 ray，但本机没有安装 Ray。请用 "
+                                       "'pip install -r requirements-ray.txt' 安装，或设置 jobs.backend: local。"},
+    "err_ray_unreachable": {"en": "Cannot join the Ray cluster at {address} ({error}). Start its head first "
+                                  "('ray start --head' on that machine; auto means this machine), check "
+                                  "jobs.ray_address and that its port is open from here.",
+                            "zh-CN": "无法加入位于 {address} 的 Ray 集群（{error}）。请先启动它的头节点（在该机器上运行 "
+                                     "'ray start --head'；auto 表示本机），并检查 jobs.ray_address 以及从本机能否访问其端口。"},
+    "err_ray_no_gpus": {"en": "The Ray cluster at {address} has no {resource} for a worker yet. Add a GPU machine "
+                              "to it (bash start_app.sh worker --head HEAD:PORT on that machine), then start "
+                              "the app again.",
+                        "zh-CN": "位于 {address} 的 Ray 集群还没有可供工作进程使用的 {resource}。请先加入一台 GPU 机器"
+                                 "（在该机器上运行 bash start_app.sh worker --head 头节点:端口），再重新启动应用。"},
 }
 
 

@@ -122,8 +122,8 @@ class I2VGenXL:
     def _call(self, request: GenerationRequest, generator: torch.Generator) -> torch.Tensor:
         return self.pipeline(
             image=request.image,
-            prompt_embeds=self.encode_prompt(request.prompt),
-            negative_prompt_embeds=self.encode_prompt(request.negative_prompt),
+            prompt_embeds=self.encode_prompt(request.model_prompt),
+            negative_prompt_embeds=self.encode_prompt(request.model_negative_prompt),
             height=request.height,
             width=request.width,
             num_frames=request.num_frames,

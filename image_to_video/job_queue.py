@@ -17,11 +17,14 @@ from typing import Any
 
 from PIL import Image
 
-from .config import AppConfig
-from .errors import InvalidInput, JobNotFound, ModelUnavailable, shown
-from .job_store import CANCELLED, FAILED, INTERRUPTED, QUEUED, Job, JobStore
+from .config import PARAMETER_NAMES, AppConfig
+from .errors import AppError, GenerationFailed, InvalidInput, JobNotFound, ModelUnavailable, shown
+from .job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, Job, JobStore
+from .finishing import last_frame
 from .live import LiveJobs
-from .request import build_request
+from .outputs import OutputFolder
+from .request import GenerationRequest, build_request
+from .video import probe_video
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,15 @@ class JobQueue:
     """Accepts jobs (validated first), cancels and retries them, and reports on them."""
 
     def __init__(self, store: JobStore, config: AppConfig, *, live: LiveJobs, inputs_dir: Path,
-                 check_disk: Callable[[], None] | None = None):
+                 check_disk: Callable[[], None] | None = None, outputs: OutputFolder | None = None,
+                 translator=None):
         """``check_disk`` raises (an ``AppError`` saying what to free) when there is too little disk
-        for a new video: a job is refused at once rather than accepted to fail later."""
+        for a new video: a job is refused at once rather than accepted to fail later. ``outputs``:
+        the videos a job may continue. ``translator`` (``translate.Translator``): turns a prompt that
+        is not English into the English the model reads, when it is ready."""
         self.store = store
+        self.outputs = outputs
+        self.translator = translator
         self.config = config
         self.live = live
         self.inputs_dir = Path(inputs_dir)
@@ -56,7 +64,11 @@ class JobQueue:
         if self._closed:
             raise ModelUnavailable(key="err_shutting_down")
         self.check_disk()
-        request = build_request(self.config, image=image, prompt=prompt, **params)
+        continued = 0
+        if params.get("continue_from") not in (None, ""):
+            image, prompt, params, continued = self._continuation(params, prompt, owner)
+        request = self._translated(build_request(self.config, image=image, prompt=prompt,
+                                                 continued_frames=continued, **params))
         job_id = uuid.uuid4().hex[:12]
         image_path = self.inputs_dir / f"{job_id}.png"
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +86,72 @@ class JobQueue:
         log.info("Queued job %s from %s (%s)", job_id, source, owner[:8])
         self.live.poke()
         return job
+
+    def _continuation(self, params: dict[str, Any], prompt: Any, owner: str) -> tuple[Any, Any, dict[str, Any], int]:
+        """What a job that continues a video starts from: the last frame of the model's frames of
+        that video as its picture, the video's prompt and settings (and seed) wherever the caller
+        left one empty, and how many frames it has. Its size and frame rate cannot change: the
+        segments are joined into one video."""
+        name = self._video_to_continue(params["continue_from"], owner)
+        path = self.outputs.model_frames_file(name)
+        record = self.outputs.find(name) or {}
+        old = record.get("parameters") or {}
+        carried = dict(params, continue_from=name)
+        for key in (*PARAMETER_NAMES, "negative_prompt", "seed"):
+            if carried.get(key) in (None, "") and key in old:
+                carried[key] = old[key]
+        for key, name_key in (("resolution", "param_resolution"), ("fps", "param_fps")):
+            if key in old and not _same(carried.get(key), old[key]):
+                raise InvalidInput(key="err_continue_size", name_key=name_key, value=old[key], video=name)
+        try:
+            frames = _frames_of(record, path)
+            picture = last_frame(path)
+        except GenerationFailed:
+            raise InvalidInput(key="err_continue_missing", value=shown(name)) from None
+        return picture, prompt if prompt not in (None, "") else old.get("prompt"), carried, frames
+
+    def _video_to_continue(self, value: Any, owner: str) -> str:
+        """The name of the video ``value`` names: one of ``owner``'s done jobs (by id), or a video of
+        the output folder (by name)."""
+        if self.outputs is None or not isinstance(value, str):
+            raise InvalidInput(key="err_continue_from", value=shown(value))
+        value = value.strip()
+        job = self.store.get(value) if len(value) <= 64 else None
+        if job is not None and job.owner == owner:
+            if job.state != DONE or not job.video_path:
+                raise InvalidInput(key="err_continue_missing", value=shown(value))
+            value = Path(job.video_path).name
+        try:
+            files = self.outputs.files(value)
+        except InvalidInput:
+            raise InvalidInput(key="err_continue_from", value=shown(value)) from None
+        if not files.video.is_file():
+            raise InvalidInput(key="err_continue_missing", value=shown(value))
+        return files.video.name
+
+    def _translated(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with the English of a prompt that is not English, when the translator is ready
+        (else as it is: the page has said so before the job was submitted)."""
+        if self.translator is None:
+            return request
+        from .translate import needs_translation
+
+        english = {}
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(request, name)
+            if text and needs_translation(text):
+                try:
+                    english[f"{name}_en"] = self.translator.translate(text)
+                except AppError as error:
+                    if error.key == "err_translator_loading":  # ready in a moment: the message says try again
+                        raise
+                    log.warning("The %s was not translated: %s", name.replace("_", " "), error)
+        return replace(request, **english) if english else request
+
+    def translation_status(self):
+        """What happens to a prompt that is not English (``translate.TranslatorStatus``), or None when
+        this queue has no translator."""
+        return None if self.translator is None else self.translator.status
 
     def retry(self, job_id: str, *, owner: str | None = None) -> Job:
         """Queue a finished (failed, cancelled or interrupted) job again as a new job, once: every
@@ -171,3 +249,19 @@ class JobQueue:
             if left <= 0:
                 return job
             version = self.live.wait_for_change(version, left)
+
+
+def _frames_of(record: dict[str, Any], path: Path) -> int:
+    """How many frames the model's frames of a video have: from its record, else by decoding it."""
+    known = record.get("model_frames") or {}
+    if isinstance(known.get("frames"), int) and known.get("file") == path.name:
+        return known["frames"]
+    return probe_video(path).frames
+
+
+def _same(given: Any, kept: Any) -> bool:
+    """Whether a caller's value (text or number) is the kept one."""
+    try:
+        return float(given) == float(kept)
+    except (TypeError, ValueError):
+        return str(given).strip() == str(kept)

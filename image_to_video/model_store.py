@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
 
 from .errors import ModelUnavailable
@@ -25,6 +26,11 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 def is_local(source: str) -> bool:
     return Path(source).expanduser().is_dir()
+
+
+def is_repo_id(source: str) -> bool:
+    """True when ``source`` reads as a hub repo id (``owner/name``), not as a folder path."""
+    return not (Path(source).is_absolute() or source.startswith((".", "~")) or source.count("/") != 1)
 
 
 def local_folder(repo_id: str, models_dir: Path) -> Path:
@@ -73,37 +79,54 @@ def download_record(folder: Path) -> dict | None:
 
 
 def ensure_local(source: str, models_dir: Path, *, variant: str, revision: str,
-                 progress: ProgressFn | None = None) -> tuple[Path, str | None]:
+                 progress: ProgressFn | None = None, extra_patterns: tuple[str, ...] = ()) -> tuple[Path, str | None]:
     """Return (folder, revision sha or None) holding the weights for ``source``.
 
-    Raises ``ModelUnavailable`` with what to do when they cannot be had.
+    ``extra_patterns`` names more files to fetch beside the weights and the json/txt files
+    (a translator's ``*.spm`` tokenizer models). Raises ``ModelUnavailable`` with what to do
+    when they cannot be had.
     """
     if is_local(source):
         return Path(source).expanduser().resolve(), None
-    if Path(source).is_absolute() or source.startswith((".", "~")) or source.count("/") != 1:
+    if not is_repo_id(source):
         raise ModelUnavailable(key="err_model_folder_missing", source=source)
     folder = local_folder(source, models_dir)
     record = download_record(folder)
     if record and record.get("repo_id") == source and record.get("variant") == variant:
         return folder, record.get("sha")
-    return folder, _download(source, folder, variant=variant, revision=revision, progress=progress)
+    return folder, _download(source, folder, variant=variant, revision=revision, progress=progress,
+                             extra_patterns=extra_patterns)
+
+
+def _weight_patterns(variant: str, files: list[str]) -> list[str]:
+    """The weight files to fetch among the repo's ``files``: the safetensors (of ``variant``), or,
+    for a full-precision repo that has none (older ones, such as many Helsinki-NLP translators),
+    PyTorch's ``*.bin`` files."""
+    patterns = [f"*.{variant}.safetensors"] if variant else ["*.safetensors"]
+    if variant or any(fnmatch(name, patterns[0]) for name in files):
+        return patterns
+    return ["*.bin"] if any(fnmatch(name, "*.bin") for name in files) else patterns
 
 
 def _download(repo_id: str, folder: Path, *, variant: str, revision: str,
-              progress: ProgressFn | None) -> str | None:
+              progress: ProgressFn | None, extra_patterns: tuple[str, ...] = ()) -> str | None:
+    import httpx2  # huggingface_hub's HTTP client: a refused connection or a timeout is one of its errors
     from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     if constants.HF_HUB_OFFLINE:
         raise ModelUnavailable(key="err_model_offline", repo=repo_id, folder=str(folder))
     log.info("Downloading %s (%s) into %s", repo_id, variant or "full precision", folder)
-    weights = [f"*.{variant}.safetensors"] if variant else ["*.safetensors"]
     try:
-        sha = HfApi().model_info(repo_id, revision=revision).sha
+        # model_info waits forever by default: a hub that takes the connection and never answers would
+        # hold the start; the per-request timeout is huggingface_hub's own for its metadata requests.
+        info = HfApi().model_info(repo_id, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+        sha = info.sha
+        weights = _weight_patterns(variant, [s.rfilename for s in info.siblings or []])
         snapshot_download(repo_id, revision=sha or revision, local_dir=folder,
-                          allow_patterns=["*.json", "*.txt", *weights],
+                          allow_patterns=["*.json", "*.txt", *weights, *extra_patterns],
                           tqdm_class=_progress_class(progress))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
+    except (HfHubHTTPError, LocalEntryNotFoundError, httpx2.HTTPError, OSError, ValueError) as error:
         raise ModelUnavailable(key="err_model_download", repo=repo_id, error=str(error),
                                folder=str(folder)) from error
     record = {"repo_id": repo_id, "revision": revision, "sha": sha, "variant": variant}

@@ -1,8 +1,11 @@
 """The output folder's single owner: file names, companions, records, history, retention, disk space.
 
-Every video is ``video_YYYYMMDD_HHMMSS_<8 hex>.mp4`` with two companions of the same
-stem: ``.json`` (its record: every setting, the seed, versions, timings) and
-``_input.png`` (the picture exactly as the model saw it). The companions are written
+Every video is ``video_YYYYMMDD_HHMMSS_<8 hex>.mp4`` (the final result) with companions of the
+same stem: ``.json`` (its record: every setting, the seed, versions, timings, every file made),
+``_input.png`` (the picture exactly as the model saw it) and, when the job asked for them, what
+was derived beside the model's own frames: ``_model.mp4`` (the model's frames before a loop,
+interpolation or upscale), ``_segment.mp4`` (the last segment made, on its own), ``.gif`` and
+``.webm``. The companions are written
 first and the video's rename into place is the last step (its commit point): companions
 without their video are leftovers of a crash, removed at start. Only this module builds
 those names, finds, lists and deletes them, so a name from a browser or an API
@@ -32,7 +35,13 @@ log = logging.getLogger(__name__)
 
 VIDEO_NAME = re.compile(r"video_\d{8}_\d{6}_[0-9a-f]{8}")
 #: What a crash can leave behind: the writers' temporary names (never a finished file).
-_TEMPORARY = (".video_*.tmp.mp4", ".video_*.json.*.tmp", ".video_*_input.png.*.tmp")
+_TEMPORARY = (".video_*.tmp.mp4", ".video_*.tmp.gif", ".video_*.tmp.webm", ".video_*.json.*.tmp",
+              ".video_*_input.png.*.tmp")
+#: A companion's kind -> the end of its file name after the stem (the MP4 itself is "video").
+COMPANIONS = {"record": ".json", "input_image": "_input.png", "model_video": "_model.mp4",
+              "segment_video": "_segment.mp4", "gif": ".gif", "webm": ".webm"}
+#: Longest first, so that "_model.mp4" is taken off before ".mp4".
+_ENDINGS = sorted([".mp4", *COMPANIONS.values()], key=len, reverse=True)
 
 
 def new_video_name(now: datetime | None = None) -> str:
@@ -60,8 +69,16 @@ class VideoFiles:
     def input_image(self) -> Path:
         return self.folder / f"{self.name}_input.png"
 
+    def companion(self, kind: str) -> Path:
+        """The file of ``kind`` (a ``COMPANIONS`` key) beside the video."""
+        return self.folder / f"{self.name}{COMPANIONS[kind]}"
+
+    def all(self) -> list[Path]:
+        """The video and every companion it may have."""
+        return [self.video, *(self.companion(kind) for kind in COMPANIONS)]
+
     def existing(self) -> list[Path]:
-        return [path for path in (self.video, self.record, self.input_image) if path.exists()]
+        return [path for path in self.all() if path.exists()]
 
 
 def free_gb(folder: Path) -> float:
@@ -95,8 +112,8 @@ class OutputFolder:
         write_json(record, files.record)
 
     def remove_companions(self, files: VideoFiles) -> None:
-        """Remove a video's record and input picture (its video was never committed)."""
-        for path in (files.record, files.input_image):
+        """Remove every companion of a video that was never committed."""
+        for path in files.all()[1:]:
             path.unlink(missing_ok=True)
 
     def check_free_space(self) -> None:
@@ -117,7 +134,9 @@ class OutputFolder:
         Raises ``InvalidInput`` for anything that is not one of our names: no path reaches
         outside the folder.
         """
-        stem = Path(str(name)).name.removesuffix(".mp4").removesuffix(".json").removesuffix("_input.png")
+        stem = Path(str(name)).name
+        ending = next((end for end in _ENDINGS if stem.endswith(end)), "")
+        stem = stem.removesuffix(ending)
         if not VIDEO_NAME.fullmatch(stem):
             raise InvalidInput(key="err_video_gone")
         return VideoFiles(self.folder, stem)
@@ -132,6 +151,19 @@ class OutputFolder:
         except InvalidInput:
             return None
         return _read_record(files)
+
+    def model_frames_file(self, name: str) -> Path | None:
+        """The file with the model's own frames of video ``name`` (its ``_model.mp4`` when the video
+        was looped, interpolated or upscaled, else the video itself): what continuing it joins onto.
+        None when there is no such video."""
+        try:
+            files = self.files(name)
+        except InvalidInput:
+            return None
+        if not files.video.is_file():
+            return None
+        model = files.companion("model_video")
+        return model if model.is_file() else files.video
 
     def history(self, limit: int = 24) -> list[dict[str, Any]]:
         """Records of the newest videos, newest first (by when the video was written: names
@@ -195,7 +227,7 @@ class OutputFolder:
         """Remove what a crash left (never a finished video): half-written files, and companions
         whose video was never committed. Run at start, before any video is being made."""
         stale = [path for pattern in _TEMPORARY for path in self.folder.glob(pattern)]
-        stale += [path for pattern in ("video_*.json", "video_*_input.png") for path in self.folder.glob(pattern)
+        stale += [path for end in COMPANIONS.values() for path in self.folder.glob(f"video_*{end}")
                   if self._is_orphan(path)]
         for path in stale:
             path.unlink(missing_ok=True)

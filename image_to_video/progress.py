@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The stages of one video, in order.
-STAGES = ("denoising", "decoding", "encoding")
+#: The stages of one video, in order: the model's (once per segment), then the finishing steps a
+#: job asked for, then the files.
+STAGES = ("denoising", "decoding", "joining", "looping", "interpolating", "upscaling", "encoding", "gif", "webm")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class Progress:
     eta: float | None
     #: Every few denoising steps: a rough RGB picture of frames as they form (uint8, HxWx3).
     preview: np.ndarray | None = None
+    #: Which segment the model is making (1-based) of how many; ``done`` and ``total`` then count
+    #: the steps of all segments together.
+    segment: int = 1
+    segments: int = 1
 
     @property
     def eta_s(self) -> float | None:

@@ -9,16 +9,23 @@ from __future__ import annotations
 import math
 import random
 import unicodedata
-from dataclasses import asdict, make_dataclass
+from dataclasses import asdict, field, make_dataclass
 from typing import Any
 
 from PIL import Image
 
-from .config import PARAMETER_NAMES, PARAMETERS, AppConfig, Parameter
+from .config import FORMATS, LOOPS, PARAMETER_NAMES, PARAMETERS, UPSCALES, AppConfig, Parameter
 from .errors import InvalidInput, exact, shown
 from .images import normalise_image
 
 MAX_SEED = 2**32 - 1
+
+
+#: The steps after the model a request may ask for, with their defaults (nothing added: one
+#: segment, no loop, no interpolation, the MP4 only, the model's size). ``continue_from`` names
+#: the video whose last frame is the picture (as ``JobQueue`` resolved it), "" for none.
+FINISHING_DEFAULTS: dict[str, Any] = {"continue_from": "", "segments": 1, "loop": "none",
+                                      "interpolate_fps": 0, "formats": "mp4", "upscale": 1}
 
 
 def _parameters(self) -> dict[str, Any]:
@@ -28,19 +35,45 @@ def _parameters(self) -> dict[str, Any]:
     return values
 
 
+def _model_prompt(self) -> str:
+    """What the model reads: the English translation when the prompt was translated."""
+    return self.prompt_en or self.prompt
+
+
+def _model_negative_prompt(self) -> str:
+    return self.negative_prompt_en or self.negative_prompt
+
+
+def _format_list(self) -> tuple[str, ...]:
+    return tuple(self.formats.split(","))
+
+
+def _output_fps(self) -> int:
+    """The finished video's frame rate: the interpolated one, else the model's."""
+    return self.interpolate_fps or self.fps
+
+
 #: One video to make: the prompts, ``PARAMETERS`` (config.py; the resolution first, with its size in
-#: pixels) and the seed used.
-#: ``image`` is RGB, exactly ``width`` x ``height``.
+#: pixels), the seed used, then the finishing steps (``FINISHING_DEFAULTS``) and the English the
+#: model reads when a prompt was translated ("" when it was not).
+#: ``image`` is RGB, exactly ``width`` x ``height``. Stored jobs made before a field existed get
+#: its default.
 GenerationRequest = make_dataclass(
     "GenerationRequest",
     [("image", Image.Image), ("prompt", str), ("negative_prompt", str),
      (PARAMETERS[0].name, PARAMETERS[0].kind), ("width", int), ("height", int),
-     *[(p.name, p.kind) for p in PARAMETERS[1:]], ("seed", int)],
-    namespace={"parameters": _parameters}, frozen=True)
+     *[(p.name, p.kind) for p in PARAMETERS[1:]], ("seed", int),
+     *[(name, type(value), field(default=value)) for name, value in FINISHING_DEFAULTS.items()],
+     ("prompt_en", str, field(default="")), ("negative_prompt_en", str, field(default=""))],
+    namespace={"parameters": _parameters, "model_prompt": property(_model_prompt),
+               "model_negative_prompt": property(_model_negative_prompt),
+               "format_list": property(_format_list), "output_fps": property(_output_fps)},
+    frozen=True)
 
 
 def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt: Any = None,
-                  seed: Any = None, **settings: Any) -> GenerationRequest:
+                  seed: Any = None, continued_frames: int = 0, prompt_en: str = "", negative_prompt_en: str = "",
+                  **settings: Any) -> GenerationRequest:
     """Check every parameter, fill the missing ones from the configured defaults,
     and normalise ``image`` (a PIL image, a path or bytes) to the output size.
 
@@ -49,6 +82,7 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     what is allowed; the image is only decoded once every other parameter has passed. A
     seed of -1 (or none) is replaced by a random one, so the request records the seed used.
     """
+    finishing = {name: settings.pop(name) for name in FINISHING_DEFAULTS if name in settings}
     unknown = sorted(set(settings) - set(PARAMETER_NAMES))
     if unknown:
         raise TypeError(f"build_request() got an unknown setting {unknown[0]!r}")
@@ -64,9 +98,79 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
                                      generation.max_prompt_chars, required=False, name_key="param_negative_prompt"),
     )
     checked.update({p.name: _check(p, settings.get(p.name), generation) for p in numbers})
+    finished = check_finishing(config, finishing, fps=checked["fps"], num_frames=checked["num_frames"],
+                               continued_frames=continued_frames)
     rgb = normalise_image(image, (side, side), config.images)
     return GenerationRequest(image=rgb, **prompts, **checked, width=side, height=side,
-                             seed=random.randint(0, MAX_SEED) if seed == -1 else seed)
+                             seed=random.randint(0, MAX_SEED) if seed == -1 else seed, **finished,
+                             prompt_en=prompt_en, negative_prompt_en=negative_prompt_en)
+
+
+def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_frames: int,
+                    continued_frames: int = 0) -> dict[str, Any]:
+    """The finishing steps asked for (``FINISHING_DEFAULTS`` by name, as any caller sends them),
+    checked against ``config.finishing``; the defaults where empty. ``continued_frames``: the
+    frames of the video a job continues (0 for none), for the finished video's length."""
+    limits = config.finishing
+    given = {name: values.get(name) for name in FINISHING_DEFAULTS}
+    given = {name: FINISHING_DEFAULTS[name] if value is None or value == "" else value for name, value in given.items()}
+    segments = _integer("param_segments", given["segments"], 1, limits.max_segments)
+    loop = _choice("param_loop", given["loop"], LOOPS)
+    interpolate_fps = _integer("param_interpolate_fps", given["interpolate_fps"], 0, limits.max_interpolate_fps)
+    if interpolate_fps and interpolate_fps <= fps:
+        raise InvalidInput(key="err_interpolate_fps", value=interpolate_fps, fps=fps, low=fps + 1,
+                           high=limits.max_interpolate_fps)
+    upscale = _integer("param_upscale", given["upscale"], 1, max(UPSCALES))
+    formats = _formats(given["formats"])
+    frames = finished_frames(num_frames, segments, loop, continued_frames)
+    if interpolate_fps:
+        frames = round(frames * interpolate_fps / fps)
+    if frames > limits.max_output_frames:
+        raise InvalidInput(key="err_too_many_frames", frames=frames, limit=limits.max_output_frames)
+    continue_from = given["continue_from"]
+    if not isinstance(continue_from, str):
+        raise InvalidInput(key="err_continue_from", value=shown(continue_from))
+    return dict(continue_from=continue_from, segments=segments, loop=loop, interpolate_fps=interpolate_fps,
+                formats=formats, upscale=upscale)
+
+
+def finished_frames(num_frames: int, segments: int, loop: str, continued_frames: int = 0) -> int:
+    """Frames of the finished video before interpolation: the continued video's, then each new
+    segment without its first frame (the seam, the frame before it), then the loop."""
+    if continued_frames:
+        frames = continued_frames + segments * (num_frames - 1)
+    else:
+        frames = num_frames + (segments - 1) * (num_frames - 1)
+    if loop == "boomerang":
+        return 2 * frames - 2
+    if loop == "crossfade":
+        return frames - crossfade_overlap(frames)
+    return frames
+
+
+def crossfade_overlap(frames: int) -> int:
+    """Frames a crossfade loop blends the end into the start with (the finished clip is that much shorter)."""
+    return max(2, frames // 4)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in allowed:
+        raise InvalidInput(key="err_choice", name_key=name, value=shown(value), allowed=", ".join(allowed))
+    return text
+
+
+def _formats(value: Any) -> str:
+    """The files to deliver, as "mp4,gif,webm" in that order (the MP4 always); a list or a text with
+    commas or spaces."""
+    if isinstance(value, str):
+        items = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        items = [part for item in value for part in item.replace(",", " ").split()]
+    else:
+        raise InvalidInput(key="err_choice", name_key="param_formats", value=shown(value), allowed=", ".join(FORMATS))
+    wanted = {_choice("param_formats", item, FORMATS) for item in items} | {"mp4"}
+    return ",".join(f for f in FORMATS if f in wanted)
 
 
 def _check(parameter: Parameter, value: Any, generation) -> Any:

@@ -11,6 +11,7 @@ Routes (OpenAPI docs at ``/docs``):
   GET  /api/jobs/{id}/metadata  its JSON record
   POST /api/jobs/{id}/cancel    cancel it (queued: at once; running: at the next step)
   POST /api/jobs/{id}/retry     queue a failed, cancelled or interrupted job again
+  GET  /api/workers             each worker: machine, device, memory mode, state, current job, jobs done
 
 Job routes need ``Authorization: Bearer <password>`` whenever the server asks for a
 login; too many wrong passwords from one address get 429 for a while (``auth.LoginThrottle``).
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import os
 import threading
@@ -42,14 +44,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .auth import Credentials, LoginThrottle
-from .config import PARAMETERS, STATIC_DIR, AppConfig
-from .errors import AppError, InvalidInput, NoSuchRoute, WrongMethod
+from .config import FORMATS, LOOPS, PARAMETERS, STATIC_DIR, AppConfig
+from .errors import AppError, InvalidInput, NoSuchRoute, WrongMethod, shown
 from .http_guard import BodyGuard, PageEventGuard, PageLoginGuard, client_address, throttled
 from .i18n import t
 from .job_queue import JobQueue
 from .job_store import DONE
-from .outputs import OutputFolder
+from .outputs import COMPANIONS, OutputFolder
 from .ui import build_ui
+from .workers import WorkerBoard
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +60,14 @@ log = logging.getLogger(__name__)
 def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine, *,
                credentials: Credentials | None = None, pid_file: Path | None = None,
                throttle: LoginThrottle | None = None,
-               worker_healthy: Callable[[], bool] | None = None) -> FastAPI:
+               worker_healthy: Callable[[], bool] | None = None,
+               workers: WorkerBoard | None = None) -> FastAPI:
     """The FastAPI app with the API under /api and the page at /. Starts nothing.
 
     ``engine`` is anything with the engine's ``status``, ``ready``, ``memory_mode`` and ``device_answers``;
     ``throttle`` counts wrong passwords per address (a new one when not given);
-    ``worker_healthy`` says whether the job worker runs and reaches the store (without it, never ready).
+    ``worker_healthy`` says whether the job worker runs and reaches the store (without it, never ready);
+    ``workers`` is the board the workers report to (``GET /api/workers``; none: an empty list).
     """
 
     @contextlib.asynccontextmanager
@@ -120,9 +125,12 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
 
     @app.api_route("/api/jobs/{job_id}/video", methods=["GET", "HEAD"], tags=["jobs"],
                    dependencies=[Depends(require_login)], response_class=FileResponse)
-    def get_video(job_id: str):
-        """The finished video (video/mp4); HEAD gives its headers only."""
-        return _result_file(queue, job_id, "video_path", "video/mp4", config)
+    def get_video(job_id: str, format: str = "mp4", part: str = "final"):  # noqa: A002 - the query's name
+        """The finished video: the MP4 by default; ``format=gif`` or ``format=webm`` for those files
+        (when the job asked for them); ``part=model`` for the model's own frames before a loop,
+        interpolation or upscale, ``part=segment`` for the last segment alone. The job's JSON lists
+        every file it made, with these addresses. HEAD gives the headers only."""
+        return _video_file(queue, job_id, format, part, config)
 
     @app.api_route("/api/jobs/{job_id}/metadata", methods=["GET", "HEAD"], tags=["jobs"],
                    dependencies=[Depends(require_login)], response_class=FileResponse)
@@ -140,8 +148,14 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         """Queue a failed, cancelled or interrupted job again (a new job, same parameters)."""
         return _job_body(queue, queue.retry(job_id))
 
+    @app.get("/api/workers", tags=["jobs"], dependencies=[Depends(require_login)])
+    def list_workers() -> dict:
+        """Each worker: id, machine, pid (of its engine's process), device, memory_mode, state (loading,
+        ready, busy, lost, restarting, error), current_job and jobs_done."""
+        return {"workers": workers.list() if workers else []}
+
     _add_unknown_api_route(app)
-    demo = build_ui(config, queue, outputs, engine)
+    demo = build_ui(config, queue, outputs, engine, workers=workers.list if workers else None)
     demo.queue(default_concurrency_limit=1, api_open=False)
     app = gr.mount_gradio_app(
         app, demo, path="/",
@@ -170,11 +184,11 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
 def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
     """``POST /api/jobs``: a multipart form with the image, the prompts and every one of ``PARAMETERS``."""
 
-    async def submit(image: UploadFile, prompt: str | None = None, negative_prompt: str | None = None,
+    async def submit(image: UploadFile | None = None, prompt: str | None = None, negative_prompt: str | None = None,
                      seed: str | None = None, **settings: str | None) -> dict:
         """Queue a job; returns its id at once. Every value is checked as in the page."""
-        data = await image.read(max_bytes + 1)
-        if len(data) > max_bytes:
+        data = None if image is None else await image.read(max_bytes + 1)
+        if data is not None and len(data) > max_bytes:
             raise InvalidInput(f"The image is larger than {config.server.max_upload_mb:g} MB. "
                                "Upload a smaller file.")
         job = await _in_thread(queue.submit, data, prompt, owner="api", source="api",
@@ -187,16 +201,35 @@ def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
 
     # FastAPI reads the form's fields from the signature: one per parameter of the one definition.
     submit.__signature__ = inspect.Signature([
-        inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
-            UploadFile, File(description="The first frame: PNG, JPEG, WebP, GIF, BMP or TIFF")]),
+        inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            UploadFile | None, File(description="The first frame: PNG, JPEG, WebP, GIF, BMP or TIFF (not needed "
+                                                "with continue_from)")]),
         form("prompt", "What should move, in English"),
         form("negative_prompt", t("negative_help")),
         *[form(p.name, t(f"{p.text}_help") + (f" One of: {', '.join(config.generation.resolutions)}."
                                               if p.limits is None else f" {config.generation.limits(p.name)}."))
           for p in PARAMETERS],
         form("seed", "-1 or empty for a random seed"),
+        *[form(name, description) for name, description in _finishing_fields(config)],
     ])
     return submit
+
+
+def _finishing_fields(config: AppConfig) -> list[tuple[str, str]]:
+    """The form fields of the steps after the model, with what each takes."""
+    f = config.finishing
+    return [
+        ("continue_from", "A done job's id or a video name (video_....mp4): its last frame is the picture, its "
+                          "settings and seed the defaults; the result is that video joined with the new segment(s)."),
+        ("segments", f"Segments to make, each from the last frame of the one before: 1 to {f.max_segments} "
+                     "(default 1)."),
+        ("loop", f"One of: {', '.join(LOOPS)} (default none). boomerang plays forward then back; crossfade blends "
+                 "the end into the start."),
+        ("interpolate_fps", f"0 (off, default) or a frame rate above fps, up to {f.max_interpolate_fps}: frames "
+                            "added by motion interpolation, same duration."),
+        ("formats", f"Files besides the MP4, comma-separated: any of {', '.join(FORMATS[1:])}."),
+        ("upscale", "1 (default) or 2: twice the width and height (Lanczos)."),
+    ]
 
 
 async def _in_thread(function, *args, **kwargs):
@@ -206,7 +239,59 @@ async def _in_thread(function, *args, **kwargs):
 
 
 def _job_body(queue: JobQueue, job) -> dict:
-    return {**job.public(), "queue_position": queue.position(job.id)}
+    return {**job.public(), "queue_position": queue.position(job.id), "files": _files_of(job)}
+
+
+#: ``GET /api/jobs/<id>/video``'s choices: (format, part) -> (the file's kind in the record, its
+#: companion in the output folder (None: the video itself), media type).
+_VIDEO_FILES = {("mp4", "final"): ("video", None, "video/mp4"), ("gif", "final"): ("gif", "gif", "image/gif"),
+                ("webm", "final"): ("webm", "webm", "video/webm"),
+                ("mp4", "model"): ("model", "model_video", "video/mp4"),
+                ("mp4", "segment"): ("segment", "segment_video", "video/mp4")}
+
+
+def _video_file(queue: JobQueue, job_id: str, fmt: str, part: str, config: AppConfig) -> FileResponse:
+    """One of a done job's video files, by format and part."""
+    choice = _VIDEO_FILES.get((str(fmt).lower(), str(part).lower()))
+    if choice is None:
+        raise InvalidInput(key="err_video_choice", format=shown(fmt), part=shown(part))
+    kind, companion, media_type = choice
+    if companion is None:
+        return _result_file(queue, job_id, "video_path", media_type, config)
+    job = queue.get(job_id)
+    if job.state != DONE:
+        raise HTTPException(409, f"The job is {job.state}; its files exist once it is done.")
+    video = Path(job.video_path or "")
+    path = video.with_name(video.stem + COMPANIONS[companion])
+    if not path.is_file():
+        if kind not in {entry.get("kind") for entry in _record(job).get("files", []) if isinstance(entry, dict)}:
+            raise HTTPException(404, t("err_video_not_made", "en", format=fmt, part=part))
+        raise HTTPException(410, _removed_message(job.id, "video", config))
+    return FileResponse(path, media_type=media_type, filename=path.name)
+
+
+def _record(job) -> dict:
+    """A done job's record (the JSON beside its video), or {} when there is none to read."""
+    try:
+        record = json.loads(Path(job.metadata_path).read_text(encoding="utf-8"))
+    except (OSError, TypeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _files_of(job) -> list[dict]:
+    """Every file a done job made, each with its download address (none for other jobs)."""
+    if job.state != DONE:
+        return []
+    addresses = {"video": "", "gif": "?format=gif", "webm": "?format=webm", "model": "?part=model",
+                 "segment": "?part=segment"}
+    files = []
+    for entry in _record(job).get("files", []):
+        if isinstance(entry, dict) and entry.get("kind") in addresses:
+            files.append({**entry, "url": f"/api/jobs/{job.id}/video{addresses[entry['kind']]}"})
+    files.append({"kind": "record", "format": "json", "name": Path(job.metadata_path or "").name,
+                  "url": f"/api/jobs/{job.id}/metadata"})
+    return files
 
 
 def _result_file(queue: JobQueue, job_id: str, attribute: str, media_type: str, config: AppConfig) -> FileResponse:

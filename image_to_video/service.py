@@ -10,6 +10,7 @@ folder's business (``outputs.py``); the job queue (``worker.py``) calls this.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
@@ -17,17 +18,22 @@ import resource
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+import numpy as np
+from PIL import Image
+
+from . import __version__, finishing
 from .config import ModelSettings
+from .errors import GenerationFailed
 from .outputs import OutputFolder, VideoFiles
 from .progress import Progress, ProgressFn, ignore
-from .request import GenerationRequest
+from .request import GenerationRequest, crossfade_overlap
 from .video import write_video
 
 log = logging.getLogger(__name__)
@@ -52,11 +58,14 @@ class VideoService:
     only, a ``faults.FaultInjector``) may fail the ``commit`` stage, just before the video's rename.
     """
 
-    def __init__(self, engine, outputs: OutputFolder, model: ModelSettings, *, faults=None):
+    def __init__(self, engine, outputs: OutputFolder, model: ModelSettings, *, faults=None,
+                 gif_max_mb: float = 15.0):
+        """``gif_max_mb``: a GIF is made smaller until it fits (``finishing.gif_max_mb``)."""
         self.engine = engine
         self.outputs = outputs
         self.model = model
         self.faults = faults
+        self.gif_max_mb = gif_max_mb
         self._gpu = threading.Lock()
 
     def make_video(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
@@ -74,36 +83,127 @@ class VideoService:
 
     def _run(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event) -> VideoResult:
         started = time.perf_counter()
-        result = self.engine.generate(request, progress=report, cancel=cancel)
+        continued = self._continued_frames(request)
+        segments, timings, peak_gb = self._segments(request, report, cancel)
+        steps = Steps(report, timings)
+        model_frames = segments[0]
+        if len(segments) > 1 or continued is not None:
+            with steps.step("joining"):
+                model_frames = finishing.join_segments(([continued] if continued is not None else []) + segments)
+        final = self._finish(request, model_frames, steps)
         files = self.outputs.new_video()
         record = self._record(request, files)
-        report(Progress("encoding", 0, 1, 0.0, None))
-        encode_started = time.perf_counter()
-
-        def commit(info) -> None:
-            """The picture and the record, each atomically, while the checked video waits to be renamed."""
-            result.timings["encode_s"] = time.perf_counter() - encode_started
-            result.timings["total_s"] = time.perf_counter() - started
-            record.update(
-                video_info={**asdict(info), "duration_s": info.duration},
-                timings_s={k.removesuffix("_s"): round(v, 3) for k, v in result.timings.items()},
-                peak_gpu_memory_gb=None if result.peak_gpu_memory_gb is None else round(result.peak_gpu_memory_gb, 3),
-                peak_process_memory_gb=round(_peak_rss_gb(), 3),
-            )
-            self.outputs.save_input_image(request.image, files)
-            self.outputs.save_record(record, files)
-            if self.faults is not None:
-                self.faults.trip("commit")
-
+        made: list[dict[str, Any]] = []
         try:
-            write_video(result.frames, files.video, request.fps, comment=json.dumps(record, default=str),
+            self._write_companions(request, files, model_frames, segments[-1], final, steps, made)
+            steps.report("encoding", 0)
+            encode_started = time.perf_counter()
+
+            def commit(info) -> None:
+                """The picture and the record, each atomically, while the checked video waits to be renamed."""
+                timings["encode_s"] = time.perf_counter() - encode_started
+                timings["total_s"] = time.perf_counter() - started
+                made.insert(0, _file_entry("video", "mp4", files.video, info))
+                record.update(
+                    video_info={**asdict(info), "duration_s": info.duration},
+                    model_frames={"frames": len(model_frames), "fps": request.fps,
+                                  "file": (files.companion("model_video") if final is not model_frames
+                                           else files.video).name},
+                    fps={"model": request.fps, "output": request.output_fps},
+                    files=made,
+                    timings_s={k.removesuffix("_s"): round(v, 3) for k, v in timings.items()},
+                    peak_gpu_memory_gb=None if peak_gb is None else round(peak_gb, 3),
+                    peak_process_memory_gb=round(_peak_rss_gb(), 3),
+                )
+                self.outputs.save_input_image(request.image, files)
+                self.outputs.save_record(record, files)
+                if self.faults is not None:
+                    self.faults.trip("commit")
+
+            write_video(final, files.video, request.output_fps, comment=json.dumps(record, default=str),
                         before_commit=commit)
         except BaseException:
-            self.outputs.remove_companions(files)  # no video: no record or picture of one either
+            self.outputs.remove_companions(files)  # no video: no record, picture or derived file of one either
             raise
-        report(Progress("encoding", 1, 1, result.timings["encode_s"], 0.0))
-        log.info("Wrote %s in %.1f s (seed %d)", files.video.name, result.timings["total_s"], request.seed)
+        steps.report("encoding", 1)
+        log.info("Wrote %s in %.1f s (seed %d)", files.video.name, timings["total_s"], request.seed)
         return VideoResult(files.video, files.record, files.input_image, request.seed, record)
+
+    def _segments(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event):
+        """The model's frames, segment by segment: each later one starts from the last frame of the one
+        before. Returns the segments, the timings (summed over segments) and the peak GPU memory."""
+        segments: list[np.ndarray] = []
+        timings: dict[str, float] = {}
+        peak_gb = None
+        part = request
+        for index in range(request.segments):
+            result = self.engine.generate(part, progress=_segment_progress(report, index, request.segments),
+                                          cancel=cancel)
+            segments.append(result.frames)
+            for key, value in result.timings.items():
+                timings[key] = timings.get(key, 0.0) + value
+            if result.peak_gpu_memory_gb is not None:
+                peak_gb = max(peak_gb or 0.0, result.peak_gpu_memory_gb)
+            part = replace(request, image=Image.fromarray(result.frames[-1]))
+        if request.segments > 1:
+            timings["segments"] = float(request.segments)
+        return segments, timings, peak_gb
+
+    def _continued_frames(self, request: GenerationRequest) -> np.ndarray | None:
+        """The model's frames of the video this request continues (None when it continues none)."""
+        if not request.continue_from:
+            return None
+        source = self.outputs.model_frames_file(request.continue_from)
+        if source is None:
+            raise GenerationFailed(key="err_continue_gone", video=request.continue_from)
+        frames = finishing.decode_frames(source)
+        if frames.shape[1:3] != (request.height, request.width):
+            raise GenerationFailed(key="err_continue_size", name_key="param_resolution",
+                                   value=f"{frames.shape[2]}x{frames.shape[1]}", video=request.continue_from)
+        return frames
+
+    def _finish(self, request: GenerationRequest, frames: np.ndarray, steps: "Steps") -> np.ndarray:
+        """The loop, the interpolation and the upscale the request asked for, in that order (each
+        one a step of its own); ``frames`` itself when it asked for none."""
+        if request.loop == "none" and not request.interpolate_fps and request.upscale == 1:
+            return frames
+        if request.loop == "boomerang":
+            with steps.step("looping"):
+                frames = finishing.boomerang(frames)
+        elif request.loop == "crossfade":
+            with steps.step("looping"):
+                frames = finishing.crossfade(frames, crossfade_overlap(len(frames)))
+        if request.interpolate_fps:
+            with steps.step("interpolating"):
+                frames = finishing.interpolate(frames, request.fps, request.interpolate_fps)
+        if request.upscale > 1:
+            with steps.step("upscaling"):
+                frames = finishing.upscale(frames, request.upscale)
+        return frames
+
+    def _write_companions(self, request: GenerationRequest, files: VideoFiles, model_frames: np.ndarray,
+                          last_segment: np.ndarray, final: np.ndarray, steps: "Steps",
+                          made: list[dict[str, Any]]) -> None:
+        """Every file derived beside the video, each written and checked under a temporary name first:
+        the model's own frames (when the video is derived from them), the last segment alone (when
+        there is more than the segment), the GIF and the WebM asked for. ``made`` gets an entry each."""
+        if final is not model_frames:
+            path = files.companion("model_video")
+            made.append(_file_entry("model", "mp4", path, write_video(model_frames, path, request.fps)))
+        if len(model_frames) != len(last_segment):
+            path = files.companion("segment_video")
+            made.append(_file_entry("segment", "mp4", path, write_video(last_segment, path, request.fps)))
+        if "gif" in request.format_list:
+            with steps.step("gif"):
+                gif = finishing.write_gif(final, request.output_fps, files.companion("gif"),
+                                          max_mb=self.gif_max_mb)
+            made.append({**_file_entry("gif", "gif", files.companion("gif"), gif), "capped": gif.capped,
+                         "max_mb": self.gif_max_mb, "original_width": gif.original_width,
+                         "original_fps": gif.original_fps})
+        if "webm" in request.format_list:
+            with steps.step("webm"):
+                webm = finishing.write_webm(final, request.output_fps, files.companion("webm"))
+            made.append(_file_entry("webm", "webm", files.companion("webm"), webm))
 
     def _record(self, request: GenerationRequest, files: VideoFiles) -> dict[str, Any]:
         status = self.engine.status
@@ -154,3 +254,42 @@ def _package_versions() -> dict[str, str]:
 def _peak_rss_gb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
+
+
+class Steps:
+    """The finishing steps of one job: each reports its stage (start and end) and adds its time to
+    ``timings`` as ``<stage>_s``."""
+
+    def __init__(self, report: ProgressFn, timings: dict[str, float]):
+        self.report_fn, self.timings = report, timings
+
+    def report(self, stage: str, done: int) -> None:
+        self.report_fn(Progress(stage, done, 1, self.timings.get(f"{stage}_s", 0.0), 0.0 if done else None))
+
+    @contextlib.contextmanager
+    def step(self, stage: str) -> Iterator[None]:
+        """Time the block as ``stage`` (a ``progress.STAGES`` name), reporting its start and end."""
+        self.report(stage, 0)
+        started = time.perf_counter()
+        yield
+        self.timings[f"{stage}_s"] = time.perf_counter() - started
+        self.report(stage, 1)
+
+
+def _segment_progress(report: ProgressFn, index: int, segments: int) -> ProgressFn:
+    """``report`` for segment ``index`` of ``segments``: its steps counted among all segments'."""
+    if segments == 1:
+        return report
+
+    def forward(progress: Progress) -> None:
+        left = None if progress.eta is None else progress.eta + (segments - index - 1) * (progress.elapsed
+                                                                                       + progress.eta)
+        report(replace(progress, done=index * progress.total + progress.done, total=segments * progress.total,
+                       eta=left, segment=index + 1, segments=segments))
+    return forward
+
+
+def _file_entry(kind: str, fmt: str, path: Path, info) -> dict[str, Any]:
+    """One file a job made, as its record lists it (as a decoder saw it)."""
+    return {"kind": kind, "format": fmt, "name": path.name, "frames": info.frames, "fps": info.fps,
+            "width": info.width, "height": info.height}

@@ -28,7 +28,8 @@ class AppProcess:
         self.root, self.port, self.args = root, port, args
         self.url = f"http://127.0.0.1:{port}/"
         self.log_path = root / "app.log"
-        self.env = {**os.environ, **(env or {}), "I2V_PATHS_OUTPUT_DIR": str(root / "outputs"),
+        # No test server reaches a model hub (the prompt translator would try to download at start).
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {}), "I2V_PATHS_OUTPUT_DIR": str(root / "outputs"),
                     "I2V_PATHS_STATE_DIR": str(root / "data"), "I2V_PATHS_MODELS_DIR": str(root / "models"),
                     "I2V_PATHS_LOG_DIR": str(root / "logs")}
         self.host = host

@@ -139,3 +139,30 @@ def test_too_little_disk_refuses_with_what_to_do(tmp_path):
     with pytest.raises(GenerationFailed, match="GB of disk is free.*Delete old videos"):
         full.check_free_space()
     OutputFolder(tmp_path, OutputSettings(min_free_gb=0)).check_free_space()  # does not raise
+
+
+def test_a_videos_derived_files_are_its_companions(folder):
+    files = make_video(folder, "waves")
+    for kind in ("model_video", "segment_video", "gif", "webm"):
+        files.companion(kind).write_bytes(b"x")
+    # Any of its files' names leads to the video; none is listed as a video of its own.
+    for path in files.existing():
+        assert folder.files(path.name) == files
+    assert [record["video"] for record in folder.history()] == [files.video.name]
+    assert folder.model_frames_file(files.video.name) == files.companion("model_video")
+    assert folder.delete(files.video.name) and list(folder.folder.iterdir()) == []
+
+
+def test_derived_files_without_their_video_are_removed_at_start(folder):
+    files = make_video(folder, "waves")
+    kept = make_video(folder, "kept")
+    for kind in ("model_video", "segment_video", "gif", "webm"):
+        files.companion(kind).write_bytes(b"x")
+        kept.companion(kind).write_bytes(b"x")
+    (folder.folder / f".{files.name}.abc123.tmp.gif").write_bytes(b"half")
+    (folder.folder / f".{files.name}.abc123.tmp.webm").write_bytes(b"half")
+    files.video.unlink()  # a crash before the video's rename
+    assert folder.clean_temporary_files() == 8
+    assert sorted(p.name for p in folder.folder.iterdir()) == sorted(p.name for p in kept.existing())
+    assert folder.model_frames_file(files.video.name) is None
+    assert folder.model_frames_file(kept.video.name) == kept.companion("model_video")

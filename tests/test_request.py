@@ -135,3 +135,48 @@ def test_a_whole_number_too_large_for_a_float_is_refused_with_a_message():
     assert str(error.value) == f"Frames {'1' + '0' * 39}… (4001 characters) is out of range. Allowed: 8 to 32."
     with pytest.raises(InvalidInput, match="Guidance scale a 33220-bit number is out of range"):
         request(guidance_scale=10**10000)
+
+
+# -- the steps after the model -------------------------------------------------------------------
+
+def test_no_step_after_the_model_unless_asked():
+    r = request()
+    assert (r.continue_from, r.segments, r.loop, r.interpolate_fps, r.formats, r.upscale) == ("", 1, "none", 0, "mp4", 1)
+    assert r.output_fps == 8 and r.format_list == ("mp4",)
+
+
+def test_finishing_values_as_any_caller_sends_them():
+    r = request(segments="3", loop=" Boomerang ", interpolate_fps="24", formats="webm, gif", upscale=2.0)
+    assert (r.segments, r.loop, r.interpolate_fps, r.formats, r.upscale) == (3, "boomerang", 24, "mp4,gif,webm", 2)
+    assert r.output_fps == 24
+    assert request(formats=["gif"]).formats == "mp4,gif"  # a list, as the page's checkboxes send it
+    assert request(formats=[]).formats == "mp4"
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"segments": 0}, "Segments 0 is out of range. Allowed: 1 to 8."),
+    ({"segments": 1.5}, "Segments must be a whole number"),
+    ({"loop": "backwards"}, "Loop: 'backwards' is not available. Choose one of: none, boomerang, crossfade."),
+    ({"loop": 3}, "Loop: 3 is not available"),
+    ({"interpolate_fps": 8}, "Smoother motion: 8 fps is not above the video's 8 fps. Choose 0 (off) or 9 to 48."),
+    ({"interpolate_fps": 49}, "Smoother motion 49 is out of range. Allowed: 0 to 48."),
+    ({"formats": "gif;webm"}, "Formats: 'gif;webm' is not available"),
+    ({"formats": {"gif": 1}}, "Formats:"),
+    ({"upscale": 4}, "Upscale 4 is out of range. Allowed: 1 to 2."),
+    ({"continue_from": 5}, "Continue from: 5 is not a job id or a video name"),
+    ({"num_frames": 32, "segments": 8, "interpolate_fps": 24}, "would have 747 frames; at most 600"),
+])
+def test_bad_finishing_values_are_refused_naming_the_setting(params, words):
+    with pytest.raises(InvalidInput) as refused:
+        request(**params)
+    assert words in str(refused.value)
+
+
+def test_the_finished_length_counts_the_seams_the_loop_and_the_interpolation():
+    from image_to_video.request import finished_frames
+
+    assert finished_frames(8, 2, "none") == 15
+    assert finished_frames(8, 1, "none", continued_frames=8) == 15
+    assert finished_frames(8, 1, "boomerang") == 14
+    assert finished_frames(8, 1, "crossfade") == 6
+    assert finished_frames(16, 3, "none", continued_frames=31) == 76

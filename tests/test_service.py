@@ -50,7 +50,13 @@ def test_a_job_writes_a_playable_video_its_record_and_its_input(service, photo):
     assert record["video"] == result.video_path.name
     assert record["parameters"] == {
         "prompt": "the waves roll in slowly", "negative_prompt": "", "resolution": "64p", "width": 64,
-        "height": 64, "num_frames": 6, "fps": 6, "num_inference_steps": 3, "guidance_scale": 9.0, "seed": 21}
+        "height": 64, "num_frames": 6, "fps": 6, "num_inference_steps": 3, "guidance_scale": 9.0, "seed": 21,
+        # nothing finished after the model, nothing translated
+        "continue_from": "", "segments": 1, "loop": "none", "interpolate_fps": 0, "formats": "mp4", "upscale": 1,
+        "prompt_en": "", "negative_prompt_en": ""}
+    assert record["files"] == [{"kind": "video", "format": "mp4", "name": result.video_path.name, "frames": 6,
+                                "fps": 6.0, "width": 64, "height": 64}]
+    assert record["fps"] == {"model": 6, "output": 6}
     assert record["model"]["source"] == service.engine.model_path
     assert {"torch", "diffusers", "transformers", "python"} <= set(record["versions"])
     assert {"denoise", "decode", "encode", "total"} == set(record["timings_s"])

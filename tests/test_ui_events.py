@@ -87,8 +87,11 @@ def test_the_api_keeps_its_inputs_and_outputs_in_order(app):
     labels = [getattr(c, "label", None) for c in generate.inputs]
     assert labels[:9] == ["Image", "Prompt", "Negative prompt", "Resolution", "Frames", "FPS", "Steps",
                           "Guidance scale", "Seed"]
+    # then the page id and language, then the steps after the model, in the API's order
+    assert [getattr(c, "elem_id", None) for c in generate.inputs[12:]] == [
+        "continue-from", "segments", "loop", "interpolate", "formats", "upscale"]
     assert [type(c).__name__ for c in generate.outputs] == ["Video", "Markdown", "File", "State", "Button",
-                                                            "Dataframe", "Dataframe", "Image"]
+                                                            "Dataframe", "Dataframe", "Image", "Button", "State"]
     assert generate.trigger_mode == "once"
     assert any(fn.api_name == "cancel" for fn in demo.fns.values())
 
@@ -219,8 +222,9 @@ def test_the_ui_modules_are_layers_without_cycles():
     assert imports("views", 1)[0] == set()
     assert imports("components", 1)[0] == set()
     assert imports("events", 1)[0] == {"views", "components"}
-    assert imports("layout", 1)[0] == {"events", "views", "components"}
-    for module in ("views", "components", "events", "layout", "__init__"):
+    assert imports("many", 1)[0] == {"components"}
+    assert imports("layout", 1)[0] == {"events", "views", "components", "many"}
+    for module in ("views", "components", "events", "many", "layout", "__init__"):
         modules, tree = imports(module, 2)
         assert not modules & {"engine", "service", "server", "cli"}, module  # the model is handed in
         reached = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}

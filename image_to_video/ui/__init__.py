@@ -16,6 +16,8 @@ Layers, each importing only those below it: ``views`` (pure texts and tables),
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 
 from ..config import AppConfig
@@ -27,8 +29,10 @@ from .layout import build_page
 __all__ = ["ModelInfo", "build_ui"]
 
 
-def build_ui(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: ModelInfo) -> gr.Blocks:
+def build_ui(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: ModelInfo,
+             workers: Callable[[], list] | None = None) -> gr.Blocks:
     """The page, with ``model`` (anything with ``status``, ``gpu_memory_gb`` and ``gpu_name``: the
-    engine) for its status line and estimates. Nothing is started or loaded here; ``server``
-    mounts the result with the queue and server settings the app needs."""
-    return build_page(config, queue, outputs, model)
+    engine) for its status line and estimates, and ``workers`` (what ``GET /api/workers`` lists)
+    for its Workers panel. Nothing is started or loaded here; ``server`` mounts the result with
+    the queue and server settings the app needs."""
+    return build_page(config, queue, outputs, model, workers=workers)

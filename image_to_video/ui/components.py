@@ -219,6 +219,15 @@ class Choice(gr.Radio):
         return payload
 
 
+class Choices(gr.CheckboxGroup):
+    """``gr.CheckboxGroup`` whose values are checked by the app (the formats), like ``Choice``."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        return payload
+
+
 class Language(gr.Radio):
     """The page's language switch: any value a caller sends becomes one of the page's languages."""
 
@@ -279,6 +288,15 @@ class Inputs:
     estimate: Any
     random_seed: Any
     seed: Any
+    #: Under the prompt: what happens to a prompt that is not English.
+    prompt_note: Any = None
+    #: The steps after the model, in ``request.FINISHING_DEFAULTS`` order (``continue_from`` first:
+    #: a hidden box with the name of the video being continued).
+    finishing: tuple = ()
+    finishing_box: Any = None
+    #: Says which video is being continued, with a button to stop continuing it.
+    continuing: Any = None
+    stop_continuing: Any = None
 
 
 @dataclass
@@ -291,6 +309,9 @@ class Outputs:
     files: Any
     reuse_seed: Any
     last_seed: Any
+    #: "Continue this video" under the result, and the name of the video shown (for it).
+    continue_video: Any = None
+    shown: Any = None
 
 
 @dataclass
@@ -314,6 +335,17 @@ class HistoryTab:
     same_seed: Any
     delete: Any
     message: Any
+    continue_video: Any = None
+
+
+@dataclass
+class ManyTab:
+    """Many pictures at once: the files, their prompts, the button, what was queued."""
+
+    files: Any
+    prompts: Any
+    queue_all: Any
+    summary: Any
 
 
 @dataclass
@@ -332,3 +364,6 @@ class Page:
     jobs: JobsTab
     history: HistoryTab
     translations: Translations = field(default_factory=Translations)
+    many: ManyTab | None = None
+    #: The Workers panel (each worker's device, state, current job).
+    workers: Any = None

@@ -24,11 +24,12 @@ import gradio as gr
 from ..config import PARAMETER_NAMES, GenerationSettings
 from ..errors import AppError
 from ..estimates import estimate
+from ..finishing import last_frame
 from ..i18n import localized, normalise_language, t
 from ..job_queue import JobQueue
 from ..job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, Job
 from ..model_status import ModelStatus
-from ..outputs import OutputFolder
+from ..outputs import COMPANIONS, OutputFolder
 from ..progress import Progress
 from . import views
 from .components import Outputs, Page
@@ -122,13 +123,23 @@ def _read_or_make_key(path: Path) -> bytes:
 
 
 def finished_job(job: Job, out: Outputs, lang: str) -> dict:
-    """A done job as the page shows it: the video, its description, the files to download."""
+    """A done job as the page shows it: the video, its description, the files to download, and
+    "Continue this video"."""
     try:
         record = json.loads(Path(job.metadata_path).read_text(encoding="utf-8"))
         info = views.result_text({**record, "record_path": job.metadata_path}, lang)
     except (OSError, TypeError, ValueError, KeyError):
         info = t("err_record_missing", lang)
-    return {out.video: job.video_path, out.info: info, out.files: [job.video_path, job.metadata_path]}
+    return {out.video: job.video_path, out.info: info, out.files: downloads(job.video_path, job.metadata_path),
+            out.continue_video: gr.Button(visible=True), out.shown: Path(job.video_path).name}
+
+
+def downloads(video_path: str, record_path: str | None) -> list[str]:
+    """A video's files to download: the video, what was derived beside it, its record."""
+    video = Path(video_path)
+    derived = [str(path) for end in COMPANIONS.values() if end not in (".json", "_input.png")
+               for path in [video.with_name(video.stem + end)] if path.is_file()]
+    return [video_path, *derived, *([record_path] if record_path else [])]
 
 
 def read_manual(docs_dir: Path, lang: str) -> str:
@@ -142,9 +153,10 @@ def read_manual(docs_dir: Path, lang: str) -> str:
 class Tables:
     """The two tables' current values."""
 
-    def __init__(self, queue: JobQueue, outputs: OutputFolder):
+    def __init__(self, queue: JobQueue, outputs: OutputFolder, workers=None):
         self.queue = queue
         self.outputs = outputs
+        self.list_workers = workers
 
     def jobs(self, owner: str | None, lang: str) -> dict:
         """``owner``'s jobs (a verified owner: ``PageOwners.owner``); none for None."""
@@ -153,6 +165,9 @@ class Tables:
 
     def history(self, lang: str) -> dict:
         return views.history_table(self.outputs.history(), lang)
+
+    def workers(self, lang: str) -> str:
+        return views.workers_markdown(self.list_workers() if self.list_workers else [], lang)
 
 
 class Live:
@@ -171,6 +186,9 @@ class Live:
     def tick(self, owner, lang) -> dict:
         return {self.page.status: views.status_text(self.model.status, lang),
                 self.page.jobs.table: self.tables.jobs(self.owners.owner(owner), lang)}
+
+    def workers(self, lang) -> dict:
+        return {self.page.workers: self.tables.workers(normalise_language(lang))}
 
     def relabel(self, lang, video=None) -> dict:
         """Every translatable property of the page in ``lang``; the shown video's description too."""
@@ -193,8 +211,14 @@ class Live:
 class Settings:
     """The generation settings: presets, the estimate, the seed box."""
 
-    def __init__(self, page: Page, settings: GenerationSettings, model: ModelInfo):
-        self.inputs, self.settings, self.model = page.inputs, settings, model
+    def __init__(self, page: Page, settings: GenerationSettings, model: ModelInfo, queue: JobQueue | None = None):
+        self.inputs, self.settings, self.model, self.queue = page.inputs, settings, model, queue
+
+    def prompt_note(self, prompt, lang) -> dict:
+        """Under the prompt, before the job starts: whether a prompt that is not English will be
+        translated, and if not, why and what to do."""
+        status = self.queue.translation_status() if self.queue else None
+        return {self.inputs.prompt_note: views.prompt_note(prompt, status, lang)}
 
     def _form(self, values: tuple) -> dict:
         """The five settings (``config.PARAMETERS`` order) and the preset they match."""
@@ -251,14 +275,17 @@ class Generation:
 
     # The parameter names are the /generate API's (gradio_client callers may pass them by name).
     def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
-                 seed, random_seed, owner, lang, progress=gr.Progress()):  # noqa: B008
+                 seed, random_seed, owner, lang, continue_from=None, segments=None, loop=None, interpolate_fps=None,
+                 formats=None, upscale=None, progress=gr.Progress()):  # noqa: B008
         """Queue a job for this browser and follow it; every failure becomes a message."""
         verified = self.owners.owner(owner)
         if verified is None:
             raise gr.Error(t("err_page_id", lang), print_exception=False)
         settings = dict(zip(PARAMETER_NAMES, (resolution, num_frames, fps, steps, guidance)))
+        finishing = dict(continue_from=continue_from, segments=segments, loop=loop, interpolate_fps=interpolate_fps,
+                         formats=formats, upscale=upscale)
         asked = dict(prompt=prompt, negative_prompt=negative_prompt, seed=RANDOM_SEED if random_seed else seed,
-                     **settings)
+                     **settings, **finishing)
         try:
             job = self._submit_once(image, verified, asked)
         except AppError as error:
@@ -317,7 +344,8 @@ class Generation:
                    out.reuse_seed: gr.Button(visible=True), self.page.history.table: self.tables.history(lang)}
         elif job.state == CANCELLED:
             yield {**finished, out.video: None, out.info: t("cancelled_info", lang), out.files: None,
-                   out.last_seed: None, out.reuse_seed: gr.Button(visible=False)}
+                   out.last_seed: None, out.reuse_seed: gr.Button(visible=False),
+                   out.continue_video: gr.Button(visible=False), out.shown: None}
         else:
             raise gr.Error(job.localized_message(lang) or t("err_something_wrong", lang), print_exception=False)
 
@@ -341,6 +369,27 @@ def _picture_digest(image) -> str:
         except OSError:
             return f"unreadable:{image}"
     return repr(image)
+
+
+class QueueMany:
+    """"Many pictures at once": one job per picture for this page, with the form's settings."""
+
+    def __init__(self, page: Page, tables: Tables, owners: PageOwners, many):
+        self.page, self.tables, self.owners, self.many = page, tables, owners, many
+
+    def queue_all(self, files, prompts, negative_prompt, resolution, num_frames, fps, steps, guidance, seed,
+                  random_seed, owner, lang, segments=None, loop=None, interpolate_fps=None, formats=None,
+                  upscale=None) -> dict:
+        settings = dict(zip(PARAMETER_NAMES, (resolution, num_frames, fps, steps, guidance)))
+        try:
+            result = self.many.queue_all(files, prompts, owner, lang, negative_prompt=negative_prompt,
+                                         seed=RANDOM_SEED if random_seed else seed, segments=segments, loop=loop,
+                                         interpolate_fps=interpolate_fps, formats=formats, upscale=upscale,
+                                         **settings)
+        except AppError as error:
+            raise _error(error, lang) from None
+        return {self.page.many.summary: result.text(lang),
+                self.page.jobs.table: self.tables.jobs(self.owners.owner(owner), lang)}
 
 
 class JobActions:
@@ -397,10 +446,10 @@ class HistoryActions:
         name = (event.row_value or [""])[-1]
         record = self._record(name, lang)
         out = self.page.outputs
-        files = [path for path in (record["video_path"], record["record_path"]) if path]
         return {out.video: record["video_path"], out.info: views.result_text(record, lang),
-                out.files: files, self.page.history.picked: name,
-                self.page.history.actions: gr.Row(visible=True)}
+                out.files: downloads(record["video_path"], record["record_path"]), self.page.history.picked: name,
+                self.page.history.actions: gr.Row(visible=True),
+                out.continue_video: gr.Button(visible=not record.get("record_missing")), out.shown: name}
 
     def reuse_settings(self, name, lang) -> dict:
         return self._reuse(name, lang, keep_prompt=True)
@@ -423,6 +472,26 @@ class HistoryActions:
             filled[form.image] = record["image_path"]
         return filled
 
+    def continue_video(self, name, lang) -> dict:
+        """Fill the form to continue ``name``: its prompt, settings and seed, its last frame as the
+        picture, and the video named as the one the next Generate continues."""
+        filled = self._reuse(name, lang, keep_prompt=True)
+        record = self._record(name, lang)
+        form = self.page.inputs
+        source = self.outputs.model_frames_file(record["video"])
+        try:
+            filled[form.image] = last_frame(source)
+        except (AppError, TypeError):
+            raise gr.Error(t("err_continue_missing", lang, value=record["video"]), print_exception=False) from None
+        filled.update({form.finishing[0]: record["video"], form.continuing: t("continuing", lang, video=record["video"]),
+                       form.stop_continuing: gr.Button(visible=True), form.finishing_box: gr.Accordion(open=True),
+                       self.page.history.message: t("continuing", lang, video=record["video"])})
+        return filled
+
+    def stop_continuing(self, lang) -> dict:
+        form = self.page.inputs
+        return {form.finishing[0]: "", form.continuing: "", form.stop_continuing: gr.Button(visible=False)}
+
     def delete(self, name, lang) -> dict:
         if name:
             try:
@@ -431,4 +500,5 @@ class HistoryActions:
                 raise _error(error, lang) from None
         tab, out = self.page.history, self.page.outputs
         return {tab.table: self.tables.history(lang), tab.message: t("deleted", lang, video=name),
-                tab.actions: gr.Row(visible=False), out.video: None, out.files: None}
+                tab.actions: gr.Row(visible=False), out.video: None, out.files: None,
+                out.continue_video: gr.Button(visible=False), out.shown: None}

@@ -10,14 +10,15 @@ from __future__ import annotations
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from ..config import PARAMETERS, PROJECT_DIR, STATIC_DIR, AppConfig, Parameter
+from ..config import LOOPS, PARAMETERS, PROJECT_DIR, STATIC_DIR, AppConfig, Parameter
 from ..examples import ensure_examples
 from ..i18n import LANGUAGES, preset_label, t
 from ..job_queue import JobQueue
 from ..outputs import OutputFolder
 from . import events, views
-from .components import (CacheSweeper, Choice, HistoryTab, Inputs, JobsTab, Language, Outputs, Page, PageBlocks,
-                         SeedNumber, Slider, Translations, UploadedImage)
+from .many import ManyPictures
+from .components import (CacheSweeper, Choice, Choices, HistoryTab, Inputs, JobsTab, Language, ManyTab, Outputs,
+                         Page, PageBlocks, SeedNumber, Slider, Translations, UploadedImage)
 
 # On load: the page id this browser kept (the server checks it and, if it did not sign it,
 # issues a fresh one that _KEEP_OWNER_JS stores) and its language (the one chosen before,
@@ -48,9 +49,19 @@ _DOCS = PROJECT_DIR / "docs"
 _QUICK = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
 
 
-def build_page(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: events.ModelInfo) -> gr.Blocks:
-    """The page with its events wired. Nothing is started or loaded here."""
-    tables = events.Tables(queue, outputs)
+#: The frame rates "Smoother motion" offers (those up to ``finishing.max_interpolate_fps``).
+INTERPOLATE_CHOICES = (12, 16, 24, 30)
+
+
+def _loop_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"loop_{kind}", lang), kind) for kind in LOOPS]
+
+
+def build_page(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: events.ModelInfo, *,
+               workers=None) -> gr.Blocks:
+    """The page with its events wired; ``workers()`` lists the workers for the Workers panel.
+    Nothing is started or loaded here."""
+    tables = events.Tables(queue, outputs, workers)
     layout = _Layout(config, model, tables)
     with PageBlocks(title="Image-to-Video") as demo:
         page = layout.build()
@@ -88,10 +99,14 @@ class _Layout:
         # This page's id as the server signed it (events.PageOwners), kept in local storage.
         owner = gr.Textbox(visible=False, elem_id="page-owner")
         jobs, history = self._jobs_tab(), self._history_tab()
+        many = self._many_tab()
+        with self.say(gr.Accordion(t("workers_title"), open=False, elem_id="workers-panel"), label="workers_title"):
+            workers = gr.Markdown(self.tables.workers("en"), elem_id="workers")
         with self.say(gr.Accordion(t("help"), open=False, elem_id="help"), label="help"):
             manual = gr.Markdown(events.read_manual(_DOCS, "en"), elem_id="manual")
         return Page(lang=lang, owner=owner, subtitle=subtitle, status=status, timer=timer, manual=manual,
-                    inputs=inputs, outputs=outputs, jobs=jobs, history=history, translations=self.translations)
+                    inputs=inputs, outputs=outputs, jobs=jobs, history=history, translations=self.translations,
+                    many=many, workers=workers)
 
     def _header(self):
         with gr.Row(equal_height=True):
@@ -115,6 +130,7 @@ class _Layout:
         prompt = say(gr.Textbox(label=t("prompt"), info=t("prompt_help"), lines=2, elem_id="prompt",
                                 max_length=s.max_prompt_chars, placeholder="the waves roll in slowly"),
                      label="prompt", info="prompt_help")
+        prompt_note = gr.Markdown("", elem_id="prompt-note")
         negative = say(gr.Textbox(label=t("negative"), info=t("negative_help"), value=d.negative_prompt,
                                   max_length=s.max_prompt_chars), label="negative", info="negative_help")
         preset = say(Choice(self._preset_choices("en"), label=t("preset"), value=s.preset_for(d.values()),
@@ -135,11 +151,40 @@ class _Layout:
                 seed = say(SeedNumber(value=max(d.seed, 0), precision=0, minimum=0, maximum=2**32 - 1,
                                       label=t("seed"), info=t("seed_help"), interactive=d.seed != events.RANDOM_SEED),
                            label="seed", info="seed_help")
+        finishing_box, finishing, continuing, stop_continuing = self._finishing()
         shown = gr.Examples([[str(path), text] for path, text in ensure_examples(STATIC_DIR / "examples")],
                             [image, prompt], label=t("examples"), api_visibility="private")
         say(shown.dataset, label="examples", headers=["image", "prompt"])
         return Inputs(image=image, prompt=prompt, negative_prompt=negative, preset=preset, generate=generate,
-                      cancel=cancel, parameters=parameters, estimate=estimate, random_seed=random_seed, seed=seed)
+                      cancel=cancel, parameters=parameters, estimate=estimate, random_seed=random_seed, seed=seed,
+                      prompt_note=prompt_note, finishing=finishing, finishing_box=finishing_box,
+                      continuing=continuing, stop_continuing=stop_continuing)
+
+    def _finishing(self):
+        """The steps after the model: continue a video, segments, loop, smoother motion, formats, upscale."""
+        say, limits = self.say, self.config.finishing
+        with say(gr.Accordion(t("finishing"), open=False, elem_id="finishing"), label="finishing") as box:
+            continuing = gr.Markdown("", elem_id="continuing")
+            stop = say(gr.Button(t("stop_continuing"), size="sm", visible=False, elem_id="stop-continuing"),
+                       value="stop_continuing")
+            continue_from = gr.Textbox("", visible=False, elem_id="continue-from")
+            segments = say(Slider(1, limits.max_segments, step=1, value=1, label=t("segments"),
+                                  info=t("segments_help"), elem_id="segments"), label="segments", info="segments_help")
+            loop = say(Choice(_loop_choices("en"), value="none", label=t("loop"), info=t("loop_help"), elem_id="loop"),
+                       label="loop", info="loop_help", choices=_loop_choices)
+            interpolate = say(Choice(self._interpolate_choices("en"), value=0, label=t("interpolate"),
+                                     info=t("interpolate_help"), elem_id="interpolate"),
+                              label="interpolate", info="interpolate_help", choices=self._interpolate_choices)
+            formats = say(Choices([("GIF", "gif"), ("WebM", "webm")], value=[], label=t("formats"),
+                                  info=t("formats_help"), elem_id="formats"), label="formats", info="formats_help")
+            upscale = say(Choice([("1×", 1), ("2×", 2)], value=1, label=t("upscale"), info=t("upscale_help"),
+                                 elem_id="upscale"), label="upscale", info="upscale_help")
+            say(gr.Markdown(t("finishing_costs")), value="finishing_costs")
+        return box, (continue_from, segments, loop, interpolate, formats, upscale), continuing, stop
+
+    def _interpolate_choices(self, lang: str) -> list[tuple[str, int]]:
+        rates = [fps for fps in INTERPOLATE_CHOICES if fps <= self.config.finishing.max_interpolate_fps]
+        return [(t("interpolate_off", lang), 0), *[(f"{fps} fps", fps) for fps in rates]]
 
     def _parameter(self, p: Parameter, value):
         """One generation setting's control: a radio for the resolution, else a slider within its limits."""
@@ -162,9 +207,12 @@ class _Layout:
                                elem_id="live-preview", buttons=[]), label="preview")
         info = gr.Markdown(t("video_placeholder"), elem_classes=["result-info"], elem_id="result-info")
         files = say(gr.File(label=t("downloads"), file_count="multiple", interactive=False), label="downloads")
-        reuse_seed = say(gr.Button(t("reuse_seed"), visible=False, size="sm"), value="reuse_seed")
+        with gr.Row():
+            reuse_seed = say(gr.Button(t("reuse_seed"), visible=False, size="sm"), value="reuse_seed")
+            continue_video = say(gr.Button(t("continue_video"), visible=False, size="sm", elem_id="continue-button"),
+                                 value="continue_video")
         return Outputs(video=video, preview=preview, info=info, files=files, reuse_seed=reuse_seed,
-                       last_seed=gr.State(None))
+                       last_seed=gr.State(None), continue_video=continue_video, shown=gr.State(None))
 
     def _jobs_tab(self) -> JobsTab:
         say = self.say
@@ -178,6 +226,20 @@ class _Layout:
                 retry = say(gr.Button(t("retry"), visible=False, size="sm"), value="retry")
         return JobsTab(table=table, selected=selected, message=message, retry=retry)
 
+    def _many_tab(self) -> ManyTab:
+        """Many pictures at once: one job each, with the form's settings."""
+        say = self.say
+        with say(gr.Tab(t("many_tab")), label="many_tab"):
+            say(gr.Markdown(t("many_tab_help")), value="many_tab_help")
+            files = say(gr.File(label=t("many_files"), file_count="multiple", type="filepath",
+                                file_types=["image", ".zip"], elem_id="many-files"), label="many_files")
+            prompts = say(gr.Textbox(label=t("many_prompts"), info=t("many_prompts_help"), lines=4,
+                                     elem_id="many-prompts"), label="many_prompts", info="many_prompts_help")
+            queue_all = say(gr.Button(t("many_queue_all"), variant="primary", elem_id="many-queue-all"),
+                            value="many_queue_all")
+            summary = gr.Markdown("", elem_id="many-summary")
+        return ManyTab(files=files, prompts=prompts, queue_all=queue_all, summary=summary)
+
     def _history_tab(self) -> HistoryTab:
         say = self.say
         with say(gr.Tab(t("all_videos")), label="all_videos"):
@@ -189,17 +251,19 @@ class _Layout:
                 reuse = say(gr.Button(t("reuse_settings"), size="sm", elem_id="reuse-settings"),
                             value="reuse_settings")
                 same_seed = say(gr.Button(t("same_seed"), size="sm", elem_id="same-seed"), value="same_seed")
+                continue_video = say(gr.Button(t("continue_video"), size="sm", elem_id="continue-history"),
+                                     value="continue_video")
                 delete = say(gr.Button(t("delete"), size="sm", variant="stop", elem_id="delete-video"),
                              value="delete")
             message = gr.Markdown("")
         return HistoryTab(table=table, picked=picked, actions=actions, reuse=reuse, same_seed=same_seed,
-                          delete=delete, message=message)
+                          delete=delete, message=message, continue_video=continue_video)
 
 
 def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outputs: OutputFolder,
           model: events.ModelInfo, tables: events.Tables, logo_svg: str) -> None:
     """Connect every event to its handler; the outputs listed are those the handler may update."""
-    settings = events.Settings(page, config.generation, model)
+    settings = events.Settings(page, config.generation, model, queue)
     owners = events.PageOwners(config.paths.state_dir / OWNER_KEY_FILE)
     live = events.Live(page, tables, outputs, model, owners, logo_svg=logo_svg, docs_dir=_DOCS)
     generation = events.Generation(page, queue, tables, owners, max_listed=config.jobs.max_queued + 5)
@@ -219,6 +283,7 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
                 js=_REMEMBER_LANGUAGE_JS, **_QUICK).then(
         live.both_tables, browser, [page.jobs.table, page.history.table], **_QUICK)
     page.timer.tick(live.tick, browser, [page.status, page.jobs.table], **_QUICK)
+    page.timer.tick(live.workers, lang, page.workers, **_QUICK)
 
     i.preset.input(settings.apply_preset, i.preset, params, **_QUICK)
     for component in params:
@@ -231,23 +296,43 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     # On a GPU too small for the default settings, start from the largest preset that fits.
     demo.load(settings.fitting_defaults, None, [*params, i.preset], **_QUICK)
 
+    for trigger in (i.prompt.change, lang.change):
+        trigger(settings.prompt_note, [i.prompt, lang], i.prompt_note, **_QUICK)
     i.generate.click(
         generation.generate,
-        [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang],
-        [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, page.history.table, o.preview],
+        [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang, *i.finishing],
+        [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, page.history.table, o.preview,
+         o.continue_video, o.shown],
         api_name="generate", concurrency_limit=config.jobs.max_queued + 2, trigger_mode="once",
         show_progress_on=[o.video], js=_GENERATE_CLICKED_JS)
     i.cancel.click(generation.cancel, browser, o.info, queue=False, api_name="cancel")
     o.reuse_seed.click(settings.reuse_seed, o.last_seed, [i.random_seed, i.seed], **_QUICK)
 
+    many = page.many
+    queue_many = events.QueueMany(page, tables, owners, ManyPictures(
+        queue, owners, max_pictures=config.jobs.max_queued, max_upload_bytes=int(config.server.max_upload_mb * 2**20)))
+    many.queue_all.click(queue_many.queue_all, [many.files, many.prompts, i.negative_prompt, *params, i.seed,
+                                                 i.random_seed, owner, lang, *i.finishing[1:]],
+                         [many.summary, page.jobs.table], api_name="queue_many", concurrency_limit=2,
+                         trigger_mode="once")
+
     tab = page.jobs
-    tab.table.select(jobs.open, browser, [o.video, o.info, o.files, tab.selected, tab.message, tab.retry], **_QUICK)
+    tab.table.select(jobs.open, browser, [o.video, o.info, o.files, tab.selected, tab.message, tab.retry,
+                                          o.continue_video, o.shown], **_QUICK)
     tab.retry.click(jobs.retry, [tab.selected, *browser], [tab.message, tab.retry, tab.table], **_QUICK)
 
     past = page.history
-    past.table.select(history.open, lang, [o.video, o.info, o.files, past.picked, past.actions], **_QUICK)
+    past.table.select(history.open, lang, [o.video, o.info, o.files, past.picked, past.actions, o.continue_video,
+                                           o.shown], **_QUICK)
     form = [i.image, i.prompt, i.negative_prompt, *params, i.random_seed, i.seed, i.preset, past.message]
+    continuing = [*form, i.finishing[0], i.continuing, i.stop_continuing, i.finishing_box]
+    o.continue_video.click(history.continue_video, [o.shown, lang], continuing, **_QUICK)
+    past.continue_video.click(history.continue_video, [past.picked, lang], continuing, **_QUICK)
+    i.stop_continuing.click(history.stop_continuing, lang, [i.finishing[0], i.continuing, i.stop_continuing],
+                            **_QUICK)
+    # A new picture is a new start: it is no longer a continuation.
+    i.image.upload(history.stop_continuing, lang, [i.finishing[0], i.continuing, i.stop_continuing], **_QUICK)
     past.reuse.click(history.reuse_settings, [past.picked, lang], form, **_QUICK)
     past.same_seed.click(history.same_seed, [past.picked, lang], form, **_QUICK)
     past.delete.click(history.delete, [past.picked, lang],
-                      [past.table, past.message, past.actions, o.video, o.files], **_QUICK)
+                      [past.table, past.message, past.actions, o.video, o.files, o.continue_video, o.shown], **_QUICK)

@@ -18,6 +18,7 @@ from ..i18n import format_seconds, normalise_language, t
 from ..job_store import QUEUED, RUNNING, Job
 from ..model_status import ModelState, ModelStatus
 from ..progress import Progress
+from ..translate import needs_translation
 
 #: The "Your jobs" table; the job id is last (a click opens the job of that row).
 JOB_COLUMNS = ("created", "prompt", "resolution", "frames", "seed", "state", "job")
@@ -146,6 +147,65 @@ def result_text(record: Mapping[str, Any], lang: str) -> str:
     text = t("done", lang, time=format_seconds(timing["total"], lang), width=v["width"], height=v["height"],
              frames=v["frames"], fps=f"{v['fps']:g}", duration=f"{v['duration_s']:.1f}", seed=p["seed"],
              video=record["video"], record=Path(record["record_path"]).name)
+    text += "".join("  \n" + line for line in _finishing_lines(record, lang))
     if record["model"]["demo"]:
         text += "  \n" + t("done_demo", lang)
     return text
+
+
+def _finishing_lines(record: Mapping[str, Any], lang: str) -> list[str]:
+    """What a video's record says beyond the model's own frames: the English the model read, the
+    video it continues, the steps after the model and their times, the other files made."""
+    p, timing, lines = record["parameters"], record.get("timings_s", {}), []
+    if p.get("prompt_en"):
+        lines.append(t("done_translated", lang, english=p["prompt_en"]))
+    if p.get("continue_from"):
+        lines.append(t("done_continued", lang, video=p["continue_from"]))
+    steps = [t("done_step", lang, step=t(f"stage_{stage}", lang), time=f"{timing[key]:.1f}")
+             for stage, key in (("joining", "joining"), ("looping", "looping"), ("interpolating", "interpolating"),
+                                ("upscaling", "upscaling"), ("gif", "gif"), ("webm", "webm")) if key in timing]
+    if p.get("segments", 1) > 1:
+        steps.insert(0, t("done_segments", lang, segments=p["segments"]))
+    fps = record.get("fps") or {}
+    if fps.get("output") and fps.get("output") != fps.get("model"):
+        steps.append(t("done_fps", lang, model=fps["model"], output=fps["output"]))
+    if steps:
+        lines.append(" · ".join(steps))
+    others = [entry for entry in record.get("files", []) if isinstance(entry, dict) and entry.get("kind") != "video"]
+    if others:
+        lines.append(t("done_files", lang, files=", ".join(f"`{entry['name']}`" for entry in others)))
+    lines += [t("gif_capped", lang, max_mb=f"{entry['max_mb']:g}", width=entry["width"], fps=f"{entry['fps']:g}",
+                original_width=entry["original_width"], original_fps=f"{entry['original_fps']:g}")
+              for entry in others if entry.get("capped")]
+    return lines
+
+
+def prompt_note(prompt: Any, status, lang: str) -> str:
+    """Under the prompt: nothing for an English prompt; for another language, whether it will be
+    translated (``status``, a ``translate.TranslatorStatus``; None: there is no translator)."""
+    if not isinstance(prompt, str) or not needs_translation(prompt):
+        return ""
+    if status is None:
+        return t("prompt_not_translated", lang)
+    return ("ℹ️ " if status.state == "ready" else "⚠️ ") + status.message(lang)
+
+
+#: The page's Workers table, in ``GET /api/workers``' words.
+WORKER_COLUMNS = ("worker", "machine", "device", "memory_mode", "worker_state", "current_job", "jobs_done")
+
+
+def workers_markdown(workers: list[Mapping[str, Any]], lang: str) -> str:
+    """The page's Workers panel: how many are busy and ready, then one table row per worker (as
+    ``GET /api/workers`` lists them: id, machine, device, memory_mode, state, current_job, jobs_done)."""
+    if not workers:
+        return t("workers_none", lang)
+    busy = sum(worker["state"] == "busy" for worker in workers)
+    ready = sum(worker["state"] == "ready" for worker in workers)
+    summary = t("workers_summary", lang, busy=busy, ready=ready, total=len(workers))
+    lines = [f"**{t('workers_title', lang)}**: {summary}",
+             "", "| " + " | ".join(headers(WORKER_COLUMNS, lang)) + " |", "|" + "---|" * len(WORKER_COLUMNS)]
+    for worker in workers:
+        cells = (worker["id"], worker["machine"], worker["device"], worker["memory_mode"] or "–",
+                 t(f"worker_state_{worker['state']}", lang), worker["current_job"] or "–", worker["jobs_done"])
+        lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
