@@ -241,6 +241,9 @@ class FinishingSettings:
     #: Most frames the finished video may have (segments, a continued video, loop and interpolation
     #: together): each frame is held in memory while the job finishes.
     max_output_frames: int = 600
+    #: Most pixels (frames x width x height, in millions) the finished video may have: its frames are
+    #: held in memory (3 bytes a pixel, a few copies while a step runs).
+    max_output_megapixels: float = 160.0
     #: A GIF larger than this is made smaller (narrower, then fewer frames per second) until it fits.
     gif_max_mb: float = 15.0
 
@@ -251,6 +254,8 @@ class FinishingSettings:
         _require(8 <= self.max_output_frames <= 5000, "finishing.max_output_frames", self.max_output_frames,
                  "8 to 5000")
         _require(0.1 <= self.gif_max_mb <= 500, "finishing.gif_max_mb", self.gif_max_mb, "0.1 to 500")
+        _require(1 <= self.max_output_megapixels <= 5000, "finishing.max_output_megapixels",
+                 self.max_output_megapixels, "1 to 5000")
 
 
 @dataclass(frozen=True)

@@ -282,8 +282,8 @@ class PageEventGuard:
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:
-        return None  # not JSON: Gradio's own body check answers it
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
+        return None  # not JSON we can read: Gradio's own body check answers it
 
 
 async def _read_all(receive: Receive) -> tuple[bytes, Receive]:

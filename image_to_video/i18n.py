@@ -401,6 +401,11 @@ TEXT: dict[str, dict[str, str]] = {
     "err_too_many_frames": {"en": "The finished video would have {frames} frames; at most {limit} are allowed. Use "
                                   "fewer segments, frames or a lower smoother-motion frame rate.",
                             "zh-CN": "成片将有 {frames} 帧，最多允许 {limit} 帧。请减少段数、帧数，或降低补帧帧率。"},
+    "err_too_many_pixels": {"en": "The finished video would have {frames} frames of {side}x{side} ({megapixels} million "
+                                  "pixels); at most {limit} million are allowed. Use a lower resolution, no upscale, "
+                                  "fewer segments or frames, or a lower smoother-motion frame rate.",
+                            "zh-CN": "成片将有 {frames} 帧 {side}x{side}（{megapixels} 百万像素），最多允许 {limit} 百万像素。"
+                                     "请降低分辨率、不放大、减少段数或帧数，或降低补帧帧率。"},
     "err_continue_from": {"en": "Continue from: {value} is not a job id or a video name. Use the id of one of your "
                                 "finished jobs, or a video name from the list of videos (video_....mp4).",
                           "zh-CN": "续接视频：{value} 不是任务 ID 或视频名。请填写你已完成任务的 ID，或视频列表中的视频名"

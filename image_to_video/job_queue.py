@@ -263,5 +263,5 @@ def _same(given: Any, kept: Any) -> bool:
     """Whether a caller's value (text or number) is the kept one."""
     try:
         return float(given) == float(kept)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of hundreds of digits
         return str(given).strip() == str(kept)

@@ -33,7 +33,7 @@ from .video import replaced_atomically, write_json
 
 log = logging.getLogger(__name__)
 
-VIDEO_NAME = re.compile(r"video_\d{8}_\d{6}_[0-9a-f]{8}")
+VIDEO_NAME = re.compile(r"video_[0-9]{8}_[0-9]{6}_[0-9a-f]{8}")
 #: What a crash can leave behind: the writers' temporary names (never a finished file).
 _TEMPORARY = (".video_*.tmp.mp4", ".video_*.tmp.gif", ".video_*.tmp.webm", ".video_*.json.*.tmp",
               ".video_*_input.png.*.tmp")

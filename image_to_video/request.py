@@ -98,7 +98,7 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
                                      generation.max_prompt_chars, required=False, name_key="param_negative_prompt"),
     )
     checked.update({p.name: _check(p, settings.get(p.name), generation) for p in numbers})
-    finished = check_finishing(config, finishing, fps=checked["fps"], num_frames=checked["num_frames"],
+    finished = check_finishing(config, finishing, fps=checked["fps"], num_frames=checked["num_frames"], side=side,
                                continued_frames=continued_frames)
     rgb = normalise_image(image, (side, side), config.images)
     return GenerationRequest(image=rgb, **prompts, **checked, width=side, height=side,
@@ -106,7 +106,7 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
                              prompt_en=prompt_en, negative_prompt_en=negative_prompt_en)
 
 
-def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_frames: int,
+def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_frames: int, side: int,
                     continued_frames: int = 0) -> dict[str, Any]:
     """The finishing steps asked for (``FINISHING_DEFAULTS`` by name, as any caller sends them),
     checked against ``config.finishing``; the defaults where empty. ``continued_frames``: the
@@ -127,6 +127,10 @@ def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_
         frames = round(frames * interpolate_fps / fps)
     if frames > limits.max_output_frames:
         raise InvalidInput(key="err_too_many_frames", frames=frames, limit=limits.max_output_frames)
+    megapixels = frames * (side * upscale) ** 2 / 1e6
+    if megapixels > limits.max_output_megapixels:
+        raise InvalidInput(key="err_too_many_pixels", frames=frames, side=side * upscale,
+                           megapixels=f"{megapixels:.0f}", limit=f"{limits.max_output_megapixels:g}")
     continue_from = given["continue_from"]
     if not isinstance(continue_from, str):
         raise InvalidInput(key="err_continue_from", value=shown(continue_from))

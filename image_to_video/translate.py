@@ -135,7 +135,8 @@ class Translator:
             return text
         self._ensure_loaded()
         sentences = [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
-        foreign = [sentence for sentence in sentences if needs_translation(sentence)]
+        # Each sentence once: "猫。" a thousand times is one translation, not a thousand.
+        foreign = list(dict.fromkeys(sentence for sentence in sentences if needs_translation(sentence)))
         with self._lock:
             english = dict(zip(foreign, self._generate(foreign)))
         parts = []

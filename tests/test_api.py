@@ -219,7 +219,7 @@ BAD_AND_ODD = [
     ("seed fractional", PHOTO, "a.png", {"seed": "1.5"}, 400, "whole number"),
     ("unknown resolution", PHOTO, "a.png", {"resolution": "4k"}, 400, "Resolution '4k' is not available"),
     ("missing prompt field", PHOTO, "a.png", None, 400, "Please write a prompt"),
-    ("missing image field", None, "a.png", {}, 400, "image: Field required"),
+    ("missing image field", None, "a.png", {}, 400, "Please upload an image first"),  # or continue_from a video
     # Odd but fine: normalised and accepted.
     ("animated gif", _gif(), "a.gif", {}, 202, None),
     ("png named gif", png(Image.new("RGBA", (100, 100), (0, 200, 0, 255))), "a.gif", {}, 202, None),

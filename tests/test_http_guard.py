@@ -276,3 +276,10 @@ def test_wrong_page_logins_lock_out_that_address_until_the_wait_passes(local_ser
     assert other.post(url + "login", data=right).status_code == 200
     clock.now += wait
     assert attacker.post(url + "login", data=right).status_code == 200
+
+
+def test_thousands_of_nested_brackets_are_not_json_we_read_not_a_crash():
+    from image_to_video.http_guard import _json
+
+    assert _json(b"[" * 5000 + b"]" * 5000) is None
+    assert _json(b'{"data": [1]}') == {"data": [1]}

@@ -258,3 +258,24 @@ def test_when_no_upload_is_a_picture_nothing_is_queued_and_each_reason_is_shown(
     assert result.queued == () and queue.list() == []
     text = result.text()  # in the language the page asked in
     assert text.startswith("**没有排队任何视频。**") and "未排队（2 个）" in text
+
+
+def test_a_zip_of_countless_junk_members_or_a_file_listed_again_and_again_stops_early(upload):
+    from image_to_video.ui import many
+
+    junk = upload("junk.zip", zipped({f"{number}.png": b"" for number in range(3000)}))  # empty: no bytes counted
+    pictures, refused = many.pictures_from_uploads([junk] * 500, max_pictures=20, max_bytes=2**20,
+                                                   max_total_bytes=2**22)
+    # The upload is read once, and then only until 20 + MAX_EXTRA_EXAMINED files were looked at.
+    assert pictures == [] and len(refused) == 20 + many.MAX_EXTRA_EXAMINED + 1
+    assert refused[-1].key == "many_too_many"
+    assert {r.key for r in refused[:-1]} == {"many_not_image"}
+
+
+def test_a_zip_with_too_many_entries_is_refused_whole(upload, monkeypatch):
+    from image_to_video.ui import many
+
+    monkeypatch.setattr(many, "MAX_ZIP_ENTRIES", 5)
+    big = upload("big.zip", zipped({f"{number}.png": encoded(picture(number), "PNG") for number in range(6)}))
+    pictures, refused = many.pictures_from_uploads([big], max_pictures=20, max_bytes=2**20, max_total_bytes=2**22)
+    assert pictures == [] and [(r.name, r.key) for r in refused] == [("big.zip", "many_too_many")]

@@ -82,3 +82,4 @@ def test_while_the_translator_loads_a_chinese_prompt_is_refused_with_try_again(s
     with pytest.raises(ModelUnavailable, match="Try again in a minute"):
         queue.submit(photo, CHINESE, owner="a")
     assert queue.list() == []  # nothing stored
+

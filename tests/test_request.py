@@ -146,7 +146,8 @@ def test_no_step_after_the_model_unless_asked():
 
 
 def test_finishing_values_as_any_caller_sends_them():
-    r = request(segments="3", loop=" Boomerang ", interpolate_fps="24", formats="webm, gif", upscale=2.0)
+    r = request(resolution="256p", segments="3", loop=" Boomerang ", interpolate_fps="24", formats="webm, gif",
+                upscale=2.0)
     assert (r.segments, r.loop, r.interpolate_fps, r.formats, r.upscale) == (3, "boomerang", 24, "mp4,gif,webm", 2)
     assert r.output_fps == 24
     assert request(formats=["gif"]).formats == "mp4,gif"  # a list, as the page's checkboxes send it
@@ -165,6 +166,8 @@ def test_finishing_values_as_any_caller_sends_them():
     ({"upscale": 4}, "Upscale 4 is out of range. Allowed: 1 to 2."),
     ({"continue_from": 5}, "Continue from: 5 is not a job id or a video name"),
     ({"num_frames": 32, "segments": 8, "interpolate_fps": 24}, "would have 747 frames; at most 600"),
+    ({"resolution": "1024p", "num_frames": 32, "segments": 8, "interpolate_fps": 19, "upscale": 2},
+     "591 frames of 2048x2048 (2479 million pixels); at most 160 million"),
 ])
 def test_bad_finishing_values_are_refused_naming_the_setting(params, words):
     with pytest.raises(InvalidInput) as refused:
@@ -180,3 +183,10 @@ def test_the_finished_length_counts_the_seams_the_loop_and_the_interpolation():
     assert finished_frames(8, 1, "boomerang") == 14
     assert finished_frames(8, 1, "crossfade") == 6
     assert finished_frames(16, 3, "none", continued_frames=31) == 76
+
+
+def test_a_continued_videos_settings_compare_any_value_a_caller_sends():
+    from image_to_video.job_queue import _same
+
+    assert not _same(10**400, 8)  # too large for a float: compared as text, not a crash
+    assert _same("8", 8) and _same(8.0, 8) and _same("512p", "512p") and not _same("768p", "512p")

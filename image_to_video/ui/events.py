@@ -463,6 +463,8 @@ class HistoryActions:
         if record.get("record_missing"):
             raise gr.Error(t("err_record_missing", lang), print_exception=False)
         p, form = record["parameters"], self.page.inputs
+        if not all(key in p for key in (*PARAMETER_NAMES, "prompt", "negative_prompt", "seed")):
+            raise gr.Error(t("err_record_missing", lang), print_exception=False)  # an older or edited record
         values = tuple(p[key] for key in PARAMETER_NAMES)
         message = t("settings_loaded", lang, video=record["video"]) if keep_prompt else t("new_prompt_hint", lang)
         filled = {form.prompt: p["prompt"] if keep_prompt else "", form.negative_prompt: p["negative_prompt"],

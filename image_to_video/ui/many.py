@@ -63,6 +63,12 @@ class Refused(NamedTuple):
         return t(self.key, lang, **self.params)
 
 
+#: Files one call looks at beyond ``max_pictures`` (refused ones count): then it stops.
+MAX_EXTRA_EXAMINED = 50
+#: A zip with more entries than this is refused whole (its listing alone would take long to read).
+MAX_ZIP_ENTRIES = 10_000
+
+
 class _Budget:
     """How many bytes a call may still read; shared by all its uploads."""
 
@@ -98,12 +104,20 @@ def pictures_from_uploads(paths: list[str] | str | None, *, max_pictures: int, m
     over-large member, a damaged zip) is refused with its reason.
     """
     paths = [paths] if isinstance(paths, str) else list(paths or [])
+    if all(isinstance(path, str) for path in paths):
+        paths = list(dict.fromkeys(paths))  # the same upload listed twice is read once
     budget = _Budget(max_bytes, max_total_bytes)
     pictures: list[Picture] = []
     refused: list[Refused] = []
+    # Files looked at in all (refused ones too): a zip of countless empty or junk members, or one
+    # upload listed over and over, must not keep a call busy for minutes.
+    examined_limit = max_pictures + MAX_EXTRA_EXAMINED
     try:
-        for path in paths:
+        for path in paths[:examined_limit + 1]:
             for found in _pictures_of_upload(path, budget):
+                if len(pictures) + len(refused) >= examined_limit:
+                    refused.append(Refused(found.name, "many_too_many", {"limit": max_pictures}))
+                    raise _Stop
                 if isinstance(found, Refused):
                     refused.append(found)
                     if found.key == "many_total_too_large":
@@ -142,6 +156,9 @@ def _pictures_of_zip(path: str, zip_name: str, budget: _Budget) -> Iterator[Pict
         yield Refused(zip_name, "many_zip_damaged", {})
         return
     with archive:
+        if len(archive.infolist()) > MAX_ZIP_ENTRIES:
+            yield Refused(zip_name, "many_too_many", {"limit": MAX_ZIP_ENTRIES})
+            return
         for info in sorted(archive.infolist(), key=lambda info: _natural(info.filename)):
             member = info.filename.replace("\\", "/")
             if info.is_dir() or _is_junk(member):
