@@ -401,7 +401,7 @@ TEXT: dict[str, dict[str, str]] = {
     "err_too_many_frames": {"en": "The finished video would have {frames} frames; at most {limit} are allowed. Use "
                                   "fewer segments, frames or a lower smoother-motion frame rate.",
                             "zh-CN": "成片将有 {frames} 帧，最多允许 {limit} 帧。请减少段数、帧数，或降低补帧帧率。"},
-    "err_too_many_pixels": {"en": "The finished video would have {frames} frames of {side}x{side} ({megapixels} million "
+    "err_finished_too_large": {"en": "The finished video would have {frames} frames of {side}x{side} ({megapixels} million "
                                   "pixels); at most {limit} million are allowed. Use a lower resolution, no upscale, "
                                   "fewer segments or frames, or a lower smoother-motion frame rate.",
                             "zh-CN": "成片将有 {frames} 帧 {side}x{side}（{megapixels} 百万像素），最多允许 {limit} 百万像素。"

@@ -129,7 +129,7 @@ def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_
         raise InvalidInput(key="err_too_many_frames", frames=frames, limit=limits.max_output_frames)
     megapixels = frames * (side * upscale) ** 2 / 1e6
     if megapixels > limits.max_output_megapixels:
-        raise InvalidInput(key="err_too_many_pixels", frames=frames, side=side * upscale,
+        raise InvalidInput(key="err_finished_too_large", frames=frames, side=side * upscale,
                            megapixels=f"{megapixels:.0f}", limit=f"{limits.max_output_megapixels:g}")
     continue_from = given["continue_from"]
     if not isinstance(continue_from, str):

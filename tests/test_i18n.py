@@ -48,3 +48,17 @@ def test_every_generation_setting_has_its_label_help_and_message_name_in_both_la
             keys.append(parameter.message_name_key)
         for key in keys:
             assert TEXT[key]["en"] and TEXT[key]["zh-CN"], key
+
+
+def test_no_text_key_is_written_twice():
+    """A second entry with the same key silently replaces the first (a dict literal keeps the last)."""
+    import ast
+    import collections
+
+    from image_to_video import i18n
+
+    tree = ast.parse(open(i18n.__file__, encoding="utf-8").read())
+    table = next(node.value for node in ast.walk(tree)
+                 if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "TEXT")
+    counts = collections.Counter(key.value for key in table.keys)
+    assert [key for key, count in counts.items() if count > 1] == []
