@@ -292,8 +292,11 @@ def test_many_pictures_queue_one_job_each(page):
     page.get_by_role("tab", name="Many pictures").click()
     pictures = sorted((PROJECT_DIR / "static" / "examples").glob("*.png"))[:2]
     page.locator("#many-files input[type=file]").set_input_files([str(path) for path in pictures])
-    for path in pictures:  # uploaded
-        sync_api.expect(page.locator("#many-files")).to_contain_text(path.name, timeout=120000)
+    for path in pictures:  # listed (Gradio shows the name and its extension apart: "seaside_sunset .png")
+        sync_api.expect(page.locator("#many-files")).to_contain_text(path.stem, timeout=120000)
+    # Listed is not yet uploaded: the box shows each file's size once its upload has finished.
+    page.wait_for_function("(document.querySelector('#many-files').innerText.match(/KB/g) || []).length >= 2",
+                           timeout=120000)
     page.locator("#many-prompts textarea").fill("the waves roll in slowly")
     page.locator("#many-queue-all").click()
     sync_api.expect(page.locator("#many-summary")).to_contain_text("Queued: 2 video(s)", timeout=120000)
