@@ -24,6 +24,7 @@ from .finishing import last_frame
 from .live import LiveJobs
 from .outputs import OutputFolder
 from .request import GenerationRequest, build_request
+from .translate import needs_translation
 from .video import probe_video
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,6 @@ class JobQueue:
         (else as it is: the page has said so before the job was submitted)."""
         if self.translator is None:
             return request
-        from .translate import needs_translation
-
         english = {}
         for name in ("prompt", "negative_prompt"):
             text = getattr(request, name)

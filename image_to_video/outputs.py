@@ -40,6 +40,8 @@ _TEMPORARY = (".video_*.tmp.mp4", ".video_*.tmp.gif", ".video_*.tmp.webm", ".vid
 #: A companion's kind -> the end of its file name after the stem (the MP4 itself is "video").
 COMPANIONS = {"record": ".json", "input_image": "_input.png", "model_video": "_model.mp4",
               "segment_video": "_segment.mp4", "gif": ".gif", "webm": ".webm"}
+#: The companions derived from the model's frames (not the record or the input picture).
+DERIVED = ("model_video", "segment_video", "gif", "webm")
 #: Longest first, so that "_model.mp4" is taken off before ".mp4".
 _ENDINGS = sorted([".mp4", *COMPANIONS.values()], key=len, reverse=True)
 

@@ -50,7 +50,7 @@ from .http_guard import BodyGuard, PageEventGuard, PageLoginGuard, client_addres
 from .i18n import t
 from .job_queue import JobQueue
 from .job_store import DONE
-from .outputs import COMPANIONS, OutputFolder
+from .outputs import OutputFolder, VideoFiles
 from .ui import build_ui
 from .workers import WorkerBoard
 
@@ -262,7 +262,7 @@ def _video_file(queue: JobQueue, job_id: str, fmt: str, part: str, config: AppCo
     if job.state != DONE:
         raise HTTPException(409, f"The job is {job.state}; its files exist once it is done.")
     video = Path(job.video_path or "")
-    path = video.with_name(video.stem + COMPANIONS[companion])
+    path = VideoFiles(video.parent, video.stem).companion(companion)
     if not path.is_file():
         if kind not in {entry.get("kind") for entry in _record(job).get("files", []) if isinstance(entry, dict)}:
             raise HTTPException(404, t("err_video_not_made", "en", format=fmt, part=part))

@@ -6,7 +6,6 @@ while to start); every Ray process it started is gone at the end."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -21,7 +20,7 @@ from image_to_video.outputs import COMPANIONS
 
 from .app_process import AppProcess, free_port
 from .ray_cluster import RayCluster
-from .test_workers import FAST, _finished, _frames_of, _json, _submit, _workers, wait_for
+from .test_workers import FAST, _finished, _frames_of, _json, _submit, _workers, kill_a_worker_mid_job, wait_for
 
 ray = pytest.importorskip("ray")  # requirements-dev.txt installs it (requirements-ray.txt)
 
@@ -188,18 +187,7 @@ def test_progress_and_cancel_reach_the_actor_on_each_node(server, cluster):
 
 
 def test_a_killed_actor_puts_its_job_back_and_ray_restarts_it(server, cluster, tmp_path):
-    job_id = _submit(server, **{**FAST, "num_inference_steps": "30"})
-    running = wait_for(lambda: (job := _json(server, f"api/jobs/{job_id}"))["progress"]["done"] >= 2 and job,
-                       timeout=120, every=0.2)
-    victim = running["worker"]["name"]
-    pid = next(w["pid"] for w in _workers(server) if w["id"] == victim)
-    os.kill(pid, signal.SIGKILL)
-    job = _finished(server, job_id)
-    assert job["state"] == DONE and job["attempts"] == 2, job
-    assert _frames_of(server, job_id, tmp_path) == 8
-    assert f"Job {job_id} goes back in the queue" in server.log()
-    back = wait_for(lambda: next((w for w in _workers(server) if w["id"] == victim and w["state"] == "ready"
-                                  and w["pid"] not in (None, pid)), None), timeout=180, every=0.5)
+    back = kill_a_worker_mid_job(server, tmp_path, every=0.5)
     assert cluster.node_of(back["pid"]) is not None  # Ray's new actor, in the same cluster
     outputs = server.root / "outputs"
     assert not [p.name for p in outputs.iterdir() if p.name.startswith(".") or ".tmp" in p.name]

@@ -372,7 +372,9 @@ def test_progress_and_cancel_reach_a_job_in_a_worker_process(server):
     assert job["state"] == "cancelled" and job["progress"]["done"] < 100
 
 
-def test_a_killed_worker_process_puts_its_job_back_and_comes_back(server, tmp_path):
+def kill_a_worker_mid_job(server, tmp_path, every=0.1) -> dict:
+    """SIGKILL the process running a job: the job must come back and finish whole on a second attempt,
+    and the killed worker come back ready in a new process (returned, as ``/api/workers`` lists it)."""
     job_id = _submit(server, **{**FAST, "num_inference_steps": "30"})
     running = wait_for(lambda: (job := _json(server, f"api/jobs/{job_id}"))["progress"]["done"] >= 2 and job,
                        timeout=120, every=0.2)
@@ -384,8 +386,13 @@ def test_a_killed_worker_process_puts_its_job_back_and_comes_back(server, tmp_pa
     assert _frames_of(server, job_id, tmp_path) == 8
     assert f"Job {job_id} goes back in the queue" in server.log()
     back = wait_for(lambda: next((w for w in _workers(server) if w["id"] == victim and w["state"] == "ready"
-                                  and w["pid"] not in (None, pid)), None), timeout=180)
+                                  and w["pid"] not in (None, pid)), None), timeout=180, every=every)
     assert back["pid"] != pid
+    return back
+
+
+def test_a_killed_worker_process_puts_its_job_back_and_comes_back(server, tmp_path):
+    kill_a_worker_mid_job(server, tmp_path)
     outputs = server.root / "outputs"
     assert not [p.name for p in outputs.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
     videos = [video for video in outputs.glob("video_*.mp4") if not any(video.name.endswith(end)

@@ -29,7 +29,7 @@ from ..i18n import localized, normalise_language, t
 from ..job_queue import JobQueue
 from ..job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, Job
 from ..model_status import ModelStatus
-from ..outputs import COMPANIONS, OutputFolder
+from ..outputs import DERIVED, OutputFolder, VideoFiles
 from ..progress import Progress
 from . import views
 from .components import Outputs, Page
@@ -137,8 +137,8 @@ def finished_job(job: Job, out: Outputs, lang: str) -> dict:
 def downloads(video_path: str, record_path: str | None) -> list[str]:
     """A video's files to download: the video, what was derived beside it, its record."""
     video = Path(video_path)
-    derived = [str(path) for end in COMPANIONS.values() if end not in (".json", "_input.png")
-               for path in [video.with_name(video.stem + end)] if path.is_file()]
+    files = VideoFiles(video.parent, video.stem)
+    derived = [str(path) for kind in DERIVED if (path := files.companion(kind)).is_file()]
     return [video_path, *derived, *([record_path] if record_path else [])]
 
 
