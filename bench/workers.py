@@ -28,13 +28,22 @@ from image_to_video.examples import ensure_examples  # noqa: E402
 from image_to_video.job_store import DONE  # noqa: E402
 
 
+def machine_threads(per_worker: int, overrides: dict) -> int:
+    """``model.cpu_threads`` for ``per_worker`` threads each: local workers share the machine's threads,
+    a Ray actor takes the number as its own."""
+    if overrides.get("jobs.backend", "local") == "ray":
+        return per_worker
+    return per_worker * int(overrides.get("jobs.workers", 1))
+
+
 def run(label: str, overrides: dict, args: argparse.Namespace, image) -> float:
     """Jobs per minute of one set-up (``overrides`` on top of the demo model in a fresh temp folder)."""
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(overrides={
             "model.demo": True, "paths.models_dir": f"{tmp}/models", "paths.output_dir": f"{tmp}/outputs",
             "paths.state_dir": f"{tmp}/data", "paths.log_dir": f"{tmp}/logs", "jobs.max_queued": max(20, args.jobs),
-            "jobs.worker_threads": args.threads, "translation.enabled": "off", **overrides})  # no hub lookups
+            "model.cpu_threads": machine_threads(args.threads, overrides), "translation.enabled": "off",  # no hub
+            **overrides})
         app = composition.build(config)
         try:
             app.start()

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cpu_threads
 from .config import AppConfig
 from .engine import Engine
 from .engine_host import engine_for
@@ -122,6 +123,7 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
                   max_attempts=config.jobs.max_attempts)
     channels = worker_channels(config, command)
     if channels is None:  # one worker: the engine in this process, as always
+        cpu_threads.apply(cpu_threads.plan(config.model.cpu_threads))
         engine = engine_for(config, faults=faults or FaultInjector(os.environ.get(FAULTS_VARIABLE, "")))
         engines = [engine]
         name = worker_name(worker_devices(config.model.device, 1, _cuda_devices())[0], 0)
@@ -169,9 +171,10 @@ def worker_channels(config: AppConfig, command: str) -> list[Channel] | None:
     if count == 1:
         return None
     devices = worker_devices(config.model.device, count, _cuda_devices())
-    threads = config.jobs.worker_threads or max(1, (os.cpu_count() or 1) // count)
-    log.info("Starting %d workers (%s), %d CPU thread(s) each", count, ", ".join(devices), threads)
-    return [ProcessChannel(config, device=device, name=worker_name(device, index), threads=threads)
+    threads = cpu_threads.plan(config.model.cpu_threads, workers=count)
+    log.info("Starting %d workers (%s), %d CPU thread(s) each (%s)", count, ", ".join(devices), threads.threads,
+             threads.why)
+    return [ProcessChannel(config, device=device, name=worker_name(device, index), threads=threads.threads)
             for index, device in enumerate(devices)]
 
 

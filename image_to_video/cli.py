@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, cpu_threads
 from .config import DEFAULT_CONFIG_FILE, LOOPS, PARAMETERS, PROJECT_DIR, AppConfig, env_var_name, load_config
 from .errors import ConfigError
 
@@ -150,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Gradio's upload cache is the app's own folder (the page sweeps old files from it), as start_app.sh
     # sets it; never the /tmp/gradio that other Gradio apps on the machine share.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(PROJECT_DIR / ".gradio" / "tmp"))
+    # Before torch is imported: OpenMP reads its wait policy once, when torch loads it.
+    cpu_threads.prepare_environment(config.model.cpu_wait_policy)
     from . import app
 
     app.setup_logging(args.log_level or ("WARNING" if args.command == "generate" else "INFO"))

@@ -38,6 +38,9 @@ _DTYPES = ("auto", "float16", "bfloat16", "float32")
 MEMORY_MODES = ("auto", "gpu", "model_offload", "group_offload", "sequential_offload")
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 SCHEDULERS = ("ddim", "dpmpp")
+#: How OpenMP's idle threads wait (OMP_WAIT_POLICY): passive sleeps, active spins, default leaves
+#: OpenMP's own (spin a short while, then sleep: what torch does unless told).
+CPU_WAIT_POLICIES = ("passive", "active", "default")
 
 
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
@@ -81,6 +84,11 @@ class ModelSettings:
     scheduler: str = "ddim"
     #: DeepCache-style reuse of the UNet's deep features: 0 off, N >= 2 the whole UNet every N steps.
     deep_cache_interval: int = 0
+    #: Torch's CPU threads on this machine, shared by its local workers: "auto" (OMP_NUM_THREADS when
+    #: set, else every core) or a whole number (cpu_threads.plan).
+    cpu_threads: str = "auto"
+    #: How OpenMP's idle threads wait: passive (sleep), active (spin) or default (OpenMP's own).
+    cpu_wait_policy: str = "passive"
     #: Serve the built-in demo model instead of ``source`` (set by ``--demo``).
     demo: bool = False
 
@@ -99,6 +107,10 @@ class ModelSettings:
                  self.deep_cache_interval, "0 while model.compile is on (the compiled UNet cannot skip blocks)")
         _require(self.attention_backend in ATTENTION_BACKENDS, "model.attention_backend",
                  self.attention_backend, ", ".join(ATTENTION_BACKENDS))
+        _require(self.cpu_threads == "auto" or (self.cpu_threads.isdigit() and 1 <= int(self.cpu_threads) <= 1024),
+                 "model.cpu_threads", self.cpu_threads, "auto or a whole number from 1 to 1024")
+        _require(self.cpu_wait_policy in CPU_WAIT_POLICIES, "model.cpu_wait_policy", self.cpu_wait_policy,
+                 ", ".join(CPU_WAIT_POLICIES))
 
 
 @dataclass(frozen=True)
@@ -333,8 +345,6 @@ class JobSettings:
     ray_address: str = "auto"
     #: A Ray custom resource each actor needs instead of a GPU; empty: each actor takes one GPU.
     ray_resource: str = ""
-    #: Torch CPU threads in each worker process; 0: the machine's cores divided by the workers.
-    worker_threads: int = 0
     #: Runs a job gets when its worker stops under it (a crash, a kill); then it fails with a message.
     max_attempts: int = 3
 
@@ -349,7 +359,6 @@ class JobSettings:
                  self.ray_address, "auto or host:port")
         _require(self.ray_resource == "" or self.ray_resource.replace("_", "").isalnum(), "jobs.ray_resource",
                  self.ray_resource, "empty (one GPU each) or a resource name of letters, digits and _")
-        _require(0 <= self.worker_threads <= 1024, "jobs.worker_threads", self.worker_threads, "0 (automatic) to 1024")
         _require(1 <= self.max_attempts <= 10, "jobs.max_attempts", self.max_attempts, "1 to 10")
 
     def worker_count(self, cuda_devices: int) -> int:

@@ -13,9 +13,12 @@ import dataclasses
 import logging
 import os
 import socket
+import sys
 import threading
 from typing import Any
 
+from . import cpu_threads
+from .cpu_threads import WAIT_POLICY_VARIABLE
 from .config import AppConfig
 from .engine import Engine, Frames
 from .errors import WorkerLost, plain_error
@@ -48,9 +51,7 @@ class EngineHost:
         """``device``: cpu, cuda or cuda:N (the worker's own); ``threads``: torch's CPU threads in this
         process (None leaves torch's default). Nothing loads until ``start_loading``."""
         if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+            cpu_threads.apply(cpu_threads.ThreadPlan(threads, "the server's share for this worker"), who=name)
         self.name, self.asked_device = name, device
         self.engine = engine_for(config, device)
         self._lock = threading.Lock()
@@ -72,7 +73,9 @@ class EngineHost:
                 "device": str(engine.device) if engine.device is not None else self.asked_device,
                 "memory_mode": engine.memory_mode, "ready": engine.ready, "status": engine.status,
                 "model_path": engine.model_path, "model_revision": engine.model_revision,
-                "gpu_memory_gb": engine.gpu_memory_gb, "gpu_name": engine.gpu_name, "job": job}
+                "gpu_memory_gb": engine.gpu_memory_gb, "gpu_name": engine.gpu_name, "job": job,
+                "cpu_threads": _torch_threads(),
+                "cpu_wait_policy": os.environ.get(WAIT_POLICY_VARIABLE, "default").lower()}
 
     def start(self, job_id: str, request: dict) -> None:
         """Start generating ``request`` (``remote_engine.plain_request``'s fields) as ``job_id``; returns
@@ -124,6 +127,12 @@ class EngineHost:
             job.progress = progress
             if progress.preview is not None:
                 job.preview = progress.preview
+
+
+def _torch_threads() -> int | None:
+    """Torch's CPU threads in this process, where torch is loaded (it is once an engine is)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def engine_for(config: AppConfig, device: str | None = None, *, faults: FaultInjector | None = None) -> Engine:

@@ -18,6 +18,7 @@ server's: the same folder on each machine (or a hub id, downloaded into the same
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import AppConfig
+from .cpu_threads import WAIT_POLICY_VARIABLE
 from .engine_host import EngineHost
 from .errors import ConfigError, WorkerLost
 
@@ -155,7 +157,9 @@ def start_actors(config: AppConfig) -> list[RayChannel]:
     device = config.model.device if resource else "cuda"
     actor_class = ray.remote(EngineActor).options(
         max_restarts=-1, max_task_retries=0, max_concurrency=ACTOR_CONCURRENCY, **needs)
-    threads = config.jobs.worker_threads or None
+    # A number is the actor's own threads (one actor per GPU, alone on its share of the node); auto
+    # leaves torch's default of the node's cores.
+    threads = None if config.model.cpu_threads == "auto" else int(config.model.cpu_threads)
     channels = []
     for index in range(count):
         name = f"ray{index}"
@@ -179,7 +183,10 @@ def connect(address: str) -> None:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  # every actor of this server imports this package as the server has it
-                 runtime_env={"py_modules": [str(Path(__file__).resolve().parent)], "excludes": ["__pycache__"]})
+                 runtime_env={"py_modules": [str(Path(__file__).resolve().parent)], "excludes": ["__pycache__"],
+                              # the server's OpenMP wait policy (model.cpu_wait_policy) for its actors too
+                              "env_vars": {name: os.environ[name] for name in (WAIT_POLICY_VARIABLE,)
+                                           if name in os.environ}})
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ConfigError(key="err_ray_unreachable", address=address, error=str(error).splitlines()[0]) from None
 

@@ -19,4 +19,10 @@ if [[ "$(cat "${dev_stamp}" 2>/dev/null)" != "${dev_hash}" ]]; then
   printf '%s\n' "${dev_hash}" > "${dev_stamp}"
 fi
 
-exec "${PYTHON}" -m pytest "$@"
+# One torch thread for the test process: two OpenMP threads on two cores that also run the servers
+# under test spin at every barrier and make a step up to 30 times slower (docs/PERFORMANCE.md, "CPU
+# threads"). The servers the tests start drop these and use the app's own model.cpu_threads.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+# The 30 slowest tests close the report, so a test that starts to drag shows in CI's log.
+exec "${PYTHON}" -m pytest --durations=30 "$@"
