@@ -14,6 +14,13 @@ from pathlib import Path
 from image_to_video.config import PROJECT_DIR
 
 
+#: The test session's models folder holding the demo model built once (set by conftest); None: each
+#: server builds its own.
+SHARED_MODELS_DIR: Path | None = None
+#: The test runner's thread settings (tests/run.sh), not passed on to the servers it starts.
+RUNNER_ONLY = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket() as s:
@@ -22,15 +29,22 @@ def free_port() -> int:
 
 
 class AppProcess:
-    """`python main.py ...` in a subprocess with its state in ``root``; waits until the model is ready."""
+    """`python main.py ...` in a subprocess with its state in ``root``; waits until the model is ready.
 
-    def __init__(self, root: Path, port: int, *args: str, env: dict | None = None, host: str = "127.0.0.1"):
+    Its models folder is ``models``, else the session's shared one (``SHARED_MODELS_DIR``: the demo
+    model built once), else ``root/models`` (where it builds the demo model itself)."""
+
+    def __init__(self, root: Path, port: int, *args: str, env: dict | None = None, host: str = "127.0.0.1",
+                 models: Path | None = None):
         self.root, self.port, self.args = root, port, args
         self.url = f"http://127.0.0.1:{port}/"
         self.log_path = root / "app.log"
-        # No test server reaches a model hub (the prompt translator would try to download at start).
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {}), "I2V_PATHS_OUTPUT_DIR": str(root / "outputs"),
-                    "I2V_PATHS_STATE_DIR": str(root / "data"), "I2V_PATHS_MODELS_DIR": str(root / "models"),
+        # No test server reaches a model hub (the prompt translator would try to download at start). The
+        # test runner's one torch thread (tests/run.sh) is not the server's: it uses model.cpu_threads.
+        inherited = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY}
+        models = models or SHARED_MODELS_DIR or root / "models"
+        self.env = {**inherited, "HF_HUB_OFFLINE": "1", **(env or {}), "I2V_PATHS_OUTPUT_DIR": str(root / "outputs"),
+                    "I2V_PATHS_STATE_DIR": str(root / "data"), "I2V_PATHS_MODELS_DIR": str(models),
                     "I2V_PATHS_LOG_DIR": str(root / "logs")}
         self.host = host
         self.process = None

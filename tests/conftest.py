@@ -1,4 +1,5 @@
-"""Shared fixtures: every test's state lives in a temp dir; one tiny model per session."""
+"""Shared fixtures: every test's state lives in a temp dir; one tiny model per session. (The plain
+helpers several test files use are in helpers.py.)"""
 
 from __future__ import annotations
 
@@ -12,18 +13,7 @@ from image_to_video.demo_model import build_demo_model
 
 from .app_process import AppProcess
 from .app_process import free_port as loopback_port
-
-# Small limits so the real pipeline runs in seconds on two CPU cores.
-SMALL = {
-    "generation.resolutions": {"64p": 64, "128p": 128, "512p": 512},
-    "generation.defaults.resolution": "64p",
-    "generation.defaults.num_frames": 4,
-    "generation.defaults.num_inference_steps": 3,
-    "generation.num_frames": {"min": 2, "max": 32},
-    "generation.num_inference_steps": {"min": 1, "max": 100},
-    "generation.presets": {"Tiny": {"resolution": "64p", "num_frames": 4, "fps": 8,
-                                    "num_inference_steps": 3, "guidance_scale": 9.0}},
-}
+from .helpers import SMALL, Jobs, Parts, build_tiny_marian
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +31,16 @@ def _isolate(monkeypatch, tmp_path):
 def demo_dir(tmp_path_factory) -> Path:
     """The demo model, built once, as ``save_pretrained`` wrote it."""
     return build_demo_model(tmp_path_factory.mktemp("models") / "demo-i2vgen-xl-tiny")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_share_the_demo_model(demo_dir):
+    """Every server a test starts loads the session's one demo model instead of building its own."""
+    from . import app_process
+
+    app_process.SHARED_MODELS_DIR = demo_dir.parent
+    yield
+    app_process.SHARED_MODELS_DIR = None
 
 
 @pytest.fixture
@@ -100,3 +100,70 @@ def app_process(tmp_path):
     yield make
     for app in started:
         app.stop()
+
+
+@pytest.fixture
+def make_queue(small_config, loaded_engine, tmp_path):
+    """Make a job queue with its worker (``helpers.Jobs``) on the session's engine; all are shut down afterwards."""
+    queues = []
+
+    def make(max_queued=20, start=True, **config):
+        jobs = Jobs(small_config(**{"jobs.max_queued": max_queued, **config}), loaded_engine, tmp_path / "data")
+        if start:
+            jobs.start()
+        queues.append(jobs)
+        return jobs
+
+    yield make
+    for queue in queues:
+        queue.shutdown(grace_s=0)
+
+
+@pytest.fixture
+def parts(small_config, loaded_engine, tmp_path):
+    """Make ``helpers.Parts`` (a store that gives up on a lock after 0.2 s), optionally with another
+    ``make_video``; each queue is closed and each worker stopped afterwards."""
+    made = []
+
+    def make(make_video=None):
+        made.append(Parts(small_config(), loaded_engine, tmp_path / "data", make_video))
+        return made[-1]
+
+    yield make
+    for part in made:
+        part.queue.close()
+        part.worker.shutdown(0)
+
+
+@pytest.fixture
+def built(small_config, tmp_path):
+    """``app.build`` on this test's data folder; each app lets the folder go afterwards."""
+    from image_to_video.app import build
+
+    apps = []
+
+    def make(**overrides):
+        apps.append(build(small_config(**{"paths.state_dir": str(tmp_path / "data"), **overrides})))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.lock.release()
+
+
+@pytest.fixture
+def offload_on_the_cpu(monkeypatch):
+    """Lets accelerate's offload hooks run with the CPU standing in for the GPU."""
+    import accelerate.hooks
+
+    move = accelerate.hooks.set_module_tensor_to_device
+    # diffusers names the execution device "cpu:0"; a weight on "cpu" is then copied to it and loses its
+    # Parameter type. On a GPU, "cuda:0" is the very device the weight is on and nothing is copied.
+    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device", lambda module, name, device, *args, **kw:
+                        move(module, name, "cpu" if str(device) == "cpu:0" else device, *args, **kw))
+
+
+@pytest.fixture(scope="module")
+def marian_dir(tmp_path_factory):
+    """A tiny random MarianMT translator (``helpers.build_tiny_marian``), built once per test module."""
+    return build_tiny_marian(tmp_path_factory)

@@ -7,7 +7,8 @@ not achieve is checked by the tests in ``test_hostile.py``:
 
     client = HostileClient(app.url)
     for answer in client.page_event_attacks():   # every event of the page, every input slot
-        assert answer.refused_cleanly, answer
+        # refused (a 4xx, or an event's error, saying what is wrong) or taken: never a crash or a bare error
+        assert answer.refused_cleanly or answer.accepted, answer
 
 The page's events are read from the page's own ``/config`` (name and number of inputs), so a new
 event is attacked as soon as it exists.
@@ -58,6 +59,8 @@ class Answer:
     #: For a page event: "complete", "error" or "" (no event stream came back).
     outcome: str = ""
     seconds: float = 0.0
+    #: True when the answer is a page event's stream (Gradio answers those 200; the outcome says how it ended).
+    streamed: bool = False
 
     @property
     def message(self) -> str:
@@ -68,16 +71,31 @@ class Answer:
         return data.get("error", "") if isinstance(data, dict) else self.body
 
     @property
-    def refused_cleanly(self) -> bool:
-        """Not a server error, and a refusal comes with words (not an empty or bare error).
+    def words(self) -> str:
+        """What the answer says: its JSON ``error`` (else FastAPI's ``detail``), a JSON string, or a body that is
+        not JSON; "" when it says nothing (an empty body, null, a bare "Error", JSON with neither field)."""
+        try:
+            data = json.loads(self.body)
+        except ValueError:
+            data = self.body
+        if isinstance(data, dict):
+            data = data.get("error") or data.get("detail") or ""
+        text = data if isinstance(data, str) else json.dumps(data) if data else ""
+        return "" if text.strip().lower() in ("", "null", "none", "error") else text.strip()
 
-        Gradio's ``run/predict`` answers every refusal, worded ones too, with a 500; there a 500 is
-        clean when it carries a message."""
-        if self.status >= 500:
-            return self.attack.startswith("fn_index") and bool(self.message)
-        if self.outcome == "error":
-            return bool(self.body.strip().strip('"').strip()) and self.body.strip() != "null"
-        return True
+    @property
+    def accepted(self) -> bool:
+        """The server took the call: a page event that completed, or any other 2xx answer."""
+        return self.outcome == "complete" if self.streamed else 200 <= self.status < 300
+
+    @property
+    def refused_cleanly(self) -> bool:
+        """A real refusal, saying what is wrong: a 4xx with words, or (Gradio's event streams answer 200 and
+        end a refused call with their "error" event) an event's error with words. Junk that was accepted (a
+        2xx, a completed event), a server error (a 5xx) and an answer without words are not."""
+        if not self.words:
+            return False
+        return 400 <= self.status < 500 or (self.streamed and self.status == 200 and self.outcome == "error")
 
     def __str__(self) -> str:
         return f"{self.attack}: {self.status} {self.outcome} {self.body[:300]!r} ({self.seconds:.1f} s)"
@@ -144,7 +162,7 @@ class HostileClient:
             lines = dict(line.split(": ", 1) for line in block.strip().splitlines() if ": " in line)
             if lines.get("event") in ("complete", "error"):
                 outcome, body = lines["event"], lines.get("data", "")
-        return Answer(submitted.attack, stream.status, body, outcome, time.monotonic() - started)
+        return Answer(submitted.attack, stream.status, body, outcome, time.monotonic() - started, streamed=True)
 
     def page_event_attacks(self, values: list | None = None, *, only: set[str] | None = None) -> Iterator[Answer]:
         """Every page event, each input slot in turn given each of ``values`` (default: ``JUNK``
@@ -198,7 +216,7 @@ class HostileClient:
                     outcome = "complete" if success else "error"
                     output = message.get("output", {})
                     body = json.dumps(output.get("data") if success else output.get("error"))
-        return Answer(joined.attack, stream.status, body, outcome)
+        return Answer(joined.attack, stream.status, body, outcome, streamed=True)
 
     # -- the HTTP API ------------------------------------------------------------------------------
 

@@ -1,12 +1,10 @@
 """The HTTP API and the job guarantees, against the real `python main.py --demo` in a subprocess."""
 
 import io
-import json
 import struct
 import time
 import urllib.error
 import urllib.request
-import uuid
 import zlib
 
 import numpy as np
@@ -16,67 +14,7 @@ from PIL import Image
 from image_to_video.video import probe_video
 
 from .app_process import AppProcess
-
-# Small defaults so each accepted job takes a second or two on the demo model.
-FAST = {"I2V_GENERATION_DEFAULTS_RESOLUTION": "256p", "I2V_GENERATION_DEFAULTS_NUM_FRAMES": "8",
-        "I2V_GENERATION_DEFAULTS_NUM_INFERENCE_STEPS": "10", "I2V_SERVER_MAX_UPLOAD_MB": "1"}
-
-
-def call(app, method, path, *, fields=None, files=None, token=None, timeout=30):
-    """A tiny HTTP client: returns (status, JSON body or bytes)."""
-    data, headers = None, {}
-    if fields is not None or files is not None:
-        data, content_type = _multipart(fields or {}, files or {})
-        headers["Content-Type"] = content_type
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(app.url.rstrip("/") + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, _decode(response.read(), response.headers.get("Content-Type", ""))
-    except urllib.error.HTTPError as error:
-        return error.code, _decode(error.read(), error.headers.get("Content-Type", ""))
-
-
-def _decode(body: bytes, content_type: str):
-    return json.loads(body) if "json" in content_type else body
-
-
-def _multipart(fields: dict, files: dict) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = []
-    for name, value in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, (filename, content) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
-def png(image: Image.Image, fmt="PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def submit(app, image_bytes, filename="photo.png", token=None, **fields):
-    fields.setdefault("prompt", "the waves roll in slowly")
-    return call(app, "POST", "/api/jobs", fields=fields, files={"image": (filename, image_bytes)}, token=token)
-
-
-def wait_done(app, job_id, token=None, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, job = call(app, "GET", f"/api/jobs/{job_id}", token=token)
-        assert status == 200, job
-        if job["state"] in ("done", "failed", "cancelled", "interrupted"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
-
-
-PHOTO = png(Image.new("RGB", (320, 240), (30, 120, 200)))
+from .helpers import FAST_ENV, PHOTO, call, png, submit, wait_done
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +24,7 @@ def app(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = AppProcess(tmp_path_factory.mktemp("api"), port, env=FAST).start()
+    process = AppProcess(tmp_path_factory.mktemp("api"), port, env=FAST_ENV).start()
     yield process
     process.stop()
 
@@ -266,7 +204,7 @@ def test_the_bad_input_corpus_gets_clear_messages_and_the_server_stays_up(app):
 
 
 def test_a_network_bound_server_requires_the_generated_password(app_process, tmp_path):
-    server = app_process(env=FAST, host="0.0.0.0").start()
+    server = app_process(env=FAST_ENV, host="0.0.0.0").start()
     credentials = tmp_path / "data" / "credentials.txt"
     assert oct(credentials.stat().st_mode & 0o777) == "0o600"
     username, password = credentials.read_text().strip().split(":", 1)
@@ -282,13 +220,13 @@ def test_a_network_bound_server_requires_the_generated_password(app_process, tmp
 
 
 def test_login_off_on_a_network_address_takes_a_flag_and_warns(app_process):
-    server = app_process("--no-login", env=FAST, host="0.0.0.0").start()
+    server = app_process("--no-login", env=FAST_ENV, host="0.0.0.0").start()
     assert call(server, "GET", "/api/jobs")[0] == 200
     assert "Login is OFF" in server.log()
 
 
 def test_a_queued_job_survives_kill_9_and_the_interrupted_one_can_be_retried(app_process, tmp_path):
-    slow = {**FAST, "I2V_GENERATION_DEFAULTS_NUM_INFERENCE_STEPS": "60"}
+    slow = {**FAST_ENV, "I2V_GENERATION_DEFAULTS_NUM_INFERENCE_STEPS": "60"}
     server = app_process(env=slow).start()
     ids = [submit(server, PHOTO, prompt=f"job {n}")[1]["id"] for n in range(3)]
     deadline = time.monotonic() + 60
@@ -310,7 +248,7 @@ def test_a_queued_job_survives_kill_9_and_the_interrupted_one_can_be_retried(app
 
 
 def test_an_injected_out_of_memory_is_recovered_without_a_restart(app_process):
-    server = app_process(env={**FAST, "I2V_TEST_FAULTS": "oom@denoise*2"}).start()
+    server = app_process(env={**FAST_ENV, "I2V_TEST_FAULTS": "oom@denoise*2"}).start()
     pid = server.process.pid
     status, job = submit(server, PHOTO, resolution="512p")
     failed = wait_done(server, job["id"])
@@ -322,7 +260,7 @@ def test_an_injected_out_of_memory_is_recovered_without_a_restart(app_process):
 
 
 def test_a_fatal_gpu_error_restarts_the_process_and_it_serves_again(app_process):
-    server = app_process(env={**FAST, "I2V_TEST_FAULTS": "fatal@denoise*1"}).start()
+    server = app_process(env={**FAST_ENV, "I2V_TEST_FAULTS": "fatal@denoise*1"}).start()
     status, job = submit(server, PHOTO)
     failed = None
     deadline = time.monotonic() + 120

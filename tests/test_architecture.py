@@ -1,4 +1,5 @@
-"""The package's layering: no module imports one that imports it back, and the light types stay light."""
+"""The package's layering: no module imports one that imports it back, and the light types stay light.
+The tests' layout: test files import no other test file, and modules have their own test file."""
 
 import ast
 import subprocess
@@ -97,3 +98,59 @@ def test_modules_stay_small_enough_to_read():
     engine = next(n for n in ast.parse((PACKAGE / "engine.py").read_text()).body
                   if isinstance(n, ast.ClassDef) and n.name == "Engine")
     assert engine.end_lineno - engine.lineno + 1 <= 150
+
+
+# -- the tests' own layout -----------------------------------------------------------------------------
+
+TESTS = PROJECT_DIR / "tests"
+
+#: Modules whose tests once lived only in feature files; each has a test file of its own now.
+MIRRORED = ("job_store", "job_queue", "worker", "server", "app", "cli", "process_channel")
+
+
+def imported_test_files(source: str) -> list[str]:
+    """The test files and conftest that ``source`` (a module in tests/) imports, anywhere in it."""
+    def is_test_file(name: str) -> bool:  # "test_jobs", "conftest"
+        return name.startswith("test_") or name == "conftest"
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names
+                      if alias.name.startswith("tests.") and is_test_file(alias.name.split(".")[1])]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and module.split(".")[0] == "tests":  # from tests.test_x import ..., from tests import
+                module = module.removeprefix("tests").lstrip(".")
+            elif node.level != 1:
+                continue
+            names = [module.split(".")[0]] if module else [alias.name for alias in node.names]
+            found += [name for name in names if is_test_file(name)]
+    return found
+
+
+def test_no_test_file_imports_another_test_file_or_conftest():
+    offenders = {path.name: imported_test_files(path.read_text(encoding="utf-8")) for path in TESTS.glob("test_*.py")}
+    assert {name: imported for name, imported in offenders.items() if imported} == {}, (
+        "move what they share into tests/helpers.py (plain code) or tests/conftest.py (fixtures)")
+
+
+def test_the_import_check_finds_every_way_to_import_a_test_file():
+    for source in ("from .test_jobs import Jobs", "from .conftest import SMALL", "import tests.test_jobs",
+                   "from tests.test_jobs import Jobs", "from tests import test_jobs", "from . import conftest",
+                   "def f():\n    from .test_api import call\n"):
+        assert imported_test_files(source), source
+    for source in ("from .helpers import Jobs", "from .app_process import AppProcess", "import tests.helpers",
+                   "from image_to_video import app", "from . import helpers"):
+        assert imported_test_files(source) == [], source
+
+
+def test_each_of_these_modules_has_its_own_test_file_with_tests_in_it():
+    def tests_in(path: Path) -> list[str]:
+        return [node.name for node in ast.parse(path.read_text(encoding="utf-8")).body
+                if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
+
+    assert all((PACKAGE / f"{module}.py").is_file() for module in MIRRORED)
+    lacking = [f"tests/test_{module}.py" for module in MIRRORED
+               if not (TESTS / f"test_{module}.py").is_file() or not tests_in(TESTS / f"test_{module}.py")]
+    assert lacking == [], "each of these modules needs its own test file, with its tests in it"

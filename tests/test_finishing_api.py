@@ -10,12 +10,12 @@ from image_to_video.finishing import decode_frames
 from image_to_video.video import probe_video
 
 from .app_process import AppProcess, free_port
-from .test_api import FAST, PHOTO, call, submit, wait_done
+from .helpers import FAST_ENV, PHOTO, call, submit, wait_done
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    process = AppProcess(tmp_path_factory.mktemp("finishing"), free_port(), env=FAST).start()
+    process = AppProcess(tmp_path_factory.mktemp("finishing"), free_port(), env=FAST_ENV).start()
     yield process
     process.stop()
 

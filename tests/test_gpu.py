@@ -3,7 +3,6 @@
 import json
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,38 +15,7 @@ from image_to_video.faults import FaultInjector
 from image_to_video.i18n import localized
 from image_to_video.model_status import ModelStatus
 
-from .test_engine import tiny_request
-
-#: The real model's parameter counts per component, from ali-vilab/i2vgen-xl's weight files.
-REAL_COUNTS = {"unet": 1_420_469_224, "text_encoder": 352_984_064, "image_encoder": 632_076_800, "vae": 83_653_863}
-
-
-def largest_difference(frames: np.ndarray, reference: np.ndarray) -> int:
-    """The largest pixel difference between two videos, in levels of 255."""
-    return int(np.abs(frames.astype(int) - reference.astype(int)).max())
-
-
-def write_weight_headers(folder, counts: dict[str, int]):
-    """A model folder whose fp16 weight files hold only their safetensors headers, with the real
-    model's parameter counts: enough for reading sizes, no 5 GB written."""
-    for component, count in counts.items():
-        header = json.dumps({"weight": {"dtype": "F16", "shape": [count], "data_offsets": [0, 2 * count]}}).encode()
-        path = folder / component / "diffusion_pytorch_model.fp16.safetensors"
-        path.parent.mkdir(parents=True)
-        path.write_bytes(len(header).to_bytes(8, "little") + header)
-    return folder
-
-
-@pytest.fixture
-def offload_on_the_cpu(monkeypatch):
-    """Lets accelerate's offload hooks run with the CPU standing in for the GPU."""
-    import accelerate.hooks
-
-    move = accelerate.hooks.set_module_tensor_to_device
-    # diffusers names the execution device "cpu:0"; a weight on "cpu" is then copied to it and loses its
-    # Parameter type. On a GPU, "cuda:0" is the very device the weight is on and nothing is copied.
-    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device", lambda module, name, device, *args, **kw:
-                        move(module, name, "cpu" if str(device) == "cpu:0" else device, *args, **kw))
+from .helpers import REAL_COUNTS, largest_difference, tiny_request, write_weight_headers
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Issue 13: what each GPU failure means, and that the out-of-memory retry always leaves the engine whole.
 
-The messages below are the ones torch raises (docs/DEPENDENCIES.md, "What torch says when the GPU
-runs out of memory"): the caching allocator's ``torch.cuda.OutOfMemoryError``, cuBLAS and cuDNN
-failing to allocate their workspace, and a CUDA call outside the allocator that finds no memory.
+The failures below are the ones torch raises, each with its exception type and its words quoted from
+PyTorch's source (the comment beside each names where; sizes and process numbers are examples): the
+caching allocator's ``torch.OutOfMemoryError``, cuBLAS and cuDNN failing to allocate, a CUDA call
+outside the allocator that finds no memory, and the CUDA errors that leave the GPU unusable.
 """
 
 import contextlib
@@ -18,33 +19,95 @@ from image_to_video.engine import Engine
 from image_to_video.errors import GPUFailed, ModelUnavailable, OutOfMemory
 from image_to_video.faults import FaultInjector
 
-from .test_engine import tiny_request
-from .test_gpu import offload_on_the_cpu  # noqa: F401 (a fixture)
+from .helpers import tiny_request
 
-#: Out of memory, as torch words it outside its caching allocator (each retried one memory mode lower).
+#: The lines torch's C10_CUDA_CHECK adds after "CUDA error: " + cudaGetErrorString(error)
+#: (c10/cuda/CUDAException.cpp, c10_cuda_check_implementation; the help and suffix lines are
+#: c10/cuda/CUDAMiscFunctions.cpp's, the last line c10/cuda/CUDADeviceAssertionHost.cpp's in a build
+#: without TORCH_USE_CUDA_DSA, as the released wheels are). Before torch.AcceleratorError, a RuntimeError
+#: with get_cuda_check_suffix() after the error's name:
+_OLD_SUFFIX = ("\nCUDA kernel errors might be asynchronously reported at some other API call, so the stacktrace "
+               "below might be incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1\n"
+               "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.\n")
+#: PyTorch's main now: get_cuda_error_help(error) names the error, then get_cuda_async_error_suffix(error):
+#: the asynchronous-report lines after a kernel's failure, the CUDA_LOG_FILE line after any other error.
+_HELP = ("\nSearch for `{name}' in https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html "
+         "for more information.")
+_KERNEL_SUFFIX = _OLD_SUFFIX  # the same lines as before, now after a kernel's failure only
+_OTHER_SUFFIX = ("\nFor more detailed error information, run with CUDA_LOG_FILE=stderr\n"
+                 "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.\n")
+
+#: Out of memory, as torch raises it: (exception type, message). Each is retried one memory mode lower.
 OUT_OF_MEMORY = [
-    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
-    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",  # cuDNN 8's name
-    "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",  # cuDNN 9's
-    "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
-    "Unable to find a valid cuDNN algorithm to run convolution",
-    "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported at some other API call, so the "
-    "stacktrace below might be incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1",
+    # The caching allocator (c10/cuda/CUDACachingAllocator.cpp, DeviceCachingAllocator::malloc; the process
+    # line is reportProcessMemoryInfo's, from NVML).
+    (torch.OutOfMemoryError,
+     "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 1.31 GiB is "
+     "free. Including non-PyTorch memory, this process has 77.87 GiB memory in use. Of the allocated memory "
+     "75.20 GiB is allocated by PyTorch, and 1.97 GiB is reserved by PyTorch but unallocated. If reserved but "
+     "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid "
+     "fragmentation.  See documentation for Memory Management  "
+     "(https://docs.pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf)"),
+    # A cuDNN workspace no GPU holds (ATen/native/cudnn/Conv_v7.cpp, allocate_workspace).
+    (torch.OutOfMemoryError, "Not enough memory for workspace!"),
+    # cuBLAS creating its handle (ATen/cuda/CublasHandlePool.cpp, createCublasHandle), worded by
+    # TORCH_CUDABLAS_CHECK (ATen/cuda/Exceptions.h): "CUDA error: " + the status + " when calling `EXPR`".
+    (RuntimeError, "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    # cuDNN, worded by AT_CUDNN_CHECK (ATen/cuda/Exceptions.h): "cuDNN error: " + cudnnGetErrorString(status).
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),  # cuDNN 8's name
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"),  # cuDNN 9's (4004)
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED"),  # cuDNN 9's (4003)
+    # Every convolution algorithm's workspace failed to allocate (ATen/native/cudnn/Conv_v7.cpp,
+    # AlgoIterator::try_all, after catching each one's OutOfMemoryError).
+    (RuntimeError, "Unable to find a valid cuDNN algorithm to run convolution"),
+    # A CUDA call outside the allocator that finds no memory (cudaErrorMemoryAllocation, through C10_CUDA_CHECK).
+    (RuntimeError, "CUDA error: out of memory" + _OLD_SUFFIX),
+    (torch.AcceleratorError, "CUDA error: out of memory" + _HELP.format(name="cudaErrorMemoryAllocation")
+     + _OTHER_SUFFIX),
+]
+ALLOCATOR, CUBLAS_ALLOC, CUDNN9_DEVICE_ALLOC = OUT_OF_MEMORY[0], OUT_OF_MEMORY[2], OUT_OF_MEMORY[4]
+CUDA_OUT_OF_MEMORY = OUT_OF_MEMORY[-1]
+
+#: CUDA errors after which the process's GPU context is unusable (each restarts the process).
+FATAL = [
+    # Sticky errors, through C10_CUDA_CHECK (as above): a kernel read or wrote outside its memory, a
+    # device-side assert (an index out of range in a kernel), a kernel that failed.
+    (RuntimeError, "CUDA error: an illegal memory access was encountered" + _OLD_SUFFIX),
+    (torch.AcceleratorError, "CUDA error: an illegal memory access was encountered"
+     + _HELP.format(name="cudaErrorIllegalAddress") + _KERNEL_SUFFIX),
+    (RuntimeError, "CUDA error: device-side assert triggered" + _OLD_SUFFIX),
+    (torch.AcceleratorError, "CUDA error: device-side assert triggered" + _HELP.format(name="cudaErrorAssert")
+     + _KERNEL_SUFFIX),
+    (torch.AcceleratorError, "CUDA error: unspecified launch failure" + _HELP.format(name="cudaErrorLaunchFailure")
+     + _KERNEL_SUFFIX),
+    # cuBLAS failing to run a matrix product (TORCH_CUDABLAS_CHECK in ATen/cuda/CUDABlas.cpp), as public
+    # tracebacks of F.linear in half precision show it.
+    (RuntimeError, "CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, opb, m, n, k, "
+     "&falpha, a, CUDA_R_16F, lda, b, CUDA_R_16F, ldb, &fbeta, c, CUDA_R_16F, ldc, CUDA_R_32F, "
+     "CUBLAS_GEMM_DEFAULT_TENSOR_OP)`"),
+    # cuDNN that cannot create its handle (ATen/cudnn/Handle.cpp, createCuDNNHandle; AT_CUDNN_CHECK): not an
+    # allocation failure by its name, so fatal like every other cuDNN error (docs/DEPENDENCIES.md).
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_NOT_INITIALIZED"),
 ]
 
 
-@pytest.mark.parametrize("text", OUT_OF_MEMORY)
-def test_cublas_cudnn_and_cuda_allocation_failures_are_out_of_memory_not_fatal(text):
-    error = RuntimeError(text)
+@pytest.mark.parametrize("kind, text", OUT_OF_MEMORY)
+def test_the_allocator_cublas_cudnn_and_cuda_allocation_failures_are_out_of_memory_not_fatal(kind, text):
+    error = kind(text)
     assert gpu.is_out_of_memory(error) and not gpu.is_fatal_cuda_error(error)
 
 
-def test_the_allocators_error_is_out_of_memory_and_the_real_fatal_ones_stay_fatal():
-    assert gpu.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    for text in ("CUDA error: an illegal memory access was encountered", "CUDA error: device-side assert triggered",
-                 "CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, ...)`"):
-        assert gpu.is_fatal_cuda_error(RuntimeError(text)) and not gpu.is_out_of_memory(RuntimeError(text))
-    assert not gpu.is_out_of_memory(RuntimeError("Expected all tensors to be on the same device"))
+@pytest.mark.parametrize("kind, text", FATAL)
+def test_the_errors_that_leave_the_gpu_unusable_are_fatal_not_out_of_memory(kind, text):
+    error = kind(text)
+    assert gpu.is_fatal_cuda_error(error) and not gpu.is_out_of_memory(error)
+
+
+def test_an_error_that_is_not_the_gpus_is_neither():
+    # The operators' device check (aten/src/ATen/core/op_registration/adaption.cpp, common_device_check_failure).
+    error = RuntimeError("Expected all tensors to be on the same device, but got mat1 is on cpu, different from "
+                         "other tensors on cuda:0 (when checking argument in method wrapper_CUDA_addmm)")
+    assert not gpu.is_out_of_memory(error) and not gpu.is_fatal_cuda_error(error)
 
 
 def engine_in(demo_dir, mode: str, faults: str = "") -> Engine:
@@ -56,23 +119,24 @@ def engine_in(demo_dir, mode: str, faults: str = "") -> Engine:
     return engine
 
 
-def fail_once_with(engine: Engine, text: str):
-    """The UNet's first call raises ``RuntimeError(text)``, as cuBLAS or cuDNN would."""
+def fail_once_with(engine: Engine, failure: tuple[type[Exception], str]):
+    """The UNet's first call raises ``failure`` (an exception type and its message), as torch would."""
     calls = []
+    kind, text = failure
 
     def hook(*_):
         calls.append(1)
         if len(calls) == 1:
-            raise RuntimeError(text)
+            raise kind(text)
 
     return engine.denoiser.register_forward_pre_hook(hook)
 
 
-@pytest.mark.parametrize("text", [OUT_OF_MEMORY[0], OUT_OF_MEMORY[2], OUT_OF_MEMORY[-1]])
+@pytest.mark.parametrize("failure", [CUBLAS_ALLOC, CUDNN9_DEVICE_ALLOC, CUDA_OUT_OF_MEMORY])
 def test_a_cublas_or_cudnn_allocation_failure_is_retried_lower_not_restarted(demo_dir, photo, offload_on_the_cpu,
-                                                                            text):
+                                                                            failure):
     engine = engine_in(demo_dir, "gpu")
-    fail_once_with(engine, text)
+    fail_once_with(engine, failure)
     result = engine.generate(tiny_request(photo))
     assert result.timings["low_memory_retry"] == 1.0 and result.frames.shape == (4, 64, 64, 3)
     assert engine.ready and engine.memory_mode == "gpu"
@@ -100,7 +164,7 @@ def test_the_failed_attempts_memory_is_free_before_every_switch(demo_dir, photo,
     def second_step_runs_out(_module, args):  # each of the first two attempts fails at its second step
         inputs.append(weakref.ref(args[0]))
         if len(inputs) in (2, 4):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise ALLOCATOR[0](ALLOCATOR[1])
 
     engine.denoiser.register_forward_pre_hook(second_step_runs_out)
     held_at_switch, enter = [], gpu.enter_memory_mode
@@ -137,7 +201,7 @@ def test_out_of_memory_while_switching_back_restarts_the_server_which_then_serve
     server's restart) is called."""
     from image_to_video.job_store import FAILED
 
-    from .test_jobs import Jobs
+    from .helpers import Jobs
 
     config = small_config()
     engine = Engine(config.model, config.model_path, config.paths.models_dir,
@@ -156,7 +220,7 @@ def test_out_of_memory_while_switching_back_restarts_the_server_which_then_serve
 
 def test_a_cuda_out_of_memory_on_a_device_that_no_longer_answers_is_fatal(demo_dir, photo, monkeypatch):
     engine = engine_in(demo_dir, "cpu")
-    fail_once_with(engine, OUT_OF_MEMORY[-1])
+    fail_once_with(engine, CUDA_OUT_OF_MEMORY)
     monkeypatch.setattr(gpu, "device_answers", lambda device: False)
     with pytest.raises(GPUFailed):
         engine.generate(tiny_request(photo))

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from .app_process import AppProcess, free_port
-from .hostile import SERVER_FILES, HostileClient, file_data
+from .hostile import SERVER_FILES, Answer, HostileClient, file_data
 
 MARKER = b"hostile-canary-" + uuid.uuid4().hex.encode()
 
@@ -77,6 +77,46 @@ def files_containing(folder: Path, needles: tuple[bytes, ...]) -> list[Path]:
     return found
 
 
+def refused_by_gradios_run_route(answer: Answer) -> bool:
+    """The page's own refusal on ``run/predict``, which Gradio answers with a 500 whatever failed (gradio/routes.py,
+    ``predict``: ``except BaseException`` -> status 500): told from a crash by gr.Error's payload, words and a title."""
+    try:
+        data = json.loads(answer.body)
+    except ValueError:
+        return False
+    return (answer.status == 500 and answer.attack.startswith("fn_index") and not answer.streamed
+            and isinstance(data, dict) and "title" in data and bool(answer.words))
+
+
+@pytest.mark.parametrize("answer", [
+    Answer("call/cancel slot 0 = null", 200, '["Nothing to cancel."]', "complete", streamed=True),  # junk taken
+    Answer("POST api/jobs", 202, '{"id": "abc", "state": "queued"}'),  # taken
+    Answer("fn_index 0 slot 0 = -1", 200, '{"data": [1], "is_generating": false}'),  # taken
+    Answer("POST api/jobs", 400, ""),  # empty
+    Answer("POST api/jobs", 400, '{"error": ""}'),  # no words
+    Answer("call/generate slot 0 = 5", 200, "null", "error", streamed=True),  # a bare error
+    Answer("call/generate slot 0 = 5", 200, '{"error": null, "title": "Error"}', "error", streamed=True),
+    Answer("call/generate slot 0 = 5", 200, '"Error"', "error", streamed=True),
+    Answer("call/generate slot 0 = 5", 200, "", "", streamed=True),  # the stream ended without an outcome
+    Answer("GET api/jobs/x", 500, '{"error": "Something went wrong on the server."}'),  # a server error, worded
+    Answer("fn_index 0 slot 0 = null", 500, '{"error": "The page sent something it cannot have sent."}'),
+])
+def test_an_accepted_empty_or_server_error_answer_is_not_a_clean_refusal(answer):
+    assert not answer.refused_cleanly, answer
+
+
+@pytest.mark.parametrize("answer", [
+    Answer("POST api/jobs", 400, '{"error": "The prompt is empty: write what should move."}'),
+    Answer("GET api/jobs/x", 404, '{"detail": "Not Found"}'),
+    Answer("call/apply_preset slot 0 = null", 404, '{"error": "The page has no action called \'apply_preset\'."}'),
+    Answer("call/generate slot 0 = 5", 200, '{"error": "Upload the picture again.", "title": "Error"}', "error",
+           streamed=True),  # Gradio's event stream: 200, and the refusal is its error event
+    Answer("queue/join fn_index=23", 200, '"Upload the picture again."', "error", streamed=True),
+])
+def test_a_4xx_or_an_event_error_saying_what_is_wrong_is_a_clean_refusal(answer):
+    assert answer.refused_cleanly, answer
+
+
 def test_no_page_event_reads_a_server_file_or_hangs(target):
     client, root = target["client"], target["root"]
     videos_before = set((root / "outputs").glob("*.mp4"))
@@ -110,9 +150,15 @@ def test_the_page_own_queue_route_and_the_run_route_refuse_server_files_too(targ
 
 def test_junk_in_every_slot_of_every_page_event_gets_words_not_a_crash(target):
     client = target["client"]
+    accepted = set()
     for answer in client.page_event_attacks():
-        assert answer.refused_cleanly, answer
+        assert answer.refused_cleanly or answer.accepted, answer  # words, or an answer: never a crash or a bare error
+        if answer.accepted:
+            accepted.add(answer.attack.split()[0])
         assert client.healthy_within(2.0), answer
+    # Only events that take any value answer junk instead of refusing it: cancel (nothing of this caller's to
+    # cancel) and page_owner (a new page id, as every visitor gets).
+    assert accepted <= {"call/cancel", "call/page_owner"}, accepted
     assert "Traceback" not in target["app"].log()
 
 
@@ -120,8 +166,8 @@ def test_junk_through_the_page_own_routes_to_every_event_gets_words_not_a_crash(
     client = target["client"]
     answers = list(client.page_route_attacks())
     assert len(answers) > 300
-    for answer in answers:
-        assert answer.refused_cleanly, answer
+    for answer in answers:  # refused, or (an instant event given junk it takes) answered: never a crash
+        assert answer.refused_cleanly or answer.accepted or refused_by_gradios_run_route(answer), answer
     assert client.healthy_within(2.0)
     assert "Traceback" not in target["app"].log()
 
@@ -131,8 +177,8 @@ def test_page_callers_cannot_see_or_cancel_the_http_api_jobs(target):
     jobs = [api_job(app, f"api job {n}") for n in range(3)]
     owners = ["api", "cli", "", "anonymous", "ui", "*", "%", "api' OR '1'='1"]
     answers = list(client.page_event_attacks(owners, only={"cancel", "tick", "both_tables", "retry", "open", "delete"}))
-    for answer in answers:
-        assert answer.refused_cleanly, answer
+    for answer in answers:  # refused, or answered (cancel: nothing of this caller's to cancel); the jobs stay whole
+        assert answer.refused_cleanly or answer.accepted, answer
         for job in jobs:
             assert job["id"] not in answer.body, f"{answer} shows an API job"
     deadline = time.monotonic() + 300

@@ -11,7 +11,7 @@ from image_to_video import gpu
 from image_to_video.errors import Cancelled
 from image_to_video.i2vgen_xl import I2VGenXL, latent_preview
 
-from .test_engine import tiny_request
+from .helpers import tiny_request
 
 
 @pytest.fixture(scope="module")

@@ -219,7 +219,7 @@ def test_gradios_cache_is_swept_on_schedule_in_the_mounted_page(tmp_path, monkey
     from image_to_video.outputs import OutputFolder
     from image_to_video.ui import build_ui
 
-    from .test_ui_events import FakeModel
+    from .helpers import FakeModel
 
     cache = tmp_path / "gradio"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))

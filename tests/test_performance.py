@@ -16,8 +16,7 @@ from image_to_video.config import PROJECT_DIR, ModelSettings
 from image_to_video.engine import Engine
 from image_to_video.model_store import component_sizes_gb
 
-from .test_engine import tiny_request
-from .test_gpu import REAL_COUNTS, write_weight_headers
+from .helpers import REAL_COUNTS, tiny_request, write_weight_headers
 
 
 def test_the_benchmark_model_has_exactly_the_real_shapes():

@@ -15,7 +15,7 @@ from image_to_video.translate import Translator
 from image_to_video.ui import views
 from image_to_video.worker import Worker
 
-from .test_translate import marian_dir, settings  # noqa: F401 - the fixture
+from .helpers import translation_settings as settings
 
 CHINESE = "海浪缓缓涌来"
 
@@ -73,13 +73,38 @@ def test_without_a_translator_the_page_says_so_before_the_job_and_the_job_still_
 
 def test_while_the_translator_loads_a_chinese_prompt_is_refused_with_try_again(small_config, marian_dir, photo,
                                                                               tmp_path, monkeypatch):  # noqa: F811
-    from image_to_video.errors import ModelUnavailable
+    """The real translator held inside its real load (MarianMTModel.from_pretrained waits at a gate): a Chinese
+    prompt is refused saying to try again; once the gate opens and the load ends, the same prompt is taken."""
+    import threading
 
+    from transformers import MarianMTModel
+
+    from image_to_video.errors import ModelUnavailable
+    from image_to_video.translate import LOADING, READY
+
+    entered, gate = threading.Event(), threading.Event()
+    load = MarianMTModel.from_pretrained.__func__
+
+    def held(cls, *args, **kwargs):
+        entered.set()
+        assert gate.wait(60), "the test never opened the gate"
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(MarianMTModel, "from_pretrained", classmethod(held))
     translator = Translator(settings(source=str(marian_dir)), tmp_path / "models")
-    monkeypatch.setattr(translator, "translate", lambda text: (_ for _ in ()).throw(
-        ModelUnavailable(key="err_translator_loading")))
     queue = queue_with(small_config(), tmp_path, translator)
-    with pytest.raises(ModelUnavailable, match="Try again in a minute"):
-        queue.submit(photo, CHINESE, owner="a")
-    assert queue.list() == []  # nothing stored
+    loading = translator.start_loading()
+    try:
+        assert entered.wait(60), "the translator never reached its model's load"
+        assert translator.status.state == LOADING
+        with pytest.raises(ModelUnavailable, match="Try again in a minute"):
+            queue.submit(photo, CHINESE, owner="a")
+        assert queue.list() == []  # nothing stored
+    finally:
+        gate.set()
+        loading.join(60)
+    assert translator.status.state == READY, translator.status.message()
+    job = queue.submit(photo, CHINESE, owner="a")
+    assert job.params["prompt"] == CHINESE and job.params["prompt_en"] == translator.translate(CHINESE)
+    assert [stored.id for stored in queue.list()] == [job.id]
 

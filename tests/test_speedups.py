@@ -11,8 +11,7 @@ from image_to_video import gpu, speedups
 from image_to_video.config import ModelSettings
 from image_to_video.engine import Engine
 
-from .test_engine import tiny_request
-from .test_gpu import largest_difference, offload_on_the_cpu  # noqa: F401 (a fixture)
+from .helpers import largest_difference, tiny_request
 
 
 def load(demo_dir, models_dir=None, **switches) -> Engine:

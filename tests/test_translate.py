@@ -1,9 +1,9 @@
-"""Prompt translation: a tiny random MarianMT model built here, loaded from a folder and from a fake hub."""
+"""Prompt translation: a tiny random MarianMT model (``marian_dir``, built by helpers.build_tiny_marian),
+loaded from a folder and from a fake hub."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import socket
@@ -17,73 +17,16 @@ from image_to_video.errors import ConfigError, ModelUnavailable
 from image_to_video.i18n import localized
 from image_to_video.translate import Translator, TranslatorStatus, needs_translation
 
+from .helpers import CHINESE
+from .helpers import translation_settings as settings
 from .hub_server import HubServer
 
 # The tokenizer warns once that sacremoses (a punctuation normaliser) is not installed: docs/DEPENDENCIES.md.
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended:UserWarning")
 
 REPO = "Helsinki-NLP/opus-mt-zh-en"
-CHINESE = ["一只猫在草地上奔跑", "海浪缓缓涌来", "一个女孩在雨中跳舞", "风吹动树叶", "小狗摇着尾巴", "烟花在夜空中绽放"]
-ENGLISH = ["a cat runs on the grass", "the waves roll in slowly", "a girl dances in the rain",
-           "the wind moves the leaves", "the puppy wags its tail", "fireworks bloom in the night sky"]
 #: 20 characters of Chinese, two sentences.
 PROMPT = "一只猫在草地上奔跑。海浪缓缓涌来，风吹动树叶。"
-
-
-def _train_spm(folder, name, lines, vocab_size):
-    import sentencepiece
-
-    (folder / f"{name}.txt").write_text("\n".join(lines), encoding="utf-8")
-    sentencepiece.SentencePieceTrainer.train(input=str(folder / f"{name}.txt"), model_prefix=str(folder / name),
-                                             vocab_size=vocab_size, character_coverage=1.0, minloglevel=2,
-                                             hard_vocab_limit=False)
-    return folder / f"{name}.model"
-
-
-@pytest.fixture(scope="module")
-def marian_dir(tmp_path_factory):
-    """A MarianMT folder as save_pretrained writes it: d_model 16, one layer each side, ~80 tokens.
-
-    Its end-of-sentence logit is pushed far down, so every translation runs to the token limit:
-    the output is never empty, and its length shows the limit is applied.
-    """
-    import sentencepiece
-    import torch
-    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
-
-    work = tmp_path_factory.mktemp("spm")
-    source = _train_spm(work, "source", CHINESE + ENGLISH, 100)
-    target = _train_spm(work, "target", ENGLISH, 60)
-    vocab = {"</s>": 0, "<unk>": 1}  # Marian's layout: eos 0, unk 1, ..., pad last
-    for path in (source, target):
-        pieces = sentencepiece.SentencePieceProcessor(model_file=str(path))
-        for piece in map(pieces.id_to_piece, range(pieces.get_piece_size())):
-            if piece != "<s>":  # Marian has no start token: the decoder starts from pad
-                vocab.setdefault(piece, len(vocab))
-    vocab["<pad>"] = len(vocab)
-    (work / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    folder = tmp_path_factory.mktemp("opus-mt-tiny")
-    tokenizer = MarianTokenizer(source_spm=str(source), target_spm=str(target), vocab=str(work / "vocab.json"))
-    tokenizer.save_pretrained(folder)
-    pad = len(vocab) - 1
-    config = MarianConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
-                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                          max_position_embeddings=64, pad_token_id=pad, decoder_start_token_id=pad,
-                          eos_token_id=0, forced_eos_token_id=0)
-    torch.manual_seed(0)
-    model = MarianMTModel(config)
-    with torch.no_grad():
-        model.final_logits_bias[0, 0] = -1e4
-    # What the published translators' generation config sets too: a long max_length, pad never generated.
-    model.generation_config.max_length = 512
-    model.generation_config.bad_words_ids = [[pad]]
-    model.save_pretrained(folder)
-    return folder
-
-
-def settings(**values) -> TranslationSettings:
-    """Translation on, with short translations (12 tokens a sentence: quick on two cores)."""
-    return TranslationSettings(**{"enabled": "auto", "max_new_tokens": 12, **values})
 
 
 def _status_texts(status: TranslatorStatus) -> tuple[str, str]:

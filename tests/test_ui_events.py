@@ -15,20 +15,14 @@ from image_to_video.config import load_config
 from image_to_video.job_queue import JobQueue
 from image_to_video.job_store import CANCELLED, SQLiteJobStore
 from image_to_video.live import LiveJobs
-from image_to_video.model_status import ModelState, ModelStatus
 from image_to_video.outputs import OutputFolder
 from image_to_video.ui import build_ui
 from image_to_video.ui.events import PageOwners
 from image_to_video.ui.layout import OWNER_KEY_FILE
 
+from .helpers import FakeModel
+
 UI_DIR = Path(__file__).resolve().parent.parent / "image_to_video" / "ui"
-
-
-class FakeModel:
-    def __init__(self, gpu_memory_gb=None):
-        self.status = ModelStatus(state=ModelState.READY, is_demo=gpu_memory_gb is None, device_key="device_cpu")
-        self.gpu_memory_gb = gpu_memory_gb
-        self.gpu_name = None
 
 
 @pytest.fixture

@@ -1,0 +1,94 @@
+"""The job store (job_store.py): the jobs table in SQLite, older databases gaining new columns, another
+process holding the write lock, a row that cannot be read, the claim order, the damaged-file check."""
+
+import sqlite3
+import time
+
+import pytest
+
+from image_to_video.job_store import DONE, FAILED, QUEUED, RUNNING, Job, SQLiteJobStore, set_aside_if_damaged
+
+from .helpers import database_locked
+
+
+def test_an_older_database_gains_the_message_key_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL, params TEXT "
+               "NOT NULL, image_path TEXT NOT NULL, created REAL NOT NULL, source TEXT, started REAL, finished REAL, "
+               "stage TEXT, done INTEGER, total INTEGER, eta REAL, message TEXT, video_path TEXT, "
+               "metadata_path TEXT, attempts INTEGER, worker TEXT)")
+    db.commit()
+    db.close()
+    store = SQLiteJobStore(path)
+    assert store.list() == []
+
+
+def test_a_locked_database_raises_its_own_error_not_a_rollback_error(tmp_path):
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3", timeout_s=0.1)
+    with database_locked(store.path), pytest.raises(sqlite3.OperationalError) as raised:
+        store.update("abc", state=FAILED)
+    assert "database is locked" in str(raised.value)
+
+
+def test_reads_go_on_while_another_process_holds_the_write_lock(tmp_path):
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3", timeout_s=0.1)
+    with database_locked(store.path):
+        assert store.get("abc") is None and store.list() == [] and store.position("abc") is None
+
+
+def test_a_job_that_cannot_be_read_fails_and_the_next_one_runs(parts, photo):
+    jobs = parts()
+    good = jobs.queue.submit(photo, "waves", owner="a")
+    db = sqlite3.connect(jobs.store.path)
+    db.execute("INSERT INTO jobs (id, owner, state, params, image_path, created) VALUES (?, ?, ?, ?, ?, ?)",
+               ("broken", "a", QUEUED, "{not json", "/nowhere.png", good.created - 10))
+    db.commit()
+    db.close()
+    jobs.worker.start()
+    assert jobs.queue.wait(good.id, timeout=60).state == DONE
+    assert jobs.store.get("broken").state == FAILED
+
+
+def test_an_older_database_gains_the_retried_as_column(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL, params TEXT "
+               "NOT NULL, image_path TEXT NOT NULL, created REAL NOT NULL, source TEXT, started REAL, finished REAL, "
+               "stage TEXT, done INTEGER, total INTEGER, eta REAL, message TEXT, video_path TEXT, "
+               "metadata_path TEXT, attempts INTEGER, worker TEXT, message_key TEXT)")
+    db.execute("INSERT INTO jobs (id, owner, state, params, image_path, created) VALUES "
+               "('old', 'a', 'failed', '{\"prompt\": \"waves\"}', '/gone.png', 1)")
+    db.commit()
+    db.close()
+    store = SQLiteJobStore(path)
+    assert store.get("old").retried_as is None and store.get("old").params == {"prompt": "waves"}
+
+
+def queued(job_id: str, owner: str, created: float) -> Job:
+    return Job(id=job_id, owner=owner, state=QUEUED, params={"prompt": "waves"}, image_path=f"/in/{job_id}.png",
+               created=created)
+
+
+def test_the_oldest_queued_job_is_claimed_first_and_an_owner_claims_only_its_own(tmp_path):
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    for number, owner in enumerate(["alice", "bob", "alice"]):
+        store.add(queued(f"job{number}", owner, created=100.0 + number), max_queued=10)
+    assert [store.position(f"job{number}") for number in range(3)] == [1, 2, 3]
+    bobs = store.claim_next("box:11:1", owner="bob", ran_on={"name": "gpu1", "device": "cuda:1", "machine": "box"})
+    assert (bobs.id, bobs.state, bobs.attempts, bobs.worker) == ("job1", RUNNING, 1, "box:11:1")
+    assert store.get("job1").public()["worker"] == {"name": "gpu1", "device": "cuda:1", "machine": "box"}
+    assert store.claim_next("box:12:1", owner="bob") is None  # bob has nothing else waiting
+    assert store.claim_next("box:12:1").id == "job0"  # anyone's: the oldest
+    assert (store.position("job0"), store.position("job2")) == (None, 1)
+
+
+def test_a_sound_or_missing_database_is_never_set_aside(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    assert set_aside_if_damaged(path) is None and not path.exists()
+    SQLiteJobStore(path).add(queued("kept", "a", created=time.time()), max_queued=1)
+    assert set_aside_if_damaged(path) is None
+    assert SQLiteJobStore(path).get("kept").params == {"prompt": "waves"}
+    assert not list(tmp_path.glob("*damaged*"))

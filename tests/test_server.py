@@ -1,0 +1,131 @@
+"""The FastAPI app (server.py), in this process: readiness, the job routes' login and answers, JSON
+errors, the PID file. The real server over HTTP is tested in test_api.py and test_http_guard.py."""
+
+import os
+from types import SimpleNamespace
+
+import pytest
+from fastapi.testclient import TestClient
+
+from image_to_video.config import load_config
+from image_to_video.job_queue import JobQueue
+from image_to_video.job_store import SQLiteJobStore
+from image_to_video.live import LiveJobs
+from image_to_video.model_status import ModelState, ModelStatus
+from image_to_video.outputs import OutputFolder
+from image_to_video.server import create_app, remove_pid_file
+from image_to_video.workers import WorkerBoard
+
+from .helpers import wait_for
+
+
+def test_readiness_says_not_ready_when_the_worker_thread_is_gone(parts):
+    jobs = parts()
+    ready = jobs.readiness()
+    jobs.worker.start()
+    assert wait_for(lambda: ready()[0] == 200, 30)
+    jobs.worker.shutdown(0)  # the thread ends
+    status, body = ready()
+    assert status == 503 and body["checks"]["worker"] is False
+
+
+def test_workers_need_the_login_like_the_other_job_routes(tmp_path):
+    from image_to_video.config import load_config as load
+    from image_to_video.server import create_app
+    from image_to_video.auth import Credentials
+    from fastapi.testclient import TestClient
+
+    class Engine:
+        status, ready, memory_mode, gpu_memory_gb, gpu_name = ModelStatus(), False, None, None, None
+
+        def device_answers(self):
+            return False
+
+    config = load(overrides={"paths.output_dir": str(tmp_path / "o"), "paths.state_dir": str(tmp_path / "d")})
+    board = WorkerBoard()
+    board.add("gpu0", device="cuda:0", engine=Engine())
+    queue = JobQueue(SQLiteJobStore(tmp_path / "j.sqlite3"), config, live=LiveJobs(), inputs_dir=tmp_path / "i")
+    app = create_app(config, queue, OutputFolder(tmp_path / "o", config.outputs), Engine(),
+                     credentials=Credentials("admin", "secret"), workers=board)
+    client = TestClient(app)
+    assert client.get("/api/workers").status_code == 401
+    answer = client.get("/api/workers", headers={"Authorization": "Bearer secret"})
+    assert answer.status_code == 200
+    assert [(w["id"], w["device"], w["state"], w["jobs_done"]) for w in answer.json()["workers"]] == [
+        ("gpu0", "cuda:0", "loading", 0)]
+
+
+# -- the API in this process, over a queue without a worker (its jobs stay queued) ----------------------
+
+
+class Model:
+    """What the app reads of the engine: its status, whether it is loaded, whether its device answers."""
+
+    memory_mode, gpu_memory_gb, gpu_name = None, None, None
+
+    def __init__(self):
+        self.ready = False
+        self.status = ModelStatus(state=ModelState.LOADING)
+
+    def device_answers(self):
+        return True
+
+
+@pytest.fixture
+def api(tmp_path):
+    """The app served in this process (``api.client``) over a queue nobody works on (``api.queue``),
+    with a model that is still loading (``api.model``) and a worker that runs (``api.worker_up``)."""
+    config = load_config(overrides={"paths.output_dir": str(tmp_path / "o"), "paths.state_dir": str(tmp_path / "d"),
+                                    "outputs.min_free_gb": 0})
+    queue = JobQueue(SQLiteJobStore(tmp_path / "j.sqlite3"), config, live=LiveJobs(), inputs_dir=tmp_path / "i")
+    state = SimpleNamespace(queue=queue, model=Model(), worker_up=True)
+    app = create_app(config, queue, OutputFolder(tmp_path / "o", config.outputs), state.model,
+                     worker_healthy=lambda: state.worker_up)
+    state.client = TestClient(app)
+    return state
+
+
+def test_ready_is_503_naming_what_is_missing_until_the_model_is_loaded_and_the_worker_runs(api):
+    assert api.client.get("/api/health").json() == {"status": "ok"}  # alive all along
+    answer = api.client.get("/api/ready")
+    assert answer.status_code == 503 and answer.json()["ready"] is False
+    assert [name for name, ok in answer.json()["checks"].items() if not ok] == ["model"]
+    api.model.ready, api.worker_up = True, False
+    answer = api.client.get("/api/ready")
+    assert answer.status_code == 503 and [name for name, ok in answer.json()["checks"].items() if not ok] == ["worker"]
+    api.worker_up = True
+    answer = api.client.get("/api/ready")
+    assert answer.status_code == 200 and answer.json()["ready"] is True and all(answer.json()["checks"].values())
+
+
+def test_a_queued_job_is_listed_its_files_are_409_until_done_and_it_can_be_cancelled(api, photo):
+    job = api.queue.submit(photo, "waves", owner="api", source="api")
+    assert [listed["id"] for listed in api.client.get("/api/jobs").json()["jobs"]] == [job.id]
+    shown = api.client.get(f"/api/jobs/{job.id}").json()
+    assert (shown["state"], shown["queue_position"], shown["files"]) == ("queued", 1, [])
+    for path in ("video", "metadata"):
+        refused = api.client.get(f"/api/jobs/{job.id}/{path}")
+        assert refused.status_code == 409 and "queued" in refused.json()["error"], path
+    assert api.client.get(f"/api/jobs/{job.id}/video?format=avi").status_code == 400  # no such file, whatever the job
+    cancelled = api.client.post(f"/api/jobs/{job.id}/cancel")
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["state"], cancelled.json()["queue_position"]) == ("cancelled", None)
+
+
+def test_errors_are_json_with_a_message_never_a_traceback(api):
+    for method, path, status in [("GET", "/api/jobs/nope", 404), ("POST", "/api/jobs/nope/retry", 404),
+                                 ("GET", "/api/nothing", 404), ("DELETE", "/api/jobs", 405),
+                                 ("GET", "/api/jobs?limit=many", 400)]:
+        answer = api.client.request(method, path)
+        assert answer.status_code == status, (method, path, answer.text)
+        assert set(answer.json()) == {"error"} and answer.json()["error"], (method, path)
+        assert "Traceback" not in answer.text
+
+
+def test_the_pid_file_is_removed_only_while_it_names_this_process(tmp_path):
+    mine, other = tmp_path / "mine.pid", tmp_path / "other.pid"
+    mine.write_text(f"{os.getpid()}\n")
+    other.write_text(f"{os.getpid() + 1}\n")  # a new server's, written after this one started
+    for pid_file in (mine, other, tmp_path / "gone.pid", None):
+        remove_pid_file(pid_file)
+    assert not mine.exists() and other.read_text() == f"{os.getpid() + 1}\n"
