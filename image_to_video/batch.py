@@ -40,14 +40,16 @@ class BatchError(Exception):
 
 
 def run_generate(args: argparse.Namespace, config: AppConfig) -> int:
-    """Queue the jobs of ``args`` (cli.py's ``generate`` options), run them here, print each video's path."""
-    from .app import build
-
+    """Queue the jobs of ``args`` (cli.py's ``generate`` options), run them here, print each video's path.
+    The jobs are read first, before torch and the model code are imported: a bad file is said at once."""
     try:
         specs = read_batch(Path(args.batch)) if args.batch else [_spec_from_flags(args)]
     except BatchError as error:
         print(f"[ERROR] {error}", file=sys.stderr)
         return 2
+    from .app import build, setup_logging
+
+    setup_logging(args.log_level or "WARNING")
     owner = f"cli-{os.getpid()}"
     try:
         app = build(config, only_owner=owner, command="generate")

@@ -152,13 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_TEMP_DIR", str(PROJECT_DIR / ".gradio" / "tmp"))
     # Before torch is imported: OpenMP reads its wait policy once, when torch loads it.
     cpu_threads.prepare_environment(config.model.cpu_wait_policy)
-    from . import app
-
-    app.setup_logging(args.log_level or ("WARNING" if args.command == "generate" else "INFO"))
-    if args.command == "generate":
+    if args.command == "generate":  # reads its jobs before the heavy imports: a bad batch file is said at once
         from .batch import run_generate
 
         return run_generate(args, config)
+    from . import app
+
+    app.setup_logging(args.log_level or "INFO")
     if args.command == "build-demo":
         from .demo_model import build_demo_model
 

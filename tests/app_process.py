@@ -21,6 +21,17 @@ SHARED_MODELS_DIR: Path | None = None
 RUNNER_ONLY = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def app_environment(**extra: str) -> dict[str, str]:
+    """The environment for a process of the app a test starts (``main.py``, ``start_app.sh``): this one's,
+    without the test runner's thread settings, offline, its models folder the session's shared one (when
+    set), then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY}
+    env["HF_HUB_OFFLINE"] = "1"
+    if SHARED_MODELS_DIR:
+        env["I2V_PATHS_MODELS_DIR"] = str(SHARED_MODELS_DIR)
+    return {**env, **extra}
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket() as s:
@@ -41,9 +52,8 @@ class AppProcess:
         self.log_path = root / "app.log"
         # No test server reaches a model hub (the prompt translator would try to download at start). The
         # test runner's one torch thread (tests/run.sh) is not the server's: it uses model.cpu_threads.
-        inherited = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY}
         models = models or SHARED_MODELS_DIR or root / "models"
-        self.env = {**inherited, "HF_HUB_OFFLINE": "1", **(env or {}), "I2V_PATHS_OUTPUT_DIR": str(root / "outputs"),
+        self.env = {**app_environment(), **(env or {}), "I2V_PATHS_OUTPUT_DIR": str(root / "outputs"),
                     "I2V_PATHS_STATE_DIR": str(root / "data"), "I2V_PATHS_MODELS_DIR": str(models),
                     "I2V_PATHS_LOG_DIR": str(root / "logs")}
         self.host = host

@@ -3,12 +3,19 @@ helpers several test files use are in helpers.py.)"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from image_to_video.config import load_config
+from image_to_video.config import PROJECT_DIR, load_config
 from image_to_video.demo_model import build_demo_model
 
 from .app_process import AppProcess
@@ -41,6 +48,43 @@ def _servers_share_the_demo_model(demo_dir):
     app_process.SHARED_MODELS_DIR = demo_dir.parent
     yield
     app_process.SHARED_MODELS_DIR = None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """When a test that compiles is going to run, start the run's one real compile now, in a process of its
+    own (tests/compile_warmup.py): it uses the core the tests before it leave idle."""
+    if any("compile_models" in getattr(item, "fixturenames", ()) for item in items):
+        folder = Path(tempfile.mkdtemp(prefix="i2v-compile-models-"))
+        log = (folder / "warmup.log").open("w")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        config.stash[_COMPILE_WARMUP] = (folder, subprocess.Popen(
+            [sys.executable, "-m", "tests.compile_warmup", str(folder)], cwd=PROJECT_DIR, env=env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        log.close()
+
+
+def pytest_unconfigure(config):
+    folder, process = config.stash.get(_COMPILE_WARMUP, (None, None))
+    if process is not None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_COMPILE_WARMUP = pytest.StashKey[tuple]()
+
+
+@pytest.fixture(scope="session")
+def compile_models(request) -> Path:
+    """One models folder for every engine a test compiles: its ``.compile-cache`` (inductor's kernels)
+    is shared, so the run pays for one real compile of the demo UNet (started when the run began) and
+    the compile tests find it cached. Waits for that compile; should it have failed, the tests compile
+    themselves (slower, the same checks)."""
+    folder, process = request.config.stash[_COMPILE_WARMUP]
+    if process.wait(timeout=1800) != 0:
+        warnings.warn(f"the run's compile warm-up failed: {(folder / 'warmup.log').read_text()[-2000:]}")
+    return folder
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """`python main.py generate`: single and batch jobs through the same job path, in a subprocess."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -10,10 +9,11 @@ from PIL import Image
 from image_to_video.config import PROJECT_DIR
 from image_to_video.video import probe_video
 
+from .app_process import app_environment
+
 
 def run(tmp_path, *args, timeout=300):
-    env = {**os.environ, "I2V_PATHS_OUTPUT_DIR": str(tmp_path / "outputs"),
-           "I2V_PATHS_STATE_DIR": str(tmp_path / "data"), "I2V_PATHS_MODELS_DIR": str(tmp_path / "models")}
+    env = app_environment(I2V_PATHS_OUTPUT_DIR=str(tmp_path / "outputs"), I2V_PATHS_STATE_DIR=str(tmp_path / "data"))
     return subprocess.run([sys.executable, "main.py", "generate", "--demo", *args], cwd=PROJECT_DIR, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -63,3 +63,15 @@ def test_bad_batch_files_are_explained(tmp_path):
 def test_prompt_is_required_with_an_image(tmp_path):
     result = run(tmp_path, "--image", "x.png")
     assert result.returncode == 2 and "--prompt is needed" in result.stderr
+
+
+def test_a_bad_batch_file_is_refused_before_the_model_code_loads(tmp_path):
+    """The jobs are read first: a bad file is said before torch (seconds of imports) is loaded."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image": "a.png", "prompt": "x", "frames": 8}\n')
+    script = ("import sys; from image_to_video import cli; code = cli.main(['generate', '--demo', '--batch', "
+              f"{str(bad)!r}]); print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True,
+                            env=app_environment(I2V_PATHS_STATE_DIR=str(tmp_path / "data")), timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stdout + result.stderr
+    assert "unknown key 'frames'" in result.stderr

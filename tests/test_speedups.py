@@ -195,7 +195,7 @@ def test_the_attention_kernel_is_chosen_for_the_unet_only_and_always_put_back(de
     assert torch.backends.cuda.flash_sdp_enabled()
 
 
-def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loaded_engine, photo, tmp_path,
+def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loaded_engine, photo, compile_models,
                                                                    monkeypatch, caplog, offload_on_the_cpu):
     """torch.compile(fullgraph=True) of the UNet, on the CPU here (a minute of compiling on 2 cores),
     started in model offload (as on a GPU with too little free memory for everything): the hooks stay
@@ -203,14 +203,14 @@ def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loade
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setattr(gpu, "pick_memory_mode", lambda *_: "model_offload")
     caplog.set_level(logging.INFO)
-    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), tmp_path / "models",
+    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), compile_models,
                     warmup_shapes=((64, 64, 4),))
     engine.load()
     assert engine.ready and engine.memory_mode == "model_offload", engine.status.message
     log = caplog.text
     assert "Compiling the model for 64x64, 4 frames" in log and "Compiled the UNet for 64x64, 4 frames" in log
     assert log.index("Compiled the UNet for 64x64") < log.index("Model ready")  # compiled before "ready"
-    cache = tmp_path / "models" / ".compile-cache"  # kept beside the models for the next start
+    cache = compile_models / ".compile-cache"  # kept beside the models for the next start
     assert cache.is_dir() and any(path.is_file() for path in cache.rglob("*"))
     request = tiny_request(photo)
     reference = loaded_engine.generate(request).frames
@@ -230,7 +230,7 @@ def recompile_limit_1():
         yield
 
 
-def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_inside_one(demo_dir, photo, tmp_path,
+def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_inside_one(demo_dir, photo, compile_models,
                                                                                      monkeypatch, recompile_limit_1):
     """Ten different shapes in a row with compile on. torch's recompile limit (8; lowered to 1 here so
     that the ninth shape's failure shows at the second) raises FailOnRecompileLimitHit under
@@ -239,7 +239,7 @@ def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_insi
     from torch._dynamo.utils import counters
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), tmp_path / "models")
+    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), compile_models)
     engine.load()
     assert engine.ready and engine.compiled is not None, engine.status.message
     graphs = counters["stats"]["unique_graphs"]

@@ -15,33 +15,55 @@ import pytest
 
 from image_to_video.config import PROJECT_DIR
 
+from .app_process import app_environment, free_port
+
 SCRIPT = PROJECT_DIR / "start_app.sh"
 
 
-@pytest.fixture
-def launcher(tmp_path, free_port):
-    """Run start_app.sh with its state in tmp_path; stops whatever it started afterwards."""
+def make_launcher(root: Path, port: int):
+    """``run(*args)``: start_app.sh with its state in ``root``, on ``port`` unless told otherwise."""
     env = {
-        **os.environ,
+        **app_environment(),  # the session's demo model, the app's own threads
         "CONDA_ENV": "none",
         "I2V_VENV_DIR": sys.prefix,  # the environment running these tests
-        "I2V_PATHS_OUTPUT_DIR": str(tmp_path / "outputs"),
-        "I2V_PATHS_LOG_DIR": str(tmp_path / "logs"),
-        "I2V_PATHS_MODELS_DIR": str(tmp_path / "models"),
-        "I2V_PATHS_STATE_DIR": str(tmp_path / "data"),
+        "I2V_PATHS_OUTPUT_DIR": str(root / "outputs"),
+        "I2V_PATHS_LOG_DIR": str(root / "logs"),
+        "I2V_PATHS_STATE_DIR": str(root / "data"),
         "I2V_READY_TIMEOUT": "240",
         "NO_COLOR": "1",
     }
     env.pop("HF_HUB_OFFLINE", None)
 
-    def run(*args, port=free_port, host="127.0.0.1", timeout=300):
+    def run(*args, port=port, host="127.0.0.1", timeout=300):
         where = ["--port", str(port), "--host", host] if port else []  # port=None: as a person types it
         command = ["bash", str(SCRIPT), *args, *where]
-        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
-    run.port = free_port
+    run.port = port
     run.env = env
-    run.logs = tmp_path / "logs"
+    run.logs = root / "logs"
+    run.root = root
+    return run
+
+
+@pytest.fixture
+def launcher(tmp_path, free_port):
+    """Run start_app.sh with its state in tmp_path; stops whatever it started afterwards."""
+    run = make_launcher(tmp_path, free_port)
+    yield run
+    run("stop", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def network_app(tmp_path_factory):
+    """One app started on a network address (so with a login) by start_app.sh, shared by the tests that
+    only ask it things; ``.started`` is what that start printed. Its PID files are its own."""
+    root = tmp_path_factory.mktemp("network-app")
+    run = make_launcher(root, free_port())
+    run.env["I2V_RUN_DIR"] = str(root / "run")
+    run.started = run("--demo", host="0.0.0.0")
+    run.password = (root / "data" / "credentials.txt").read_text().strip().split(":", 1)[1] \
+        if run.started.returncode == 0 else None
     yield run
     run("stop", "--quiet")
 
@@ -92,15 +114,16 @@ def test_start_is_ready_second_start_says_running_status_and_stop(launcher):
     assert status.returncode == 3 and "not running" in status.stdout
 
 
-def test_a_network_address_prints_how_to_log_in(launcher, tmp_path):
-    result = launcher("--demo", host="0.0.0.0")
+def test_a_network_address_prints_how_to_log_in(network_app):
+    result = network_app.started
     assert result.returncode == 0, result.stderr
-    password = (tmp_path / "data" / "credentials.txt").read_text().strip().split(":", 1)[1]
-    assert f"🔑 Login: user admin, password {password}" in result.stdout
+    assert f"🔑 Login: user admin, password {network_app.password}" in result.stdout
     assert "Authorization: Bearer" in result.stdout
-    again = launcher(host="0.0.0.0")  # already running: says how to log in again
-    assert f"password {password}" in again.stdout
-    launcher("stop")
+    again = network_app(host="0.0.0.0")  # already running: says how to log in again
+    assert f"password {network_app.password}" in again.stdout
+
+
+def test_no_login_on_a_network_address_is_said(launcher):
     no_login = launcher("--demo", "--no-login", host="0.0.0.0")
     assert no_login.returncode == 0 and "No login on 0.0.0.0" in no_login.stderr
 
@@ -362,15 +385,14 @@ def test_a_model_that_fails_to_load_fails_the_start_and_stops_the_app(launcher, 
     assert not pid_file(launcher.port).exists() and not page_answers(launcher.port)
 
 
-def test_already_running_gives_the_running_apps_address_and_login(launcher, own_run_dir, tmp_path):
+def test_already_running_gives_the_running_apps_address_and_login(network_app):
     # A second start with another --host used to print the new host's address and login line.
-    assert launcher("--demo", host="0.0.0.0").returncode == 0
-    password = (tmp_path / "data" / "credentials.txt").read_text().strip().split(":", 1)[1]
-    again = launcher(host="127.0.0.1")
+    assert network_app.started.returncode == 0, network_app.started.stderr
+    again = network_app(host="127.0.0.1")
     assert again.returncode == 0, again.stderr
-    assert f"📍 Access address: http://0.0.0.0:{launcher.port}" in again.stdout
-    assert f"🔑 Login: user admin, password {password}" in again.stdout
-    assert f"bash start_app.sh restart --port {launcher.port} --host 127.0.0.1" in again.stdout
-    other = launcher.port + 1
-    logs = launcher("logs", port=other, timeout=60)
+    assert f"📍 Access address: http://0.0.0.0:{network_app.port}" in again.stdout
+    assert f"🔑 Login: user admin, password {network_app.password}" in again.stdout
+    assert f"bash start_app.sh restart --port {network_app.port} --host 127.0.0.1" in again.stdout
+    other = network_app.port + 1
+    logs = network_app("logs", port=other, timeout=60)
     assert logs.returncode == 1 and f"not running on port {other}" in logs.stderr

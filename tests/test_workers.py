@@ -155,7 +155,7 @@ def test_a_job_whose_worker_is_lost_runs_again_then_fails_after_max_attempts(sma
 def server(tmp_path_factory):
     """`python main.py --demo` with jobs.workers: 2, each worker one torch thread; stopped afterwards."""
     root = tmp_path_factory.mktemp("two-workers")
-    app = AppProcess(root, free_port(), env={"I2V_JOBS_WORKERS": "2", "I2V_JOBS_WORKER_THREADS": "1",
+    app = AppProcess(root, free_port(), env={"I2V_JOBS_WORKERS": "2", "I2V_MODEL_CPU_THREADS": "2",
                                              "I2V_JOBS_MAX_QUEUED": "50"})
     app.start(timeout=300)
     wait_for(lambda: all(w["state"] == "ready" for w in _workers(app)), timeout=300)
