@@ -28,7 +28,7 @@ from .live import LiveJobs
 from .model_status import ModelState
 from .outputs import OutputFolder
 from .process_channel import ProcessChannel
-from .processes import FolderLock
+from .processes import FolderLock, claim_data_folder
 from .remote_engine import Channel, RemoteEngine
 from .service import VideoService
 from .translate import Translator
@@ -99,10 +99,11 @@ class App:
 
 
 def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
-          faults: FaultInjector | None = None, command: str = "serve") -> App:
+          faults: FaultInjector | None = None, command: str = "serve", lock: FolderLock | None = None) -> App:
     """Every component, built once from ``config``. ``only_owner``: the worker runs only that
     owner's jobs (the command line's); ``on_fatal``: what to do when the GPU becomes unusable;
-    ``command``: "serve" or "generate", for the message a second process shows.
+    ``command``: "serve" or "generate", for the message a second process shows; ``lock``: the data
+    folder's lock when the caller took it already (the command line does, before the heavy imports).
 
     The data folder is taken first, before anything is cleaned or recovered: raises
     ``AlreadyRunning`` (naming the other process) when another server or ``generate`` has it.
@@ -110,7 +111,7 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
     for folder in (config.paths.output_dir, config.paths.log_dir, config.paths.models_dir,
                    config.paths.state_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    lock = claim_data_folder(config, command)
+    lock = lock or claim_data_folder(config, command)
     outputs = OutputFolder(config.paths.output_dir, config.outputs)
     store = open_job_store(config.paths.state_dir / "jobs.sqlite3", config.paths.output_dir)
     live = LiveJobs()
@@ -185,27 +186,6 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def claim_data_folder(config: AppConfig, command: str) -> FolderLock:
-    """This process's exclusive hold on the data folder, for as long as it lives.
-
-    One server per folder, not one per port: there is one GPU and one queue, and a
-    second server (or ``generate``) on the same jobs would run a second job on that GPU
-    at once and clean up the first one's half-written files at its start.
-    """
-    lock = FolderLock(config.paths.state_dir)
-    server = config.server
-    address = "localhost" if server.host in ("0.0.0.0", "::", "") else server.host
-    holder = lock.acquire(command=command, port=server.port if command == "serve" else None,
-                          url=f"http://{address}:{server.port}/" if command == "serve" else None)
-    if holder is None:
-        return lock
-    folder, pid = config.paths.state_dir, holder.get("pid", "?")
-    if holder.get("command") == "generate":
-        raise AlreadyRunning(key="err_folder_has_generate", pid=pid, folder=folder)
-    raise AlreadyRunning(key="err_folder_has_server", pid=pid, port=holder.get("port", "?"), folder=folder,
-                         url=holder.get("url") or "the address it printed")
-
-
 def open_job_store(path: Path, output_dir: Path) -> SQLiteJobStore:
     """The job database; a damaged one is set aside (renamed, never deleted) and a fresh one started."""
     damaged = set_aside_if_damaged(path)
@@ -218,7 +198,7 @@ def open_job_store(path: Path, output_dir: Path) -> SQLiteJobStore:
     return SQLiteJobStore(path)
 
 
-def serve(config: AppConfig, pid_file: Path | None = None) -> int:
+def serve(config: AppConfig, pid_file: Path | None = None, lock: FolderLock | None = None) -> int:
     """Start loading the model in the background and serve the page and API until stopped."""
     from .auth import credentials_path, resolve_credentials
     from .server import create_app, run_server
@@ -226,7 +206,7 @@ def serve(config: AppConfig, pid_file: Path | None = None) -> int:
     if config.model.demo:
         log.warning("\n%s\n", demo_banner())
     try:
-        app = build(config, on_fatal=restart_process)
+        app = build(config, on_fatal=restart_process, lock=lock)
     except (AlreadyRunning, ConfigError) as error:  # another server; a Ray cluster it cannot join
         print(f"[ERROR] {error}", file=sys.stderr)
         return 1

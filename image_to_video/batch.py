@@ -28,6 +28,7 @@ from typing import Any
 from .config import PARAMETER_NAMES, AppConfig
 from .errors import AlreadyRunning, AppError
 from .job_queue import JobQueue
+from .processes import claim_data_folder
 from .request import FINISHING_DEFAULTS
 
 #: What a job may set besides its image and prompt: ``PARAMETERS``, the negative prompt, the seed,
@@ -47,15 +48,16 @@ def run_generate(args: argparse.Namespace, config: AppConfig) -> int:
     except BatchError as error:
         print(f"[ERROR] {error}", file=sys.stderr)
         return 2
+    try:  # the data folder before the heavy imports too: a running server is said at once
+        lock = claim_data_folder(config, "generate")
+    except AlreadyRunning as error:
+        print(f"[ERROR] {error}", file=sys.stderr)
+        return 1
     from .app import build, setup_logging
 
     setup_logging(args.log_level or "WARNING")
     owner = f"cli-{os.getpid()}"
-    try:
-        app = build(config, only_owner=owner, command="generate")
-    except AlreadyRunning as error:
-        print(f"[ERROR] {error}", file=sys.stderr)
-        return 1
+    app = build(config, only_owner=owner, command="generate", lock=lock)
     try:
         return _run_all(app, specs, owner)
     finally:

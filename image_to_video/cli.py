@@ -20,7 +20,8 @@ from pathlib import Path
 
 from . import __version__, cpu_threads
 from .config import DEFAULT_CONFIG_FILE, LOOPS, PARAMETERS, PROJECT_DIR, AppConfig, env_var_name, load_config
-from .errors import ConfigError
+from .errors import AlreadyRunning, ConfigError
+from .processes import claim_data_folder
 
 COMMANDS = ("serve", "generate", "build-demo")
 
@@ -156,13 +157,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .batch import run_generate
 
         return run_generate(args, config)
-    from . import app
-
-    app.setup_logging(args.log_level or "INFO")
     if args.command == "build-demo":
+        from .app import setup_logging
         from .demo_model import build_demo_model
 
+        setup_logging(args.log_level or "INFO")
         path = build_demo_model(Path(config.model_path), force=args.force)
         print(f"Demo model ready in {path}")
         return 0
-    return app.serve(config, pid_file=Path(args.pid_file) if args.pid_file else None)
+    try:  # the data folder before the heavy imports: a second server is told at once
+        lock = claim_data_folder(config, "serve")
+    except AlreadyRunning as error:
+        print(f"[ERROR] {error}", file=sys.stderr)
+        return 1
+    from . import app
+
+    app.setup_logging(args.log_level or "INFO")
+    return app.serve(config, pid_file=Path(args.pid_file) if args.pid_file else None, lock=lock)

@@ -18,7 +18,12 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .errors import AlreadyRunning
+
+if TYPE_CHECKING:
+    from .config import AppConfig
 
 GONE = "gone"
 
@@ -117,3 +122,24 @@ class FolderLock:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def claim_data_folder(config: AppConfig, command: str) -> FolderLock:
+    """This process's exclusive hold on the data folder, for as long as it lives.
+
+    One server per folder, not one per port: there is one GPU and one queue, and a
+    second server (or ``generate``) on the same jobs would run a second job on that GPU
+    at once and clean up the first one's half-written files at its start.
+    """
+    lock = FolderLock(config.paths.state_dir)
+    server = config.server
+    address = "localhost" if server.host in ("0.0.0.0", "::", "") else server.host
+    holder = lock.acquire(command=command, port=server.port if command == "serve" else None,
+                          url=f"http://{address}:{server.port}/" if command == "serve" else None)
+    if holder is None:
+        return lock
+    folder, pid = config.paths.state_dir, holder.get("pid", "?")
+    if holder.get("command") == "generate":
+        raise AlreadyRunning(key="err_folder_has_generate", pid=pid, folder=folder)
+    raise AlreadyRunning(key="err_folder_has_server", pid=pid, port=holder.get("port", "?"), folder=folder,
+                         url=holder.get("url") or "the address it printed")

@@ -1,6 +1,7 @@
 """The command line (cli.py): its commands and flags, the config they build, and its mistakes
 refused with a message (`python main.py generate` itself is tested in test_batch.py)."""
 
+import os
 import subprocess
 import sys
 
@@ -60,3 +61,24 @@ def test_a_mistake_on_the_command_line_exits_2_saying_what_is_wrong(capsys, argv
     with pytest.raises(SystemExit) as stopped:
         parse_config(argv)
     assert stopped.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["--demo", "--port", "7861"],
+                                     ["generate", "--demo", "--image", "photo.png", "--prompt", "waves"]])
+def test_a_folder_another_process_holds_is_said_before_the_model_code_loads(tmp_path, command):
+    """A second server (or generate) on the same data folder is told at once: the folder is claimed before
+    torch (seconds of imports) is loaded."""
+    from image_to_video.processes import FolderLock
+
+    held = FolderLock(tmp_path / "data")
+    assert held.acquire(command="serve", port=7860, url="http://localhost:7860/") is None
+    try:
+        script = ("import sys; from image_to_video import cli; "
+                  f"code = cli.main({command!r}); print(code, 'torch' in sys.modules)")
+        env = {**os.environ, "I2V_PATHS_STATE_DIR": str(tmp_path / "data"), "I2V_PATHS_OUTPUT_DIR": str(tmp_path)}
+        result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True,
+                                env=env, timeout=120)
+    finally:
+        held.release()
+    assert result.stdout.split() == ["1", "False"], result.stdout + result.stderr
+    assert f"PID {os.getpid()}" in result.stderr and "bash start_app.sh stop" in result.stderr
