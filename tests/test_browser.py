@@ -159,7 +159,7 @@ def test_a_bad_upload_gets_a_message(page, tmp_path):
     page.locator("input[type=file]").first.set_input_files(str(fake))
     page.locator("#prompt textarea").fill("waves")
     page.get_by_role("button", name="Generate").click()
-    toast = page.get_by_text("This file is not an image we can read")
+    toast = page.get_by_text("This file is not an image we can read").first  # the toast, and the result's line
     toast.wait_for(timeout=120000)
     shot(page, "4-bad-upload")
 
@@ -223,7 +223,7 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
         page.locator("input[type=file]").first.set_input_files(str(fake))
         page.locator("#prompt textarea").fill("waves")
         page.get_by_role("button", name="生成视频").click()
-        page.get_by_text("无法识别这个文件为图片").wait_for(timeout=120000)  # messages too
+        page.get_by_text("无法识别这个文件为图片").first.wait_for(timeout=120000)  # messages too
 
         page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))  # a video, in Chinese
         page.locator("#prompt textarea").fill("the waves roll in slowly")
