@@ -1,5 +1,5 @@
 """A prompt in Chinese, from submit to the video's record: translated with a tiny random Marian
-model built in code (tests/test_translate.py), or warned about before the job starts."""
+model built in code (tests/helpers.py, build_tiny_marian), or warned about before the job starts."""
 
 import json
 
