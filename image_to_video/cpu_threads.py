@@ -53,10 +53,11 @@ def plan(setting: str, *, workers: int = 1, cores: int | None = None,
     """
     env = os.environ if env is None else env
     cores = cores or machine_cores()
+    asked = env.get("OMP_NUM_THREADS", "").strip()
     if setting != "auto":
         total, why = int(setting), f"model.cpu_threads {setting}"
-    elif env.get("OMP_NUM_THREADS", "").strip().isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
-        total, why = int(env["OMP_NUM_THREADS"]), f"OMP_NUM_THREADS={int(env['OMP_NUM_THREADS'])}"
+    elif asked.isdigit() and int(asked) > 0:
+        total, why = int(asked), f"OMP_NUM_THREADS={int(asked)}"
     else:
         total, why = cores, f"auto: {cores} core(s)"
     threads = max(1, total // max(1, workers))
@@ -75,7 +76,12 @@ def prepare_environment(wait_policy: str, env: MutableMapping[str, str] | None =
         if "torch" in sys.modules:
             log.warning("OMP_WAIT_POLICY was set after torch was imported: it applies to the worker "
                         "processes this one starts, not to this one")
-    return env.get(WAIT_POLICY_VARIABLE, "default").lower()
+    return wait_policy_in_force(env)
+
+
+def wait_policy_in_force(env: MutableMapping[str, str] | None = None) -> str:
+    """The OpenMP wait policy of this process's environment: passive, active, or default (none set)."""
+    return (os.environ if env is None else env).get(WAIT_POLICY_VARIABLE, "default").lower()
 
 
 def apply(thread_plan: ThreadPlan, *, who: str = "this process") -> None:
@@ -83,6 +89,5 @@ def apply(thread_plan: ThreadPlan, *, who: str = "this process") -> None:
     import torch
 
     torch.set_num_threads(thread_plan.threads)
-    policy = os.environ.get(WAIT_POLICY_VARIABLE, "OpenMP's default").lower()
     log.info("CPU threads for %s: %d (%s); OpenMP wait policy: %s", who, torch.get_num_threads(),
-             thread_plan.why, policy)
+             thread_plan.why, wait_policy_in_force())

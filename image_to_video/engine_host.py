@@ -18,7 +18,6 @@ import threading
 from typing import Any
 
 from . import cpu_threads
-from .cpu_threads import WAIT_POLICY_VARIABLE
 from .config import AppConfig
 from .engine import Engine, Frames
 from .errors import WorkerLost, plain_error
@@ -75,7 +74,7 @@ class EngineHost:
                 "model_path": engine.model_path, "model_revision": engine.model_revision,
                 "gpu_memory_gb": engine.gpu_memory_gb, "gpu_name": engine.gpu_name, "job": job,
                 "cpu_threads": _torch_threads(),
-                "cpu_wait_policy": os.environ.get(WAIT_POLICY_VARIABLE, "default").lower()}
+                "cpu_wait_policy": cpu_threads.wait_policy_in_force()}
 
     def start(self, job_id: str, request: dict) -> None:
         """Start generating ``request`` (``remote_engine.plain_request``'s fields) as ``job_id``; returns

@@ -185,8 +185,8 @@ def connect(address: str) -> None:
                  # every actor of this server imports this package as the server has it
                  runtime_env={"py_modules": [str(Path(__file__).resolve().parent)], "excludes": ["__pycache__"],
                               # the server's OpenMP wait policy (model.cpu_wait_policy) for its actors too
-                              "env_vars": {name: os.environ[name] for name in (WAIT_POLICY_VARIABLE,)
-                                           if name in os.environ}})
+                              "env_vars": {WAIT_POLICY_VARIABLE: os.environ[WAIT_POLICY_VARIABLE]}
+                              if WAIT_POLICY_VARIABLE in os.environ else {}})
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ConfigError(key="err_ray_unreachable", address=address, error=str(error).splitlines()[0]) from None
 
