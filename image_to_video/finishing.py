@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
@@ -289,10 +290,22 @@ def _run(step_key: str, frames: np.ndarray, rate: str, output_args: list[str]) -
     except OSError as error:
         raise GenerationFailed(key="err_finishing_failed", step_key=step_key, detail=str(error)) from error
     if done.returncode != 0:
-        lines = done.stderr.decode("utf-8", "replace").split("\n")
-        tail = " | ".join(line.strip() for line in lines if line.strip())[-300:] or f"exit status {done.returncode}"
-        raise GenerationFailed(key="err_finishing_failed", step_key=step_key, detail=tail)
+        raise GenerationFailed(key="err_finishing_failed", step_key=step_key,
+                               detail=ffmpeg_words(done.stderr) or f"exit status {done.returncode}")
     return done.stdout
+
+
+#: A file path in ffmpeg's words: a slash and what follows up to a space, quote or colon.
+_PATH = re.compile(r"(?:/[^\s/'\":|]+)+/")
+
+
+def ffmpeg_words(stderr: bytes, limit: int = 300) -> str:
+    """ffmpeg's error output as one line for a message: its lines joined by " | ", folders cut from file
+    paths (a user needs the cause, not the server's folders), and the first ``limit`` characters kept,
+    since ffmpeg says the cause first and its consequences ("Error opening output files") after."""
+    lines = (line.strip() for line in stderr.decode("utf-8", "replace").splitlines())
+    said = _PATH.sub("", " | ".join(line for line in lines if line))
+    return said if len(said) <= limit else said[:limit - 1] + "…"
 
 
 def _check_decoded(step_key: str, found: tuple[int, int, int], expected: tuple[int, int, int]) -> None:

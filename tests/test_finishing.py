@@ -144,6 +144,19 @@ def test_interpolation_refuses_a_lower_rate_and_reports_ffmpegs_words(monkeypatc
     assert "插帧" in localized(failed.value, "zh-CN")
 
 
+def test_ffmpegs_cause_survives_a_long_output_path_and_the_servers_folders_are_not_shown(tmp_path, monkeypatch):
+    # What ffmpeg 7 prints for an out-of-range option: the cause first, then its consequences naming the
+    # output file. With a long folder, the cause used to be cut off the front of the message.
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 12)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(finishing, "WEBM_OPTIONS", [*finishing.WEBM_OPTIONS[:-2], "-crf", "999", "-f", "webm"])
+    with pytest.raises(GenerationFailed) as failed:
+        write_webm(moving_square(4), 8, deep / "clip.webm")
+    said = str(failed.value)
+    assert "crf" in said and "999" in said, said
+    assert "a-rather-long-folder-name" not in said and str(tmp_path) not in said, said
+
+
 def test_upscale_doubles_the_size_and_keeps_the_picture():
     frames = moving_square(4)
     big = upscale(frames, 2)
