@@ -24,6 +24,7 @@ within the grace period or re-queues it, removes its PID file and releases the p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import json
@@ -172,6 +173,7 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         theme=gr.themes.Soft(),
         footer_links=["gradio"],
     )
+    app.state.end_page_streams = _page_stream_ender(app)
     # Added last is outermost: the body limits come before the login throttle and the event check.
     app.add_middleware(PageEventGuard, blocks=demo)
     if credentials:
@@ -374,14 +376,35 @@ def _add_error_handlers(app: FastAPI) -> None:
                             status_code=500)
 
 
-class _GracefulServer(uvicorn.Server):
-    """uvicorn, but a stop signal first drains the GPU job (finish or re-queue)."""
+def _page_stream_ender(app: FastAPI) -> Callable[[], None]:
+    """What ends the page's heartbeat streams (one per open tab), to be called on the server's event loop.
 
-    def __init__(self, config: uvicorn.Config, drain: Callable[[float], None], grace_s: float):
+    Gradio ends them on its own stop event, which only its own launcher sets; a page's stream never ends
+    otherwise, so uvicorn's graceful shutdown would wait its whole timeout for every stop with a tab open."""
+    mounted = [route.app for route in app.routes if isinstance(getattr(route, "app", None), gr.routes.App)]
+
+    def end() -> None:
+        for gradio_app in mounted:
+            gradio_app.stop_event.set()
+    return end
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn, but a stop signal first drains the GPU job (finish or re-queue), then ends the page's
+    streams, so that the server exits as soon as its last real response is sent."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[float], None], grace_s: float,
+                 end_streams: Callable[[], None] | None = None):
         super().__init__(config)
         self._drain = drain
         self._grace_s = grace_s
         self._draining = False
+        self._end_streams = end_streams
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
     def handle_exit(self, sig, frame) -> None:
         if self._draining:  # a second signal: stop now
@@ -393,6 +416,8 @@ class _GracefulServer(uvicorn.Server):
 
     def _drain_then_exit(self, sig, frame) -> None:
         self._drain(self._grace_s)
+        if self._end_streams and self._loop and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._end_streams)  # asyncio's Event is the loop's own
         super().handle_exit(sig, frame)
 
 
@@ -401,7 +426,8 @@ def run_server(app: FastAPI, config: AppConfig, *, drain: Callable[[float], None
     """Serve ``app`` until SIGTERM or Ctrl+C; ``drain(grace_s)`` stops the jobs first."""
     server_config = uvicorn.Config(app, host=config.server.host, port=config.server.port,
                                    log_level="warning", timeout_graceful_shutdown=5)
-    server = _GracefulServer(server_config, drain, config.jobs.shutdown_grace_s)
+    server = _GracefulServer(server_config, drain, config.jobs.shutdown_grace_s,
+                             getattr(app.state, "end_page_streams", None))
     try:
         server.run()
     finally:

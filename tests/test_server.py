@@ -1,11 +1,14 @@
 """The FastAPI app (server.py), in this process: readiness, the job routes' login and answers, JSON
-errors, the PID file. The real server over HTTP is tested in test_api.py and test_http_guard.py."""
+errors, the PID file; and how the real server stops with a page open. The real server over HTTP is
+tested in test_api.py and test_http_guard.py."""
 
 import os
+import signal
 from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
+from gradio_client import Client
 
 from image_to_video.config import load_config
 from image_to_video.job_queue import JobQueue
@@ -129,3 +132,16 @@ def test_the_pid_file_is_removed_only_while_it_names_this_process(tmp_path):
     for pid_file in (mine, other, tmp_path / "gone.pid", None):
         remove_pid_file(pid_file)
     assert not mine.exists() and other.read_text() == f"{os.getpid() + 1}\n"
+
+
+def test_a_stop_with_a_page_open_ends_its_stream_instead_of_waiting_it_out(app_process):
+    # An open page (here gradio's own client) holds a heartbeat stream that never ends by itself; the
+    # server used to wait out uvicorn's whole graceful timeout for it on every stop, then cancel it.
+    app = app_process().start()
+    client = Client(app.url, verbose=False)
+    wait_for(lambda: "/heartbeat/" in app.log() or client.session_hash, 30)
+    app.process.send_signal(signal.SIGTERM)
+    assert app.process.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
+    log = app.log()
+    assert "Stopping: no new jobs" in log
+    assert "timeout graceful shutdown exceeded" not in log, log[-2000:]
