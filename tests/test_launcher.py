@@ -17,6 +17,8 @@ from image_to_video import launcher
 from image_to_video.config import PROJECT_DIR, load_config
 from image_to_video.processes import start_ticks
 
+from .helpers import wait_for
+
 
 def run(capsys, *argv: str) -> tuple[int, list[tuple[str, str]], dict[str, str]]:
     """``launcher.main(argv)``: its exit status, its (level, text) lines and its values."""
@@ -45,6 +47,9 @@ def fake_app(tmp_path, run_dir):
     def make(port: int, host: str = "127.0.0.1") -> subprocess.Popen:
         process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "main.py", "--host", host])
         started.append(process)
+        # Until it has exec'd, the child's command line is still pytest's, and the launcher (rightly) sees
+        # no app there: on a busy machine that moment is long enough to be seen.
+        wait_for(lambda: "main.py" in Path(f"/proc/{process.pid}/cmdline").read_bytes().decode(errors="replace"))
         log = tmp_path / f"app_{port}.log"
         log.write_text("started\n")
         (run_dir / f"app-{port}.pid").write_text(f"{process.pid} {start_ticks(process.pid)} {port} {log}\n")
