@@ -4,18 +4,12 @@ helpers several test files use are in helpers.py.)"""
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from image_to_video.config import PROJECT_DIR, load_config
+from image_to_video.config import load_config
 from image_to_video.demo_model import build_demo_model
 
 from .app_process import AppProcess
@@ -26,8 +20,6 @@ from .helpers import SMALL, Jobs, Parts, build_tiny_marian
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch, tmp_path):
     """No test reads the developer's I2V_* variables or reaches a model hub."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("I2V_"):
             monkeypatch.delenv(name)
@@ -50,41 +42,19 @@ def _servers_share_the_demo_model(demo_dir):
     app_process.SHARED_MODELS_DIR = None
 
 
+#: The test files that take longest (CI's log lists the slowest tests), started first: with the suite spread
+#: over two processes (tests/run.sh), a long file started last would run on alone at the end.
+LONGEST_FIRST = ("test_start_app.py", "test_browser.py", "test_api.py", "test_ray_backend.py", "test_speedups.py",
+                 "test_performance.py", "test_hostile.py", "test_ui.py")
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """When a test that compiles is going to run, start the run's one real compile now, in a process of its
-    own (tests/compile_warmup.py): it uses the core the tests before it leave idle."""
-    if any("compile_models" in getattr(item, "fixturenames", ()) for item in items):
-        folder = Path(tempfile.mkdtemp(prefix="i2v-compile-models-"))
-        log = (folder / "warmup.log").open("w")
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        config.stash[_COMPILE_WARMUP] = (folder, subprocess.Popen(
-            [sys.executable, "-m", "tests.compile_warmup", str(folder)], cwd=PROJECT_DIR, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        log.close()
+    """The longest files first, the rest in their usual order (the same order in every process)."""
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
-
-def pytest_unconfigure(config):
-    folder, process = config.stash.get(_COMPILE_WARMUP, (None, None))
-    if process is not None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-_COMPILE_WARMUP = pytest.StashKey[tuple]()
-
-
-@pytest.fixture(scope="session")
-def compile_models(request) -> Path:
-    """One models folder for every engine a test compiles: its ``.compile-cache`` (inductor's kernels)
-    is shared, so the run pays for one real compile of the demo UNet (started when the run began) and
-    the compile tests find it cached. Waits for that compile; should it have failed, the tests compile
-    themselves (slower, the same checks)."""
-    folder, process = request.config.stash[_COMPILE_WARMUP]
-    if process.wait(timeout=1800) != 0:
-        warnings.warn(f"the run's compile warm-up failed: {(folder / 'warmup.log').read_text()[-2000:]}")
-    return folder
+    items.sort(key=rank)
 
 
 @pytest.fixture

@@ -24,5 +24,8 @@ fi
 # threads"). The servers the tests start drop these and use the app's own model.cpu_threads.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-# The 30 slowest tests close the report, so a test that starts to drag shows in CI's log.
-exec "${PYTHON}" -m pytest --durations=30 "$@"
+# Two test processes (pytest-xdist), each taking whole files, longest first (tests/conftest.py): most
+# tests wait on a server or a browser they started, so two keep both cores busy. I2V_TEST_PROCESSES=0
+# runs everything in this one process. The 30 slowest tests close the report, so a test that starts
+# to drag shows in CI's log.
+exec "${PYTHON}" -m pytest -n "${I2V_TEST_PROCESSES:-2}" --dist loadfile --durations=30 "$@"

@@ -1,13 +1,15 @@
 """The speed switches: each takes effect, and the video stays the same (up to rounding)."""
 
+import dataclasses
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.models.attention_processor import Attention
 
-from image_to_video import gpu, speedups
+from image_to_video import gpu, model_shapes, speedups
 from image_to_video.config import ModelSettings
 from image_to_video.engine import Engine
 
@@ -195,15 +197,33 @@ def test_the_attention_kernel_is_chosen_for_the_unet_only_and_always_put_back(de
     assert torch.backends.cuda.flash_sdp_enabled()
 
 
-def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loaded_engine, photo, compile_models,
-                                                                   monkeypatch, caplog, offload_on_the_cpu):
+#: The compile tests' model: the demo's shapes with one UNet level instead of three. What they check is
+#: the app's compile path (warm-up before "ready", the kept kernel cache, offload hooks outside the graph,
+#: the same video), not the demo's layers; fewer kernels make the run's one real inductor compile (the
+#: slowest step of the suite) about a third shorter.
+ONE_LEVEL = dataclasses.replace(model_shapes.DEMO, name="one-level", unet_channels=(8,), unet_attention=(False,))
+
+
+@pytest.fixture(scope="module")
+def compile_models(tmp_path_factory) -> Path:
+    """A models folder holding the one-level model (``one-level``), saved as ``save_pretrained`` writes
+    it; its ``.compile-cache`` (inductor's kernels) is shared by the compile tests."""
+    folder = tmp_path_factory.mktemp("compile-models")
+    with torch.random.fork_rng():  # building seeds torch's global generator
+        model_shapes.build_pipeline(ONE_LEVEL).save_pretrained(folder / "one-level")
+    return folder
+
+
+def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(photo, compile_models, monkeypatch, caplog,
+                                                                   offload_on_the_cpu):
     """torch.compile(fullgraph=True) of the UNet, on the CPU here (a minute of compiling on 2 cores),
     started in model offload (as on a GPU with too little free memory for everything): the hooks stay
     outside the compiled graph; sequential offload, whose hooks are inside the UNet, runs it uncompiled."""
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setattr(gpu, "pick_memory_mode", lambda *_: "model_offload")
     caplog.set_level(logging.INFO)
-    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), compile_models,
+    model = compile_models / "one-level"
+    engine = Engine(ModelSettings(source=str(model), compile=True), str(model), compile_models,
                     warmup_shapes=((64, 64, 4),))
     engine.load()
     assert engine.ready and engine.memory_mode == "model_offload", engine.status.message
@@ -213,9 +233,10 @@ def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(demo_dir, loade
     cache = compile_models / ".compile-cache"  # kept beside the models for the next start
     assert cache.is_dir() and any(path.is_file() for path in cache.rglob("*"))
     request = tiny_request(photo)
-    reference = loaded_engine.generate(request).frames
+    plain = load(model, compile_models)
+    reference = plain.generate(request).frames
     assert largest_difference(engine.generate(request).frames, reference) <= 2
-    assert loaded_engine.compiled is None and engine.compiled.eager is not engine.compiled.compiled
+    assert plain.compiled is None and engine.compiled.eager is not engine.compiled.compiled
     for mode, forward in [("sequential_offload", engine.compiled.eager), ("gpu", engine.compiled.compiled)]:
         engine.switch_memory_mode(mode)
         unet = engine.denoiser
@@ -230,7 +251,7 @@ def recompile_limit_1():
         yield
 
 
-def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_inside_one(demo_dir, photo, compile_models,
+def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_inside_one(photo, compile_models,
                                                                                      monkeypatch, recompile_limit_1):
     """Ten different shapes in a row with compile on. torch's recompile limit (8; lowered to 1 here so
     that the ninth shape's failure shows at the second) raises FailOnRecompileLimitHit under
@@ -239,7 +260,8 @@ def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_insi
     from torch._dynamo.utils import counters
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), compile_models)
+    model = compile_models / "one-level"
+    engine = Engine(ModelSettings(source=str(model), compile=True), str(model), compile_models)
     engine.load()
     assert engine.ready and engine.compiled is not None, engine.status.message
     graphs = counters["stats"]["unique_graphs"]
