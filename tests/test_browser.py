@@ -107,10 +107,26 @@ def pick_preset(page, preset: str) -> None:
         sync_api.expect(box).to_have_value(value, timeout=60000)
 
 
-def start_job(page, preset: str) -> None:
+#: The fewest steps the page allows: for the tests that check what happens around the model (reuse,
+#: delete, continue, a double click, the language), not the denoising, so their videos take seconds.
+FEWEST_STEPS = 10
+
+
+def set_steps(page, steps: int, label: str = "Steps") -> None:
+    """Type a step count into the Steps box and leave it, as a user does."""
+    box = page.get_by_role("spinbutton", name=f"number input for {label}")
+    box.fill(str(steps))
+    box.blur()
+    sync_api.expect(box).to_have_value(str(steps))
+
+
+def start_job(page, preset: str, steps: int | None = None) -> None:
+    """Upload the example, write the prompt, pick ``preset`` (then ``steps``, if given) and click Generate."""
     page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
     page.locator("#prompt textarea").fill("the waves roll in slowly")
     pick_preset(page, preset)
+    if steps:
+        set_steps(page, steps)
     page.get_by_role("button", name="Generate").click()
 
 
@@ -186,10 +202,11 @@ def wait_for_result(page, timeout_ms: int = JOB_TIMEOUT_MS) -> None:
 
 def test_reuse_the_settings_of_a_past_video_then_delete_it(page, app):
     before = set((app.root / "outputs").glob("video_*.mp4"))
-    start_job(page, "Quick preview")  # this test's own video
+    start_job(page, "Quick preview", steps=FEWEST_STEPS)  # this test's own video
     wait_for_result(page)
     (made,) = set((app.root / "outputs").glob("video_*.mp4")) - before
     record = json.loads((app.root / "outputs" / f"{made.stem}.json").read_text())
+    assert record["parameters"]["num_inference_steps"] == FEWEST_STEPS  # what the box said reached the job
     page.get_by_role("tab", name="All videos").click()
     table = page.locator("#all-videos")
     table.get_by_role("gridcell", name=made.name).click()
@@ -228,6 +245,9 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
         page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))  # a video, in Chinese
         page.locator("#prompt textarea").fill("the waves roll in slowly")
         page.get_by_test_id("快速预览-radio-label").click()
+        sync_api.expect(page.get_by_role("spinbutton", name="number input for 推理步数")).to_have_value(
+            PRESET_VALUES["Quick preview"][1], timeout=60000)
+        set_steps(page, FEWEST_STEPS, "推理步数")
         page.get_by_role("button", name="生成视频").click()
         sync_api.expect(page.locator("#result-info")).to_contain_text("完成，用时", timeout=JOB_TIMEOUT_MS)
 
@@ -247,6 +267,7 @@ def test_a_double_click_on_generate_starts_one_job(page, app):
     page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
     page.locator("#prompt textarea").fill("the waves roll in slowly")
     pick_preset(page, "Quick preview")
+    set_steps(page, FEWEST_STEPS)
     page.locator("#generate-button").dblclick()
     wait_for_result(page)
     time.sleep(2)  # a second job, if one had started, would be in the table by now
@@ -270,7 +291,7 @@ def downloads_listed(page) -> list[str]:
 
 def test_continue_a_video_as_a_boomerang_with_a_gif(page, app):
     before = set((app.root / "outputs").glob("video_*.mp4"))
-    start_job(page, "Quick preview")
+    start_job(page, "Quick preview", steps=FEWEST_STEPS)
     wait_for_result(page)
     (first,) = {path for path in set((app.root / "outputs").glob("video_*.mp4")) - before
                 if not path.stem.endswith(("_model", "_segment"))}
