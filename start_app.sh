@@ -455,6 +455,9 @@ cmd_status() {
 cmd_worker() {
   local -a ray_args
   say "🚀 $(_t '%s launcher' "${APP_NAME}")"
+  use_env_as_it_is  # a missing or bad --head is said before anything is created or installed
+  PRE=()
+  launcher head --head "${OPT_HEAD}" || exit
   ensure_env
   ensure_ray
   config_args

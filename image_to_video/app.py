@@ -39,6 +39,8 @@ log = logging.getLogger("image_to_video")
 
 #: Test-only: raise injected GPU failures in the engine (see faults.py). Unset in normal use.
 FAULTS_VARIABLE = "I2V_TEST_FAULTS"
+#: An input picture no job refers to is removed at start once it is this old (a submit killed mid-way).
+UNREFERENCED_AGE_S = 300
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
     lock = lock or claim_data_folder(config, command)
     outputs = OutputFolder(config.paths.output_dir, config.outputs)
     store = open_job_store(config.paths.state_dir / "jobs.sqlite3", config.paths.output_dir)
+    remove_unreferenced_inputs(store, config.paths.state_dir / "inputs")
     live = LiveJobs()
     translator = Translator(config.translation, config.paths.models_dir)
     queue = JobQueue(store, config, live=live, inputs_dir=config.paths.state_dir / "inputs",
@@ -196,6 +199,27 @@ def open_job_store(path: Path, output_dir: Path) -> SQLiteJobStore:
                     "it, open %s with sqlite3; otherwise it can be deleted.",
                     path, problem, aside, output_dir, aside.name)
     return SQLiteJobStore(path)
+
+
+def remove_unreferenced_inputs(store: SQLiteJobStore, folder: Path, older_than_s: float = UNREFERENCED_AGE_S) -> int:
+    """Delete the input pictures no job refers to: a submit killed after it saved the picture and
+    before its job was stored leaves one, which nothing else would ever remove. Only pictures older
+    than ``older_than_s`` go, and only with the data folder held, so no submit can be mid-way."""
+    if not folder.is_dir():
+        return 0
+    referenced = {Path(path).name for path in store.image_paths()}
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in folder.glob("*.png"):
+        try:
+            if path.name not in referenced and path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to remove: left as it is
+            continue
+    if removed:
+        log.info("Removed %d input picture(s) no job refers to from %s", removed, folder)
+    return removed
 
 
 def serve(config: AppConfig, pid_file: Path | None = None, lock: FolderLock | None = None) -> int:

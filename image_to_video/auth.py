@@ -9,6 +9,9 @@ the HTTP API's bearer token.
 ``LoginThrottle`` slows down password guessing: after a few wrong passwords from
 one client address (the page's login form or the API's bearer token alike), that
 address is refused for a while, longer each time; a right password forgets it.
+A client that a proxy nobody declared says it forwards (``"<claimed> via <proxy>"``,
+``http_guard.client_address``) is throttled on its own and, with every other client
+of that proxy, against the proxy's address.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from .config import AppConfig
 log = logging.getLogger(__name__)
 
 CREDENTIALS_FILE = "credentials.txt"
+#: Between a client a proxy says it forwards and the proxy's own address: ``"203.0.113.5 via 127.0.0.1"``.
+VIA = " via "
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,18 @@ class LoginThrottle:
     out for ``first_lock_s``, doubling with each further lockout up to ``max_lock_s``.
 
     One address's failures never lock out another. A right password clears the address.
+    An address ``"<claimed> via <proxy>"`` also counts against ``proxy`` as a whole, which
+    allows ``shared_factor`` times as many: one client behind an undeclared proxy who mistypes
+    locks out only itself, while made-up claims from one connection still reach a lockout (of
+    that proxy's every client: declare the proxy in ``server.trusted_proxies`` to avoid it).
     Thread-safe: the API checks tokens in worker threads. ``clock`` is injectable for tests.
     """
 
     #: Addresses remembered at most; the quietest are forgotten first (a flood of addresses
     #: cannot grow memory without bound).
     max_addresses = 10_000
+    #: How many more wrong passwords all the clients of one undeclared proxy get together than one client.
+    shared_factor = 4
 
     def __init__(self, *, allowed: int = 5, window_s: float = 60.0, first_lock_s: float = 30.0,
                  max_lock_s: float = 900.0, clock: Callable[[], float] = time.monotonic):
@@ -73,28 +84,39 @@ class LoginThrottle:
 
     def wait_s(self, address: str) -> float:
         """Seconds until ``address`` may try a password again; 0: now."""
+        now = self._clock()
         with self._lock:
-            record = self._records.get(address)
-            return max(0.0, record.locked_until - self._clock()) if record else 0.0
+            records = [self._records.get(key) for key, _allowed in self._keys(address)]
+            return max([0.0, *(record.locked_until - now for record in records if record)])
 
     def failed(self, address: str) -> None:
         """Count a wrong password from ``address``; lock it out when there were too many."""
         now = self._clock()
         with self._lock:
-            record = self._records.pop(address, None) or _Record()
-            self._records[address] = record  # newest last: the oldest are forgotten first
-            record.failures = [t for t in record.failures if now - t < self.window_s] + [now]
-            if len(record.failures) >= self.allowed:
-                record.lockouts += 1
-                record.failures = []
-                record.locked_until = now + min(self.max_lock_s, self.first_lock_s * 2 ** (record.lockouts - 1))
-                log.warning("Too many wrong passwords from %s: refused for %.0f s", address,
-                            record.locked_until - now)
+            for key, allowed in self._keys(address):
+                self._count(key, allowed, now)
             while len(self._records) > self.max_addresses:
                 del self._records[next(iter(self._records))]
 
+    def _keys(self, address: str) -> list[tuple[str, int]]:
+        """(key, wrong passwords allowed) that ``address`` counts against: itself, and its proxy's share."""
+        if VIA not in address:
+            return [(address, self.allowed)]
+        return [(address, self.allowed), ("all" + VIA + address.split(VIA, 1)[1], self.allowed * self.shared_factor)]
+
+    def _count(self, key: str, allowed: int, now: float) -> None:
+        record = self._records.pop(key, None) or _Record()
+        self._records[key] = record  # newest last: the oldest are forgotten first
+        record.failures = [t for t in record.failures if now - t < self.window_s] + [now]
+        if len(record.failures) >= allowed:
+            record.lockouts += 1
+            record.failures = []
+            record.locked_until = now + min(self.max_lock_s, self.first_lock_s * 2 ** (record.lockouts - 1))
+            log.warning("Too many wrong passwords from %s: refused for %.0f s", key, record.locked_until - now)
+
     def succeeded(self, address: str) -> None:
-        """A right password: forget ``address``'s failures and lockouts."""
+        """A right password: forget ``address``'s failures and lockouts (not its proxy's share: one
+        client's right password does not buy others behind the proxy more guesses)."""
         with self._lock:
             self._records.pop(address, None)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -41,6 +42,15 @@ SCHEDULERS = ("ddim", "dpmpp")
 #: How OpenMP's idle threads wait (OMP_WAIT_POLICY): passive sleeps, active spins, default leaves
 #: OpenMP's own (spin a short while, then sleep: what torch does unless told).
 CPU_WAIT_POLICIES = ("passive", "active", "default")
+
+
+def _is_network(text: str) -> bool:
+    """``text`` is an IP address or network (``10.0.0.0/8``)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
@@ -292,6 +302,14 @@ class ServerSettings:
     max_upload_mb: float = 30.0
     #: Seconds a client gets to send a request's whole body (an upload); then it gets 408.
     body_timeout_s: float = 60.0
+    #: Seconds a client gets to send a request's line and headers, from its first byte (or from
+    #: connecting); then the connection is closed (a 408 when part of a request came).
+    header_timeout_s: float = 10.0
+    #: Connections one client address (an IPv6 /64) may hold open at once; one more is refused with 429.
+    max_connections_per_client: int = 64
+    #: Reverse proxies whose X-Forwarded-For names the client: addresses or networks, comma-separated;
+    #: empty (the default): the header is believed from no one.
+    trusted_proxies: str = ""
     #: Minutes the page's copies (uploads, previews, results) stay in Gradio's cache folder.
     cache_max_age_min: float = 60.0
     #: auto: a login is required whenever the server listens beyond this machine.
@@ -305,6 +323,11 @@ class ServerSettings:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
     @property
+    def proxy_list(self) -> tuple[str, ...]:
+        """``trusted_proxies`` as a list: each address or network alone."""
+        return tuple(item.strip() for item in self.trusted_proxies.split(",") if item.strip())
+
+    @property
     def login_required(self) -> bool:
         return self.login == "on" or (self.login == "auto" and not self.loopback_only)
 
@@ -315,6 +338,12 @@ class ServerSettings:
         _require(1 <= self.port <= 65535, "server.port", self.port, "1 to 65535")
         _require(0 < self.max_upload_mb <= 1000, "server.max_upload_mb", self.max_upload_mb, "0 to 1000")
         _require(1 <= self.body_timeout_s <= 3600, "server.body_timeout_s", self.body_timeout_s, "1 to 3600")
+        _require(0.5 <= self.header_timeout_s <= 600, "server.header_timeout_s", self.header_timeout_s,
+                 "0.5 to 600")
+        _require(1 <= self.max_connections_per_client <= 100_000, "server.max_connections_per_client",
+                 self.max_connections_per_client, "1 to 100000")
+        _require(all(_is_network(item) for item in self.proxy_list), "server.trusted_proxies", self.trusted_proxies,
+                 "empty, or IP addresses or networks separated by commas, such as 127.0.0.1 or 10.0.0.0/8")
         _require(0.05 <= self.cache_max_age_min <= 10080, "server.cache_max_age_min", self.cache_max_age_min,
                  "0.05 to 10080 (a week)")
 

@@ -132,6 +132,21 @@ class BodyTooSlow(AppError):
     http_status = 408
 
 
+class TooManyConnections(AppError):
+    """One client address holds ``server.max_connections_per_client`` connections already; one more is refused.
+
+    Seen by a client that opens connections without end (or many users behind one router's address).
+    """
+
+    http_status = 429
+
+
+class ServerFull(AppError):
+    """The server holds as many connections as its open-file limit leaves room for; one more is refused."""
+
+    http_status = 503
+
+
 class NoSuchRoute(AppError):
     """No API route or page action by that name; the message says where the routes are listed."""
 

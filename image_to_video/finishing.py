@@ -5,8 +5,11 @@ functions from frames to frames; the ffmpeg ones pipe raw RGB frames through the
 that imageio-ffmpeg ships (no temporary files). The writers work like ``video.write_video``: the
 file is written under a temporary name beside its target (``.{stem}.{hex6}.tmp.gif`` or
 ``.tmp.webm``, names the output folder's crash clean-up finds), decoded to prove it is whole, and
-only then renamed into place; the temporary file is removed on any error. What the filters and
-encoders used here do in this ffmpeg build is in docs/DEPENDENCIES.md, "ffmpeg finishing filters".
+only then renamed into place; the temporary file is removed on any error. Each ffmpeg step takes
+the job's ``cancel`` switch: once it is set, ffmpeg is killed and ``Cancelled`` raised within
+``video.CANCEL_POLL_S`` (``video.run_ffmpeg``), so Cancel stops the work after the model as it
+stops the model. What the filters and encoders used here do in this ffmpeg build is in
+docs/DEPENDENCIES.md, "ffmpeg finishing filters".
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import math
 import os
 import re
-import subprocess
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import GenerationFailed
-from .video import VideoInfo, probe_video
+from .video import VideoInfo, probe_video, run_ffmpeg, stop_if_cancelled
 
 MB = 1024 * 1024
 
@@ -120,7 +123,8 @@ def crossfade(frames: np.ndarray, overlap: int | None = None) -> np.ndarray:
     return np.concatenate([frames[k:count - k], np.rint(blends).astype(np.uint8)])
 
 
-def interpolate(frames: np.ndarray, fps: int, target_fps: int) -> np.ndarray:
+def interpolate(frames: np.ndarray, fps: int, target_fps: int, *,
+                cancel: threading.Event | None = None) -> np.ndarray:
     """The clip at ``target_fps`` with motion-compensated in-between frames (ffmpeg ``minterpolate``).
 
     Its duration is unchanged: exactly ``round(n * target_fps / fps)`` frames (Python's round). The
@@ -135,11 +139,11 @@ def interpolate(frames: np.ndarray, fps: int, target_fps: int) -> np.ndarray:
         raise ValueError(f"target_fps ({target_fps}) must be above fps ({fps})")
     height, width = frames.shape[1:3]
     graph = f"{HOLD_LAST},{MINTERPOLATE.format(fps=target_fps)}"
-    out = _filtered("finish_interpolate", frames, fps, graph, (width, height))
+    out = _filtered("finish_interpolate", frames, fps, graph, (width, height), cancel)
     return _fit_length(out, round(len(frames) * target_fps / fps))
 
 
-def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+def upscale(frames: np.ndarray, factor: int, *, cancel: threading.Event | None = None) -> np.ndarray:
     """The frames ``factor`` times as wide and high, Lanczos-scaled by ffmpeg; factor 1 returns ``frames``."""
     frames = _checked(frames)
     if not _is_whole(factor) or factor not in (1, 2):
@@ -148,18 +152,23 @@ def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
         return frames
     height, width = frames.shape[1:3]
     graph = f"scale={width * factor}:{height * factor}:flags=lanczos"
-    return _filtered("finish_upscale", frames, 1, graph, (width * factor, height * factor))
+    return _filtered("finish_upscale", frames, 1, graph, (width * factor, height * factor), cancel)
 
 
-def write_gif(frames: np.ndarray, fps: int, path: Path, *, max_mb: float) -> GifResult:
+def write_gif(frames: np.ndarray, fps: int, path: Path, *, max_mb: float,
+              cancel: threading.Event | None = None) -> GifResult:
     """A palette-optimised GIF of ``frames`` at ``path``, no larger than ``max_mb`` MB (MiB).
 
     When the GIF is too large it is encoded again smaller, alternately halving its width and its
     frame rate (every other frame dropped), down to ``MIN_GIF_WIDTH`` and ``MIN_GIF_FPS``; a clip of
     more than ``GIF_PIXEL_BUDGET`` pixels starts at the first of those sizes within it; past
     those it raises ``GenerationFailed``. The file that fits is decoded (frame count and size
-    checked) before it is renamed into place. GIF delays are in hundredths of a second, so players
-    show e.g. 24 fps as 25.
+    checked) before it is renamed into place.
+
+    GIF delays are whole hundredths of a second: ffmpeg mixes two neighbouring delays to keep the
+    clip's length (48 fps: 2 and 3 hundredths), so a decoder that reads it at one constant rate (ffmpeg
+    picks 50 fps there) repeats frames. The check therefore counts the frames the file holds, each
+    once (``decode_frames``), which is what a GIF can be asked for at any frame rate.
     """
     frames = _checked(frames)
     _check_fps(fps, "fps")
@@ -175,14 +184,15 @@ def write_gif(frames: np.ndarray, fps: int, path: Path, *, max_mb: float) -> Gif
             if len(picked) * gif_width * gif_height > GIF_PIXEL_BUDGET and number + 1 < len(attempts):
                 continue  # a long clip: start smaller than take minutes on a GIF that would not fit anyway
             _run("finish_gif", picked, f"{fps}/{step}",
-                 ["-filter_complex", GIF_GRAPH.format(width=gif_width, height=gif_height), "-f", "gif", str(tmp)])
+                 ["-filter_complex", GIF_GRAPH.format(width=gif_width, height=gif_height), "-f", "gif", str(tmp)],
+                 cancel)
             size_mb = tmp.stat().st_size / MB
             if size_mb <= max_mb:
                 break
         else:
             raise GenerationFailed(key="err_gif_too_large", max_mb=max_mb, size_mb=f"{size_mb:.3g}",
                                    width=gif_width, fps=f"{fps / step:g}")
-        decoded = decode_frames(tmp)
+        decoded = decode_frames(tmp, cancel=cancel)
         _check_decoded("finish_gif", (len(decoded), decoded.shape[2], decoded.shape[1]),
                        (len(picked), gif_width, gif_height))
         os.replace(tmp, path)
@@ -190,23 +200,24 @@ def write_gif(frames: np.ndarray, fps: int, path: Path, *, max_mb: float) -> Gif
                      capped=(gif_width, step) != (width, 1), original_width=width, original_fps=float(fps))
 
 
-def write_webm(frames: np.ndarray, fps: int, path: Path) -> VideoInfo:
+def write_webm(frames: np.ndarray, fps: int, path: Path, *, cancel: threading.Event | None = None) -> VideoInfo:
     """A VP9 WebM of ``frames`` at ``path`` (see ``WEBM_OPTIONS``), decoded and checked before it appears."""
     frames = _checked(frames)
     _check_fps(fps, "fps")
     path = Path(path)
     with _temporary(path, ".webm") as tmp:
-        _run("finish_webm", frames, str(fps), [*WEBM_OPTIONS, str(tmp)])
-        info = probe_video(tmp)
+        _run("finish_webm", frames, str(fps), [*WEBM_OPTIONS, str(tmp)], cancel)
+        info = probe_video(tmp, cancel=cancel)
         _check_decoded("finish_webm", (info.frames, info.width, info.height),
                        (len(frames), frames.shape[2], frames.shape[1]))
         os.replace(tmp, path)
     return info
 
 
-def decode_frames(path: Path) -> np.ndarray:
-    """Every frame of a video file (MP4, WebM, GIF) as uint8 RGB; ``GenerationFailed`` if it does not decode."""
-    decoded = list(_frames_of(Path(path)))
+def decode_frames(path: Path, *, cancel: threading.Event | None = None) -> np.ndarray:
+    """Every frame a video file (MP4, WebM, GIF) holds, each once, as uint8 RGB; ``GenerationFailed``
+    if it does not decode (``Cancelled``, the decoder stopped, once ``cancel`` is set)."""
+    decoded = list(_frames_of(Path(path), cancel))
     if not decoded:
         raise GenerationFailed(key="err_video_no_frames", name=Path(path).name)
     return np.stack(decoded)
@@ -223,15 +234,20 @@ def last_frame(path: Path) -> Image.Image:
     return Image.fromarray(final, "RGB")
 
 
-def _frames_of(path: Path) -> Iterator[np.ndarray]:
-    """The file's frames one at a time, decoded by ffmpeg (GIFs too: each frame whole, drawn over the last)."""
+def _frames_of(path: Path, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
+    """The file's frames one at a time, decoded by ffmpeg (GIFs too: each frame whole, drawn over the last),
+    each frame the file holds once: ``passthrough`` keeps ffmpeg from repeating frames to make a
+    constant rate of a GIF's mixed delays."""
+    reader = imageio_ffmpeg.read_frames(str(path), output_params=["-fps_mode", "passthrough"])
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
         width, height = next(reader)["size"]
         for data in reader:
+            stop_if_cancelled(cancel)
             yield np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
     except (OSError, RuntimeError, StopIteration) as error:
         raise GenerationFailed(key="err_video_unreadable", name=path.name, detail=str(error)) from error
+    finally:
+        reader.close()  # stops ffmpeg when the reading was cut short
 
 
 def _gif_attempts(width: int, fps: int) -> Iterator[tuple[int, int]]:
@@ -264,11 +280,12 @@ def _temporary(path: Path, extension: str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _filtered(step_key: str, frames: np.ndarray, fps: int, graph: str, size: tuple[int, int]) -> np.ndarray:
+def _filtered(step_key: str, frames: np.ndarray, fps: int, graph: str, size: tuple[int, int],
+              cancel: threading.Event | None) -> np.ndarray:
     """``frames`` through the ffmpeg filter ``graph``, back as frames of ``size`` (width, height):
     every frame the graph emits, none duplicated or dropped to fit a frame rate."""
     out = _run(step_key, frames, str(fps), ["-vf", graph, "-fps_mode", "passthrough", "-f", "rawvideo",
-                                            "-pix_fmt", "rgb24", "-"])
+                                            "-pix_fmt", "rgb24", "-"], cancel)
     width, height = size
     if not out or len(out) % (width * height * 3):
         raise GenerationFailed(key="err_finishing_failed", step_key=step_key,
@@ -276,23 +293,25 @@ def _filtered(step_key: str, frames: np.ndarray, fps: int, graph: str, size: tup
     return np.frombuffer(out, dtype=np.uint8).reshape(-1, height, width, 3).copy()
 
 
-def _run(step_key: str, frames: np.ndarray, rate: str, output_args: list[str]) -> bytes:
+def _run(step_key: str, frames: np.ndarray, rate: str, output_args: list[str],
+         cancel: threading.Event | None = None) -> bytes:
     """Run ffmpeg with ``frames`` as raw RGB input at ``rate`` frames per second; its standard output.
 
-    Raises ``GenerationFailed`` with the end of ffmpeg's error output (one line) when it fails.
+    Raises ``GenerationFailed`` with the end of ffmpeg's error output (one line) when it fails, and
+    ``Cancelled`` (ffmpeg killed) once ``cancel`` is set.
     """
     height, width = frames.shape[1:3]
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate, "-i", "-",
                *output_args]
     try:
-        done = subprocess.run(command, input=frames.tobytes(), capture_output=True, check=False)
+        returncode, stdout, stderr = run_ffmpeg(command, frames, cancel)
     except OSError as error:
         raise GenerationFailed(key="err_finishing_failed", step_key=step_key, detail=str(error)) from error
-    if done.returncode != 0:
+    if returncode != 0:
         raise GenerationFailed(key="err_finishing_failed", step_key=step_key,
-                               detail=ffmpeg_words(done.stderr) or f"exit status {done.returncode}")
-    return done.stdout
+                               detail=ffmpeg_words(stderr) or f"exit status {returncode}")
+    return stdout
 
 
 #: A file path in ffmpeg's words: a slash and what follows up to a space, quote or colon.

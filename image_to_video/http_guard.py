@@ -9,24 +9,42 @@
                    passwords is refused with 429 until its wait is over.
 ``PageEventGuard`` Gradio's event routes run only the page's own events, each by its own route:
                    an unknown name is 404, an ``fn_index`` that names no event, or another
-                   event than the route's name, is 400, all as ``{"error": ...}``.
+                   event than the route's name, is 400, all as ``{"error": ...}``; a body larger
+                   than any of the page's events needs is 413, before the rest of it is read.
 
 Each refusal is an ``AppError`` with an i18n key, answered as JSON with ``Connection: close``.
 They are plain ASGI (not Starlette's ``BaseHTTPMiddleware``) so that nothing buffers a body.
+
+Below the ASGI app, ``GuardedH11Protocol`` (uvicorn's h11 protocol, built by ``guarded_protocol``)
+holds each connection to ``ConnectionLimits``: its request's headers must arrive within
+``server.header_timeout_s``, and one client address may hold at most
+``server.max_connections_per_client`` connections (the server as a whole, what its open-file limit
+leaves room for). uvicorn has a keep-alive timeout but none for headers, and no per-client bound:
+without these, idle or trickling connections pile up until the process has no file left to open.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http
+import ipaddress
 import json
+import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .auth import LoginThrottle
-from .errors import AppError, BodyTooLarge, BodyTooSlow, InvalidInput, LoginThrottled, NoSuchRoute
+from .auth import VIA, LoginThrottle
+from .errors import (AppError, BodyTooLarge, BodyTooSlow, InvalidInput, LoginThrottled, NoSuchRoute, ServerFull,
+                     TooManyConnections)
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,9 +77,44 @@ async def answer_error(send: Send, error: AppError) -> None:
 
 
 def client_address(scope: Scope) -> str:
-    """The client's IP address as the connection shows it (a proxy's, behind a reverse proxy)."""
+    """The client's address as the login throttle counts it.
+
+    The connection's address, or, from a proxy in ``server.trusted_proxies``, the client it names
+    (uvicorn's proxy middleware has put it in ``scope["client"]``; from no one else is the header
+    believed). A connection from this machine or a private network that says it forwards another
+    client (``X-Forwarded-For``) is ``"<claimed> via <address>"``: behind a proxy nobody declared,
+    each client is throttled on its own, so one who mistypes does not lock out everyone behind it,
+    and ``LoginThrottle`` counts all of them against the proxy too, so made-up claims buy a few
+    more guesses, never a way around the throttle or into someone else's lockout.
+    """
     client = scope.get("client")
-    return client[0] if client else "unknown"
+    address = client[0] if client else "unknown"
+    claimed = _forwarded_client(scope)
+    if claimed is None or claimed == address or not _is_local(address):
+        return address
+    return f"{claimed}{VIA}{address}"
+
+
+def _forwarded_client(scope: Scope) -> str | None:
+    """The last address in X-Forwarded-For (the one the nearest proxy added); "unknown" when that is
+    not an IP address; None without the header."""
+    values = [value for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"]
+    if not values:
+        return None
+    last = b",".join(values).decode("latin-1").split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return "unknown"
+
+
+def _is_local(address: str) -> bool:
+    """This machine or a private network: where a reverse proxy in front of the server is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -201,21 +254,34 @@ class PageEventGuard:
     so Gradio never runs an event a route does not name, nor raises on a name it cannot find.
     """
 
-    def __init__(self, app: ASGIApp, blocks):
+    def __init__(self, app: ASGIApp, blocks, max_body_bytes: int | None = None):
+        """``max_body_bytes``: the largest event body taken (``event_body_limit``; its defaults when not given)."""
         self.app, self.blocks = app, blocks
+        self.max_body_bytes = max_body_bytes or event_body_limit()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._route(scope)
         if route is None:
             await self.app(scope, receive, send)
             return
-        body, replay = await _read_all(receive)
         try:
-            self._check(*route, _json(body))
+            body, replay = await self._read(scope, receive)
+            self._check(*route, await _parse(body))
         except AppError as error:
             await answer_error(send, error)
             return
         await self.app(scope, replay, send)
+
+    async def _read(self, scope: Scope, receive: Receive) -> tuple[bytes, Receive]:
+        """The body, refused (413) as soon as its declared length or the bytes come so far pass the limit."""
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            raise self.too_large(declared)
+        return await _read_all(receive, self.max_body_bytes, self.too_large)
+
+    def too_large(self, size: int) -> BodyTooLarge:
+        return BodyTooLarge(key="err_event_too_large", size=f"{size / 1024:.0f}",
+                            limit=f"{self.max_body_bytes / 1024:.0f}")
 
     @staticmethod
     def _route(scope: Scope) -> tuple[str, str | None] | None:
@@ -279,6 +345,39 @@ class PageEventGuard:
             raise InvalidInput(key="err_event_inputs", name=event.api_name, needed=len(event.inputs), got=len(data))
 
 
+#: What every event body may hold besides its texts and files: the small inputs (choices, numbers,
+#: the page's id, the language), the table row a click sends, ``fn_index``, ``session_hash``.
+EVENT_BASE_BYTES = 32 * 1024
+#: The most JSON spends on one character a user typed (a control character is written \\u0001).
+JSON_BYTES_PER_CHAR = 6
+#: One file input's description (Gradio's ``FileData``: path, URL, original name, size, type).
+FILE_DATA_BYTES = 2048
+#: Files the Many-pictures action looks at beyond its limit, to say which were refused (``ui.many``).
+FILES_BEYOND_LIMIT = 50
+#: A body up to this size is parsed on the event loop: quicker than handing it to a thread.
+PARSE_INLINE_BYTES = 32 * 1024
+
+
+def event_body_limit(max_prompt_chars: int = 1000, max_pictures: int = 20) -> int:
+    """The largest body one of the page's events can need (308 KB with the defaults).
+
+    The largest is Many pictures: a prompt a line for each of up to ``max_pictures``
+    (``jobs.max_queued``) pictures, the negative prompt, each at most ``max_prompt_chars``
+    (``generation.max_prompt_chars``) characters, and a description of each file chosen (their bytes
+    go through the upload route, not here). Generate's prompt, negative prompt and picture fit in it.
+    """
+    texts = (max_pictures + 2) * (max_prompt_chars + 1)
+    files = max_pictures + FILES_BEYOND_LIMIT
+    return EVENT_BASE_BYTES + JSON_BYTES_PER_CHAR * texts + FILE_DATA_BYTES * files
+
+
+async def _parse(body: bytes) -> Any:
+    """``body`` as JSON, a large one in a worker thread so that the event loop answers meanwhile."""
+    if len(body) <= PARSE_INLINE_BYTES:
+        return _json(body)
+    return await anyio.to_thread.run_sync(_json, body)
+
+
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -286,14 +385,19 @@ def _json(body: bytes) -> Any:
         return None  # not JSON we can read: Gradio's own body check answers it
 
 
-async def _read_all(receive: Receive) -> tuple[bytes, Receive]:
-    """The whole body (already size-limited by ``BodyGuard``), and a ``receive`` that hands it on."""
-    chunks, more = [], True
+async def _read_all(receive: Receive, max_bytes: int,
+                    too_large: Callable[[int], AppError]) -> tuple[bytes, Receive]:
+    """The whole body and a ``receive`` that hands it on; ``too_large(size)`` is raised as soon as the
+    bytes come so far pass ``max_bytes``, and nothing more is read."""
+    chunks, more, size = [], True, 0
     while more:
         message = await receive()
         if message["type"] != "http.request":
             return b"", _replay([message], receive)
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > max_bytes:
+            raise too_large(size)
         more = message.get("more_body", False)
     body = b"".join(chunks)
     return body, _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
@@ -303,3 +407,143 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     async def replayed() -> Message:
         return messages.pop(0) if messages else await receive()
     return replayed
+
+
+# -- connections, below the ASGI app: uvicorn's h11 protocol with a header deadline and per-client bound --
+
+
+class ConnectionLimits:
+    """The connection limits one server's connections share: the header deadline, the connections per
+    client address (proxies in ``exempt`` are not held to it) and in all (``max_total``: what the
+    process's open-file limit leaves room for, so that its job store can still open its database).
+
+    Only the event loop's thread touches it (each connection's ``connection_made``/``lost``).
+    """
+
+    def __init__(self, *, header_timeout_s: float, max_per_client: int, max_total: int,
+                 exempt: tuple[str, ...] = ()):
+        self.header_timeout_s = header_timeout_s
+        self.max_per_client, self.max_total = max_per_client, max_total
+        self._exempt = [ipaddress.ip_network(item, strict=False) for item in exempt]
+        self.open: Counter[str] = Counter()  # connections per client key
+        self.total = 0
+
+    def admit(self, address: str) -> tuple[str | None, AppError | None]:
+        """Count a new connection from ``address``: (its key, to ``release``), or (None, the refusal)."""
+        key = client_key(address)
+        if self.total >= self.max_total:
+            return None, ServerFull(key="err_server_full", limit=self.max_total)
+        if self.open[key] >= self.max_per_client and not self._is_exempt(address):
+            return None, TooManyConnections(key="err_too_many_connections", address=key, limit=self.max_per_client)
+        self.open[key] += 1
+        self.total += 1
+        return key, None
+
+    def release(self, key: str) -> None:
+        self.total -= 1
+        self.open[key] -= 1
+        if self.open[key] <= 0:
+            del self.open[key]
+
+    def _is_exempt(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._exempt)
+
+    def too_slow(self) -> BodyTooSlow:
+        return BodyTooSlow(key="err_headers_too_slow", seconds=f"{self.header_timeout_s:g}")
+
+
+def client_key(address: str) -> str:
+    """What one client's connections are counted under: its IPv4 address, or its IPv6 address's /64
+    (one machine gets a whole /64, and picks any address in it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+
+def raw_answer(error: AppError) -> bytes:
+    """``error`` as a whole HTTP/1.1 response that closes the connection, for a connection whose request
+    was never handed to the app (so ``answer_error`` cannot send it)."""
+    body = json.dumps({"error": str(error)}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close"), *SECURITY_HEADERS,
+               *[(k.encode(), v.encode()) for k, v in error.headers.items()]]
+    phrase = http.HTTPStatus(error.http_status).phrase
+    head = f"HTTP/1.1 {error.http_status} {phrase}\r\n".encode()
+    return head + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, each connection held to ``limits`` (set by ``guarded_protocol``).
+
+    A connection past its client's (or the server's) bound gets 429 (503) and is closed at once.
+    The header deadline runs from connecting, and again from the first byte of each next request on
+    a kept-alive connection, until the request's headers are whole; a connection that sent nothing
+    by then is closed, one that sent part of a request gets 408 first. (After a response uvicorn's
+    own keep-alive timeout closes an idle connection; once the headers are in, ``BodyGuard``'s body
+    deadline takes over.)
+    """
+
+    limits: ConnectionLimits
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._slot, refusal = self.limits.admit(self.client[0] if self.client else "unknown")
+        if refusal is not None:
+            log.debug("Refused a connection from %s: %s", self.client, refusal)
+            transport.write(raw_answer(refusal))
+            transport.close()
+            return
+        self._start_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._slot is None:  # refused: closing
+            return
+        if self._header_timer is None and self.conn.their_state is h11.IDLE:
+            self._start_header_deadline()  # the first byte of a next request
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._stop_header_deadline()  # the request's headers are in
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._let_go()  # the WebSocket protocol owns the connection now
+        super().handle_websocket_upgrade(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._let_go()
+        super().connection_lost(exc)
+
+    def _let_go(self) -> None:
+        self._stop_header_deadline()
+        if self._slot is not None:
+            self.limits.release(self._slot)
+            self._slot = None
+
+    def _start_header_deadline(self) -> None:
+        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._headers_too_slow)
+
+    def _stop_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:  # part of a request came: say why it ends
+            self.transport.write(raw_answer(self.limits.too_slow()))
+        self.transport.close()
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
+    """The protocol class for ``uvicorn.Config(http=...)``, its connections held to ``limits``."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits})

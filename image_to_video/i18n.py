@@ -332,6 +332,14 @@ TEXT: dict[str, dict[str, str]] = {
         "zh-CN": "`python main.py generate`（PID {pid}）正在使用数据文件夹 {folder}。同一时间只能有一个进程使用它，"
                  "否则两者会同时在同一块 GPU 上运行任务。请等它完成，或停止它（在其终端按 Ctrl+C，或 kill {pid}），"
                  "然后再启动。"},
+    "err_output_folder_taken": {
+        "en": "Another Image-to-Video process (PID {pid}) is already writing its videos to the output folder "
+              "{folder}. Only one may use it at a time, or each start would remove the other's videos in progress. "
+              "Give this one an output folder of its own (--output-dir or paths.output_dir), or stop the other "
+              "first (`bash start_app.sh stop`, or kill {pid}).",
+        "zh-CN": "另一个 Image-to-Video 进程（PID {pid}）已在向输出文件夹 {folder} 写入视频。同一时间只能有一个进程"
+                 "使用它，否则每次启动都会删除对方正在生成的视频。请为本进程指定单独的输出文件夹（--output-dir 或 "
+                 "paths.output_dir），或先停止另一个（`bash start_app.sh stop`，或 kill {pid}）。"},
     "err_no_job": {"en": "There is no job {job}.", "zh-CN": "没有任务 {job}。"},
     "err_record_missing": {"en": "The record of this video is missing from the output folder.",
                            "zh-CN": "输出文件夹中缺少这个视频的参数记录。"},
@@ -351,6 +359,22 @@ TEXT: dict[str, dict[str, str]] = {
                                 "again on a faster connection, or raise server.body_timeout_s.",
                           "zh-CN": "请求内容未在 {seconds} 秒内传完（server.body_timeout_s）。请在更快的网络上重新发送，"
                                    "或调大 server.body_timeout_s。"},
+    "err_headers_too_slow": {"en": "The request's headers did not arrive within {seconds} s (server.header_timeout_s). "
+                                   "Send the request again, or raise server.header_timeout_s for a very slow link.",
+                             "zh-CN": "请求头未在 {seconds} 秒内传完（server.header_timeout_s）。请重新发送请求，"
+                                      "或为很慢的网络调大 server.header_timeout_s。"},
+    "err_too_many_connections": {"en": "Too many open connections from your address ({address}): {limit} at once "
+                                       "(server.max_connections_per_client). Close some tabs or downloads and try "
+                                       "again, or raise server.max_connections_per_client.",
+                                 "zh-CN": "来自你的地址（{address}）的连接过多：最多同时 {limit} 个"
+                                          "（server.max_connections_per_client）。请关闭一些标签页或下载后重试，"
+                                          "或调大 server.max_connections_per_client。"},
+    "err_server_full": {"en": "The server holds as many connections as it can ({limit}). Try again in a moment.",
+                        "zh-CN": "服务器的连接数已达上限（{limit}）。请稍后再试。"},
+    "err_event_too_large": {"en": "This page action sent {size} KB; a page action needs at most {limit} KB (pictures "
+                                  "go through the upload). Shorten the prompts, or reload the page.",
+                            "zh-CN": "此页面操作发送了 {size} KB；页面操作最多需要 {limit} KB（图片通过上传发送）。"
+                                     "请缩短提示词，或刷新页面。"},
     "err_login_throttled": {"en": "Too many wrong passwords from your address ({address}). Wait {seconds} s, then log in "
                                   "with the password start_app.sh printed.",
                             "zh-CN": "来自你的地址（{address}）的错误密码次数过多。请等待 {seconds} 秒，然后用 start_app.sh "
@@ -604,6 +628,9 @@ TEXT: dict[str, dict[str, str]] = {
               "of {original_width} px at {original_fps}.",
         "zh-CN": "为了不超过 {max_mb} MB，GIF 已缩小为宽 {width} 像素、每秒 {fps} 帧（原为宽 {original_width} 像素、"
                  "每秒 {original_fps} 帧）。"},
+    "msg_files_not_made": {
+        "en": "The video is done, but {files} could not be made: the MP4 video is kept without it. {reason}",
+        "zh-CN": "视频已完成，但无法生成 {files}：已保留不含该文件的 MP4 视频。{reason}"},
     "err_video_unreadable": {
         "en": "The video file {name} cannot be read ({detail}). Pick another video, or make this one again.",
         "zh-CN": "无法读取视频文件 {name}（{detail}）。请换一个视频，或重新生成这个视频。"},

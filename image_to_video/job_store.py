@@ -65,8 +65,11 @@ class Job:
     def localized_message(self, lang: str) -> str | None:
         """``message`` in ``lang`` when it was stored with its key, else as stored (English)."""
         if self.message_key:
-            stored = json.loads(self.message_key)
-            return t(stored["key"], lang, **stored["params"])
+            try:
+                stored = json.loads(self.message_key)
+                return t(stored["key"], lang, **stored["params"])
+            except (ValueError, TypeError, KeyError, IndexError):  # a damaged row: its English text
+                log.warning("The message of job %s cannot be read in %s; showing it as stored", self.id, lang)
         return self.message
 
     @property
@@ -99,6 +102,7 @@ class JobStore(Protocol):
     def position(self, job_id: str) -> int | None: ...
     def recover(self, is_alive: Callable[[str], bool]) -> tuple[int, int]: ...
     def inputs_to_prune(self, finished_before: float) -> list[str]: ...
+    def image_paths(self) -> set[str]: ...
 
 
 _COLUMNS = [f.name for f in fields(Job)]
@@ -138,6 +142,7 @@ class SQLiteJobStore:
         takes none, so in WAL mode reads go on while another process holds the write lock."""
         with self._lock:
             db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+            db.text_factory = _text
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -283,6 +288,17 @@ class SQLiteJobStore:
             rows = db.execute("SELECT image_path FROM jobs WHERE state = ? OR (state IN (?, ?, ?) AND finished < ?)",
                               (DONE, FAILED, CANCELLED, INTERRUPTED, finished_before)).fetchall()
             return [path for (path,) in rows]
+
+    def image_paths(self) -> set[str]:
+        """The input picture of every job (to tell a picture no job refers to)."""
+        with self._connect(write=False) as db:
+            return {path for (path,) in db.execute("SELECT image_path FROM jobs").fetchall()}
+
+
+def _text(value: bytes) -> str:
+    """A stored text, with a replacement character for each byte that is not UTF-8: one row written
+    by hand or by a broken tool must not make the whole job list unreadable."""
+    return value.decode("utf-8", errors="replace")
 
 
 def _params(text: Any) -> dict[str, Any] | None:

@@ -165,8 +165,9 @@ ZH = {
     "'ray start --head' runs; port %s unless it said another).":
         "worker 需要头节点的地址：bash start_app.sh worker --head 主机[:端口]（运行 'ray start --head' 的那台机器；"
         "端口默认为 %s，除非启动时指定了别的）。",
-    "--head must be HOST or HOST:PORT with a port from 1 to 65535, not %s.":
-        "--head 必须是 主机 或 主机:端口（端口 1 到 65535），而不是 %s。",
+    "--head must be HOST or HOST:PORT (an IPv6 address in brackets: [::1]:6379) with a port from 1 to 65535, "
+    "not %s.":
+        "--head 必须是 主机 或 主机:端口（IPv6 地址写在方括号里：[::1]:6379），端口 1 到 65535，而不是 %s。",
     "Joining the Ray cluster at %s: %s": "正在加入位于 %s 的 Ray 集群：%s",
     "every GPU of this machine that Ray sees (%s) runs one worker": "Ray 看到的本机每块 GPU（%s 块）各运行一个工作进程",
     "%s unit(s) of %s (jobs.ray_resource), one worker each": "%s 个 %s 单位（jobs.ray_resource），每个运行一个工作进程",
@@ -982,17 +983,47 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_head(args: argparse.Namespace) -> int:
+    """Check --head (before anything is installed): RAY_ADDRESS, or exit 2 saying what is wrong."""
+    value("RAY_ADDRESS", head_address(args.head))
+    return 0
+
+
 def head_address(head: str | None) -> str:
-    """``--head`` as host:port (port RAY_HEAD_PORT when not given); a missing or bad one is refused."""
+    """``--head`` as host:port (port RAY_HEAD_PORT when not given): ``host``, ``host:port``, an IPv6
+    address bare (``::1``) or in brackets (``[::1]``, ``[::1]:6379``), which stays in brackets, as Ray
+    reads it. A missing or bad one is refused."""
     if not head:
         raise BadValue(t("worker needs the head's address: bash start_app.sh worker --head HOST[:PORT] (the machine "
                          "where 'ray start --head' runs; port %s unless it said another).", RAY_HEAD_PORT))
-    host, colon, port = head.rpartition(":") if head.count(":") == 1 else (head, "", "")
-    if not colon:
-        host, port = head, str(RAY_HEAD_PORT)
+    host, port = _split_head(head)
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or any(c.isspace() for c in host):
-        raise BadValue(t("--head must be HOST or HOST:PORT with a port from 1 to 65535, not %s.", shown(head)))
+        raise BadValue(t("--head must be HOST or HOST:PORT (an IPv6 address in brackets: [::1]:6379) with a port "
+                         "from 1 to 65535, not %s.", shown(head)))
     return f"{host}:{int(port)}"
+
+
+def _split_head(head: str) -> tuple[str, str]:
+    """(host, port) of ``--head``, the port RAY_HEAD_PORT when not given; ("", "") when it cannot be
+    read. An IPv6 host comes back in brackets."""
+    default = str(RAY_HEAD_PORT)
+    if head.startswith("["):
+        inside, bracket, rest = head[1:].partition("]")
+        if not bracket or not _is_ipv6(inside) or (rest and not rest.startswith(":")):
+            return "", ""
+        return f"[{inside}]", rest[1:] if rest else default
+    if head.count(":") > 1:  # colons in the host: only a bare IPv6 address, which takes the default port
+        return (f"[{head}]", default) if _is_ipv6(head) else ("", "")
+    host, colon, port = head.partition(":")
+    return host, port if colon else default
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def visible_gpus() -> int:
@@ -1042,6 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--venv", default=".venv")
     add("prepare", cmd_prepare).add_argument("--scratch", type=Path, required=True)
     add("worker", cmd_worker).add_argument("--head")
+    add("head", cmd_head).add_argument("--head")
     diagnosis = add("diagnose", cmd_diagnose)
     diagnosis.add_argument("--log", required=True)
     diagnosis.add_argument("--reason")

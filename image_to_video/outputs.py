@@ -83,6 +83,19 @@ class VideoFiles:
         return [path for path in self.all() if path.exists()]
 
 
+def model_name(source: str) -> str:
+    """What a record (and the MP4's comment) says of the model: a hub repo id as it is
+    (``ali-vilab/i2vgen-xl``), a folder by its last part only (``i2vgen-xl``). The record travels
+    with the video: a folder's full path would tell anyone it is shared with the server's user
+    name and folders."""
+    source = str(source)
+    path = Path(source).expanduser()
+    repo_id = not (path.is_absolute() or source.startswith((".", "~")) or source.count("/") != 1)
+    if repo_id and not path.is_dir():
+        return source
+    return path.resolve().name or source
+
+
 def free_gb(folder: Path) -> float:
     """Free disk space where ``folder`` is (or will be created), in GB."""
     probe = Path(folder)

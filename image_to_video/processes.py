@@ -6,8 +6,8 @@ another program. The start time in clock ticks since boot (field 22 of
 the launcher its app's PID file, so ``kill -9`` and a reused PID are both seen for
 what they are.
 
-``FolderLock`` keeps one process per data folder: an exclusive ``flock`` that the
-kernel releases when its process ends, however it ends.
+``FolderLock`` keeps one process per data folder (and per output folder): an exclusive
+``flock`` that the kernel releases when its process ends, however it ends.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ class FolderLock:
     def __init__(self, folder: Path):
         self.path = Path(folder) / self.NAME
         self._file: TextIO | None = None
+        #: A second folder's lock held with this one and let go with it (the output folder's).
+        self.also: FolderLock | None = None
 
     def acquire(self, **holder: Any) -> dict[str, Any] | None:
         """Take the lock and write this PID and ``holder`` into the file; returns None.
@@ -122,24 +124,43 @@ class FolderLock:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self.also is not None:
+            self.also.release()
+            self.also = None
 
 
 def claim_data_folder(config: AppConfig, command: str) -> FolderLock:
-    """This process's exclusive hold on the data folder, for as long as it lives.
+    """This process's exclusive hold on the data folder and the output folder, for as long as it lives.
 
     One server per folder, not one per port: there is one GPU and one queue, and a
     second server (or ``generate``) on the same jobs would run a second job on that GPU
-    at once and clean up the first one's half-written files at its start.
+    at once and clean up the first one's half-written files at its start. The output folder
+    is held too (``outputs/app.lock``): a second server with a data folder of its own but the
+    same output folder would remove the first one's videos in progress as a crash's leftovers.
     """
-    lock = FolderLock(config.paths.state_dir)
     server = config.server
     address = "localhost" if server.host in ("0.0.0.0", "::", "") else server.host
-    holder = lock.acquire(command=command, port=server.port if command == "serve" else None,
-                          url=f"http://{address}:{server.port}/" if command == "serve" else None)
-    if holder is None:
+    holder = dict(command=command, port=server.port if command == "serve" else None,
+                  url=f"http://{address}:{server.port}/" if command == "serve" else None)
+    lock = _claim(FolderLock(config.paths.state_dir), holder, output=False)
+    if Path(config.paths.output_dir).resolve() != Path(config.paths.state_dir).resolve():
+        try:
+            lock.also = _claim(FolderLock(config.paths.output_dir), holder, output=True)
+        except AlreadyRunning:
+            lock.release()
+            raise
+    return lock
+
+
+def _claim(lock: FolderLock, holder: dict[str, Any], *, output: bool) -> FolderLock:
+    """``lock`` taken; raises ``AlreadyRunning`` naming the process that holds it."""
+    other = lock.acquire(**holder)
+    if other is None:
         return lock
-    folder, pid = config.paths.state_dir, holder.get("pid", "?")
-    if holder.get("command") == "generate":
+    folder, pid = lock.path.parent, other.get("pid", "?")
+    if output:
+        raise AlreadyRunning(key="err_output_folder_taken", pid=pid, folder=folder)
+    if other.get("command") == "generate":
         raise AlreadyRunning(key="err_folder_has_generate", pid=pid, folder=folder)
-    raise AlreadyRunning(key="err_folder_has_server", pid=pid, port=holder.get("port", "?"), folder=folder,
-                         url=holder.get("url") or "the address it printed")
+    raise AlreadyRunning(key="err_folder_has_server", pid=pid, port=other.get("port", "?"), folder=folder,
+                         url=other.get("url") or "the address it printed")

@@ -176,6 +176,7 @@ def connect(address: str) -> None:
         return
     if address != "auto":
         host, _, port = address.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # "[::1]:6379": IPv6
         try:
             socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
         except OSError as error:

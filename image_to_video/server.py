@@ -47,7 +47,8 @@ from . import __version__
 from .auth import Credentials, LoginThrottle
 from .config import FORMATS, LOOPS, PARAMETERS, STATIC_DIR, AppConfig
 from .errors import AppError, InvalidInput, NoSuchRoute, WrongMethod, shown
-from .http_guard import BodyGuard, PageEventGuard, PageLoginGuard, client_address, throttled
+from .http_guard import (BodyGuard, ConnectionLimits, PageEventGuard, PageLoginGuard, client_address,
+                         event_body_limit, guarded_protocol, throttled)
 from .i18n import t
 from .job_queue import JobQueue
 from .job_store import DONE
@@ -175,7 +176,8 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
     )
     app.state.end_page_streams = _page_stream_ender(app)
     # Added last is outermost: the body limits come before the login throttle and the event check.
-    app.add_middleware(PageEventGuard, blocks=demo)
+    app.add_middleware(PageEventGuard, blocks=demo, max_body_bytes=event_body_limit(
+        config.generation.max_prompt_chars, config.jobs.max_queued))
     if credentials:
         app.add_middleware(PageLoginGuard, throttle=throttle)
     app.add_middleware(BodyGuard, max_upload_mb=config.server.max_upload_mb,
@@ -421,11 +423,55 @@ class _GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+#: Connections accepted in one go (the listen backlog; uvicorn's default is 2048). asyncio accepts up to
+#: this many sockets before any of them reaches ``connection_made``, where one past the limits is closed.
+ACCEPT_BACKLOG = 128
+#: Open files kept free of connections: two accept batches not yet refused, the job store's database
+#: (3 files a transaction), logs, the model's files, ffmpeg's pipes, the worker processes' pipes.
+RESERVED_FILES = 2 * ACCEPT_BACKLOG + 128
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft open-file limit to its hard limit (allowed without privileges), and
+    return the soft limit now. Each connection is an open file: at the usual soft limit of 1024 a
+    thousand idle connections would leave the job worker none to open its database with."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            log.info("Open-file limit raised from %d to %d", soft, wanted)
+            soft = wanted
+        except (ValueError, OSError) as error:
+            log.warning("Open-file limit stays at %d (could not raise it to %d: %s)", soft, wanted, error)
+    return (1 << 20) if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_limits(config: AppConfig, open_files: int) -> ConnectionLimits:
+    """The connection limits of ``config.server``; ``open_files``: the process's open-file limit, of which
+    all connections together may take all but ``RESERVED_FILES``."""
+    server = config.server
+    return ConnectionLimits(header_timeout_s=server.header_timeout_s, max_per_client=server.max_connections_per_client,
+                            max_total=max(16, open_files - RESERVED_FILES), exempt=server.proxy_list)
+
+
+def uvicorn_config(app: FastAPI, config: AppConfig, limits: ConnectionLimits) -> uvicorn.Config:
+    """How uvicorn serves ``app``: its h11 protocol held to ``limits`` (whatever HTTP parser is installed),
+    X-Forwarded-For believed only from ``server.trusted_proxies`` (uvicorn's default believes it from any
+    connection on 127.0.0.1, so a local proxy's every client, or anyone on this machine, could claim any
+    address to the login throttle)."""
+    proxies = list(config.server.proxy_list)
+    return uvicorn.Config(app, host=config.server.host, port=config.server.port, log_level="warning",
+                          timeout_graceful_shutdown=5, http=guarded_protocol(limits), backlog=ACCEPT_BACKLOG,
+                          proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+
+
 def run_server(app: FastAPI, config: AppConfig, *, drain: Callable[[float], None],
                pid_file: Path | None = None) -> None:
     """Serve ``app`` until SIGTERM or Ctrl+C; ``drain(grace_s)`` stops the jobs first."""
-    server_config = uvicorn.Config(app, host=config.server.host, port=config.server.port,
-                                   log_level="warning", timeout_graceful_shutdown=5)
+    server_config = uvicorn_config(app, config, connection_limits(config, raise_open_file_limit()))
     server = _GracefulServer(server_config, drain, config.jobs.shutdown_grace_s,
                              getattr(app.state, "end_page_streams", None))
     try:

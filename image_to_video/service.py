@@ -6,6 +6,12 @@ again, then the video: its rename into place is the last step, so a video on dis
 has its record (a crash before leaves companions that ``OutputFolder.clean_temporary_files``
 removes at start). Where those files go and what they are called is the output
 folder's business (``outputs.py``); the job queue (``worker.py``) calls this.
+
+The job's cancel switch reaches every step, the model's (``Engine.generate``) and those after it:
+each finishing step checks it as it starts and ends, and its ffmpeg is killed on a cancel
+(``video.run_ffmpeg``), so a cancel (or a shutdown) stops the job within a second or two. A GIF or
+WebM that cannot be made does not throw the video away: the MP4 is kept, and the result and the
+record name the file that is missing and why.
 """
 
 from __future__ import annotations
@@ -30,11 +36,11 @@ from PIL import Image
 
 from . import __version__, finishing
 from .config import ModelSettings
-from .errors import GenerationFailed
-from .outputs import OutputFolder, VideoFiles
+from .errors import AppError, GenerationFailed
+from .outputs import OutputFolder, VideoFiles, model_name
 from .progress import Progress, ProgressFn, ignore
 from .request import GenerationRequest, crossfade_overlap
-from .video import write_video
+from .video import stop_if_cancelled, write_video
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,8 @@ class VideoResult:
     image_path: Path
     seed: int
     metadata: dict[str, Any]
+    #: What the owner should know of a video that is done: an extra file asked for that could not be made.
+    note: AppError | None = None
 
 
 class VideoService:
@@ -85,7 +93,7 @@ class VideoService:
         started = time.perf_counter()
         continued = self._continued_frames(request)
         segments, timings, peak_gb = self._segments(request, report, cancel)
-        steps = Steps(report, timings)
+        steps = Steps(report, timings, cancel)
         model_frames = segments[0]
         if len(segments) > 1 or continued is not None:
             with steps.step("joining"):
@@ -94,13 +102,15 @@ class VideoService:
         files = self.outputs.new_video()
         record = self._record(request, files)
         made: list[dict[str, Any]] = []
+        not_made: list[dict[str, Any]] = []
         try:
-            self._write_companions(request, files, model_frames, segments[-1], final, steps, made)
+            self._write_companions(request, files, model_frames, segments[-1], final, steps, made, not_made)
             steps.report("encoding", 0)
             encode_started = time.perf_counter()
 
             def commit(info) -> None:
                 """The picture and the record, each atomically, while the checked video waits to be renamed."""
+                stop_if_cancelled(cancel)
                 timings["encode_s"] = time.perf_counter() - encode_started
                 timings["total_s"] = time.perf_counter() - started
                 made.insert(0, _file_entry("video", "mp4", files.video, info))
@@ -111,6 +121,7 @@ class VideoService:
                                            else files.video).name},
                     fps={"model": request.fps, "output": request.output_fps},
                     files=made,
+                    **({"not_made": not_made} if not_made else {}),
                     timings_s={k.removesuffix("_s"): round(v, 3) for k, v in timings.items()},
                     peak_gpu_memory_gb=None if peak_gb is None else round(peak_gb, 3),
                     peak_process_memory_gb=round(_peak_rss_gb(), 3),
@@ -121,13 +132,14 @@ class VideoService:
                     self.faults.trip("commit")
 
             write_video(final, files.video, request.output_fps, comment=json.dumps(record, default=str),
-                        before_commit=commit)
+                        before_commit=commit, cancel=cancel)
         except BaseException:
             self.outputs.remove_companions(files)  # no video: no record, picture or derived file of one either
             raise
         steps.report("encoding", 1)
         log.info("Wrote %s in %.1f s (seed %d)", files.video.name, timings["total_s"], request.seed)
-        return VideoResult(files.video, files.record, files.input_image, request.seed, record)
+        return VideoResult(files.video, files.record, files.input_image, request.seed, record,
+                           _not_made_note(not_made))
 
     def _segments(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event):
         """The model's frames, segment by segment: each later one starts from the last frame of the one
@@ -175,35 +187,39 @@ class VideoService:
                 frames = finishing.crossfade(frames, crossfade_overlap(len(frames)))
         if request.interpolate_fps:
             with steps.step("interpolating"):
-                frames = finishing.interpolate(frames, request.fps, request.interpolate_fps)
+                frames = finishing.interpolate(frames, request.fps, request.interpolate_fps, cancel=steps.cancel)
         if request.upscale > 1:
             with steps.step("upscaling"):
-                frames = finishing.upscale(frames, request.upscale)
+                frames = finishing.upscale(frames, request.upscale, cancel=steps.cancel)
         return frames
 
     def _write_companions(self, request: GenerationRequest, files: VideoFiles, model_frames: np.ndarray,
                           last_segment: np.ndarray, final: np.ndarray, steps: "Steps",
-                          made: list[dict[str, Any]]) -> None:
+                          made: list[dict[str, Any]], not_made: list[dict[str, Any]]) -> None:
         """Every file derived beside the video, each written and checked under a temporary name first:
         the model's own frames (when the video is derived from them), the last segment alone (when
-        there is more than the segment), the GIF and the WebM asked for. ``made`` gets an entry each."""
+        there is more than the segment), the GIF and the WebM asked for. ``made`` gets an entry each;
+        a GIF or WebM that fails gets one in ``not_made`` instead (the video is kept without it)."""
+        cancel = steps.cancel
         if final is not model_frames:
             path = files.companion("model_video")
-            made.append(_file_entry("model", "mp4", path, write_video(model_frames, path, request.fps)))
+            made.append(_file_entry("model", "mp4", path, write_video(model_frames, path, request.fps, cancel=cancel)))
         if len(model_frames) != len(last_segment):
             path = files.companion("segment_video")
-            made.append(_file_entry("segment", "mp4", path, write_video(last_segment, path, request.fps)))
+            made.append(_file_entry("segment", "mp4", path, write_video(last_segment, path, request.fps,
+                                                                        cancel=cancel)))
         if "gif" in request.format_list:
-            with steps.step("gif"):
-                gif = finishing.write_gif(final, request.output_fps, files.companion("gif"),
-                                          max_mb=self.gif_max_mb)
-            made.append({**_file_entry("gif", "gif", files.companion("gif"), gif), "capped": gif.capped,
-                         "max_mb": self.gif_max_mb, "original_width": gif.original_width,
-                         "original_fps": gif.original_fps})
+            path = files.companion("gif")
+            with steps.step("gif"), _kept_going(not_made, "gif", path):
+                gif = finishing.write_gif(final, request.output_fps, path, max_mb=self.gif_max_mb, cancel=cancel)
+                made.append({**_file_entry("gif", "gif", path, gif), "capped": gif.capped,
+                             "max_mb": self.gif_max_mb, "original_width": gif.original_width,
+                             "original_fps": gif.original_fps})
         if "webm" in request.format_list:
-            with steps.step("webm"):
-                webm = finishing.write_webm(final, request.output_fps, files.companion("webm"))
-            made.append(_file_entry("webm", "webm", files.companion("webm"), webm))
+            path = files.companion("webm")
+            with steps.step("webm"), _kept_going(not_made, "webm", path):
+                made.append(_file_entry("webm", "webm", path, finishing.write_webm(final, request.output_fps, path,
+                                                                                    cancel=cancel)))
 
     def _record(self, request: GenerationRequest, files: VideoFiles) -> dict[str, Any]:
         status = self.engine.status
@@ -215,7 +231,7 @@ class VideoService:
             "input_image": files.input_image.name,
             "parameters": request.parameters(),
             "model": {
-                "source": self.engine.model_path,
+                "source": model_name(self.engine.model_path),  # a name, never the server's folders
                 "revision": self.engine.model_revision,
                 "variant": self.model.variant,
                 "demo": status.is_demo,
@@ -258,22 +274,26 @@ def _peak_rss_gb() -> float:
 
 class Steps:
     """The finishing steps of one job: each reports its stage (start and end) and adds its time to
-    ``timings`` as ``<stage>_s``."""
+    ``timings`` as ``<stage>_s``; each checks the job's ``cancel`` as it starts and ends (the ffmpeg
+    steps also while they run), so that a cancel stops the job between any two steps."""
 
-    def __init__(self, report: ProgressFn, timings: dict[str, float]):
-        self.report_fn, self.timings = report, timings
+    def __init__(self, report: ProgressFn, timings: dict[str, float], cancel: threading.Event | None = None):
+        self.report_fn, self.timings, self.cancel = report, timings, cancel
 
     def report(self, stage: str, done: int) -> None:
         self.report_fn(Progress(stage, done, 1, self.timings.get(f"{stage}_s", 0.0), 0.0 if done else None))
 
     @contextlib.contextmanager
     def step(self, stage: str) -> Iterator[None]:
-        """Time the block as ``stage`` (a ``progress.STAGES`` name), reporting its start and end."""
+        """Time the block as ``stage`` (a ``progress.STAGES`` name), reporting its start and end;
+        ``Cancelled`` before and after it once the job is cancelled."""
+        stop_if_cancelled(self.cancel)
         self.report(stage, 0)
         started = time.perf_counter()
         yield
         self.timings[f"{stage}_s"] = time.perf_counter() - started
         self.report(stage, 1)
+        stop_if_cancelled(self.cancel)
 
 
 def _segment_progress(report: ProgressFn, index: int, segments: int) -> ProgressFn:
@@ -287,6 +307,26 @@ def _segment_progress(report: ProgressFn, index: int, segments: int) -> Progress
         report(replace(progress, done=index * progress.total + progress.done, total=segments * progress.total,
                        eta=left, segment=index + 1, segments=segments))
     return forward
+
+
+@contextlib.contextmanager
+def _kept_going(not_made: list[dict[str, Any]], fmt: str, path: Path) -> Iterator[None]:
+    """Run the block that writes the extra file ``path``; if it fails (``GenerationFailed``: ffmpeg,
+    the check, the size limit), note why in ``not_made`` and go on: the model's work is not thrown
+    away for a companion format. A cancel is not a failure and goes through."""
+    try:
+        yield
+    except GenerationFailed as error:
+        log.warning("The %s %s could not be made; the video is kept without it: %s", fmt.upper(), path.name, error)
+        not_made.append({"kind": fmt, "format": fmt, "name": path.name, "error": str(error)})
+
+
+def _not_made_note(not_made: list[dict[str, Any]]) -> AppError | None:
+    """The job's message when an extra file could not be made: which, and why (the first one's reason)."""
+    if not not_made:
+        return None
+    return AppError(key="msg_files_not_made", files=", ".join(entry["name"] for entry in not_made),
+                    reason=not_made[0]["error"])
 
 
 def _file_entry(kind: str, fmt: str, path: Path, info) -> dict[str, Any]:

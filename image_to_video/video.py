@@ -1,8 +1,12 @@
 """Write videos that play in every browser, and never leave a broken file behind.
 
 H.264 in MP4, yuv420p, ``+faststart``; written under a temporary name in the output
-folder, decoded once to prove it is whole, then renamed into place. imageio-ffmpeg
-can leave an unplayable file without raising (docs/DEPENDENCIES.md, "Video files"), hence the check.
+folder, decoded once to prove it is whole, then renamed into place. ffmpeg can leave an
+unplayable file without saying so (docs/DEPENDENCIES.md, "Video files"), hence the check.
+
+Every ffmpeg run here and in ``finishing`` goes through ``run_ffmpeg``, which watches the job's
+cancel switch while ffmpeg works: a cancelled job's encoder is killed within ``CANCEL_POLL_S``, and
+its temporary file removed, instead of running on for a minute after the owner pressed Cancel.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +25,12 @@ from typing import Any
 import imageio_ffmpeg
 import numpy as np
 
-from .errors import GenerationFailed
+from .errors import Cancelled, GenerationFailed
 
 VIDEO_CODEC = "libx264"
 PIXEL_FORMAT = "yuv420p"
+#: How often a running ffmpeg looks at the job's cancel switch: a cancelled step stops within this.
+CANCEL_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -42,20 +50,22 @@ class VideoInfo:
 
 
 def write_video(frames: np.ndarray, path: Path, fps: int, *, comment: str = "",
-                before_commit: Callable[[VideoInfo], None] | None = None) -> VideoInfo:
+                before_commit: Callable[[VideoInfo], None] | None = None,
+                cancel: threading.Event | None = None) -> VideoInfo:
     """Encode ``frames`` (uint8, shape frames x height x width x 3) to the MP4 ``path``.
 
     The file appears under ``path`` only once it has been decoded completely and
     has the expected frame count and size. Raises ``GenerationFailed`` otherwise.
     ``before_commit(info)`` runs after that check and before the rename, so whatever it
     writes (the video's record) exists before the video does; if it raises, no video appears.
+    Once ``cancel`` is set, the encoder or the check is stopped and ``Cancelled`` raised.
     """
     frames = _check_frames(frames)
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}.tmp.mp4")
     try:
-        _encode(frames, tmp, fps, comment)
-        info = probe_video(tmp)
+        _encode(frames, tmp, fps, comment, cancel)
+        info = probe_video(tmp, cancel=cancel)
         expected = (len(frames), frames.shape[2], frames.shape[1])
         if (info.frames, info.width, info.height) != expected:
             raise GenerationFailed(f"The encoded video has {info.frames} frames of {info.width}x{info.height}, "
@@ -77,32 +87,73 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
-def _encode(frames: np.ndarray, path: Path, fps: int, comment: str) -> None:
+def _encode(frames: np.ndarray, path: Path, fps: int, comment: str, cancel: threading.Event | None) -> None:
+    """H.264 (CRF 18, preset medium) of the raw frames piped to ffmpeg, at exactly their size."""
     height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=fps, codec=VIDEO_CODEC, pix_fmt_out=PIXEL_FORMAT,
-        quality=None, bitrate=None, macro_block_size=1, ffmpeg_log_level="error",
-        output_params=["-crf", "18", "-preset", "medium", "-movflags", "+faststart",
-                       "-metadata", f"comment={comment}"],
-    )
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", "-an",
+               "-c:v", VIDEO_CODEC, "-pix_fmt", PIXEL_FORMAT, "-crf", "18", "-preset", "medium",
+               "-movflags", "+faststart", "-metadata", f"comment={comment}", str(path)]
     try:
-        writer.send(None)
-        for frame in frames:
-            writer.send(frame)
-    except (OSError, RuntimeError) as error:
+        returncode, _, stderr = run_ffmpeg(command, frames, cancel)
+    except OSError as error:
         raise GenerationFailed(f"The video encoder failed: {error}") from error
-    finally:
-        writer.close()
+    if returncode != 0:
+        words = stderr.decode("utf-8", "replace").strip()[-300:] or f"exit status {returncode}"
+        raise GenerationFailed(f"The video encoder failed: {words}")
 
 
-def probe_video(path: Path) -> VideoInfo:
-    """Decode ``path`` completely and report what is in it; raise ``GenerationFailed`` if unreadable."""
+def run_ffmpeg(command: list[str], frames: np.ndarray, cancel: threading.Event | None) -> tuple[int, bytes, bytes]:
+    """Run ``command`` with ``frames`` (uint8) on its standard input: (exit status, its standard output,
+    its error output). While ffmpeg works (its pipes served by a thread of its own) the caller looks at
+    ``cancel`` every ``CANCEL_POLL_S``: once set, ffmpeg is killed and ``Cancelled`` raised. ffmpeg never
+    outlives this call. ``OSError`` when ffmpeg cannot be started."""
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sending = memoryview(np.ascontiguousarray(frames)).cast("B")  # the frames' own bytes, not a copy
+    answer: dict[str, Any] = {}
+
+    def talk() -> None:
+        try:
+            answer["output"] = process.communicate(sending)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            answer["error"] = error
+
+    talker = threading.Thread(target=talk, name="ffmpeg-pipes", daemon=True)
+    talker.start()
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
+        while talker.is_alive():
+            talker.join(CANCEL_POLL_S)
+            stop_if_cancelled(cancel)
+    finally:
+        if process.poll() is None:  # cancelled (or interrupted): stop ffmpeg now, not when it is done
+            process.kill()
+        talker.join()  # the pipes close with ffmpeg, and the thread ends
+    if "error" in answer:
+        raise answer["error"]
+    stdout, stderr = answer["output"]
+    return process.returncode, stdout, stderr
+
+
+def stop_if_cancelled(cancel: threading.Event | None) -> None:
+    """Raise ``Cancelled`` (the job's usual message) once the job's cancel switch is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(key="err_cancelled")
+
+
+def probe_video(path: Path, *, cancel: threading.Event | None = None) -> VideoInfo:
+    """Decode ``path`` completely and report what is in it; raise ``GenerationFailed`` if unreadable
+    (``Cancelled``, the decoder stopped, once ``cancel`` is set)."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
         meta = reader.__next__()
-        count = sum(1 for _ in reader)
+        count = 0
+        for _ in reader:
+            stop_if_cancelled(cancel)
+            count += 1
     except (OSError, RuntimeError, StopIteration) as error:
         raise GenerationFailed(f"The video file {Path(path).name} does not decode: {error}") from error
+    finally:
+        reader.close()  # stops ffmpeg when the check was cut short
     width, height = meta["size"]
     # pix_fmt reads e.g. "yuv420p(progressive)"; the frames themselves come back as RGB.
     return VideoInfo(frames=count, fps=float(meta["fps"]), width=width, height=height,

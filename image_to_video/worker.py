@@ -42,6 +42,12 @@ STORE_EVERY_S = 1.0
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 30.0
 
+#: How long a shutdown waits for the job it stopped (after ``jobs.shutdown_grace_s``): every step checks
+#: the cancel switch, the model's at each denoising step and the ffmpeg ones every ``video.CANCEL_POLL_S``,
+#: so a job stops within a second or two; with the default grace (10 s) the server is gone well within the
+#: 20 s ``start_app.sh stop`` gives it before KILL, and the stopped job is back in the queue.
+STOP_WAIT_S = 5.0
+
 #: ``make_video(request, progress=..., cancel=...)``: the video service's one call.
 MakeVideo = Callable[..., object]
 
@@ -150,8 +156,10 @@ class Worker:
             error = failure
             outcome = self._failure(job, running, failure)
         else:
-            outcome = dict(state=DONE, finished=time.time(), message=None,
-                           video_path=str(result.video_path), metadata_path=str(result.metadata_path))
+            note = getattr(result, "note", None)  # e.g. a GIF asked for that could not be made
+            outcome = dict(state=DONE, finished=time.time(), video_path=str(result.video_path),
+                           metadata_path=str(result.metadata_path),
+                           **(error_message(note) if note else {"message": None, "message_key": None}))
         try:
             self._record(job.id, outcome)
         finally:
@@ -187,6 +195,8 @@ class Worker:
                 return self._lost(job, error)
             error = Cancelled(key="err_cancelled")
         if isinstance(error, Cancelled) and running.requeue:
+            log.warning("Job %s stopped for the shutdown; it is back in the queue and runs again after the restart",
+                        job.id)
             return dict(state=QUEUED, started=None, **error_message(AppError(key="msg_requeued")))
         state = CANCELLED if isinstance(error, Cancelled) else FAILED
         if not isinstance(error, AppError):
@@ -228,16 +238,21 @@ class Worker:
 
     def shutdown(self, grace_s: float) -> None:
         """Take no new jobs; let the running one finish within ``grace_s``, else stop it and put it
-        back in the queue. Queued jobs stay in the store for the next start."""
+        back in the queue (within ``STOP_WAIT_S``; one that does not stop by then is left running, and
+        the next start marks it interrupted, as the log says). Queued jobs stay in the store for the
+        next start."""
         self.stop_claiming()
         self.live.poke()
         self.live.wait_until_idle(grace_s)
         for job_id in self.live.ids():
             if self.live.requeue_unless_cancelled(job_id):
-                log.warning("Stopping job %s to shut down; it will run again after the restart", job_id)
-        self.live.wait_until_idle(30)  # a cancelled job stops at its next step
+                log.warning("Stopping job %s to shut down", job_id)
+        if not self.live.wait_until_idle(STOP_WAIT_S):  # a stopped job ends at its next step
+            for job_id in self.live.ids():
+                log.error("Job %s did not stop within %.0f s of the shutdown; the next start marks it interrupted "
+                          "(Retry makes it again)", job_id, STOP_WAIT_S)
         if self._thread:
-            self._thread.join(5)
+            self._thread.join(2)
 
 
 def _request_for(job: Job) -> GenerationRequest:

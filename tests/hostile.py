@@ -1,5 +1,7 @@
 """A hostile client, reusable against any running instance of the app: bad paths, owners, sizes,
-methods and slow bodies, thrown at the page's own event routes and at the HTTP API alike.
+methods, slow bodies and slow headers, idle connections, event bodies of many MB, long texts in
+every text slot and form field, and made-up X-Forwarded-For addresses, thrown at the page's own
+event routes and at the HTTP API alike.
 
 Every attack is a plain HTTP request on loopback (no gradio_client: a hostile caller does not use
 it). After each one the server must still answer its health check at once; what each attack must
@@ -10,8 +12,9 @@ not achieve is checked by the tests in ``test_hostile.py``:
         # refused (a 4xx, or an event's error, saying what is wrong) or taken: never a crash or a bare error
         assert answer.refused_cleanly or answer.accepted, answer
 
-The page's events are read from the page's own ``/config`` (name and number of inputs), so a new
-event is attacked as soon as it exists.
+The page's events are read from the page's own ``/config`` (name and number of inputs), and the
+API's routes and form fields from its ``/openapi.json``, so a new event, route or field is attacked
+as soon as it exists.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ JUNK = [None, 5, -1, 1e308, True, [], {}, [1, [2, [3]]], "x" * 100_000, "\x00", 
         {"url": "file:///etc/passwd", "meta": {"_type": "gradio.FileData"}},
         {"url": "http://127.0.0.1:1/x.png", "path": "x.png", "meta": {"_type": "gradio.FileData"}}]
 
+#: Long texts for every text slot and form field: just past the prompt limit (generation.max_prompt_chars,
+#: 1000) in Latin and Chinese letters, 100,000 characters, 50,000 lines, and control characters that JSON
+#: writes six bytes each.
+LONG_TEXTS = ["x" * 1001, "海" * 1001, "y" * 100_000, "a\n" * 50_000, "\x01" * 40_000]
+
 #: Ids and names a hostile caller puts in a URL path.
 BAD_IDS = ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%00", "a" * 5000, "video_20260101_000000_abcdef12/../x",
            "' OR '1'='1", "\u202e\u0000", "*", "."]
@@ -53,6 +61,8 @@ JUNK_SUBSET = (0, 1, 7, 8, 10, 15, 16)
 SERVER_FILE_SUBSET = (0, 3)
 #: A path out, the same encoded, a NUL, 5,000 characters.
 BAD_ID_SUBSET = (0, 1, 2, 3)
+#: 1,001 Chinese characters (just past the limit).
+LONG_TEXT_SUBSET = (1,)
 
 
 def soak(values, subset: tuple[int, ...]) -> list:
@@ -63,6 +73,11 @@ def soak(values, subset: tuple[int, ...]) -> list:
 def junk() -> list:
     """The junk values a sweep gives each input slot."""
     return soak(JUNK, JUNK_SUBSET)
+
+
+def long_texts() -> list[str]:
+    """The long texts a sweep gives each text slot and form field."""
+    return soak(LONG_TEXTS, LONG_TEXT_SUBSET)
 
 
 def file_data(path: str) -> dict:
@@ -259,6 +274,81 @@ class HostileClient:
                     yield self.request(method, path, b"{}" if method in ("POST", "PUT", "PATCH") else None,
                                        {"Content-Type": "application/json"}, f"{method} {path[:90]}")
 
+    def api_form_fields(self, path: str = "/api/jobs") -> list[str]:
+        """The text fields of the multipart form ``POST path`` takes, from the server's own OpenAPI."""
+        spec = json.loads(self.request("GET", "openapi.json").body)
+        content = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        schema = spec["components"]["schemas"][content["$ref"].rsplit("/", 1)[1]] if "$ref" in content else content
+        files = ("binary", "contentMediaType")  # how OpenAPI 3.0 and 3.1 mark a file
+        return [name for name, field in schema["properties"].items() if not any(f in json.dumps(field) for f in files)]
+
+    def api_form_attacks(self, values: list | None = None, path: str = "/api/jobs",
+                         picture: bytes = b"", harmless: dict | None = None) -> Iterator[Answer]:
+        """``POST path`` with each form field in turn given each of ``values`` (default: ``long_texts()``),
+        the other fields ``harmless`` and the image ``picture``."""
+        for name in self.api_form_fields(path):
+            for value in long_texts() if values is None else values:
+                fields = {**(harmless or {}), name: value}
+                body, content_type = _multipart(fields, picture)
+                yield self.request("POST", path, body, {"Content-Type": content_type},
+                                   f"POST {path} {name} = {json.dumps(value)[:40]} ({len(value)} characters)")
+
+    def forwarded_login_attempts(self, tries: int, claimed=None, path="api/jobs") -> list[int]:
+        """``tries`` wrong bearer tokens, each claiming (``X-Forwarded-For``) the address ``claimed(n)`` (default:
+        a new 10.x.y.z each time): the statuses. A server that believes the header never throttles them, and
+        lets anyone lock a victim out by claiming the victim's address."""
+        claimed = claimed or (lambda n: f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}")
+        return [self.request("GET", path, headers={"Authorization": "Bearer wrong-guess",
+                                                   "X-Forwarded-For": claimed(n)}).status for n in range(tries)]
+
+    # -- connections: slow headers, idle connections --------------------------------------------------
+
+    def slow_headers(self, pause: float = 0.5, limit: float = 60.0) -> tuple[int | None, float]:
+        """A request line, then one header byte every ``pause`` s: (the status the server answered, 0 if it
+        closed without one, None if it still held the connection after ``limit`` s; seconds held)."""
+        started = time.monotonic()
+        with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
+            sock.sendall(f"GET /api/health HTTP/1.1\r\nHost: {self.host}\r\n".encode())
+            sock.settimeout(pause)
+            while time.monotonic() - started < limit:
+                status = _status_if_answered(sock)
+                if status is not None:
+                    return status, time.monotonic() - started
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    return 0, time.monotonic() - started
+            return None, time.monotonic() - started
+
+    def idle_connections(self, count: int, wait: float = 1.0) -> tuple[list[socket.socket], list[int]]:
+        """Open ``count`` connections that send nothing: (those still open after ``wait`` s, for the caller to
+        close; the statuses of those the server refused or closed meanwhile, 0 for a close without one)."""
+        sockets = [socket.create_connection((self.host, self.port), timeout=self.timeout) for _ in range(count)]
+        time.sleep(wait)
+        still, refused = [], []
+        for sock in sockets:
+            sock.settimeout(0.01)
+            status = _status_if_answered(sock)
+            if status is None:
+                still.append(sock)
+            else:
+                refused.append(status)
+                sock.close()
+        return still, refused
+
+    def event_body_attacks(self, send_mb: float = 30.0) -> Iterator[tuple[str, int | None, float, int]]:
+        """Every page event's routes (``call/<name>``, ``run/<name>``, ``queue/join``) given a body of
+        ``send_mb`` MB of ``{"data": [{}, {}, ...]}``, declared and then chunked: (attack, status, seconds,
+        bytes sent before the answer)."""
+        events = self.page_events()
+        paths = ["gradio_api/queue/join", "gradio_api/run/predict",
+                 *[f"gradio_api/{kind}/{e['name']}" for e in events for kind in ("call", "run")]]
+        for path in paths:
+            for declared in (send_mb, None):
+                status, seconds, sent = self._stream_body(path, declared_mb=declared, send_mb=send_mb, pause=0.0,
+                                                          content_type="application/json", piece=b"{},")
+                yield f"POST {path} ({'declared' if declared else 'chunked'})", status, seconds, sent
+
     # -- sizes and slow bodies ---------------------------------------------------------------------
 
     def oversized_body(self, path: str, declared_mb: float, send_mb: float = 1.0) -> tuple[int | None, float, int]:
@@ -275,8 +365,9 @@ class HostileClient:
         return self._stream_body(path, declared_mb=1.0, send_mb=seconds * 2 / 2**20, pause=0.5, chunk=1)
 
     def _stream_body(self, path: str, *, declared_mb: float | None, send_mb: float, pause: float,
-                     chunk: int = 64 * 1024) -> tuple[int | None, float, int]:
-        headers = {**self.headers, "Content-Type": "multipart/form-data; boundary=x"}
+                     chunk: int = 64 * 1024, content_type: str = "multipart/form-data; boundary=x",
+                     piece: bytes | None = None) -> tuple[int | None, float, int]:
+        headers = {**self.headers, "Content-Type": content_type}
         if declared_mb is None:
             headers["Transfer-Encoding"] = "chunked"
         else:
@@ -288,7 +379,11 @@ class HostileClient:
             head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
             sock.sendall(head.encode())
             sock.settimeout(0.01 if pause == 0 else pause)
-            piece = b"--x\r\n" + b"a" * max(0, chunk - 5) if chunk > 5 else b"a" * chunk
+            if piece is not None:  # that piece repeated, after the opening of a JSON event body
+                sock.sendall(b'{"data": [' if declared_mb is not None else b'a\r\n{"data": [\r\n')
+                piece = piece * (chunk // len(piece))
+            else:
+                piece = b"--x\r\n" + b"a" * max(0, chunk - 5) if chunk > 5 else b"a" * chunk
             while sent < send_mb * 2**20:
                 try:
                     data = f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if declared_mb is None else piece
@@ -301,6 +396,16 @@ class HostileClient:
                     return status, time.monotonic() - started, sent
             sock.settimeout(self.timeout)
             return _status_if_answered(sock), time.monotonic() - started, sent
+
+
+def _multipart(fields: dict, picture: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in fields.items()).encode()
+    if picture:
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n'.encode()
+        body += picture + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def _fill(template: str, value: str) -> str:

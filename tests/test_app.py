@@ -5,6 +5,8 @@ import logging
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +47,23 @@ def test_a_truncated_database_is_set_aside_too(built, tmp_path, photo):
     again = built()
     assert len(list(data.glob("jobs.sqlite3.damaged-*"))) == 1
     assert again.queue.list() == []
+
+
+def test_an_old_input_picture_no_job_refers_to_is_removed_at_start(built, tmp_path, photo):
+    """A submit killed after it saved its picture and before its job was stored leaves a picture
+    that no job refers to; the next start removes it (a recent one only once it is a few minutes old)."""
+    app = built()
+    job = app.queue.submit(photo, "waves", owner="a")
+    app.lock.release()
+    inputs = tmp_path / "data" / "inputs"
+    orphan, recent = inputs / "0123456789ab.png", inputs / "ba9876543210.png"
+    orphan.write_bytes(b"a picture")
+    recent.write_bytes(b"a picture")
+    an_hour_ago = time.time() - 3600
+    for path in (orphan, Path(job.image_path)):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    built()
+    assert sorted(path.name for path in inputs.iterdir()) == sorted([Path(job.image_path).name, recent.name])
 
 
 def test_a_second_build_on_the_same_data_folder_is_refused_with_who_has_it(built, tmp_path):

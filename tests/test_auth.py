@@ -63,3 +63,17 @@ def test_the_throttle_locks_an_address_for_a_growing_time_and_a_success_resets_i
     throttle.succeeded("10.0.0.1")
     throttle.failed("10.0.0.1")
     assert throttle.wait_s("10.0.0.1") == 0  # a success forgot the earlier failures
+
+
+def test_behind_an_undeclared_proxy_each_client_is_throttled_alone_and_all_of_them_together():
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(throttle.allowed):
+        throttle.failed("203.0.113.5 via 127.0.0.1")
+    assert throttle.wait_s("203.0.113.5 via 127.0.0.1") > 0
+    assert throttle.wait_s("203.0.113.6 via 127.0.0.1") == 0  # one who mistyped locks out only itself
+    assert throttle.wait_s("127.0.0.1") == 0
+    claims = [f"10.0.0.{n} via 127.0.0.1" for n in range(throttle.allowed * throttle.shared_factor)]
+    for claim in claims:  # a new made-up address each time
+        throttle.failed(claim)
+    assert throttle.wait_s("10.0.0.250 via 127.0.0.1") > 0, "made-up addresses got round the throttle"

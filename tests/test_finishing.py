@@ -1,12 +1,16 @@
 """The finishing steps: joined, looped, interpolated, upscaled frames, and GIF/WebM files that decode."""
 
+import os
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from image_to_video import finishing
-from image_to_video.errors import GenerationFailed
+from image_to_video.errors import Cancelled, GenerationFailed
 from image_to_video.finishing import (MB, boomerang, crossfade, decode_frames, interpolate, join_segments,
                                       last_frame, upscale, write_gif, write_webm)
 from image_to_video.i18n import localized
@@ -224,7 +228,7 @@ def test_a_gif_that_decodes_wrong_is_not_kept(tmp_path, monkeypatch):
     seen = []
     real = finishing.decode_frames
 
-    def short_by_one(path):
+    def short_by_one(path, cancel=None):
         seen.append(path.name)
         return real(path)[:-1]
 
@@ -233,6 +237,55 @@ def test_a_gif_that_decodes_wrong_is_not_kept(tmp_path, monkeypatch):
         write_gif(moving_square(8), 8, tmp_path / "clip.gif", max_mb=10)
     assert re.fullmatch(r"\.clip\.[0-9a-f]{6}\.tmp\.gif", seen[0])
     assert stray_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("fps", [34, 48])
+def test_a_gif_at_34_to_48_fps_is_written_with_every_frame_once(tmp_path, fps):
+    # GIF delays are whole hundredths of a second (48 fps: 2 and 3 mixed), which ffmpeg's constant-rate
+    # decode turned into about twice the frames, and the GIF failed its own check.
+    frames = moving_square(16)
+    result = write_gif(frames, fps, tmp_path / "clip.gif", max_mb=10)
+    assert (result.frames, result.fps, result.capped) == (16, float(fps), False)
+    with Image.open(tmp_path / "clip.gif") as gif:
+        assert gif.n_frames == 16
+    decoded = decode_frames(tmp_path / "clip.gif")
+    assert len(decoded) == 16 and mean_difference(decoded, frames) < 8
+    assert stray_files(tmp_path) == ["clip.gif"]
+
+
+# -- cancel ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def stuck_ffmpeg(tmp_path, monkeypatch):
+    """ffmpeg replaced by a program that reads nothing and never ends on its own (a step that takes
+    minutes); returns the file where it writes its process id."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    pid_file, program = folder / "pid", folder / "ffmpeg"
+    program.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    program.chmod(0o755)
+    monkeypatch.setattr(finishing.imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(program))
+    return pid_file
+
+
+@pytest.mark.parametrize("step", ["interpolate", "upscale", "gif", "webm"])
+def test_cancel_kills_a_running_ffmpeg_step_at_once_and_leaves_no_file(tmp_path, stuck_ffmpeg, step):
+    out = tmp_path / "out"
+    out.mkdir()
+    cancel = threading.Event()
+    run = {"interpolate": lambda: finishing.interpolate(moving_square(8), 8, 24, cancel=cancel),
+           "upscale": lambda: finishing.upscale(moving_square(8), 2, cancel=cancel),
+           "gif": lambda: write_gif(moving_square(8), 8, out / "clip.gif", max_mb=10, cancel=cancel),
+           "webm": lambda: write_webm(moving_square(8), 8, out / "clip.webm", cancel=cancel)}[step]
+    threading.Timer(0.5, cancel.set).start()
+    began = time.monotonic()
+    with pytest.raises(Cancelled, match="Cancelled"):
+        run()
+    assert time.monotonic() - began < 2.5
+    pid = int(stuck_ffmpeg.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # ffmpeg is gone, not left running
+    assert stray_files(out) == []
 
 
 # -- WebM, decoding, last frame ------------------------------------------------------------------
@@ -251,7 +304,7 @@ def test_a_webm_that_decodes_wrong_or_fails_to_encode_is_not_kept(tmp_path, monk
     seen = []
     real = finishing.probe_video
 
-    def one_frame_short(path):
+    def one_frame_short(path, cancel=None):
         seen.append(path.name)
         info = real(path)
         return type(info)(info.frames - 1, info.fps, info.width, info.height, info.codec, info.pixel_format)

@@ -1,5 +1,6 @@
 """A hostile client against the real server (demo model, loopback): the page's own event routes and
-the HTTP API get bad paths, owners, ids, methods, sizes and slow bodies, and must turn every one away
+the HTTP API get bad paths, owners, ids, methods, sizes, slow bodies and headers, idle connections,
+event bodies of many MB, long texts and made-up forwarded addresses, and must turn every one away
 with words, answer their health check at once throughout, and leave everything as it was.
 """
 
@@ -8,19 +9,26 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 from PIL import Image, PngImagePlugin
 
 from .app_process import AppProcess, free_port
-from .hostile import METHODS, SERVER_FILES, Answer, HostileClient, file_data, junk
+from .hostile import METHODS, SERVER_FILES, Answer, HostileClient, file_data, junk, long_texts
 
 MARKER = b"hostile-canary-" + uuid.uuid4().hex.encode()
+#: The target's header deadline and connections per client: small, so that each is reached in a moment.
+HEADER_TIMEOUT_S = 2
+CONNECTIONS_PER_CLIENT = 16
+PASSWORD = "hostile-correct-password"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +36,9 @@ def target(tmp_path_factory):
     """The real app, its state in a temp folder, plus files a caller must never get it to read."""
     root = tmp_path_factory.mktemp("hostile")
     port = free_port()
-    app = AppProcess(root, port, env={"GRADIO_TEMP_DIR": str(root / "gradio")}).start()
+    app = AppProcess(root, port, env={"GRADIO_TEMP_DIR": str(root / "gradio"),
+                                      "I2V_SERVER_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+                                      "I2V_SERVER_MAX_CONNECTIONS_PER_CLIENT": str(CONNECTIONS_PER_CLIENT)}).start()
     secret = root / "private" / "secret.png"  # a real picture: read, it would make a video
     secret.parent.mkdir()
     info = PngImagePlugin.PngInfo()
@@ -45,6 +55,36 @@ def target(tmp_path_factory):
         yield {"app": app, "client": HostileClient(app.url), "root": root, "paths": paths}
     finally:
         app.stop()
+
+
+@pytest.fixture(scope="module")
+def login_target(tmp_path_factory, demo_dir):
+    """The app with a login, served in this process as ``run_server`` serves it (its model not loaded:
+    logins need none): its URL."""
+    from image_to_video.app import build
+    from image_to_video.auth import Credentials
+    from image_to_video.config import load_config
+    from image_to_video.server import connection_limits, create_app, uvicorn_config
+
+    root = tmp_path_factory.mktemp("hostile-login")
+    folders = {f"paths.{name}": str(root / name) for name in ("output_dir", "models_dir", "log_dir", "state_dir")}
+    config = load_config(overrides={"server.login": "on", "server.host": "127.0.0.1", "server.port": free_port(),
+                                    "model.source": str(demo_dir), **folders})
+    built = build(config)
+    asgi = create_app(config, built.queue, built.outputs, built.engine, credentials=Credentials("admin", PASSWORD))
+    server = uvicorn.Server(uvicorn_config(asgi, config, connection_limits(config, 1024)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{config.server.port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        built.lock.release()
 
 
 def api_job(app: AppProcess, prompt: str) -> dict:
@@ -233,3 +273,56 @@ def test_a_slow_body_does_not_hold_the_server(target):
         status, seconds, _sent = trickle.result()
     assert status in (0, 400, 408), status
     assert seconds < 75, f"a trickled body held a connection for {seconds:.0f} s"
+
+
+def test_slow_headers_and_idle_connections_do_not_hold_the_server(target):
+    client = target["client"]
+    status, seconds = client.slow_headers(pause=0.3, limit=20)
+    assert status == 408 and seconds < HEADER_TIMEOUT_S + 2, f"slow headers held a connection for {seconds:.0f} s"
+    held, refused = client.idle_connections(CONNECTIONS_PER_CLIENT + 4, wait=0.5)
+    try:
+        assert len(held) <= CONNECTIONS_PER_CLIENT and refused and set(refused) == {429}, (len(held), refused)
+    finally:
+        for sock in held:
+            sock.close()
+    assert client.healthy_within(2.0)
+
+
+@pytest.mark.soak
+def test_event_bodies_of_many_mb_are_refused_before_they_are_read(target):
+    client = target["client"]
+    for attack, status, seconds, sent in client.event_body_attacks(send_mb=30):
+        assert status == 413 and seconds < 5, (attack, status, seconds)
+        assert sent < 10 * 2**20, f"{attack}: {sent / 2**20:.0f} MB were taken in before the answer"
+        assert client.healthy_within(2.0), attack
+
+
+@pytest.mark.soak
+def test_long_texts_in_every_slot_of_every_page_event_and_every_api_field_get_words(target):
+    client = target["client"]
+    for answer in client.page_event_attacks(long_texts()):
+        assert answer.refused_cleanly or answer.accepted, answer
+        assert client.healthy_within(2.0), answer
+    picture = io.BytesIO()
+    Image.new("RGB", (80, 64), (10, 90, 160)).save(picture, "PNG")
+    harmless = {"prompt": "waves", "resolution": "256p", "num_frames": "8", "num_inference_steps": "10"}
+    # Control characters only are an empty text once cleaned (request.clean_prompt), which the negative prompt
+    # may be: every other long text must be refused.
+    visible = [text for text in long_texts() if text.replace("\x01", "").strip()]
+    answers = list(client.api_form_attacks(visible, picture=picture.getvalue(), harmless=harmless))
+    assert len(answers) >= 10 * len(visible)  # every field of the form
+    for answer in answers:  # no long text is taken: each field says what is wrong with it
+        assert answer.refused_cleanly, answer
+    assert client.healthy_within(2.0)
+    assert "Traceback" not in target["app"].log()
+
+
+def test_made_up_forwarded_addresses_neither_dodge_the_throttle_nor_lock_out_their_owner(login_target):
+    client = HostileClient(login_target)
+    statuses = client.forwarded_login_attempts(30)
+    assert 429 in statuses and statuses.index(429) <= 20, statuses  # the proxy's share: 20 wrong passwords
+    HostileClient(login_target).forwarded_login_attempts(5, claimed=lambda _n: "127.0.0.2")
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=transport, timeout=10) as victim:
+        answer = victim.get(login_target + "api/jobs", headers={"Authorization": f"Bearer {PASSWORD}"})
+    assert answer.status_code == 200, "the owner of a claimed address was locked out"

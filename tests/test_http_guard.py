@@ -17,14 +17,19 @@ import pytest
 import uvicorn
 
 from image_to_video.auth import Credentials, LoginThrottle
+from image_to_video.http_guard import event_body_limit
 
 from .app_process import AppProcess, free_port
 
 PASSWORD = "correct-horse-battery"
+#: Connections one client address may hold in the module's server.
+CONNECTIONS_PER_CLIENT = 8
 #: A login (the server listens on the network address, reached here on loopback), a 1 MB upload
-#: limit and a 2 s body deadline, so each limit is reached in a moment.
+#: limit, a 2 s body deadline, a 1 s header deadline and 8 connections per client, so each limit is
+#: reached in a moment.
 ENV = {"I2V_SERVER_PASSWORD": PASSWORD, "I2V_SERVER_MAX_UPLOAD_MB": "1",
-       "I2V_SERVER_BODY_TIMEOUT_S": "2"}
+       "I2V_SERVER_BODY_TIMEOUT_S": "2", "I2V_SERVER_HEADER_TIMEOUT_S": "1",
+       "I2V_SERVER_MAX_CONNECTIONS_PER_CLIENT": str(CONNECTIONS_PER_CLIENT)}
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +180,69 @@ def test_unknown_api_routes_and_methods_answer_json_error(server):
     assert set(httpx.put(server.url + "api/jobs").headers["allow"].split(", ")) >= {"GET", "POST"}
 
 
+def _until_closed(sock: socket.socket, trickle: bytes = b"", every: float = 0.2, limit: float = 6.0) -> bytes:
+    """What the server sends on ``sock`` until it closes it (or ``limit`` s pass), sending a byte of
+    ``trickle`` every ``every`` s meanwhile."""
+    answer, deadline = b"", time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if select.select([sock], [], [], every)[0]:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            answer += data
+        elif trickle:
+            try:
+                sock.sendall(trickle[:1])
+            except OSError:
+                break
+            trickle = trickle[1:]
+    return answer
+
+
+@pytest.mark.parametrize("trickle", [b"", b"X-Slow: " + b"a" * 100], ids=["silent", "a header byte every 0.2 s"])
+def test_a_request_whose_headers_never_end_is_closed_at_the_header_deadline(server, trickle):
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        answer = _until_closed(sock, trickle)
+    seconds = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert 0.8 < seconds < 3, f"held for {seconds:.1f} s with a 1 s header deadline"
+    assert "server.header_timeout_s" in _body_json(answer.decode())["error"]
+    assert httpx.get(server.url + "api/health").status_code == 200
+
+
+def test_one_client_holds_at_most_its_share_of_connections_while_others_are_served(server):
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(CONNECTIONS_PER_CLIENT)]
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+            refused = _until_closed(extra, limit=3)
+        assert refused.startswith(b"HTTP/1.1 429"), refused
+        assert "server.max_connections_per_client" in _body_json(refused.decode())["error"]
+        with _client("127.0.0.2") as other:  # another address is served meanwhile
+            assert other.get(server.url + "api/health").status_code == 200
+        # The idle ones sent nothing: each is closed at the header deadline, without an answer.
+        assert all(_until_closed(sock, limit=3) == b"" for sock in held)
+    finally:
+        for sock in held:
+            sock.close()
+    assert httpx.get(server.url + "api/health").status_code == 200  # the address is served again
+
+
+def test_an_event_body_larger_than_any_page_event_needs_is_refused_before_the_login(server):
+    limit = event_body_limit()
+    body = b'{"data": [' + b"{}," * (2**20 // 3 - 10)
+    head = _head("/gradio_api/queue/join", 2**20).replace("multipart/form-data; boundary=xyz", "application/json")
+    status, answer, _sent, seconds = raw_request(server.port, head, [body, b"{}" * ((2**20 - len(body)) // 2)])
+    assert status == 413, answer
+    assert seconds < 5
+    message = _body_json(answer)["error"]
+    assert "1024 KB" in message and f"{limit // 1024} KB" in message and "upload" in message
+
+
 def _page_events(server, cookie) -> dict:
     config = httpx.get(server.url + "config", headers={"Cookie": cookie}).json()
     return {d["api_name"]: d for d in config["dependencies"]}
@@ -220,27 +288,41 @@ class Clock:
 
 
 @pytest.fixture
-def local_server(small_config):
-    """The real app (not started: no model needed for logins) served by uvicorn in a thread."""
+def serve_locally(small_config):
+    """Serve the real app (not started: no model needed for logins) with uvicorn in a thread, configured
+    as ``run_server`` configures it, with ``overrides`` to the config: (its URL, the throttle's clock)."""
     from image_to_video.app import build
-    from image_to_video.server import create_app
+    from image_to_video.server import connection_limits, create_app, uvicorn_config
 
-    clock = Clock()
-    config = small_config(**{"server.login": "on"})
-    built = build(config)
-    asgi = create_app(config, built.queue, built.outputs, built.engine,
-                      credentials=Credentials("admin", PASSWORD), throttle=LoginThrottle(clock=clock))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", clock
-    server.should_exit = True
-    thread.join(10)
+    servers, threads, builds = [], [], []
+
+    def serve(**overrides) -> tuple[str, Clock]:
+        clock = Clock()
+        config = small_config(**{"server.login": "on", "server.port": free_port(), **overrides})
+        builds.append(build(config))
+        asgi = create_app(config, builds[-1].queue, builds[-1].outputs, builds[-1].engine,
+                          credentials=Credentials("admin", PASSWORD), throttle=LoginThrottle(clock=clock))
+        servers.append(uvicorn.Server(uvicorn_config(asgi, config, connection_limits(config, 1024))))
+        threads.append(threading.Thread(target=servers[-1].run, daemon=True))
+        threads[-1].start()
+        deadline = time.monotonic() + 60
+        while not servers[-1].started:
+            assert time.monotonic() < deadline and threads[-1].is_alive()
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{config.server.port}/", clock
+
+    yield serve
+    for server, thread in zip(servers, threads):
+        server.should_exit = True
+        thread.join(10)
+    for built in builds:
+        built.lock.release()
+
+
+@pytest.fixture
+def local_server(serve_locally):
+    """The real app, login on, served in a thread: (its URL, the throttle's clock)."""
+    return serve_locally()
 
 
 def _client(address: str) -> httpx.Client:
@@ -278,8 +360,115 @@ def test_wrong_page_logins_lock_out_that_address_until_the_wait_passes(local_ser
     assert attacker.post(url + "login", data=right).status_code == 200
 
 
+def _wrong_token(client: httpx.Client, url: str, claimed: str | None = None, token: str = "guess") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    if claimed:
+        headers["X-Forwarded-For"] = claimed
+    return client.get(url + "api/jobs", headers=headers)
+
+
+def test_a_claimed_address_neither_dodges_the_throttle_nor_locks_out_its_owner(local_server):
+    url, _clock = local_server
+    attacker, victim = _client("127.0.0.1"), _client("127.0.0.2")
+    for _ in range(5):  # wrong passwords in the victim's name
+        _wrong_token(attacker, url, claimed="127.0.0.2")
+    assert _wrong_token(victim, url, token=PASSWORD).status_code == 200, "the victim was locked out"
+    # Rotating made-up addresses: throttled all the same (here after 20 in all, the proxy's share).
+    answers = [_wrong_token(attacker, url, claimed=f"10.9.{n // 250}.{n % 250}").status_code for n in range(60)]
+    assert 429 in answers and answers.index(429) <= 20, answers
+
+
+def test_behind_an_undeclared_proxy_one_wrong_client_locks_out_only_itself(local_server):
+    url, _clock = local_server
+    proxy = _client("127.0.0.1")  # every client's connection comes from the proxy
+    statuses = [_wrong_token(proxy, url, claimed="203.0.113.5").status_code for _ in range(6)]
+    assert statuses[-1] == 429
+    refused = _wrong_token(proxy, url, claimed="203.0.113.5", token=PASSWORD)
+    assert refused.status_code == 429 and "203.0.113.5 via 127.0.0.1" in refused.json()["error"]
+    assert _wrong_token(proxy, url, claimed="203.0.113.6", token=PASSWORD).status_code == 200
+
+
+def test_a_declared_proxy_names_the_client_the_throttle_counts(serve_locally):
+    url, _clock = serve_locally(**{"server.trusted_proxies": "127.0.0.1"})
+    proxy = _client("127.0.0.1")
+    for _ in range(5):
+        _wrong_token(proxy, url, claimed="203.0.113.5")
+    refused = _wrong_token(proxy, url, claimed="203.0.113.5", token=PASSWORD)
+    assert refused.status_code == 429 and "(203.0.113.5)" in refused.json()["error"]
+    assert _wrong_token(proxy, url, claimed="203.0.113.6", token=PASSWORD).status_code == 200
+    assert _wrong_token(proxy, url, token=PASSWORD).status_code == 200  # the proxy itself is not locked out
+
+
 def test_thousands_of_nested_brackets_are_not_json_we_read_not_a_crash():
     from image_to_video.http_guard import _json
 
     assert _json(b"[" * 5000 + b"]" * 5000) is None
     assert _json(b'{"data": [1]}') == {"data": [1]}
+
+
+# -- the page's event routes in-process: the body cap counts bytes as they come ----------------------
+
+
+def _event_guard(inputs: int = 17):
+    """A ``PageEventGuard`` before a stand-in for Gradio that records the bodies it gets."""
+    from types import SimpleNamespace
+
+    from image_to_video.http_guard import PageEventGuard
+
+    event = SimpleNamespace(fn=print, queue=True, api_visibility="public", api_name="queue_many", inputs=[0] * inputs)
+    reached = []
+
+    async def gradio(_scope, receive, send):
+        reached.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return PageEventGuard(gradio, SimpleNamespace(fns={0: event})), reached
+
+
+def _post(guard, chunks: list[bytes], declared: int | None = None) -> tuple[int, dict | None, int]:
+    """Post ``chunks`` to ``queue/join`` through ``guard``: (status, JSON answer, chunks it pulled)."""
+    import asyncio
+
+    headers = [(b"content-type", b"application/json")]
+    if declared is not None:
+        headers.append((b"content-length", str(declared).encode()))
+    scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": headers}
+    pending, sent = list(chunks), []
+
+    async def receive():
+        body = pending.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(pending)}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(guard(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body) if body else None, len(chunks) - len(pending)
+
+
+def test_a_chunked_event_body_is_refused_as_soon_as_it_passes_the_cap_and_no_more_is_read():
+    guard, reached = _event_guard()
+    chunk = b" " * 65536
+    status, answer, pulled = _post(guard, [b'{"data": [', *[chunk] * 480, b"]}"])  # 30 MB, no length declared
+    assert status == 413 and "page action" in answer["error"], answer
+    assert pulled == event_body_limit() // len(chunk) + 2, f"{pulled} chunks of 64 KB were read"
+    assert not reached
+
+
+def test_the_largest_body_the_page_sends_still_passes():
+    """Many pictures at their limit: 20 prompts of 1000 Chinese characters, the negative prompt, and a
+    description of each of the 70 files the action looks at (their bytes went through the upload)."""
+    guard, reached = _event_guard()
+    prompt = "海浪缓缓涌来" * 167  # 1002 characters: a little over the limit, as a user may paste
+    files = [{"path": f"/tmp/gradio/{'f' * 64}/{'照片' * 60}-{n}.png", "url": f"http://127.0.0.1:7860/gradio_api/file="
+              f"/tmp/gradio/{'f' * 64}/{'照片' * 60}-{n}.png", "size": 31457280, "orig_name": f"{'照片' * 60}-{n}.png",
+              "mime_type": "image/png", "is_stream": False, "meta": {"_type": "gradio.FileData"}} for n in range(70)]
+    data = [files, "\n".join([prompt] * 20), prompt, "512p", 16, 8, 50, 9.0, -1, True, "a" * 100, "zh-CN", 1,
+            "none", "off", [], "1"]
+    body = json.dumps({"data": data, "fn_index": 0, "session_hash": "s" * 11, "event_data": None,
+                       "trigger_id": 123}, ensure_ascii=False).encode()
+    status, _answer, _pulled = _post(guard, [body], declared=len(body))
+    assert status == 200 and reached == [body]
+    assert len(body) < event_body_limit() * 0.8, f"the page's largest body, {len(body)} bytes, is near the cap"

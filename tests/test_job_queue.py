@@ -1,13 +1,17 @@
 """The job queue (job_queue.py): what it takes in and refuses, its bound, cancel, retry, followers,
 and the input pictures it keeps; with the worker running the jobs on the session's demo engine."""
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from image_to_video import finishing
 from image_to_video.errors import GenerationFailed, InvalidInput, JobNotFound, QueueFull
+from image_to_video.i18n import t
 from image_to_video.job_store import CANCELLED, DONE, FAILED, QUEUED
 
 from .helpers import wait_for
@@ -63,6 +67,37 @@ def test_cancel_a_queued_job_and_a_running_job(make_queue, photo):
     queue.cancel(running.id)
     assert queue.wait(running.id, timeout=30).state == CANCELLED
     assert queue.get(running.id).done < 60
+
+
+def ffmpeg_children() -> list[int]:
+    """The ffmpeg processes this test process started that still run (or were never waited for)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if "ffmpeg" in name and int(rest[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_cancel_after_the_model_stops_the_interpolation_at_once(make_queue, photo, monkeypatch):
+    # Interpolation as on a long clip: the real filter, its input let through at 1/40 of real time (30 s).
+    monkeypatch.setattr(finishing, "MINTERPOLATE", "setpts=40*PTS,realtime=limit=100,setpts=PTS/40,"
+                        + finishing.MINTERPOLATE)
+    queue = make_queue()
+    job = queue.submit(photo, "waves", owner="a", interpolate_fps=24, formats="mp4,gif")
+    assert wait_for(lambda: queue.get(job.id).stage == "interpolating", 60)  # the model is done
+    began = time.monotonic()
+    queue.cancel(job.id, owner="a")
+    ended = queue.wait(job.id, timeout=10)
+    assert ended.state == CANCELLED and time.monotonic() - began < 3, (ended.state, time.monotonic() - began)
+    assert ended.message == t("err_cancelled", "en")
+    assert ffmpeg_children() == []
+    outputs = queue.config.paths.output_dir
+    assert sorted(path.name for path in outputs.glob("*")) == []  # no video, companion or temporary file
 
 
 def test_jobs_of_others_are_not_visible(make_queue, photo):

@@ -92,3 +92,18 @@ def test_a_sound_or_missing_database_is_never_set_aside(tmp_path):
     assert set_aside_if_damaged(path) is None
     assert SQLiteJobStore(path).get("kept").params == {"prompt": "waves"}
     assert not list(tmp_path.glob("*damaged*"))
+
+
+def test_a_row_with_bytes_that_are_not_utf8_still_lists_with_the_others(tmp_path):
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    for job_id, created in (("good", 1.0), ("bad", 2.0)):
+        store.add(Job(id=job_id, owner="page:a", state=QUEUED, params={"prompt": "waves"}, image_path="x.png",
+                      created=created), max_queued=10)
+    db = sqlite3.connect(store.path)  # as a broken tool or a hand edit would leave it
+    db.execute("UPDATE jobs SET message = CAST(x'4f6b20ff21' AS TEXT), message_key = CAST(x'7bff' AS TEXT) "
+               "WHERE id = 'bad'")
+    db.commit()
+    db.close()
+    jobs = store.list(owner="page:a")
+    assert [job.id for job in jobs] == ["bad", "good"]
+    assert jobs[0].message == "Ok \ufffd!" and store.get("bad").localized_message("zh-CN") == "Ok \ufffd!"

@@ -481,3 +481,17 @@ def test_a_model_that_fails_to_load_is_a_failed_start(capsys, status_server, tmp
     lines = [tuple(line.split("\t", 1)) for line in capsys.readouterr().out.splitlines()]
     assert ("error", "The model could not be loaded: Loading the model from /m failed: x") in lines
     assert "Likely cause" in texts(lines, "error") and "start again" in texts(lines, "error")
+
+
+@pytest.mark.parametrize("head, address", [
+    ("10.0.0.5", "10.0.0.5:6379"), ("head.lan:7000", "head.lan:7000"), ("[::1]:6379", "[::1]:6379"),
+    ("[fd00::5]", "[fd00::5]:6379"), ("fd00::5", "[fd00::5]:6379")])
+def test_the_head_s_address_is_read_as_host_host_port_or_ipv6_in_brackets(head, address):
+    assert launcher.head_address(head) == address
+
+
+@pytest.mark.parametrize("head", ["[::1]:6379:6379", "[::1", "[::1]x", "[head]:6379", "a:b:c", "head:0", ":6379"])
+def test_a_head_address_that_cannot_be_read_is_refused_saying_how_to_write_it(head):
+    with pytest.raises(launcher.BadValue) as refused:
+        launcher.head_address(head)
+    assert f"not '{head}'" in str(refused.value) and "[::1]:6379" in str(refused.value)

@@ -33,9 +33,9 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def zipped(members: dict[str, bytes]) -> bytes:
+def zipped(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w", method) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
     return buffer.getvalue()
@@ -154,6 +154,36 @@ def test_a_member_that_declares_a_small_size_but_inflates_hugely_is_refused(uplo
     assert [(r.name, r.key) for r in refused] == [("liar.zip/small.png", "many_zip_member_damaged")]
 
 
+def test_members_refused_as_too_large_still_count_against_the_total_and_the_call_stops_there(upload):
+    head = encoded(picture(23), "PNG")[:64]
+    members = {f"big{i}.png": head + bytes(2 * MB) for i in range(8)}
+    fine = encoded(picture(24), "PNG")
+    bomb = zipped({**members, "fine.png": fine}, zipfile.ZIP_BZIP2)
+    assert len(bomb) < len(fine) + 4096  # bzip2 packs 16 MB of zeros into a few hundred bytes
+    pictures, refused = pictures_from_uploads([upload("bzip.zip", bomb)], max_pictures=20, max_bytes=MB,
+                                              max_total_bytes=4 * MB)
+    # Each refusal unpacked a megabyte: after the fourth the call's 4 MB are spent, and nothing more is read.
+    assert pictures == [] and len(refused) <= 4
+    assert [r.key for r in refused] == ["many_file_too_large"] * (len(refused) - 1) + ["many_total_too_large"]
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_bzip2_or_lzma_member_is_unpacked_no_further_than_the_limit(upload, method):
+    huge = encoded(picture(25), "PNG")[:64] + bytes(40 * MB)
+    bomb = zipped({"huge.png": huge, "fine.png": encoded(picture(26), "PNG")}, method)
+    tracemalloc.start()
+    try:
+        pictures, refused = pictures_from_uploads([upload("bomb.zip", bomb)], max_pictures=20, max_bytes=MB,
+                                                  max_total_bytes=4 * MB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [p.name for p in pictures] == ["bomb.zip/fine.png"]
+    assert pictures[0].data == encoded(picture(26), "PNG")
+    assert [(r.name, r.key) for r in refused] == [("bomb.zip/huge.png", "many_file_too_large")]
+    assert peak < 16 * MB  # the 40 MB were never unpacked (LZMA's 8 MB dictionary is the most of it)
+
+
 def test_pictures_that_together_unpack_past_the_total_stop_there(upload):
     bmps = {f"scan{i}.bmp": encoded(picture(30 + i, (256, 256)), "BMP") for i in range(1, 6)}
     assert all(190_000 < len(data) < 200_000 for data in bmps.values())  # four fit in 800 000 bytes, five do not
@@ -198,9 +228,13 @@ def test_an_encrypted_member_is_refused(upload):
 def test_one_prompt_for_all_or_one_per_line():
     assert prompts_for("  the sea  \n\n", 3) == ["the sea"] * 3
     assert prompts_for("a\n\n b \nc\n", 3) == ["a", "b", "c"]
+    assert prompts_for("a\r\nb\rc", 3) == ["a", "b", "c"]
     with pytest.raises(InvalidInput) as refused:
         prompts_for("a\nb", 3)
     assert str(refused.value).startswith("The prompt has 2 lines for 3 pictures, so nothing was queued.")
+    # Characters Python counts as line breaks but a user never sees as one stay inside the prompt.
+    one_line = "waves\u2028roll\x85in\vslowly\fat\x1cdusk\x1dand\x1enight"
+    assert prompts_for(one_line, 2) == [one_line] * 2
     with pytest.raises(InvalidInput) as refused:
         prompts_for(" \n ", 2)
     assert refused.value.key == "err_prompt_missing"

@@ -166,3 +166,15 @@ def test_derived_files_without_their_video_are_removed_at_start(folder):
     assert sorted(p.name for p in folder.folder.iterdir()) == sorted(p.name for p in kept.existing())
     assert folder.model_frames_file(files.video.name) is None
     assert folder.model_frames_file(kept.video.name) == kept.companion("model_video")
+
+
+def test_a_record_names_the_model_by_its_hub_id_or_its_folder_s_last_part(tmp_path, monkeypatch):
+    from image_to_video.outputs import model_name
+
+    (tmp_path / "models" / "i2vgen-xl").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert model_name("ali-vilab/i2vgen-xl") == "ali-vilab/i2vgen-xl"
+    assert model_name(str(tmp_path / "models" / "i2vgen-xl")) == "i2vgen-xl"
+    assert model_name("models/i2vgen-xl/") == "i2vgen-xl"  # a folder, though it reads like a hub id
+    assert model_name("./models/i2vgen-xl") == "i2vgen-xl"
+    assert model_name("~/weights/my-model") == "my-model"

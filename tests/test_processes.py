@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from image_to_video.processes import GONE, is_running, is_same_process, start_ticks, this_worker, worker_alive
 
 
@@ -60,3 +62,32 @@ def test_a_folder_lock_is_held_by_one_process_and_dropped_when_it_is_killed(tmp_
     assert lock.acquire(command="serve", port=7861) is None
     assert FolderLock(tmp_path).acquire() == {"pid": os.getpid(), "command": "serve", "port": 7861}
     lock.release()
+
+
+def test_a_second_server_with_its_own_data_folder_but_the_same_output_folder_is_refused(tmp_path):
+    """Each start removes the output folder's half-written files: a second server writing to the same
+    output folder would remove the first one's videos in progress, so it must not start."""
+    from image_to_video.config import load_config
+    from image_to_video.errors import AlreadyRunning
+    from image_to_video.i18n import localized
+    from image_to_video.processes import claim_data_folder
+
+    def config(data: str, outputs: str = "outputs"):
+        return load_config(overrides={"paths.state_dir": str(tmp_path / data),
+                                      "paths.output_dir": str(tmp_path / outputs)})
+
+    first = claim_data_folder(config("data1"), "serve")
+    try:
+        with pytest.raises(AlreadyRunning) as refused:
+            claim_data_folder(config("data2"), "serve")
+        said = str(refused.value)
+        assert f"(PID {os.getpid()})" in said and f"output folder {tmp_path / 'outputs'}." in said
+        assert "--output-dir" in said and "输出文件夹" in localized(refused.value, "zh-CN")
+        own = claim_data_folder(config("data2", "outputs2"), "serve")  # its data folder was let go
+        own.release()
+    finally:
+        first.release()
+    again = claim_data_folder(config("data2"), "serve")  # both folders free once the first is gone
+    again.release()
+    same = claim_data_folder(config("one", "one"), "serve")  # one folder for both: one lock
+    same.release()

@@ -74,6 +74,16 @@ def test_a_head_that_does_not_answer_is_said_in_seconds_not_minutes(tmp_path):
     assert "ray start --head" in str(refused.value)
 
 
+def test_an_ipv6_head_in_brackets_is_reached_at_that_address(tmp_path):
+    from image_to_video import ray_backend
+
+    address = f"[::1]:{free_port()}"  # nothing listens there: the head is asked, and refuses
+    with pytest.raises(ConfigError) as refused:
+        ray_backend.start_actors(ray_config(tmp_path, address))
+    assert f"Cannot join the Ray cluster at {address}" in str(refused.value)
+    assert "Connection refused" in str(refused.value)  # not "Name or service not known": the brackets are not a name
+
+
 @pytest.mark.parametrize(("workers", "units", "expected"), [("auto", 3, 3), ("2", 3, 2), ("4", 3, 3), ("1", 1, 1)])
 def test_one_actor_per_gpu_of_the_cluster_at_most_jobs_workers(tmp_path, workers, units, expected):
     from image_to_video.ray_backend import actor_count

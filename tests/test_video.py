@@ -1,12 +1,14 @@
 import json
 import subprocess
+import threading
+import time
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
 
 from image_to_video import video
-from image_to_video.errors import GenerationFailed
+from image_to_video.errors import Cancelled, GenerationFailed
 from image_to_video.video import probe_video, write_json, write_video
 
 
@@ -64,7 +66,8 @@ def test_odd_sizes_are_refused(tmp_path):
 
 
 def test_a_file_that_does_not_check_out_never_appears(tmp_path, monkeypatch):
-    monkeypatch.setattr(video, "probe_video", lambda path: video.VideoInfo(3, 8.0, 128, 96, "h264", "yuv420p"))
+    monkeypatch.setattr(video, "probe_video",
+                        lambda path, cancel=None: video.VideoInfo(3, 8.0, 128, 96, "h264", "yuv420p"))
     with pytest.raises(GenerationFailed, match="has 3 frames"):
         write_video(frames(16), tmp_path / "v.mp4", fps=8)
     assert not list(tmp_path.iterdir())  # neither the final name nor the temporary file
@@ -82,3 +85,21 @@ def test_json_is_written_whole(tmp_path):
     write_json({"seed": 1, "prompt": "海浪"}, path)
     assert json.loads(path.read_text(encoding="utf-8")) == {"seed": 1, "prompt": "海浪"}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_cancel_stops_the_encoder_at_once_and_leaves_no_file(tmp_path, monkeypatch):
+    real = imageio_ffmpeg.get_ffmpeg_exe()
+    slow = tmp_path / "bin" / "ffmpeg"  # the real encoder, slowed to real time at 1 frame per second
+    slow.parent.mkdir()
+    slow.write_text(f'#!/bin/sh\nexec "{real}" -readrate 1 "$@"\n')
+    slow.chmod(0o755)
+    monkeypatch.setattr(video.imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(slow))
+    out = tmp_path / "out"
+    out.mkdir()
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    began = time.monotonic()
+    with pytest.raises(Cancelled, match="Cancelled"):
+        write_video(frames(30, 64, 64), out / "v.mp4", fps=1, cancel=cancel)
+    assert time.monotonic() - began < 2.5
+    assert not list(out.iterdir())  # neither the video nor its temporary file

@@ -1,16 +1,21 @@
 """The worker (worker.py): it recovers what a crash left, shuts down within its grace, asks for a
 restart after a fatal GPU error and outlives a store it cannot reach or a job it cannot record."""
 
+import json
+import logging
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from image_to_video import finishing
 from image_to_video.errors import ModelUnavailable
 from image_to_video.faults import FaultInjector
 from image_to_video.job_store import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING
 from image_to_video.processes import this_worker
+from image_to_video.video import probe_video
 
 from .helpers import Jobs, database_locked, wait_for
 
@@ -54,6 +59,39 @@ def test_shutdown_requeues_a_job_that_outlasts_the_grace(make_queue, photo):
     assert queue.get(job.id).state == QUEUED  # runs again after the restart
     with pytest.raises(ModelUnavailable, match="shutting down"):
         queue.submit(photo, "waves", owner="a")
+
+
+def test_shutdown_during_a_step_after_the_model_stops_it_at_once_and_requeues_it(make_queue, photo, monkeypatch,
+                                                                                 caplog):
+    # Interpolation as on a long clip: the real filter, its input let through at 1/40 of real time (30 s).
+    monkeypatch.setattr(finishing, "MINTERPOLATE", "setpts=40*PTS,realtime=limit=100,setpts=PTS/40,"
+                        + finishing.MINTERPOLATE)
+    queue = make_queue()
+    job = queue.submit(photo, "waves", owner="a", interpolate_fps=24)
+    assert wait_for(lambda: queue.get(job.id).stage == "interpolating", 60)
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="image_to_video.worker"):
+        queue.shutdown(grace_s=0.3)
+    assert time.monotonic() - began < 3 and not queue.busy  # start_app.sh would KILL it after 20 s
+    stopped = queue.get(job.id)
+    assert stopped.state == QUEUED and stopped.message == "Waiting: the server restarted."
+    assert f"Job {job.id} stopped for the shutdown; it is back in the queue" in caplog.text  # the log's word, kept
+
+
+def test_a_gif_that_cannot_be_made_keeps_the_video_and_says_which_file_is_missing(make_queue, photo, monkeypatch):
+    monkeypatch.setattr(finishing, "GIF_GRAPH", "no_such_filter")  # ffmpeg refuses the GIF
+    queue = make_queue()
+    job = queue.wait(queue.submit(photo, "waves", owner="a", formats="mp4,gif").id, timeout=60)
+    assert job.state == DONE, job.message
+    video = Path(job.video_path)
+    assert probe_video(video).frames == 4  # the model's work is kept
+    gif = video.with_suffix(".gif")
+    assert job.message.startswith(f"The video is done, but {gif.name} could not be made") and "ffmpeg" in job.message
+    record = json.loads(Path(job.metadata_path).read_text(encoding="utf-8"))
+    assert [entry["name"] for entry in record["not_made"]] == [gif.name]
+    assert "gif" not in {entry["kind"] for entry in record["files"]}
+    assert sorted(path.name for path in video.parent.iterdir()) == sorted(
+        [video.name, video.stem + ".json", video.stem + "_input.png"])  # no GIF, nor half of one
 
 
 def test_shutdown_lets_a_short_job_finish(make_queue, photo):

@@ -2,8 +2,9 @@
 
 The uploads are image files and ``.zip`` files of images. A zip is read in memory and never
 extracted: its member names are only shown, so a name like ``../../x`` reaches no disk. Every
-read is capped (a picture at ``max_bytes``, everything one call reads at ``max_total_bytes``),
-because a zip's declared sizes can lie; a zip bomb, an encrypted or damaged zip and a file that
+read is capped (a picture at ``max_bytes``, everything one call reads at ``max_total_bytes``,
+refused files included) and unpacked ``CHUNK`` bytes at a time, because a zip's declared sizes
+can lie; a zip bomb, an encrypted or damaged zip and a file that
 is not a picture are each refused with a reason the page shows, never a traceback.
 
 Each job is submitted through ``JobQueue.submit``, exactly as the single Generate submits one,
@@ -12,13 +13,17 @@ so its picture is normalised and its settings validated the same way.
 
 from __future__ import annotations
 
+import bz2
+import copy
 import io
 import logging
+import lzma
 import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, NamedTuple, Protocol
@@ -67,6 +72,8 @@ class Refused(NamedTuple):
 MAX_EXTRA_EXAMINED = 50
 #: A zip with more entries than this is refused whole (its listing alone would take long to read).
 MAX_ZIP_ENTRIES = 10_000
+#: A file is read (and a zip member unpacked) this many bytes at a time: the most one step costs.
+CHUNK = 64 * 1024
 
 
 class _Budget:
@@ -75,16 +82,26 @@ class _Budget:
     def __init__(self, max_bytes: int, max_total_bytes: int):
         self.max_bytes, self.max_total_bytes, self.left = max_bytes, max_total_bytes, max_total_bytes
 
-    def read(self, file: BinaryIO, name: str) -> bytes | Refused:
-        """At most one byte past what is allowed of ``file``; that byte tells which limit it broke."""
+    def read(self, chunks: Iterable[bytes], name: str) -> bytes | Refused:
+        """A file's bytes, taken from ``chunks`` until one chunk past what is allowed; that chunk tells
+        which limit it broke. Everything unpacked counts against the call's total, refused or not
+        (a zip of many over-large members must not unpack gigabytes one refusal at a time)."""
         cap = min(self.max_bytes, self.left)
-        data = file.read(cap + 1)
-        if len(data) > self.max_bytes:
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for chunk in chunks:
+                parts.append(chunk)
+                size += len(chunk)
+                if size > cap:
+                    break
+        finally:
+            self.left = max(0, self.left - size)
+        if size > cap and cap == self.max_bytes:
             return Refused(name, "many_file_too_large", {"limit_mb": f"{self.max_bytes / MB:g}"})
-        if len(data) > cap:
+        if size > cap:
             return Refused(name, "many_total_too_large", {"limit_mb": f"{self.max_total_bytes / MB:g}"})
-        self.left -= len(data)
-        return data
+        return b"".join(parts)
 
 
 class _Stop(Exception):
@@ -143,7 +160,7 @@ def _pictures_of_upload(path: Any, budget: _Budget) -> Iterator[Picture | Refuse
         yield Refused(name, "many_not_image", {})
     else:
         with open(resolved, "rb") as file:
-            yield _picture(name, budget.read(file, name))
+            yield _picture(name, budget.read(iter(lambda: file.read(CHUNK), b""), name))
 
 
 def _pictures_of_zip(path: str, zip_name: str, budget: _Budget) -> Iterator[Picture | Refused]:
@@ -174,13 +191,64 @@ def _pictures_of_zip(path: str, zip_name: str, budget: _Budget) -> Iterator[Pict
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, budget: _Budget) -> bytes | Refused:
     try:
-        with archive.open(info) as file:
-            return budget.read(file, name)
+        with closing(_unpacked(archive, info)) as chunks:
+            return budget.read(chunks, name)
     except NotImplementedError:  # a compression method zipfile cannot unpack
         return Refused(name, "many_zip_method", {})
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError) as error:
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError, ValueError, RuntimeError) as error:
         log.info("Refused %s: %s", name, error)  # e.g. "Bad CRC-32": the data is not what it declares
         return Refused(name, "many_zip_member_damaged", {})
+
+
+def _unpacked(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """A member's data, ``CHUNK`` bytes at most at a time, so that no step unpacks more than that.
+    zipfile bounds each step of deflate only: of bzip2 and LZMA it unpacks each raw read whole, and
+    4 KB of bzip2 unpack to gigabytes. Those two are unpacked here from the member's raw bytes."""
+    if info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        with archive.open(info) as file:
+            yield from iter(lambda: file.read(CHUNK), b"")
+        return
+    if info.compress_type not in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        raise NotImplementedError(f"compression method {info.compress_type}")
+    raw = copy.copy(info)  # the same member read as stored: its compressed bytes, no CRC check
+    raw.compress_type, raw.file_size, raw.CRC = zipfile.ZIP_STORED, info.compress_size, None
+    with archive.open(raw) as file:
+        yield from _decompressed(file, info)
+
+
+def _decompressed(file: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The bzip2 or LZMA stream of ``file`` unpacked ``CHUNK`` bytes at a time; raises ``BadZipFile``
+    when it is cut short, longer than declared or fails its CRC (as zipfile does)."""
+    decompressor = bz2.BZ2Decompressor() if info.compress_type == zipfile.ZIP_BZIP2 else _lzma_decompressor(file)
+    crc, size = 0, 0
+    while not decompressor.eof:
+        data = file.read(CHUNK) if decompressor.needs_input else b""
+        if decompressor.needs_input and not data:
+            if size == info.file_size:  # an LZMA stream without its end marker ends at the declared size
+                break
+            raise zipfile.BadZipFile(f"{info.filename!r} ends early")
+        chunk = decompressor.decompress(data, CHUNK)
+        crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+        if size > info.file_size:
+            raise zipfile.BadZipFile(f"{info.filename!r} unpacks past its declared size")
+        if chunk:
+            yield chunk
+    if crc != info.CRC:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+
+
+def _lzma_decompressor(file: BinaryIO) -> lzma.LZMADecompressor:
+    """A raw LZMA1 decompressor from the zip format's LZMA header (version, properties' size, properties)."""
+    header = file.read(4)
+    if len(header) < 4:
+        raise zipfile.BadZipFile("LZMA header cut short")
+    props = file.read(int.from_bytes(header[2:4], "little"))
+    if len(props) != 5:
+        raise zipfile.BadZipFile("LZMA properties damaged")
+    lc_lp_pb, dict_size = props[0], int.from_bytes(props[1:5], "little")
+    lzma1 = {"id": lzma.FILTER_LZMA1, "lc": lc_lp_pb % 9, "lp": lc_lp_pb // 9 % 5, "pb": lc_lp_pb // 45,
+             "dict_size": dict_size}
+    return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma1])
 
 
 def _picture(name: str, data: bytes | Refused) -> Picture | Refused:
@@ -216,6 +284,11 @@ def _natural(name: str) -> list:
             for part in re.split(r"(\d+)", name) if part]
 
 
+#: What a user sees as a new line: ``str.splitlines`` also splits on U+2028, U+0085, \v, \f and
+#: \x1c-\x1e, which a pasted prompt may hold inside what looks like one line.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def prompts_for(text: Any, count: int) -> list[str]:
     """The prompt of each of ``count`` pictures: one prompt for all (a single non-empty line), or
     one per line in the pictures' order (blank lines ignored).
@@ -227,7 +300,7 @@ def prompts_for(text: Any, count: int) -> list[str]:
         text = ""
     if not isinstance(text, str):
         raise InvalidInput(key="err_prompt_type", name_key="param_prompt", kind=type(text).__name__)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in _LINE_BREAK.split(text) if line.strip()]
     if not lines:
         raise InvalidInput(key="err_prompt_missing")
     if len(lines) == 1:

@@ -177,6 +177,8 @@ def _finishing_lines(record: Mapping[str, Any], lang: str) -> list[str]:
     lines += [t("gif_capped", lang, max_mb=f"{entry['max_mb']:g}", width=entry["width"], fps=f"{entry['fps']:g}",
                 original_width=entry["original_width"], original_fps=f"{entry['original_fps']:g}")
               for entry in others if entry.get("capped")]
+    lines += ["⚠️ " + t("msg_files_not_made", lang, files=f"`{entry.get('name')}`", reason=entry.get("error", ""))
+              for entry in record.get("not_made", []) if isinstance(entry, dict)]  # a GIF/WebM that failed
     return lines
 
 
