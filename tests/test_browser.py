@@ -120,9 +120,16 @@ def set_steps(page, steps: int, label: str = "Steps") -> None:
     sync_api.expect(box).to_have_value(str(steps))
 
 
+def upload_example(page) -> None:
+    """Choose the example picture and wait until the page shows it: a click on Generate while the upload
+    is still going is not run (Gradio says to retry), which on a busy machine is a real moment."""
+    page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
+    page.locator("#image img").first.wait_for(timeout=120000)
+
+
 def start_job(page, preset: str, steps: int | None = None) -> None:
     """Upload the example, write the prompt, pick ``preset`` (then ``steps``, if given) and click Generate."""
-    page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
+    upload_example(page)
     page.locator("#prompt textarea").fill("the waves roll in slowly")
     pick_preset(page, preset)
     if steps:
@@ -242,7 +249,7 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
         page.get_by_role("button", name="生成视频").click()
         page.get_by_text("无法识别这个文件为图片").first.wait_for(timeout=120000)  # messages too
 
-        page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))  # a video, in Chinese
+        upload_example(page)  # a video, in Chinese
         page.locator("#prompt textarea").fill("the waves roll in slowly")
         page.get_by_test_id("快速预览-radio-label").click()
         sync_api.expect(page.get_by_role("spinbutton", name="number input for 推理步数")).to_have_value(
@@ -264,7 +271,7 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
 
 def test_a_double_click_on_generate_starts_one_job(page, app):
     before = set((app.root / "outputs").glob("video_*.mp4"))
-    page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
+    upload_example(page)
     page.locator("#prompt textarea").fill("the waves roll in slowly")
     pick_preset(page, "Quick preview")
     set_steps(page, FEWEST_STEPS)

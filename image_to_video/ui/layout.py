@@ -124,7 +124,8 @@ class _Layout:
 
     def _inputs(self) -> Inputs:
         s, d, say = self.settings, self.settings.defaults, self.say
-        image = say(UploadedImage(label=t("image"), type="filepath", sources=["upload", "clipboard"], height=320),
+        image = say(UploadedImage(label=t("image"), type="filepath", sources=["upload", "clipboard"], height=320,
+                                  elem_id="image"),
                     label="image")
         say(gr.Markdown(t("image_help")), value="image_help")
         prompt = say(gr.Textbox(label=t("prompt"), info=t("prompt_help"), lines=2, elem_id="prompt",
