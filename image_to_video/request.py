@@ -195,6 +195,11 @@ def _check(parameter: Parameter, value: Any, generation) -> Any:
     return float(number)
 
 
+#: A prompt longer than this many times its limit is refused before it is cleaned: the spaces and control
+#: characters cleaning removes never need more room, and cleaning a 10 MB text costs seconds and memory.
+RAW_PROMPT_FACTOR = 4
+
+
 def clean_prompt(text: Any, max_chars: int, *, required: bool, name_key: str = "param_prompt") -> str:
     """Normalise a prompt: NFC, control characters removed, whitespace collapsed.
 
@@ -204,6 +209,8 @@ def clean_prompt(text: Any, max_chars: int, *, required: bool, name_key: str = "
         text = ""
     if not isinstance(text, str):
         raise InvalidInput(key="err_prompt_type", name_key=name_key, kind=type(text).__name__)
+    if len(text) > RAW_PROMPT_FACTOR * max_chars:  # refused unread: cleaning megabytes costs seconds
+        raise InvalidInput(key="err_prompt_long", name_key=name_key, length=len(text), limit=max_chars)
     text = unicodedata.normalize("NFC", text)
     text = "".join(" " if unicodedata.category(c).startswith(("C", "Z")) else c for c in text)
     text = " ".join(text.split())

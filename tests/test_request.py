@@ -190,3 +190,19 @@ def test_a_continued_videos_settings_compare_any_value_a_caller_sends():
 
     assert not _same(10**400, 8)  # too large for a float: compared as text, not a crash
     assert _same("8", 8) and _same(8.0, 8) and _same("512p", "512p") and not _same("768p", "512p")
+
+
+def test_a_prompt_megabytes_long_is_refused_before_it_is_cleaned(monkeypatch):
+    # Every route and event takes the prompt through clean_prompt; cleaning 10 MB character by character
+    # cost seconds of CPU and a lot of memory before its length was checked.
+    from image_to_video import request as request_module
+
+    def no_cleaning(*_args):
+        raise AssertionError("the text was cleaned")
+
+    monkeypatch.setattr(request_module.unicodedata, "normalize", no_cleaning)
+    with pytest.raises(InvalidInput, match="10000000 characters long; the limit is 1000"):
+        request_module.clean_prompt("a" * 10_000_000, 1000, required=True)
+    # Spaces that cleaning collapses still fit: a prompt with room to spare is cleaned, not refused unread.
+    monkeypatch.undo()
+    assert request_module.clean_prompt("waves " + " " * 2500 + "roll", 1000, required=True) == "waves roll"

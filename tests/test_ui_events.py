@@ -296,3 +296,19 @@ def test_a_video_without_its_record_is_listed_and_can_be_deleted_from_the_page(a
         call(page.demo, "HistoryActions.reuse_settings", name, "en")
     deleted = call(page.demo, "HistoryActions.delete", name, "en")
     assert not (page.folder / name).exists() and by_id(deleted, "all-videos")["data"] == []
+
+
+def test_the_prompt_note_refuses_a_prompt_past_the_servers_limit_before_any_work(app, monkeypatch):
+    # The browser's max_length is not the server's: a 10 MB prompt sent straight to the note's event used
+    # to be read whole for its language (11 s and ~0.9 GB in the hostile review).
+    from image_to_video import request
+    from image_to_video.ui import views
+
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the note looked at the prompt's text")
+
+    monkeypatch.setattr(views, "needs_translation", no_work)
+    monkeypatch.setattr(request.unicodedata, "normalize", no_work)
+    huge = "海浪缓缓涌来" * 2_000_000  # 12 million characters
+    note = by_id(call(app().demo, "Settings.prompt_note", huge, "en"), "prompt-note")
+    assert "12000000 characters long; the limit is 1000" in note and "Shorten it" in note

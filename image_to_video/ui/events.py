@@ -31,6 +31,7 @@ from ..job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, J
 from ..model_status import ModelStatus
 from ..outputs import DERIVED, OutputFolder, VideoFiles
 from ..progress import Progress
+from ..request import clean_prompt
 from . import views
 from .components import Outputs, Page
 
@@ -217,6 +218,10 @@ class Settings:
     def prompt_note(self, prompt, lang) -> dict:
         """Under the prompt, before the job starts: whether a prompt that is not English will be
         translated, and if not, why and what to do."""
+        try:  # the server's own length limit, before any other work (the browser's is not the server's)
+            clean_prompt(prompt, self.settings.max_prompt_chars, required=False)
+        except AppError as error:
+            return {self.inputs.prompt_note: "⚠️ " + localized(error, lang)}
         status = self.queue.translation_status() if self.queue else None
         return {self.inputs.prompt_note: views.prompt_note(prompt, status, lang)}
 
