@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -200,7 +201,8 @@ def test_a_prompt_megabytes_long_is_refused_before_it_is_cleaned(monkeypatch):
     def no_cleaning(*_args):
         raise AssertionError("the text was cleaned")
 
-    monkeypatch.setattr(request_module.unicodedata, "normalize", no_cleaning)
+    # request's own reference to unicodedata, not the module every other caller (pytest too) uses
+    monkeypatch.setattr(request_module, "unicodedata", SimpleNamespace(normalize=no_cleaning, category=no_cleaning))
     with pytest.raises(InvalidInput, match="10000000 characters long; the limit is 1000"):
         request_module.clean_prompt("a" * 10_000_000, 1000, required=True)
     # Spaces that cleaning collapses still fit: a prompt with room to spare is cleaned, not refused unread.

@@ -308,7 +308,8 @@ def test_the_prompt_note_refuses_a_prompt_past_the_servers_limit_before_any_work
         raise AssertionError("the note looked at the prompt's text")
 
     monkeypatch.setattr(views, "needs_translation", no_work)
-    monkeypatch.setattr(request.unicodedata, "normalize", no_work)
+    # request's own reference to unicodedata, not the module every other caller (pytest too) uses
+    monkeypatch.setattr(request, "unicodedata", types.SimpleNamespace(normalize=no_work, category=no_work))
     huge = "海浪缓缓涌来" * 2_000_000  # 12 million characters
     note = by_id(call(app().demo, "Settings.prompt_note", huge, "en"), "prompt-note")
     assert "12000000 characters long; the limit is 1000" in note and "Shorten it" in note
