@@ -127,17 +127,23 @@ def test_a_zip_gives_its_pictures_in_name_order_from_any_folder_and_skips_the_ju
     assert "**Queued: 3 video(s).**" in text and "notes\\.txt**: not a picture we can read" in text
 
 
+def unpacked_with_peak(upload, name: str, data: bytes):
+    """``pictures_from_uploads`` of one zip at 1 MB a picture and 4 MB a call: (pictures, refused, the
+    peak of memory Python allocated meanwhile)."""
+    tracemalloc.start()
+    try:
+        pictures, refused = pictures_from_uploads([upload(name, data)], max_pictures=20, max_bytes=MB,
+                                                  max_total_bytes=4 * MB)
+        return pictures, refused, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_member_that_unpacks_past_the_limit_is_refused_after_reading_no_more_than_the_limit(upload):
     huge = encoded(picture(20), "PNG")[:64] + bytes(60 * MB)  # a PNG's start, then 60 MB of zeros
     bomb = zipped({"huge.png": huge, "fine.png": encoded(picture(21), "PNG")})
     assert len(bomb) < MB / 4  # deflate packs the zeros a thousand to one
-    tracemalloc.start()
-    try:
-        pictures, refused = pictures_from_uploads([upload("bomb.zip", bomb)], max_pictures=20, max_bytes=MB,
-                                                  max_total_bytes=4 * MB)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    pictures, refused, peak = unpacked_with_peak(upload, "bomb.zip", bomb)
     assert [p.name for p in pictures] == ["bomb.zip/fine.png"]
     assert [(r.name, r.key, r.params) for r in refused] == [("bomb.zip/huge.png", "many_file_too_large",
                                                               {"limit_mb": "1"})]
@@ -171,13 +177,7 @@ def test_members_refused_as_too_large_still_count_against_the_total_and_the_call
 def test_a_bzip2_or_lzma_member_is_unpacked_no_further_than_the_limit(upload, method):
     huge = encoded(picture(25), "PNG")[:64] + bytes(40 * MB)
     bomb = zipped({"huge.png": huge, "fine.png": encoded(picture(26), "PNG")}, method)
-    tracemalloc.start()
-    try:
-        pictures, refused = pictures_from_uploads([upload("bomb.zip", bomb)], max_pictures=20, max_bytes=MB,
-                                                  max_total_bytes=4 * MB)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    pictures, refused, peak = unpacked_with_peak(upload, "bomb.zip", bomb)
     assert [p.name for p in pictures] == ["bomb.zip/fine.png"]
     assert pictures[0].data == encoded(picture(26), "PNG")
     assert [(r.name, r.key) for r in refused] == [("bomb.zip/huge.png", "many_file_too_large")]
