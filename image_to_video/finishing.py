@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -29,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import GenerationFailed
-from .video import VideoInfo, probe_video, run_ffmpeg, stop_if_cancelled
+from .video import VideoInfo, ffmpeg_words, probe_video, run_ffmpeg, stop_if_cancelled
 
 MB = 1024 * 1024
 
@@ -297,7 +296,7 @@ def _run(step_key: str, frames: np.ndarray, rate: str, output_args: list[str],
          cancel: threading.Event | None = None) -> bytes:
     """Run ffmpeg with ``frames`` as raw RGB input at ``rate`` frames per second; its standard output.
 
-    Raises ``GenerationFailed`` with the end of ffmpeg's error output (one line) when it fails, and
+    Raises ``GenerationFailed`` with ffmpeg's words (``video.ffmpeg_words``) when it fails, and
     ``Cancelled`` (ffmpeg killed) once ``cancel`` is set.
     """
     height, width = frames.shape[1:3]
@@ -312,19 +311,6 @@ def _run(step_key: str, frames: np.ndarray, rate: str, output_args: list[str],
         raise GenerationFailed(key="err_finishing_failed", step_key=step_key,
                                detail=ffmpeg_words(stderr) or f"exit status {returncode}")
     return stdout
-
-
-#: A file path in ffmpeg's words: a slash and what follows up to a space, quote or colon.
-_PATH = re.compile(r"(?:/[^\s/'\":|]+)+/")
-
-
-def ffmpeg_words(stderr: bytes, limit: int = 300) -> str:
-    """ffmpeg's error output as one line for a message: its lines joined by " | ", folders cut from file
-    paths (a user needs the cause, not the server's folders), and the first ``limit`` characters kept,
-    since ffmpeg says the cause first and its consequences ("Error opening output files") after."""
-    lines = (line.strip() for line in stderr.decode("utf-8", "replace").splitlines())
-    said = _PATH.sub("", " | ".join(line for line in lines if line))
-    return said if len(said) <= limit else said[:limit - 1] + "…"
 
 
 def _check_decoded(step_key: str, found: tuple[int, int, int], expected: tuple[int, int, int]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import threading
 import uuid
@@ -99,8 +100,20 @@ def _encode(frames: np.ndarray, path: Path, fps: int, comment: str, cancel: thre
     except OSError as error:
         raise GenerationFailed(f"The video encoder failed: {error}") from error
     if returncode != 0:
-        words = stderr.decode("utf-8", "replace").strip()[-300:] or f"exit status {returncode}"
-        raise GenerationFailed(f"The video encoder failed: {words}")
+        raise GenerationFailed(f"The video encoder failed: {ffmpeg_words(stderr) or f'exit status {returncode}'}")
+
+
+#: A file path in ffmpeg's words: a slash and what follows up to a space, quote or colon.
+_PATH = re.compile(r"(?:/[^\s/'\":|]+)+/")
+
+
+def ffmpeg_words(stderr: bytes, limit: int = 300) -> str:
+    """ffmpeg's error output as one line for a message: its lines joined by " | ", folders cut from file
+    paths (a user needs the cause, not the server's folders), and the first ``limit`` characters kept,
+    since ffmpeg says the cause first and its consequences ("Error opening output files") after."""
+    lines = (line.strip() for line in stderr.decode("utf-8", "replace").splitlines())
+    said = _PATH.sub("", " | ".join(line for line in lines if line))
+    return said if len(said) <= limit else said[:limit - 1] + "…"
 
 
 def run_ffmpeg(command: list[str], frames: np.ndarray, cancel: threading.Event | None) -> tuple[int, bytes, bytes]:
