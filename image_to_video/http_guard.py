@@ -65,13 +65,19 @@ GRADIO_PREFIX = "/gradio_api/"
 _DISCONNECT = {"type": "http.disconnect"}
 
 
-async def answer_error(send: Send, error: AppError) -> None:
-    """Send ``error`` as ``{"error": ...}`` with its status and headers, and close the connection
-    (whatever of the body is still coming is not read)."""
+def _error_response(error: AppError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """``error``'s JSON body and the headers it is sent with (the connection closes after it)."""
     body = json.dumps({"error": str(error)}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"connection", b"close"), *SECURITY_HEADERS,
                *[(k.lower().encode(), v.encode()) for k, v in error.headers.items()]]
+    return body, headers
+
+
+async def answer_error(send: Send, error: AppError) -> None:
+    """Send ``error`` as ``{"error": ...}`` with its status and headers, and close the connection
+    (whatever of the body is still coming is not read)."""
+    body, headers = _error_response(error)
     await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -471,10 +477,7 @@ def client_key(address: str) -> str:
 def raw_answer(error: AppError) -> bytes:
     """``error`` as a whole HTTP/1.1 response that closes the connection, for a connection whose request
     was never handed to the app (so ``answer_error`` cannot send it)."""
-    body = json.dumps({"error": str(error)}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *SECURITY_HEADERS,
-               *[(k.encode(), v.encode()) for k, v in error.headers.items()]]
+    body, headers = _error_response(error)
     phrase = http.HTTPStatus(error.http_status).phrase
     head = f"HTTP/1.1 {error.http_status} {phrase}\r\n".encode()
     return head + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body
