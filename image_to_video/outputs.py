@@ -4,8 +4,8 @@ Every video is ``video_YYYYMMDD_HHMMSS_<8 hex>.mp4`` (the final result) with com
 same stem: ``.json`` (its record: every setting, the seed, versions, timings, every file made),
 ``_input.png`` (the picture exactly as the model saw it) and, when the job asked for them, what
 was derived beside the model's own frames: ``_model.mp4`` (the model's frames before a loop,
-interpolation or upscale), ``_segment.mp4`` (the last segment made, on its own), ``.gif`` and
-``.webm``. The companions are written
+interpolation or upscale), ``_segment.mp4`` (the last segment made, on its own), ``.gif``,
+``.webm`` and ``_frames.zip`` (every frame as a PNG). The companions are written
 first and the video's rename into place is the last step (its commit point): companions
 without their video are leftovers of a crash, removed at start. Only this module builds
 those names, finds, lists and deletes them, so a name from a browser or an API
@@ -35,13 +35,13 @@ log = logging.getLogger(__name__)
 
 VIDEO_NAME = re.compile(r"video_[0-9]{8}_[0-9]{6}_[0-9a-f]{8}")
 #: What a crash can leave behind: the writers' temporary names (never a finished file).
-_TEMPORARY = (".video_*.tmp.mp4", ".video_*.tmp.gif", ".video_*.tmp.webm", ".video_*.json.*.tmp",
-              ".video_*_input.png.*.tmp")
+_TEMPORARY = (".video_*.tmp.mp4", ".video_*.tmp.gif", ".video_*.tmp.webm", ".video_*.tmp.zip",
+              ".video_*.json.*.tmp", ".video_*_input.png.*.tmp")
 #: A companion's kind -> the end of its file name after the stem (the MP4 itself is "video").
 COMPANIONS = {"record": ".json", "input_image": "_input.png", "model_video": "_model.mp4",
-              "segment_video": "_segment.mp4", "gif": ".gif", "webm": ".webm"}
+              "segment_video": "_segment.mp4", "gif": ".gif", "webm": ".webm", "png_frames": "_frames.zip"}
 #: The companions derived from the model's frames (not the record or the input picture).
-DERIVED = ("model_video", "segment_video", "gif", "webm")
+DERIVED = ("model_video", "segment_video", "gif", "webm", "png_frames")
 #: Longest first, so that "_model.mp4" is taken off before ".mp4".
 _ENDINGS = sorted([".mp4", *COMPANIONS.values()], key=len, reverse=True)
 

@@ -12,7 +12,8 @@ import numpy as np
 
 #: The stages of one video, in order: the model's (once per segment), then the finishing steps a
 #: job asked for, then the files.
-STAGES = ("denoising", "decoding", "joining", "looping", "interpolating", "upscaling", "encoding", "gif", "webm")
+STAGES = ("denoising", "decoding", "joining", "looping", "interpolating", "upscaling", "encoding", "gif", "webm",
+          "png")
 
 
 @dataclass(frozen=True)

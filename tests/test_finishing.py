@@ -1,9 +1,11 @@
-"""The finishing steps: joined, looped, interpolated, upscaled frames, and GIF/WebM files that decode."""
+"""The finishing steps: joined, looped, interpolated, upscaled frames, GIF/WebM files that decode, and
+zips of PNG frames that open."""
 
 import os
 import re
 import threading
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from PIL import Image
 from image_to_video import finishing
 from image_to_video.errors import Cancelled, GenerationFailed
 from image_to_video.finishing import (MB, boomerang, crossfade, decode_frames, interpolate, join_segments,
-                                      last_frame, upscale, write_gif, write_webm)
+                                      last_frame, png_frame_names, upscale, write_gif, write_png_frames, write_webm)
 from image_to_video.i18n import localized
 from image_to_video.video import probe_video, write_video
 
@@ -180,9 +182,11 @@ def test_upscale_doubles_the_size_and_keeps_the_picture():
     (np.zeros((0, 16, 16, 3), dtype=np.uint8), "needs at least"),
 ])
 def test_frames_that_are_not_rgb_uint8_are_refused(bad, message, tmp_path):
-    for step in (boomerang, lambda f: upscale(f, 2), lambda f: write_webm(f, 8, tmp_path / "x.webm")):
+    for step in (boomerang, lambda f: upscale(f, 2), lambda f: write_webm(f, 8, tmp_path / "x.webm"),
+                 lambda f: write_png_frames(f, 8, tmp_path / "x_frames.zip")):
         with pytest.raises(ValueError, match=message):
             step(bad)
+    assert stray_files(tmp_path) == []
 
 
 # -- GIF -----------------------------------------------------------------------------------------
@@ -317,6 +321,86 @@ def test_a_webm_that_decodes_wrong_or_fails_to_encode_is_not_kept(tmp_path, monk
     monkeypatch.setattr(finishing, "WEBM_OPTIONS", [*finishing.WEBM_OPTIONS[:-2], "-crf", "999", "-f", "webm"])
     with pytest.raises(GenerationFailed, match="The WebM video failed .*crf"):
         write_webm(moving_square(8), 8, tmp_path / "clip.webm")
+    assert stray_files(tmp_path) == []
+
+
+# -- PNG frames -----------------------------------------------------------------------------------
+
+def png_header(data):
+    """(width, height, bit depth, colour type) from a PNG's IHDR chunk, as a file viewer reads them."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), data[24], data[25]
+
+
+def test_png_frames_are_every_frame_lossless_in_order_in_a_zip(tmp_path):
+    frames = np.ascontiguousarray(moving_square(12, size=64)[:, :40])  # 64 wide, 40 high
+    result = write_png_frames(frames, 8, tmp_path / "clip_frames.zip")
+    with zipfile.ZipFile(tmp_path / "clip_frames.zip") as archive:
+        assert archive.testzip() is None
+        names = archive.namelist()
+        assert names == sorted(names) == [f"frame_{number:05d}.png" for number in range(1, 13)]
+        for index, name in enumerate(names):
+            data = archive.read(name)
+            assert png_header(data) == (64, 40, 8, 2)  # 8 bits a channel, truecolour RGB, no alpha
+            with Image.open(archive.open(name)) as picture:
+                assert (picture.format, picture.mode, picture.size) == ("PNG", "RGB", (64, 40))
+                assert np.array_equal(np.asarray(picture), frames[index])  # lossless, in frame order
+    assert (result.frames, result.fps, result.width, result.height) == (12, 8.0, 64, 40)
+    assert result.names == tuple(names)
+    assert result.size_mb == pytest.approx((tmp_path / "clip_frames.zip").stat().st_size / MB)
+    assert stray_files(tmp_path) == ["clip_frames.zip"]
+
+
+def test_png_frame_names_sort_in_frame_order_past_five_digits():
+    assert png_frame_names(3) == ["frame_00001.png", "frame_00002.png", "frame_00003.png"]
+    long = png_frame_names(100_000)
+    assert (long[0], long[9], long[-1]) == ("frame_000001.png", "frame_000010.png", "frame_100000.png")
+    assert sorted(long) == long and len(set(long)) == 100_000
+
+
+def test_png_frames_stop_between_frames_on_cancel_and_leave_no_file(tmp_path, monkeypatch):
+    cancel, saved, save = threading.Event(), [], Image.Image.save
+
+    def save_then_cancel_at_the_third(picture, *args, **kwargs):
+        saved.append(picture.size)
+        if len(saved) == 3:
+            cancel.set()
+        return save(picture, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_then_cancel_at_the_third)
+    with pytest.raises(Cancelled, match="Cancelled"):
+        write_png_frames(moving_square(40), 8, tmp_path / "clip_frames.zip", cancel=cancel)
+    assert len(saved) == 3  # not the other 37 frames
+    assert stray_files(tmp_path) == []
+
+
+def test_png_frames_that_check_wrong_or_cannot_be_written_are_not_kept(tmp_path, monkeypatch):
+    seen, namelist = [], zipfile.ZipFile.namelist
+
+    def one_frame_short(archive):
+        seen.append(os.path.basename(archive.filename))
+        return namelist(archive)[:-1]
+
+    monkeypatch.setattr(zipfile.ZipFile, "namelist", one_frame_short)
+    with pytest.raises(GenerationFailed, match="7 frames of 64x64, expected 8"):
+        write_png_frames(moving_square(8), 8, tmp_path / "clip_frames.zip")
+    assert re.fullmatch(r"\.clip_frames\.[0-9a-f]{6}\.tmp\.zip", seen[0])  # what the crash clean-up finds
+    assert stray_files(tmp_path) == []
+    monkeypatch.undo()
+
+    fromarray = Image.fromarray
+    monkeypatch.setattr(Image, "fromarray", lambda *args: fromarray(*args).convert("RGBA"))  # an alpha channel
+    with pytest.raises(GenerationFailed, match="the first frame is a PNG RGBA 64x64, not 8-bit RGB"):
+        write_png_frames(moving_square(8), 8, tmp_path / "clip_frames.zip")
+    assert stray_files(tmp_path) == []
+    monkeypatch.undo()
+
+    def disk_full(archive, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", disk_full)
+    with pytest.raises(GenerationFailed, match=r"The PNG frames could not be written \(.*No space left on device\)"):
+        write_png_frames(moving_square(8), 8, tmp_path / "clip_frames.zip")
     assert stray_files(tmp_path) == []
 
 

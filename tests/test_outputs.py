@@ -114,6 +114,7 @@ def test_retention_removes_the_oldest_videos_with_their_files(tmp_path):
     now = time.time()
     aged = OutputFolder(tmp_path / "outputs", OutputSettings(max_age_days=7))
     old = make_video(aged, "old", written=now - 10 * 86400)
+    old.companion("png_frames").write_bytes(b"frames")  # a zip of its PNG frames goes with it
     new = make_video(aged, "new", written=now)
     assert aged.apply_retention() == 1
     assert old.existing() == [] and new.video.exists()
@@ -143,8 +144,9 @@ def test_too_little_disk_refuses_with_what_to_do(tmp_path):
 
 def test_a_videos_derived_files_are_its_companions(folder):
     files = make_video(folder, "waves")
-    for kind in ("model_video", "segment_video", "gif", "webm"):
+    for kind in ("model_video", "segment_video", "gif", "webm", "png_frames"):
         files.companion(kind).write_bytes(b"x")
+    assert files.companion("png_frames").name == f"{files.name}_frames.zip"
     # Any of its files' names leads to the video; none is listed as a video of its own.
     for path in files.existing():
         assert folder.files(path.name) == files
@@ -156,13 +158,14 @@ def test_a_videos_derived_files_are_its_companions(folder):
 def test_derived_files_without_their_video_are_removed_at_start(folder):
     files = make_video(folder, "waves")
     kept = make_video(folder, "kept")
-    for kind in ("model_video", "segment_video", "gif", "webm"):
+    for kind in ("model_video", "segment_video", "gif", "webm", "png_frames"):
         files.companion(kind).write_bytes(b"x")
         kept.companion(kind).write_bytes(b"x")
     (folder.folder / f".{files.name}.abc123.tmp.gif").write_bytes(b"half")
     (folder.folder / f".{files.name}.abc123.tmp.webm").write_bytes(b"half")
+    (folder.folder / f".{files.name}_frames.abc123.tmp.zip").write_bytes(b"half")
     files.video.unlink()  # a crash before the video's rename
-    assert folder.clean_temporary_files() == 8
+    assert folder.clean_temporary_files() == 10
     assert sorted(p.name for p in folder.folder.iterdir()) == sorted(p.name for p in kept.existing())
     assert folder.model_frames_file(files.video.name) is None
     assert folder.model_frames_file(kept.video.name) == kept.companion("model_video")
