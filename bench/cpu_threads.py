@@ -182,7 +182,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from image_to_video.demo_model import build_demo_model
+    from image_to_video.families.i2vgen_xl.demo import build_demo_model
 
     buffer = io.BytesIO()
     Image.new("RGB", (640, 480), (30, 120, 200)).save(buffer, "PNG")

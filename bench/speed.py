@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from image_to_video import model_shapes  # noqa: E402
+from image_to_video.families.i2vgen_xl import shapes as model_shapes  # noqa: E402
 from image_to_video.config import ModelSettings  # noqa: E402
 from image_to_video.engine import Engine  # noqa: E402
 from image_to_video.request import GenerationRequest  # noqa: E402

@@ -23,7 +23,7 @@ from .errors import AlreadyRunning, ConfigError, WorkerLost
 from .faults import FaultInjector
 from .i18n import t
 from .job_queue import JobQueue
-from .job_store import SQLiteJobStore, set_aside_if_damaged
+from .job_store import SQLiteJobStore, end_frame_path, set_aside_if_damaged
 from .live import LiveJobs
 from .model_status import ModelState
 from .outputs import OutputFolder
@@ -207,7 +207,7 @@ def remove_unreferenced_inputs(store: SQLiteJobStore, folder: Path, older_than_s
     than ``older_than_s`` go, and only with the data folder held, so no submit can be mid-way."""
     if not folder.is_dir():
         return 0
-    referenced = {Path(path).name for path in store.image_paths()}
+    referenced = {name for path in store.image_paths() for name in (Path(path).name, end_frame_path(path).name)}
     cutoff = time.time() - older_than_s
     removed = 0
     for path in folder.glob("*.png"):

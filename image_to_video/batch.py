@@ -5,9 +5,10 @@
     python main.py generate --continue-from video_20260101_120000_1a2b3c4d.mp4 --segments 2
 
 A batch file has one JSON object per line, with the same keys as the flags:
-``{"image": "a.jpg", "prompt": "waves", "resolution": "512p", "num_frames": 16, "seed": 7}``,
+``{"image": "a.jpg", "prompt": "waves", "resolution": "512p", "num_frames": 16, "seed": 7}``, with
+``"aspect": "9:16"`` (default auto: the picture's) and, for Wan2.2-I2V-A14B, ``"last_image": "end.jpg"``,
 and the steps after the model: ``"segments": 2, "loop": "boomerang", "interpolate_fps": 24,
-"formats": "gif,webm", "upscale": 2``, or ``"continue_from": "<video name>"`` instead of an image.
+"formats": "gif,webm,png", "upscale": 2``, or ``"continue_from": "<video name>"`` instead of an image.
 Every job is validated first (a bad one is reported and skipped), stored in the
 same job database as the server's, and run by a worker in this process. Exit
 status: 0 when every video was made, 1 when any job failed or it could not start,
@@ -33,7 +34,7 @@ from .request import FINISHING_DEFAULTS
 
 #: What a job may set besides its image and prompt: ``PARAMETERS``, the negative prompt, the seed,
 #: and the steps after the model.
-JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed", *FINISHING_DEFAULTS)
+JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed", "aspect", "last_image", *FINISHING_DEFAULTS)
 
 
 class BatchError(Exception):
@@ -117,9 +118,10 @@ def read_batch(path: Path) -> list[dict[str, Any]]:
         if unknown:
             raise BatchError(f"{path}, line {number}: unknown key {sorted(unknown)[0]!r}. "
                              f"Allowed: image, prompt, {', '.join(JOB_KEYS)}.")
-        if "image" in spec:
-            image = Path(str(spec["image"])).expanduser()
-            spec["image"] = str(image if image.is_absolute() else path.parent / image)
+        for key in ("image", "last_image"):
+            if key in spec:
+                image = Path(str(spec[key])).expanduser()
+                spec[key] = str(image if image.is_absolute() else path.parent / image)
         specs.append(spec)
     if not specs:
         raise BatchError(f"The batch file {path} holds no jobs.")

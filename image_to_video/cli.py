@@ -30,6 +30,7 @@ _FLAG_KEYS = {
     "host": "server.host",
     "port": "server.port",
     "model": "model.source",
+    "family": "model.family",
     "device": "model.device",
     "dtype": "model.dtype",
     "output_dir": "paths.output_dir",
@@ -44,6 +45,9 @@ def _shared_options() -> argparse.ArgumentParser:
     shared.add_argument("--demo", action="store_true",
                         help="use the built-in demo model (random weights, runs anywhere, videos are noise)")
     shared.add_argument("--model", metavar="SOURCE", help="model folder or hub repo id (config: model.source)")
+    shared.add_argument("--family", metavar="NAME",
+                        help="the model's family: auto (told from the folder or repo), i2vgen-xl, wan2.2-ti2v-5b or "
+                             "wan2.2-i2v-a14b; with --demo, whose demo to serve (config: model.family)")
     shared.add_argument("--device", help="auto, cpu, cuda or cuda:N (config: model.device)")
     shared.add_argument("--dtype", help="auto, float16, bfloat16 or float32 (config: model.dtype)")
     shared.add_argument("--output-dir", metavar="DIR", help="where videos go (config: paths.output_dir)")
@@ -97,19 +101,25 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--continue-from", dest="continue_from", metavar="VIDEO",
                         help="continue a video (its name in the output folder): its last frame is the picture, "
                              "its prompt, settings and seed the defaults")
-    parser.add_argument("--prompt", help="what should move, in English (with --image)")
+    parser.add_argument("--prompt", help="what should move (with --image): in English for I2VGen-XL (other languages "
+                                         "are translated), in Chinese or English for Wan")
     parser.add_argument("--negative-prompt", dest="negative_prompt")
     for parameter in PARAMETERS:
         parser.add_argument(parameter.flag, dest=parameter.name, metavar=parameter.kind.__name__.upper(),
                             help=f"generation.defaults.{parameter.name} when not given")
     parser.add_argument("--seed", help="-1 for a random seed (default)")
+    parser.add_argument("--aspect", help="the video's shape: auto (default: the picture's nearest) or 16:9, 4:3, 1:1, "
+                                         "3:4, 9:16")
+    parser.add_argument("--end-frame", dest="last_image", metavar="IMAGE",
+                        help="a picture the video ends on (Wan2.2-I2V-A14B only; others refuse it)")
     finishing = parser.add_argument_group("after the model (each adds time; see the README)")
     finishing.add_argument("--segments", metavar="N", help="segments to make, each from the last frame of the one "
                                                           "before (default 1)")
     finishing.add_argument("--loop", metavar="KIND", help=f"{', '.join(LOOPS)} (default none)")
     finishing.add_argument("--interpolate-fps", dest="interpolate_fps", metavar="FPS",
                            help="add frames by motion interpolation up to this frame rate, same duration (default 0: off)")
-    finishing.add_argument("--formats", metavar="LIST", help="also write these beside the MP4: gif, webm (comma-separated)")
+    finishing.add_argument("--formats", metavar="LIST", help="also write these beside the MP4: gif, webm, png (a zip "
+                                                            "of every frame as a PNG) (comma-separated)")
     finishing.add_argument("--upscale", metavar="N", help="1 (default) or 2: twice the width and height")
 
 
@@ -128,7 +138,9 @@ def parse_config(argv: Sequence[str]) -> tuple[argparse.Namespace, AppConfig]:
     overrides = config_overrides(args)
     if args.command == "build-demo":
         overrides["model.demo"] = True
-    return args, load_config(args.config, overrides=overrides)
+    from . import families
+
+    return args, families.served_config(load_config(args.config, overrides=overrides))
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -159,10 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_generate(args, config)
     if args.command == "build-demo":
         from .app import setup_logging
-        from .demo_model import build_demo_model
+        from . import families
 
         setup_logging(args.log_level or "INFO")
-        path = build_demo_model(Path(config.model_path), force=args.force)
+        path = families.build_demo(families.served_card(config), Path(config.model_path), force=args.force)
         print(f"Demo model ready in {path}")
         return 0
     try:  # the data folder before the heavy imports: a second server is told at once

@@ -99,11 +99,17 @@ class ModelSettings:
     cpu_threads: str = "auto"
     #: How OpenMP's idle threads wait: passive (sleep), active (spin) or default (OpenMP's own).
     cpu_wait_policy: str = "passive"
+    #: Which model family ``source`` is (families/): auto (told from the folder's model_index.json or a
+    #: known hub repo, else i2vgen-xl), i2vgen-xl, wan2.2-ti2v-5b or wan2.2-i2v-a14b. With ``demo``, the
+    #: family whose demo is served.
+    family: str = "auto"
     #: Serve the built-in demo model instead of ``source`` (set by ``--demo``).
     demo: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.source.strip()), "model.source", self.source, "a folder or a hub repo id")
+        _require(self.family == "auto" or self.family.replace("-", "").replace(".", "").isalnum(), "model.family",
+                 self.family, "auto or a model family's name, such as i2vgen-xl or wan2.2-ti2v-5b")
         _require(self.device in _DEVICES or self.device.startswith("cuda:"), "model.device",
                  self.device, "auto, cpu, cuda or cuda:N")
         _require(self.dtype in _DTYPES, "model.dtype", self.dtype, ", ".join(_DTYPES))
@@ -197,8 +203,8 @@ class _GenerationChecks:
         _require(bool(self.resolutions), "generation.resolutions", dict(self.resolutions),
                  "at least one name: side pair")
         for name, side in self.resolutions.items():
-            _require(side % 64 == 0 and 64 <= side <= 2048, f"generation.resolutions.{name}", side,
-                     "a multiple of 64 from 64 to 2048")
+            _require(side % 16 == 0 and 64 <= side <= 2048, f"generation.resolutions.{name}", side,
+                     "a multiple of 16 from 64 to 2048; for I2VGen-XL a multiple of 64")
         for p in PARAMETERS:
             if p.limits:
                 limits = self.limits(p.name)
@@ -248,7 +254,7 @@ copyreg.pickle(types.MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)
 
 #: Loops a video can be finished with (``loop``), and the files it can be delivered in (``formats``).
 LOOPS = ("none", "boomerang", "crossfade")
-FORMATS = ("mp4", "gif", "webm")
+FORMATS = ("mp4", "gif", "webm", "png")
 UPSCALES = (1, 2)
 
 
@@ -471,7 +477,8 @@ class AppConfig:
     def model_path(self) -> str:
         """The folder or repo id the engine loads: the demo folder when ``model.demo`` is set."""
         if self.model.demo:
-            return str(self.paths.models_dir / DEMO_MODEL_DIR)
+            family = self.model.family
+            return str(self.paths.models_dir / (DEMO_MODEL_DIR if family in ("auto", "i2vgen-xl") else f"demo-{family}-tiny"))
         source = Path(self.model.source).expanduser()
         if source.is_absolute() or source.exists() or (PROJECT_DIR / source).exists():
             return str(source if source.is_absolute() else (PROJECT_DIR / source).resolve())

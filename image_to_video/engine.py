@@ -1,8 +1,8 @@
 """The engine: load the model once, then turn requests into frames, reporting its state for the page.
 
 A thin front over layers that never import it back: ``gpu`` (device, memory modes, CUDA errors),
-``speedups`` (compile, attention kernel, other switches), the model family (``i2vgen_xl``: loading,
-prompts, denoising, decoding) and ``model_store`` (downloads).
+``speedups`` (compile, attention kernel, other switches), the model family (``families``: its card, and
+its pipeline code for loading, prompts, denoising, decoding) and ``model_store`` (downloads).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import demo_model, gpu, model_store, speedups
+from . import families, gpu, model_store, speedups
 from .config import GenerationSettings, ModelSettings
 from .deep_cache import DeepCache
-from .errors import GPUFailed, ModelUnavailable
+from .errors import GPUFailed, InvalidInput, ModelUnavailable
 from .faults import FaultInjector
-from .i2vgen_xl import I2VGenXL
+from .families.i2vgen_xl import demo as demo_model
 from .model_status import ModelState, ModelStatus, StatusBoard
 from .progress import ProgressFn, ignore
 from .request import GenerationRequest
@@ -46,11 +46,10 @@ class Engine:
     def __init__(self, settings: ModelSettings, model_path: str, models_dir: Path, *,
                  resolutions: Mapping[str, int] | None = None,
                  warmup_shapes: tuple[tuple[int, int, int], ...] = (),
-                 faults: FaultInjector | None = None, family: type = I2VGenXL):
+                 faults: FaultInjector | None = None, card: families.Card | None = None):
         self.settings, self.model_path, self.models_dir = settings, model_path, Path(models_dir)
-        #: The resolutions a user can pick (default: the config's), for what to lower when out of memory.
-        self.resolutions = resolutions or GenerationSettings().resolutions
-        self._family_type = family
+        self.card = card or families.CARDS[families.DEFAULT]  # the model's card (families/): I2VGen-XL unless told
+        self.resolutions = resolutions or GenerationSettings().resolutions  # what to lower when out of memory
         self.faults = faults or FaultInjector()  # none unless a test injects some
         self.warmup_shapes = warmup_shapes  # (width, height, frames) compiled before "ready" (model.compile)
         self.model_revision: str | None = None
@@ -98,9 +97,10 @@ class Engine:
         """Download if needed, then load the pipeline. Failures end in the ERROR state."""
         try:
             folder, self.model_revision = local_folder(self.settings, self.model_path, self.models_dir,
-                                                       self._set_status)
+                                                       self._set_status, card=self.card)
             self._device, self._dtype = gpu.pick_device(self.settings.device, self.settings.dtype,
-                                                        demo=self.settings.demo)
+                                                        demo=self.settings.demo, gpu_dtype=self.card.gpu_dtype,
+                                                        title=self.card.title)
             self._set_status(("status_loading", {"folder": str(folder), "device": str(self._device)}),
                              device=gpu.describe_device(self._device, self._dtype),
                              state=ModelState.LOADING, fraction=None)
@@ -108,7 +108,7 @@ class Engine:
             self._from_pretrained(folder)
             self._set_status(("status_ready", {"seconds": f"{time.perf_counter() - started:.1f}"}),
                              device=gpu.describe_device(self._device, self._dtype, self.memory_mode),
-                             state=ModelState.READY, is_demo=demo_model.is_demo_model(folder))
+                             state=ModelState.READY, is_demo=is_demo_folder(folder))
         except ModelUnavailable as error:
             say = (error.key, error.params) if error.key else ("status_plain", {"text": str(error)})
             self._set_status(say, state=ModelState.ERROR, fraction=None)
@@ -119,12 +119,13 @@ class Engine:
                              state=ModelState.ERROR, fraction=None)
 
     def _from_pretrained(self, folder: Path) -> None:
-        """The family's pipeline, loaded in its memory mode, with the speed switches applied."""
-        settings, device, dtype = self.settings, self._device, self._dtype
+        """The family's pipeline, loaded in its memory mode, with the speed switches its card lists applied."""
+        settings, device, dtype = speedups.for_family(self.settings, self.card), self._device, self._dtype
+        unet = self.card.family == "i2vgen-xl"  # the one family whose working memory is traced (memory_trace)
         variant = settings.variant if model_store.has_variant(folder, settings.variant) else None
-        self.memory_mode = gpu.pick_memory_mode(settings.memory_mode, device, dtype, folder, variant)
-        family = self._family_type.load(folder, device=device, dtype=dtype, variant=variant,
-                                        device_map=gpu.loads_directly(self.memory_mode, device))
+        self.memory_mode = gpu.pick_memory_mode(settings.memory_mode, device, dtype, folder, variant, traced=unet)
+        family = families.load_family(self.card).load(folder, device=device, dtype=dtype, variant=variant,
+                                                      device_map=gpu.loads_directly(self.memory_mode, device))
         speedups.apply_speed_switches(family.pipeline, family.denoiser, settings, device)
         gpu.inference_only(family.pipeline)
         self._family = family
@@ -145,6 +146,7 @@ class Engine:
         (then ``OutOfMemory`` says what to lower from ``resolutions``); a fatal CUDA error: ``GPUFailed``."""
         if not self.ready:
             raise not_ready(self.status)
+        other_model(request, self.card)
         try:
             with gpu.fatal_errors_as_gpu_failed(request):
                 return self._generate_or_retry(request, progress or ignore, cancel or threading.Event())
@@ -183,18 +185,18 @@ class Engine:
 
     def _denoise(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event):
         within = [speedups.UNetAttention(self.denoiser, self._attention.for_request(request))]
-        if self.settings.deep_cache_interval:
+        if self.settings.deep_cache_interval and "deep_cache_interval" in self.card.speed_switches:
             within.append(DeepCache(self.denoiser, self.settings.deep_cache_interval))
         return self._family.denoise(request, report=report, cancel=cancel,
                                     before_step=partial(self.faults.trip, "denoise"), within=within)
 
 
 def local_folder(settings: ModelSettings, model_path: str, models_dir: Path,
-                 set_status: Callable[..., None]) -> tuple[Path, str | None]:
-    """The model's folder and hub revision: the demo model built, or ``model_path`` downloaded into
-    ``models_dir`` if it is not a folder, with the download's progress told to ``set_status``."""
+                 set_status: Callable[..., None], *, card: families.Card | None = None) -> tuple[Path, str | None]:
+    """The model's folder and hub revision: the demo model of ``card``'s family built, or ``model_path``
+    downloaded into ``models_dir`` if it is not a folder, with the download's progress told to ``set_status``."""
     if settings.demo:
-        return demo_model.build_demo_model(Path(model_path)), None
+        return families.build_demo(card or families.CARDS[families.DEFAULT], Path(model_path)), None
     if not model_store.is_local(model_path):
         set_status(("status_download_start", {"source": model_path}), state=ModelState.DOWNLOADING, fraction=0.0)
 
@@ -203,7 +205,19 @@ def local_folder(settings: ModelSettings, model_path: str, models_dir: Path,
                                            "percent": f"{100 * done / total:.0f}"}), fraction=done / total)
 
     return model_store.ensure_local(model_path, models_dir, variant=settings.variant, revision=settings.revision,
-                                    progress=on_download)
+                                    progress=on_download, extra_patterns=card.download_patterns if card else ())
+
+
+def is_demo_folder(folder: Path) -> bool:
+    """A demo model of any family (each writes the same marker file)."""
+    return demo_model.is_demo_model(folder) or (Path(folder) / demo_model.MARKER_FILE).is_file()
+
+
+def other_model(request: GenerationRequest, card: families.Card) -> None:
+    """A job queued for another model (a server restarted with another ``--model``) is refused, not run
+    on this one with settings it was not checked against."""
+    if request.model != card.name:
+        raise InvalidInput(key="err_other_model", value=request.model, model=card.name)
 
 
 def not_ready(status: ModelStatus) -> ModelUnavailable:

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any
 
-from . import cpu_threads
+from . import cpu_threads, families
 from .config import AppConfig
 from .engine import Engine, Frames
 from .errors import WorkerLost, plain_error
@@ -138,17 +138,18 @@ def engine_for(config: AppConfig, device: str | None = None, *, faults: FaultInj
     """The engine ``config`` describes, on ``device`` (a worker's own; None keeps ``model.device``)."""
     model = config.model if device is None else dataclasses.replace(config.model, device=device)
     return Engine(model, config.model_path, config.paths.models_dir, resolutions=config.generation.resolutions,
-                  warmup_shapes=warmup_shapes(config), faults=faults)
+                  warmup_shapes=warmup_shapes(config), faults=faults, card=families.served_card(config))
 
 
 def warmup_shapes(config: AppConfig) -> tuple[tuple[int, int, int], ...]:
-    """(width, height, frames) of the default settings and every preset: compiled at start-up."""
+    """(width, height, frames) of the default settings and every preset, square (the other aspects run
+    uncompiled): compiled at start-up."""
     g = config.generation
     chosen = [(g.defaults.resolution, g.defaults.num_frames)]
     chosen += [(p.resolution, int(p.num_frames)) for p in g.presets.values()]
     shapes = []
     for resolution, frames in chosen:
-        side = g.resolutions[resolution]
-        if (side, side, frames) not in shapes:
-            shapes.append((side, side, frames))
+        width, height = families.served_card(config).size(resolution, "1:1")
+        if (width, height, frames) not in shapes:
+            shapes.append((width, height, frames))
     return tuple(shapes)

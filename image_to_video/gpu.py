@@ -44,18 +44,21 @@ _GROUP_OFFLOAD_HOOKS = ("group_offloading", "layer_execution_tracker", "lazy_pre
 
 # -- device ------------------------------------------------------------------------------------------
 
-def pick_device(wanted: str, dtype: str, *, demo: bool = False) -> tuple[torch.device, torch.dtype]:
-    """The device and dtype for ``model.device`` and ``model.dtype``; a CPU always runs float32."""
+def pick_device(wanted: str, dtype: str, *, demo: bool = False, gpu_dtype: str = "float16",
+                title: str = "I2VGen-XL") -> tuple[torch.device, torch.dtype]:
+    """The device and dtype for ``model.device`` and ``model.dtype`` ("auto": the family's ``gpu_dtype``);
+    a CPU always runs float32."""
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailable(key="err_no_cuda", device=wanted)
     if wanted == "cpu":
         if not demo:
-            log.warning("No CUDA GPU: running I2VGen-XL on the CPU in float32. One video will "
-                        "take hours; use a GPU, or the demo model (--demo) to try the app.")
+            log.warning("No CUDA GPU: running %s on the CPU in float32. One video will "
+                        "take hours; use a GPU, or the demo model (--demo) to try the app.", title)
         return torch.device("cpu"), torch.float32
-    chosen = {"auto": torch.float16, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    chosen = {"auto": {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(gpu_dtype, torch.float16),
+              "float16": torch.float16, "bfloat16": torch.bfloat16,
               "float32": torch.float32}[dtype]
     return torch.device(wanted), chosen
 
@@ -129,16 +132,24 @@ def choose_memory_mode(free_gb: float, needs_gb: Mapping[str, float]) -> tuple[s
 
 
 def pick_memory_mode(setting: str, device: torch.device, dtype: torch.dtype, folder: Path,
-                     variant: str | None, *, decode_chunk: int = DEFAULT_DECODE_CHUNK) -> str:
+                     variant: str | None, *, decode_chunk: int = DEFAULT_DECODE_CHUNK, traced: bool = True) -> str:
     """``model.memory_mode`` on a GPU ("auto": from its free memory and what each mode needs for the
     default video: the weight files in ``folder`` plus the working memory traced from the model's
-    shapes, decoding ``decode_chunk`` frames at once); "cpu" on a CPU."""
+    shapes, decoding ``decode_chunk`` frames at once); "cpu" on a CPU. A model whose working memory is
+    not ``traced`` (Wan, for now): everything on the GPU when its weights and a margin of a third fit,
+    else group offload (its experts block by block)."""
     if device.type != "cuda":
         return "cpu"
     if setting != "auto":
         return setting
     free = torch.cuda.mem_get_info(device)[0] / 2**30
     sizes = model_store.component_sizes_gb(folder, variant, bytes_per_value=dtype.itemsize)
+    if not traced:
+        weights = sum(sizes.values())
+        mode = "gpu" if free >= weights * 4 / 3 + 4 else "group_offload"
+        log.info("Memory mode %s: %.1f GB free, weights %.1f GB (not traced: weights + a third + 4 GB)", mode,
+                 free, weights)
+        return mode
     side, frames = _DEFAULT_VIDEO
     mode, reason = choose_memory_mode(free, memory_needs_gb(side, frames, chunk=decode_chunk, sizes_gb=sizes))
     log.info("Memory mode %s: %s (%dp, %d frames, traced from the model's shapes)", mode, reason, side, frames)
@@ -193,18 +204,27 @@ def remove_offload_hooks(pipe) -> None:
             registry.remove_hook(name, recurse=True)
 
 
+#: The components called once a denoising step, by family: the UNet (I2VGen-XL), the experts (Wan).
+DENOISERS = ("unet", "transformer", "transformer_2")
+
+
 def enable_group_offload(pipe, device: torch.device) -> None:
-    """The UNet, called once a step, block by block (diffusers' block-level group offload: each block of
-    ``down_blocks``/``up_blocks`` on the GPU while it runs, the rest of the UNet for the whole call); the
-    text and image encoders and the VAE, each called once a video, whole while they run (accelerate's
-    model offload, each moving the one before off, in the pipeline's order)."""
+    """The denoisers, called once a step, block by block (diffusers' block-level group offload: each
+    block on the GPU while it runs, the rest of the model for the whole call); the other components
+    (text and image encoders, VAE), each called once a video, whole while they run (accelerate's model
+    offload, each moving the one before off, in the pipeline's own ``model_cpu_offload_seq`` order)."""
     from accelerate import cpu_offload_with_hook
 
     pipe.to("cpu")
+    order = [name for name in pipe.model_cpu_offload_seq.split("->") if pipe.components.get(name) is not None]
     hook = None
-    for name in ("text_encoder", "image_encoder", "vae"):
-        _, hook = cpu_offload_with_hook(pipe.components[name], device, prev_module_hook=hook)
-    pipe.unet.enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1)
+    for name in order:
+        if name not in DENOISERS:
+            _, hook = cpu_offload_with_hook(pipe.components[name], device, prev_module_hook=hook)
+    for name in order:
+        if name in DENOISERS:
+            pipe.components[name].enable_group_offload(onload_device=device, offload_type="block_level",
+                                                       num_blocks_per_group=1)
 
 
 def lower_modes(mode: str) -> list[str]:
@@ -345,11 +365,14 @@ def fatal_errors_as_gpu_failed(request: GenerationRequest) -> Iterator[None]:
 
 
 def out_of_memory_error(request: GenerationRequest, resolutions: Mapping[str, int]) -> OutOfMemory:
-    """What to lower, and by how much: the next resolution down, else fewer frames."""
-    smaller = sorted((side, name) for name, side in resolutions.items() if side < request.width)
+    """What to lower, and by how much: the next resolution down (by the sides ``resolutions`` names, whatever
+    the aspect), else fewer frames (about half; a 4k+1 count stays 4k+1, as Wan needs)."""
+    current = resolutions.get(request.resolution, min(request.width, request.height))
+    smaller = sorted((side, name) for name, side in resolutions.items() if side < current)
     if smaller:
         side, name = smaller[-1]
         return OutOfMemory(key="err_oom_resolution", resolution=request.resolution, frames=request.num_frames,
-                           lower=name, saving=f"{1 - (side / request.width) ** 2:.0%}")
-    return OutOfMemory(key="err_oom_frames", resolution=request.resolution, frames=request.num_frames,
-                       fewer=max(2, request.num_frames // 2))
+                           lower=name, saving=f"{1 - (side / current) ** 2:.0%}")
+    frames = request.num_frames
+    fewer = (frames // 2 - 1) // 4 * 4 + 1 if frames >= 9 and (frames - 1) % 4 == 0 else max(2, frames // 2)
+    return OutOfMemory(key="err_oom_frames", resolution=request.resolution, frames=frames, fewer=fewer)

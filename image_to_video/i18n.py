@@ -18,8 +18,29 @@ TEXT: dict[str, dict[str, str]] = {
                  "zh-CN": "一张图片加一句话，生成一段短视频（I2VGen-XL）。"},
     "language": {"en": "Language", "zh-CN": "语言"},
     "image": {"en": "Image", "zh-CN": "图片"},
-    "image_help": {"en": "The first frame of your video. Any photo works; it is centre-cropped to a square.",
-                   "zh-CN": "视频的第一帧。任何照片都可以；会居中裁剪成正方形。"},
+    "image_help": {"en": "The first frame of your video. Any photo works; it keeps its shape (see Aspect): the "
+                         "model's size nearest to it, with as little cut off as possible.",
+                   "zh-CN": "视频的第一帧。任何照片都可以；会保持原有形状（见“画面比例”）：选用最接近的模型尺寸，尽量少裁剪。"},
+    "end_frame": {"en": "End frame (optional)", "zh-CN": "结束帧（可选）"},
+    "end_frame_help": {"en": "A second picture the video ends on. Fitted to the video's size like the first.",
+                       "zh-CN": "视频结束时的第二张图片。与第一张一样适配到视频尺寸。"},
+    "aspect": {"en": "Aspect", "zh-CN": "画面比例"},
+    "aspect_help": {"en": "The video's shape. Auto picks the one nearest your picture's; the picture is scaled to "
+                          "cover it and centre-cropped.",
+                    "zh-CN": "视频的形状。“自动”选最接近图片的比例；图片会缩放以铺满画面并居中裁剪。"},
+    "aspect_auto": {"en": "Auto (as the picture)", "zh-CN": "自动（随图片）"},
+    "crop_note": {"en": "The video will be **{width}x{height}** ({aspect}); {cut}.",
+                  "zh-CN": "视频尺寸为 **{width}x{height}**（{aspect}）；{cut}。"},
+    "crop_none": {"en": "the whole picture is used", "zh-CN": "使用整张图片"},
+    "crop_sides": {"en": "{percent}% of the picture's width is cut from its left and right",
+                   "zh-CN": "图片左右两侧共裁去 {percent}% 的宽度"},
+    "crop_top_bottom": {"en": "{percent}% of the picture's height is cut from its top and bottom",
+                        "zh-CN": "图片上下共裁去 {percent}% 的高度"},
+    "estimate_untraced": {"en": "No memory or time estimate for {model} yet: its memory has not been traced. It "
+                                "runs in the memory mode its weights allow.",
+                          "zh-CN": "{model} 暂无显存和时间估算：尚未追踪其显存占用。将按其权重大小选择显存模式。"},
+    "prompt_read_as_written": {"en": "ℹ️ {model} reads Chinese and English prompts as written (no translation).",
+                               "zh-CN": "ℹ️ {model} 直接读取中文和英文提示词（不翻译）。"},
     "prompt": {"en": "Prompt", "zh-CN": "提示词"},
     "prompt_help": {"en": "Describe the motion, e.g. 'the waves roll in slowly'. Name what moves and how; the "
                           "picture already shows what things look like. The model reads English; Chinese is "
@@ -403,6 +424,18 @@ TEXT: dict[str, dict[str, str]] = {
     "err_event_not_queued": {"en": "The page's {name!r} action runs at once and does not join the queue. Use the page.",
                              "zh-CN": "页面的 {name!r} 操作会立即运行，不进入队列。请使用页面。"},
     "param_resolution": {"en": "Resolution", "zh-CN": "分辨率"},
+    "param_aspect": {"en": "Aspect", "zh-CN": "画面比例"},
+    "param_last_image": {"en": "End frame", "zh-CN": "结束帧"},
+    "err_frame_count": {"en": "Frames: {value} is not a frame count {model} can make. It makes {rule}; the nearest "
+                              "are {nearest}.",
+                        "zh-CN": "帧数：{model} 无法生成 {value} 帧。可用帧数为 {rule}；最接近的是 {nearest}。"},
+    "err_other_model": {"en": "These settings were made with the model {value}; this server serves {model}. Start a "
+                              "server with that model (--model), or leave the model out to use this one.",
+                        "zh-CN": "这些参数来自模型 {value}；本服务器运行的是 {model}。请用该模型启动服务器（--model），"
+                                 "或去掉模型参数以使用当前模型。"},
+    "err_end_frame_unsupported": {"en": "{model} cannot end a video on a chosen picture. Remove the end frame, or "
+                                        "pick Wan2.2-I2V-A14B, which can.",
+                                  "zh-CN": "{model} 不支持指定结束帧。请去掉结束帧，或选择支持它的 Wan2.2-I2V-A14B。"},
     "param_frames": {"en": "Frames", "zh-CN": "帧数"},
     "param_fps": {"en": "FPS", "zh-CN": "帧率"},
     "param_steps": {"en": "Steps", "zh-CN": "推理步数"},
@@ -425,10 +458,10 @@ TEXT: dict[str, dict[str, str]] = {
     "err_too_many_frames": {"en": "The finished video would have {frames} frames; at most {limit} are allowed. Use "
                                   "fewer segments, frames or a lower smoother-motion frame rate.",
                             "zh-CN": "成片将有 {frames} 帧，最多允许 {limit} 帧。请减少段数、帧数，或降低补帧帧率。"},
-    "err_finished_too_large": {"en": "The finished video would have {frames} frames of {side}x{side} ({megapixels} million "
+    "err_finished_too_large": {"en": "The finished video would have {frames} frames of {size} ({megapixels} million "
                                   "pixels); at most {limit} million are allowed. Use a lower resolution, no upscale, "
                                   "fewer segments or frames, or a lower smoother-motion frame rate.",
-                            "zh-CN": "成片将有 {frames} 帧 {side}x{side}（{megapixels} 百万像素），最多允许 {limit} 百万像素。"
+                            "zh-CN": "成片将有 {frames} 帧 {size}（{megapixels} 百万像素），最多允许 {limit} 百万像素。"
                                      "请降低分辨率、不放大、减少段数或帧数，或降低补帧帧率。"},
     "err_continue_from": {"en": "Continue from: {value} is not a job id or a video name. Use the id of one of your "
                                 "finished jobs, or a video name from the list of videos (video_....mp4).",
@@ -444,18 +477,20 @@ TEXT: dict[str, dict[str, str]] = {
                                 "video to continue.",
                           "zh-CN": "此任务要续接的视频（{video}）在任务运行前已被删除。请另选一个视频续接。"},
     "err_video_choice": {"en": "There is no video file format={format} part={part}. Use format=mp4 (the default), "
-                               "gif or webm, and part=final (the default), model or segment (with mp4).",
-                         "zh-CN": "没有 format={format} part={part} 的视频文件。format 可用 mp4（默认）、gif 或 webm；"
+                               "gif, webm or png (a zip of the PNG frames), and part=final (the default), model or "
+                               "segment (with mp4).",
+                         "zh-CN": "没有 format={format} part={part} 的视频文件。format 可用 mp4（默认）、gif、webm 或 png"
+                                  "（PNG 逐帧图片的 zip）；"
                                   "part 可用 final（默认）、model 或 segment（仅 mp4）。"},
     "err_video_not_made": {"en": "This job made no {format} file of part {part}: ask for it when submitting "
-                                 "(formats=gif,webm; part=model exists when a loop, interpolation or upscale was "
+                                 "(formats=gif,webm,png; part=model exists when a loop, interpolation or upscale was "
                                  "applied; part=segment when more than one segment was made or a video continued). "
                                  "The job's JSON lists every file it made.",
-                           "zh-CN": "此任务没有生成 {format} 格式的 {part} 文件：请在提交时选择（formats=gif,webm；"
+                           "zh-CN": "此任务没有生成 {format} 格式的 {part} 文件：请在提交时选择（formats=gif,webm,png；"
                                     "part=model 仅在做了循环、补帧或放大时存在；part=segment 仅在生成多段或续接视频时存在）。"
                                     "任务的 JSON 列出了它生成的所有文件。"},
-    "finishing": {"en": "More: continue, loop, smoother motion, GIF/WebM, upscale",
-                  "zh-CN": "更多：续接、循环、补帧、GIF/WebM、放大"},
+    "finishing": {"en": "More: continue, loop, smoother motion, GIF/WebM/PNG, upscale",
+                  "zh-CN": "更多：续接、循环、补帧、GIF/WebM/PNG、放大"},
     "segments": {"en": "Segments", "zh-CN": "段数"},
     "segments_help": {"en": "A longer video: each segment starts from the last frame of the one before and is joined "
                             "on. Each one takes as long as a whole video.",
@@ -474,18 +509,21 @@ TEXT: dict[str, dict[str, str]] = {
     "interpolate_off": {"en": "Off", "zh-CN": "关闭"},
     "formats": {"en": "Also save as", "zh-CN": "另存为"},
     "formats_help": {"en": "The MP4 is always made. A GIF plays anywhere (made smaller if it is too big); WebM is "
-                           "small and plays in browsers.",
-                     "zh-CN": "始终生成 MP4。GIF 到处都能播放（过大时会自动缩小）；WebM 体积小，可在浏览器中播放。"},
+                           "small and plays in browsers; PNG frames are a zip of every frame as a lossless PNG, for "
+                           "video editors.",
+                     "zh-CN": "始终生成 MP4。GIF 到处都能播放（过大时会自动缩小）；WebM 体积小，可在浏览器中播放；"
+                              "PNG 逐帧图片是把每一帧存为无损 PNG 的 zip，便于导入视频编辑软件。"},
+    "format_png": {"en": "PNG frames (zip)", "zh-CN": "PNG 逐帧图片（zip）"},
     "upscale": {"en": "Upscale", "zh-CN": "放大"},
     "upscale_help": {"en": "2× doubles the width and height (Lanczos resampling: smoother, not more detail).",
                      "zh-CN": "2× 把宽和高各放大一倍（Lanczos 重采样：更平滑，但不会增加细节）。"},
     "finishing_costs": {"en": "**What each costs** at 512p, 16 frames (measured on a 2-core CPU; these run on the "
                               "server's CPU, beside the GPU): each extra segment as long as the whole video again; "
                               "a loop under 0.1 s; smoother motion about 3 s to 16 fps and 5 s to 24 fps; upscale "
-                              "about 0.5 s; GIF about 3 s; WebM about 1 s.",
+                              "about 0.5 s; GIF about 3 s; WebM about 1 s; PNG frames about 0.5 s.",
                         "zh-CN": "**各项耗时**（512p、16 帧，在 2 核 CPU 上实测；这些步骤在服务器的 CPU 上运行，不占 GPU）："
                                  "每多一段，就多一个完整视频的时间；循环不到 0.1 秒；补帧到 16 fps 约 3 秒、到 24 fps 约 5 秒；"
-                                 "放大约 0.5 秒；GIF 约 3 秒；WebM 约 1 秒。"},
+                                 "放大约 0.5 秒；GIF 约 3 秒；WebM 约 1 秒；PNG 逐帧图片约 0.5 秒。"},
     "continue_video": {"en": "Continue this video", "zh-CN": "续接这个视频"},
     "continuing": {"en": "Continuing `{video}`: its last frame is the picture, and the new segment(s) are joined onto "
                          "it. Its prompt, settings and seed are in the form; resolution and FPS stay as they are.",
@@ -519,6 +557,7 @@ TEXT: dict[str, dict[str, str]] = {
     "stage_upscaling": {"en": "Upscaling", "zh-CN": "放大"},
     "stage_gif": {"en": "Writing the GIF", "zh-CN": "生成 GIF"},
     "stage_webm": {"en": "Writing the WebM", "zh-CN": "生成 WebM"},
+    "stage_png": {"en": "Writing the PNG frames", "zh-CN": "生成 PNG 逐帧图片"},
     "stage_segment": {"en": "Segment {segment} of {segments}: {stage}", "zh-CN": "第 {segment}/{segments} 段：{stage}"},
     # -- workers: one per GPU, processes and Ray actors (jobs.workers) ----------------
     "err_worker_lost": {"en": "The worker {worker} stopped: its process ended or no longer answers.",
@@ -609,6 +648,11 @@ TEXT: dict[str, dict[str, str]] = {
     "finish_upscale": {"en": "Upscaling", "zh-CN": "放大"},
     "finish_gif": {"en": "The GIF", "zh-CN": "GIF 动图"},
     "finish_webm": {"en": "The WebM video", "zh-CN": "WebM 视频"},
+    "finish_png": {"en": "The PNG frames", "zh-CN": "PNG 逐帧图片"},
+    "err_png_frames_failed": {
+        "en": "The PNG frames could not be written ({detail}). Try again, or leave them out; if it keeps failing, "
+              "check the free disk space and the log file in logs/.",
+        "zh-CN": "无法写入 PNG 逐帧图片（{detail}）。请重试，或不生成它们；如果反复失败，请检查磁盘剩余空间和 logs/ 中的日志文件。"},
     "err_finishing_failed": {
         "en": "{step} failed (ffmpeg: {detail}). Try again, or leave this step out; if it keeps failing, the log "
               "file in logs/ has the details.",

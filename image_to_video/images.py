@@ -29,6 +29,17 @@ def normalise_image(source: Image.Image | str | Path | bytes, size: tuple[int, i
     Raises ``InvalidInput`` with an actionable message for anything that is not a
     readable picture of acceptable size and shape.
     """
+    return fit_picture(open_picture(source, settings), size)
+
+
+def fit_picture(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` scaled to cover ``size`` (width, height) and centre-cropped to it: as little of the
+    picture is cut as that shape allows."""
+    return ImageOps.fit(image, size, method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
+def open_picture(source: Image.Image | str | Path | bytes, settings: ImageSettings) -> Image.Image:
+    """``source`` as an upright RGB picture, checked (readable, size and shape within ``settings``)."""
     image = _open(source, settings)
     _check_pixels(image, settings)
     image = _first_frame(image)
@@ -36,7 +47,7 @@ def normalise_image(source: Image.Image | str | Path | bytes, size: tuple[int, i
     image = ImageOps.exif_transpose(image)
     image = to_rgb(image)
     _check_shape(image, settings)
-    return ImageOps.fit(image, size, method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    return image
 
 
 def _open(source, settings: ImageSettings) -> Image.Image:

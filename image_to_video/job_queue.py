@@ -17,9 +17,10 @@ from typing import Any
 
 from PIL import Image
 
+from . import families
 from .config import PARAMETER_NAMES, AppConfig
 from .errors import AppError, GenerationFailed, InvalidInput, JobNotFound, ModelUnavailable, shown
-from .job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, Job, JobStore
+from .job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, Job, JobStore, end_frame_path
 from .finishing import last_frame
 from .live import LiveJobs
 from .outputs import OutputFolder
@@ -48,6 +49,8 @@ class JobQueue:
         self.inputs_dir = Path(inputs_dir)
         self.max_queued = config.jobs.max_queued
         self.check_disk = check_disk or (lambda: None)
+        #: Whether prompts that are not English are translated: only for a model that reads English only.
+        self.translates = "zh" not in families.served_card(config).prompt_languages
         self._closed = False
 
     # -- submitting ------------------------------------------------------------
@@ -74,15 +77,19 @@ class JobQueue:
         image_path = self.inputs_dir / f"{job_id}.png"
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
         request.image.save(image_path)
+        if request.last_image is not None:  # beside the picture, found by its name (end_frame_path)
+            request.last_image.save(end_frame_path(image_path))
         job = Job(id=job_id, owner=owner, state=QUEUED, params=request.parameters(),
                   image_path=str(image_path), created=time.time(), source=source)
         try:
             stored = self.store.add(job, max_queued=self.max_queued, retry_of=retry_of)
         except BaseException:
             image_path.unlink(missing_ok=True)
+            end_frame_path(image_path).unlink(missing_ok=True)
             raise
         if stored.id != job_id:  # that job was retried meanwhile: this is the same retry, answered once
             image_path.unlink(missing_ok=True)
+            end_frame_path(image_path).unlink(missing_ok=True)
             return self._with_live_progress(stored)
         log.info("Queued job %s from %s (%s)", job_id, source, owner[:8])
         self.live.poke()
@@ -98,7 +105,7 @@ class JobQueue:
         record = self.outputs.find(name) or {}
         old = record.get("parameters") or {}
         carried = dict(params, continue_from=name)
-        for key in (*PARAMETER_NAMES, "negative_prompt", "seed"):
+        for key in (*PARAMETER_NAMES, "negative_prompt", "seed", "aspect"):
             if carried.get(key) in (None, "") and key in old:
                 carried[key] = old[key]
         for key, name_key in (("resolution", "param_resolution"), ("fps", "param_fps")):
@@ -132,8 +139,9 @@ class JobQueue:
 
     def _translated(self, request: GenerationRequest) -> GenerationRequest:
         """``request`` with the English of a prompt that is not English, when the translator is ready
-        (else as it is: the page has said so before the job was submitted)."""
-        if self.translator is None:
+        (else as it is: the page has said so before the job was submitted). A model that reads Chinese
+        (its card says so: Wan's umT5) gets the prompt as written."""
+        if self.translator is None or not self.translates:
             return request
         english = {}
         for name in ("prompt", "negative_prompt"):
@@ -160,10 +168,14 @@ class JobQueue:
             return self.get(old.retried_as)
         if old.state not in (FAILED, CANCELLED, INTERRUPTED):
             raise InvalidInput(key="err_already_running", state=old.state)
-        params = {k: v for k, v in old.params.items() if k not in ("width", "height", "prompt")}
+        params = {k: v for k, v in old.params.items()
+                  if k not in ("width", "height", "prompt", "end_frame", "family", "model")}
         try:
             with Image.open(old.image_path) as image:
                 picture = image.copy()
+            if old.params.get("end_frame"):
+                with Image.open(end_frame_path(old.image_path)) as image:
+                    params["last_image"] = image.copy()
         except OSError:  # pruned (jobs.keep_inputs_days) or removed by hand
             raise InvalidInput(key="err_input_gone") from None
         return self._submit(picture, old.params.get("prompt"), owner=old.owner, source=old.source,
@@ -178,6 +190,7 @@ class JobQueue:
             path = Path(name)
             if path.parent == self.inputs_dir and path.is_file():  # never a file outside data/inputs
                 path.unlink(missing_ok=True)
+                end_frame_path(path).unlink(missing_ok=True)
                 removed += 1
         if removed:
             log.info("Removed %d input picture(s) no job needs any more from %s", removed, self.inputs_dir)

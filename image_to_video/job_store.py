@@ -30,6 +30,13 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
 FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
 
 
+
+def end_frame_path(image_path: str | Path) -> Path:
+    """Where a job's end frame is kept: beside its picture, ``<id>_end.png``."""
+    path = Path(image_path)
+    return path.with_name(f"{path.stem}_end.png")
+
+
 @dataclass(frozen=True)
 class Job:
     """One generation job, as stored."""

@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from . import model_shapes
+from .families.i2vgen_xl import shapes as model_shapes
 from .config import GenerationSettings, ModelSettings
 from .estimates import TRACED_FILE
 
@@ -112,7 +112,7 @@ def denoise_step(unet, shapes, side: int, frames: int, batch: int, *, dtype=torc
 
 
 def decode_chunk(vae, side: int, chunk: int, *, dtype=torch.float16) -> None:
-    """``I2VGenXLPipeline.decode_latents`` of ``chunk`` frames: the VAE decode, then float32 frames."""
+    """I2VGen-XL's ``decode_latents`` of ``chunk`` frames: the VAE decode, then float32 frames."""
     latents = torch.randn(chunk, 4, side // 8, side // 8, dtype=dtype)
     vae.decode(latents / vae.config.scaling_factor).sample.float()
 

@@ -99,13 +99,13 @@ def ensure_local(source: str, models_dir: Path, *, variant: str, revision: str,
 
 
 def _weight_patterns(variant: str, files: list[str]) -> list[str]:
-    """The weight files to fetch among the repo's ``files``: the safetensors (of ``variant``), or,
-    for a full-precision repo that has none (older ones, such as many Helsinki-NLP translators),
-    PyTorch's ``*.bin`` files."""
-    patterns = [f"*.{variant}.safetensors"] if variant else ["*.safetensors"]
-    if variant or any(fnmatch(name, patterns[0]) for name in files):
-        return patterns
-    return ["*.bin"] if any(fnmatch(name, "*.bin") for name in files) else patterns
+    """The weight files to fetch among the repo's ``files``: the safetensors of ``variant`` where the repo
+    has them, else its full-precision safetensors (Wan's repos have no fp16 files), or, for a repo
+    that has none (older ones, such as many Helsinki-NLP translators), PyTorch's ``*.bin`` files."""
+    for pattern in ([f"*.{variant}.safetensors"] if variant else []) + ["*.safetensors"]:
+        if any(fnmatch(name, pattern) for name in files):
+            return [pattern]
+    return ["*.bin"] if any(fnmatch(name, "*.bin") for name in files) else ["*.safetensors"]
 
 
 def _download(repo_id: str, folder: Path, *, variant: str, revision: str,

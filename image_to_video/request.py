@@ -9,14 +9,15 @@ from __future__ import annotations
 import math
 import random
 import unicodedata
-from dataclasses import asdict, field, make_dataclass
+from dataclasses import field, make_dataclass
 from typing import Any
 
 from PIL import Image
 
+from . import families
 from .config import FORMATS, LOOPS, PARAMETER_NAMES, PARAMETERS, UPSCALES, AppConfig, Parameter
 from .errors import InvalidInput, exact, shown
-from .images import normalise_image
+from .images import fit_picture, open_picture
 
 MAX_SEED = 2**32 - 1
 
@@ -29,10 +30,27 @@ FINISHING_DEFAULTS: dict[str, Any] = {"continue_from": "", "segments": 1, "loop"
 
 
 def _parameters(self) -> dict[str, Any]:
-    """Everything but the image, as recorded beside the video."""
-    values = asdict(self)
-    del values["image"]
+    """Everything but the pictures, as recorded beside the video (``end_frame``: whether it ends on one)."""
+    values = {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("image", "last_image")}
+    values["end_frame"] = self.last_image is not None
     return values
+
+
+#: What a done job and its record state at their top level (the contract of the API and the record).
+SUMMARY_FIELDS = ("family", "model", "width", "height", "num_frames", "num_inference_steps", "guidance_scale",
+                  "seed", "fps", "aspect", "resolution")
+
+
+def summary(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A request's ``parameters()`` as the API and the record state them at their top level: the
+    ``SUMMARY_FIELDS``, the prompt as written, the negative prompt the model used (a model's default
+    when none was given; the English when it was translated), and both texts as the model read them."""
+    values = {name: parameters[name] for name in SUMMARY_FIELDS if name in parameters}
+    values.setdefault("family", "i2vgen-xl")
+    read = {"prompt": parameters.get("prompt_en") or parameters.get("prompt", ""),
+            "negative_prompt": parameters.get("negative_prompt_en") or parameters.get("negative_prompt", "")}
+    return {**values, "prompt": parameters.get("prompt", ""), "negative_prompt": read["negative_prompt"],
+            "model_read": read}
 
 
 def _model_prompt(self) -> str:
@@ -54,17 +72,20 @@ def _output_fps(self) -> int:
 
 
 #: One video to make: the prompts, ``PARAMETERS`` (config.py; the resolution first, with its size in
-#: pixels), the seed used, then the finishing steps (``FINISHING_DEFAULTS``) and the English the
-#: model reads when a prompt was translated ("" when it was not).
-#: ``image`` is RGB, exactly ``width`` x ``height``. Stored jobs made before a field existed get
-#: its default.
+#: pixels), the seed used, then the finishing steps (``FINISHING_DEFAULTS``), the English the
+#: model reads when a prompt was translated ("" when it was not), the aspect the size was made for
+#: and the picture the video ends on (None: none; only models whose card says ``end_frame``).
+#: ``image`` (and ``last_image``) is RGB, exactly ``width`` x ``height``. Stored jobs made before a
+#: field existed get its default (square, before sizes had aspects).
 GenerationRequest = make_dataclass(
     "GenerationRequest",
     [("image", Image.Image), ("prompt", str), ("negative_prompt", str),
      (PARAMETERS[0].name, PARAMETERS[0].kind), ("width", int), ("height", int),
      *[(p.name, p.kind) for p in PARAMETERS[1:]], ("seed", int),
      *[(name, type(value), field(default=value)) for name, value in FINISHING_DEFAULTS.items()],
-     ("prompt_en", str, field(default="")), ("negative_prompt_en", str, field(default=""))],
+     ("prompt_en", str, field(default="")), ("negative_prompt_en", str, field(default="")),
+     ("aspect", str, field(default="1:1")), ("family", str, field(default="i2vgen-xl")),
+     ("model", str, field(default="i2vgen-xl")), ("last_image", Any, field(default=None, repr=False))],
     namespace={"parameters": _parameters, "model_prompt": property(_model_prompt),
                "model_negative_prompt": property(_model_negative_prompt),
                "format_list": property(_format_list), "output_fps": property(_output_fps)},
@@ -73,9 +94,12 @@ GenerationRequest = make_dataclass(
 
 def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt: Any = None,
                   seed: Any = None, continued_frames: int = 0, prompt_en: str = "", negative_prompt_en: str = "",
-                  **settings: Any) -> GenerationRequest:
+                  aspect: Any = None, last_image: Any = None, **settings: Any) -> GenerationRequest:
     """Check every parameter, fill the missing ones from the configured defaults,
-    and normalise ``image`` (a PIL image, a path or bytes) to the output size.
+    and normalise ``image`` (a PIL image, a path or bytes) to the output size: the served model's
+    size for the resolution and ``aspect`` ("auto" or empty: the model's aspect nearest the picture's),
+    the picture scaled to cover it and centre-cropped (as little as possible). ``last_image``: the
+    picture the video ends on, for a model that can (else refused), fitted to the same size.
 
     ``settings`` are ``PARAMETERS`` by name (``num_frames=16``), as any caller sends them
     (text, numbers or None). Raises ``InvalidInput`` naming the parameter, the value and
@@ -83,14 +107,18 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     seed of -1 (or none) is replaced by a random one, so the request records the seed used.
     """
     finishing = {name: settings.pop(name) for name in FINISHING_DEFAULTS if name in settings}
+    card = families.served_card(config)
+    _check_same_model(settings.pop("model", None), card)
+    settings.pop("family", None)  # a record's parameters: the model says it
+    settings.pop("end_frame", None)  # a record's note; the picture itself comes as last_image
     unknown = sorted(set(settings) - set(PARAMETER_NAMES))
     if unknown:
         raise TypeError(f"build_request() got an unknown setting {unknown[0]!r}")
     generation = config.generation
     d = generation.defaults
-    resolution, *numbers = PARAMETERS  # checked in this order: resolution, seed, prompts, the numbers
+    resolution, *numbers = PARAMETERS  # checked in this order: resolution, aspect, seed, prompts, the numbers
     checked = {resolution.name: _check(resolution, settings.get(resolution.name), generation)}
-    side = generation.resolutions[checked["resolution"]]
+    wanted_aspect = _aspect(aspect, card)
     seed = _integer("param_seed", d.seed if seed in (None, "") else seed, -1, MAX_SEED)
     prompts = dict(
         prompt=clean_prompt(prompt, generation.max_prompt_chars, required=True),
@@ -98,16 +126,43 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
                                      generation.max_prompt_chars, required=False, name_key="param_negative_prompt"),
     )
     checked.update({p.name: _check(p, settings.get(p.name), generation) for p in numbers})
-    finished = check_finishing(config, finishing, fps=checked["fps"], num_frames=checked["num_frames"], side=side,
-                               continued_frames=continued_frames)
-    rgb = normalise_image(image, (side, side), config.images)
-    return GenerationRequest(image=rgb, **prompts, **checked, width=side, height=side,
-                             seed=random.randint(0, MAX_SEED) if seed == -1 else seed, **finished,
-                             prompt_en=prompt_en, negative_prompt_en=negative_prompt_en)
+    if not card.frames_allowed(checked["num_frames"]):
+        raise InvalidInput(key="err_frame_count", value=checked["num_frames"], model=card.title,
+                           rule=card.frames_text(), nearest=" / ".join(map(str, card.nearest_frames(checked["num_frames"]))))
+    ends = last_image not in (None, "", b"")
+    if ends and not card.end_frame:
+        raise InvalidInput(key="err_end_frame_unsupported", model=card.title)
+    picture = open_picture(image, config.images)
+    chosen = card.nearest_aspect(*picture.size) if wanted_aspect == families.AUTO else wanted_aspect
+    width, height = card.size(checked["resolution"], chosen)
+    finished = check_finishing(config, finishing, fps=checked["fps"], num_frames=checked["num_frames"],
+                               size=(width, height), continued_frames=continued_frames)
+    end = fit_picture(open_picture(last_image, config.images), (width, height)) if ends else None
+    return GenerationRequest(image=fit_picture(picture, (width, height)), **prompts, **checked, width=width,
+                             height=height, seed=random.randint(0, MAX_SEED) if seed == -1 else seed, **finished,
+                             prompt_en=prompt_en, negative_prompt_en=negative_prompt_en, aspect=chosen,
+                             family=card.family, model=card.name, last_image=end)
 
 
-def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_frames: int, side: int,
-                    continued_frames: int = 0) -> dict[str, Any]:
+def _check_same_model(model: Any, card: families.Card) -> None:
+    """A request made again from a record names its model: it must be the one this server serves."""
+    if model not in (None, "") and model != card.name:
+        raise InvalidInput(key="err_other_model", value=shown(model), model=card.name)
+
+
+def _aspect(value: Any, card: families.Card) -> str:
+    """``"auto"`` (also for empty) or one of the card's aspects, as "W:H"."""
+    if value is None or value == "":
+        return families.AUTO
+    text = value.strip().lower().replace("x", ":").replace("/", ":") if isinstance(value, str) else value
+    if text != families.AUTO and text not in card.aspects:
+        raise InvalidInput(key="err_choice", name_key="param_aspect", value=shown(value),
+                           allowed=", ".join((families.AUTO, *card.aspects)))
+    return text
+
+
+def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_frames: int,
+                    size: tuple[int, int], continued_frames: int = 0) -> dict[str, Any]:
     """The finishing steps asked for (``FINISHING_DEFAULTS`` by name, as any caller sends them),
     checked against ``config.finishing``; the defaults where empty. ``continued_frames``: the
     frames of the video a job continues (0 for none), for the finished video's length."""
@@ -127,9 +182,9 @@ def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_
         frames = round(frames * interpolate_fps / fps)
     if frames > limits.max_output_frames:
         raise InvalidInput(key="err_too_many_frames", frames=frames, limit=limits.max_output_frames)
-    megapixels = frames * (side * upscale) ** 2 / 1e6
+    megapixels = frames * size[0] * size[1] * upscale ** 2 / 1e6
     if megapixels > limits.max_output_megapixels:
-        raise InvalidInput(key="err_finished_too_large", frames=frames, side=side * upscale,
+        raise InvalidInput(key="err_finished_too_large", frames=frames, size=f"{size[0] * upscale}x{size[1] * upscale}",
                            megapixels=f"{megapixels:.0f}", limit=f"{limits.max_output_megapixels:g}")
     continue_from = given["continue_from"]
     if not isinstance(continue_from, str):

@@ -43,7 +43,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
+from . import __version__, families
 from .auth import Credentials, LoginThrottle
 from .config import FORMATS, LOOPS, PARAMETERS, STATIC_DIR, AppConfig
 from .errors import AppError, InvalidInput, NoSuchRoute, WrongMethod, shown
@@ -53,6 +53,7 @@ from .i18n import t
 from .job_queue import JobQueue
 from .job_store import DONE
 from .outputs import OutputFolder, VideoFiles
+from .request import summary
 from .ui import build_ui
 from .workers import WorkerBoard
 
@@ -128,10 +129,11 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
     @app.api_route("/api/jobs/{job_id}/video", methods=["GET", "HEAD"], tags=["jobs"],
                    dependencies=[Depends(require_login)], response_class=FileResponse)
     def get_video(job_id: str, format: str = "mp4", part: str = "final"):  # noqa: A002 - the query's name
-        """The finished video: the MP4 by default; ``format=gif`` or ``format=webm`` for those files
-        (when the job asked for them); ``part=model`` for the model's own frames before a loop,
-        interpolation or upscale, ``part=segment`` for the last segment alone. The job's JSON lists
-        every file it made, with these addresses. HEAD gives the headers only."""
+        """The finished video: the MP4 by default; ``format=gif`` or ``format=webm`` for those files,
+        ``format=png`` for a zip of every frame as a lossless PNG (``application/zip``), when the job
+        asked for them; ``part=model`` for the model's own frames before a loop, interpolation or
+        upscale, ``part=segment`` for the last segment alone. The job's JSON lists every file it made,
+        with these addresses. HEAD gives the headers only."""
         return _video_file(queue, job_id, format, part, config)
 
     @app.api_route("/api/jobs/{job_id}/metadata", methods=["GET", "HEAD"], tags=["jobs"],
@@ -188,15 +190,23 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
 def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
     """``POST /api/jobs``: a multipart form with the image, the prompts and every one of ``PARAMETERS``."""
 
-    async def submit(image: UploadFile | None = None, prompt: str | None = None, negative_prompt: str | None = None,
-                     seed: str | None = None, **settings: str | None) -> dict:
-        """Queue a job; returns its id at once. Every value is checked as in the page."""
-        data = None if image is None else await image.read(max_bytes + 1)
+    card = families.served_card(config)
+
+    async def read(upload: UploadFile | None) -> bytes | None:
+        data = None if upload is None else await upload.read(max_bytes + 1)
         if data is not None and len(data) > max_bytes:
             raise InvalidInput(f"The image is larger than {config.server.max_upload_mb:g} MB. "
                                "Upload a smaller file.")
+        return data
+
+    async def submit(image: UploadFile | None = None, prompt: str | None = None, negative_prompt: str | None = None,
+                     seed: str | None = None, last_image: UploadFile | None = None, **settings: str | None) -> dict:
+        """Queue a job; returns its id at once. Every value is checked as in the page."""
+        data = await read(image)
+        end = await read(last_image)
         job = await _in_thread(queue.submit, data, prompt, owner="api", source="api",
-                               negative_prompt=negative_prompt, seed=seed, **settings)
+                               negative_prompt=negative_prompt, seed=seed,
+                               **({"last_image": end} if end is not None else {}), **settings)
         return _job_body(queue, job)
 
     def form(name: str, description: str, annotation=str | None) -> inspect.Parameter:
@@ -208,15 +218,32 @@ def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
         inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
             UploadFile | None, File(description="The first frame: PNG, JPEG, WebP, GIF, BMP or TIFF (not needed "
                                                 "with continue_from)")]),
-        form("prompt", "What should move, in English"),
-        form("negative_prompt", t("negative_help")),
-        *[form(p.name, t(f"{p.text}_help") + (f" One of: {', '.join(config.generation.resolutions)}."
-                                              if p.limits is None else f" {config.generation.limits(p.name)}."))
-          for p in PARAMETERS],
+        form("prompt", "What should move" + (", in English or Chinese (the model reads both)"
+                                             if "zh" in card.prompt_languages else
+                                             ", in English (other languages are translated first)")),
+        form("negative_prompt", t("negative_help") + f" Empty: {card.title}'s default."),
+        *[form(p.name, _parameter_help(p, card)) for p in PARAMETERS],
+        form("aspect", f"The video's shape: auto (default: the one nearest the picture's) or one of "
+                       f"{', '.join(card.aspects)}. The picture is scaled to cover it and centre-cropped."),
         form("seed", "-1 or empty for a random seed"),
+        inspect.Parameter("last_image", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            UploadFile | None, File(description="The picture the video ends on (optional). " + (
+                f"{card.title} can end on it." if card.end_frame else
+                f"{card.title} cannot: a job with one is refused (Wan2.2-I2V-A14B can)."))]),
         *[form(name, description) for name, description in _finishing_fields(config)],
     ])
     return submit
+
+
+def _parameter_help(parameter, card) -> str:
+    """The API form's description of one of ``PARAMETERS`` for the served model: its sizes by name, its
+    frame-count rule, or its range."""
+    text = t(f"{parameter.text}_help")
+    if parameter.limits is None:
+        return f"{text} One of: {card.resolution_text()} (other aspects keep about as many pixels; see aspect)."
+    if parameter.name == "num_frames":
+        return f"{text} {card.frames_text()}."
+    return f"{text} {card.generation.limits(parameter.name)}."
 
 
 def _finishing_fields(config: AppConfig) -> list[tuple[str, str]]:
@@ -231,7 +258,8 @@ def _finishing_fields(config: AppConfig) -> list[tuple[str, str]]:
                  "the end into the start."),
         ("interpolate_fps", f"0 (off, default) or a frame rate above fps, up to {f.max_interpolate_fps}: frames "
                             "added by motion interpolation, same duration."),
-        ("formats", f"Files besides the MP4, comma-separated: any of {', '.join(FORMATS[1:])}."),
+        ("formats", f"Files besides the MP4, comma-separated: any of {', '.join(FORMATS[1:])} (png: a zip of "
+                    "every frame as a lossless PNG)."),
         ("upscale", "1 (default) or 2: twice the width and height (Lanczos)."),
     ]
 
@@ -243,13 +271,14 @@ async def _in_thread(function, *args, **kwargs):
 
 
 def _job_body(queue: JobQueue, job) -> dict:
-    return {**job.public(), "queue_position": queue.position(job.id), "files": _files_of(job)}
+    return {**summary(job.params), **job.public(), "queue_position": queue.position(job.id), "files": _files_of(job)}
 
 
 #: ``GET /api/jobs/<id>/video``'s choices: (format, part) -> (the file's kind in the record, its
 #: companion in the output folder (None: the video itself), media type).
 _VIDEO_FILES = {("mp4", "final"): ("video", None, "video/mp4"), ("gif", "final"): ("gif", "gif", "image/gif"),
                 ("webm", "final"): ("webm", "webm", "video/webm"),
+                ("png", "final"): ("png", "png_frames", "application/zip"),
                 ("mp4", "model"): ("model", "model_video", "video/mp4"),
                 ("mp4", "segment"): ("segment", "segment_video", "video/mp4")}
 
@@ -287,8 +316,8 @@ def _files_of(job) -> list[dict]:
     """Every file a done job made, each with its download address (none for other jobs)."""
     if job.state != DONE:
         return []
-    addresses = {"video": "", "gif": "?format=gif", "webm": "?format=webm", "model": "?part=model",
-                 "segment": "?part=segment"}
+    addresses = {"video": "", "gif": "?format=gif", "webm": "?format=webm", "png": "?format=png",
+                 "model": "?part=model", "segment": "?part=segment"}
     files = []
     for entry in _record(job).get("files", []):
         if isinstance(entry, dict) and entry.get("kind") in addresses:

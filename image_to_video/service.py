@@ -9,9 +9,9 @@ folder's business (``outputs.py``); the job queue (``worker.py``) calls this.
 
 The job's cancel switch reaches every step, the model's (``Engine.generate``) and those after it:
 each finishing step checks it as it starts and ends, and its ffmpeg is killed on a cancel
-(``video.run_ffmpeg``), so a cancel (or a shutdown) stops the job within a second or two. A GIF or
-WebM that cannot be made does not throw the video away: the MP4 is kept, and the result and the
-record name the file that is missing and why.
+(``video.run_ffmpeg``; the PNG frames between two frames), so a cancel (or a shutdown) stops the job
+within a second or two. A GIF, WebM or zip of PNG frames that cannot be made does not throw the video
+away: the MP4 is kept, and the result and the record name the file that is missing and why.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .config import ModelSettings
 from .errors import AppError, GenerationFailed
 from .outputs import OutputFolder, VideoFiles, model_name
 from .progress import Progress, ProgressFn, ignore
-from .request import GenerationRequest, crossfade_overlap
+from .request import GenerationRequest, crossfade_overlap, summary
 from .video import stop_if_cancelled, write_video
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,9 @@ class VideoService:
                           made: list[dict[str, Any]], not_made: list[dict[str, Any]]) -> None:
         """Every file derived beside the video, each written and checked under a temporary name first:
         the model's own frames (when the video is derived from them), the last segment alone (when
-        there is more than the segment), the GIF and the WebM asked for. ``made`` gets an entry each;
-        a GIF or WebM that fails gets one in ``not_made`` instead (the video is kept without it)."""
+        there is more than the segment), the GIF, the WebM and the zip of PNG frames asked for. ``made``
+        gets an entry each; a GIF, WebM or PNG zip that fails gets one in ``not_made`` instead (the video
+        is kept without it)."""
         cancel = steps.cancel
         if final is not model_frames:
             path = files.companion("model_video")
@@ -220,6 +221,11 @@ class VideoService:
             with steps.step("webm"), _kept_going(not_made, "webm", path):
                 made.append(_file_entry("webm", "webm", path, finishing.write_webm(final, request.output_fps, path,
                                                                                     cancel=cancel)))
+        if "png" in request.format_list:
+            path = files.companion("png_frames")
+            with steps.step("png"), _kept_going(not_made, "png", path):
+                made.append(_file_entry("png", "png", path, finishing.write_png_frames(final, request.output_fps, path,
+                                                                                      cancel=cancel)))
 
     def _record(self, request: GenerationRequest, files: VideoFiles) -> dict[str, Any]:
         status = self.engine.status
@@ -229,6 +235,7 @@ class VideoService:
             "created": datetime.now().astimezone().isoformat(timespec="seconds"),
             "video": files.video.name,
             "input_image": files.input_image.name,
+            **summary(request.parameters()),  # the model's prompts and settings (request.SUMMARY_FIELDS)
             "parameters": request.parameters(),
             "model": {
                 "source": model_name(self.engine.model_path),  # a name, never the server's folders

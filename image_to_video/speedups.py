@@ -16,6 +16,7 @@ callbacks.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -67,6 +68,22 @@ def apply_speed_switches(pipe, denoiser: torch.nn.Module, settings: ModelSetting
                 module.to(memory_format=torch.channels_last)
             elif isinstance(module, torch.nn.Conv3d):
                 module.to(memory_format=torch.channels_last_3d)
+
+
+#: The switches only the UNet family has (attention kernel hooks, fused QKV, channels-last, the
+#: sampler choice, DeepCache, compile of the UNet's forward).
+UNET_SWITCHES = {"fuse_qkv": False, "channels_last": False, "compile": False, "scheduler": "ddim",
+                 "deep_cache_interval": 0, "attention_backend": "auto"}
+
+
+def for_family(settings: ModelSettings, card) -> ModelSettings:
+    """``settings`` with each switch the family's card does not list (``card.speed_switches``) turned
+    off, and said in the log: the UNet's switches mean nothing to Wan's transformers."""
+    unused = {name: off for name, off in UNET_SWITCHES.items()
+              if name not in card.speed_switches and getattr(settings, name) != off}
+    for name in unused:
+        log.warning("model.%s does not apply to %s: left off", name, card.title)
+    return dataclasses.replace(settings, **unused) if unused else settings
 
 
 def make_deterministic() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import AppError, Cancelled, GPUFailed, InvalidInput, WorkerLost
-from .job_store import CANCELLED, DONE, FAILED, QUEUED, Job, JobStore, error_message
+from .job_store import CANCELLED, DONE, FAILED, QUEUED, Job, JobStore, end_frame_path, error_message
 from .live import LiveJobs, Running
 from .processes import this_worker, worker_alive
 from .progress import Progress, ProgressFn
@@ -168,6 +168,7 @@ class Worker:
                 self.board.job_ended(self.name, done=outcome["state"] == DONE)
         if outcome["state"] == DONE:  # its video has a copy of the picture beside it
             Path(job.image_path).unlink(missing_ok=True)
+            end_frame_path(job.image_path).unlink(missing_ok=True)
         if isinstance(error, GPUFailed) and self.on_fatal:
             self.on_fatal()
         if isinstance(error, WorkerLost) and self.restart:
@@ -256,9 +257,14 @@ class Worker:
 
 
 def _request_for(job: Job) -> GenerationRequest:
+    params = dict(job.params)
+    ends = params.pop("end_frame", False)
     try:
         with Image.open(job.image_path) as image:
             rgb = image.convert("RGB")
+        if ends:
+            with Image.open(end_frame_path(job.image_path)) as image:
+                params["last_image"] = image.convert("RGB")
     except OSError:
         raise InvalidInput(key="err_input_gone") from None
-    return GenerationRequest(image=rgb, **job.params)
+    return GenerationRequest(image=rgb, **params)

@@ -46,8 +46,8 @@ class AppProcess:
     model built once), else ``root/models`` (where it builds the demo model itself)."""
 
     def __init__(self, root: Path, port: int, *args: str, env: dict | None = None, host: str = "127.0.0.1",
-                 models: Path | None = None):
-        self.root, self.port, self.args = root, port, args
+                 models: Path | None = None, demo: bool = True):
+        self.root, self.port, self.args = root, port, ("--demo", *args) if demo else args
         self.url = f"http://127.0.0.1:{port}/"
         self.log_path = root / "app.log"
         # No test server reaches a model hub (the prompt translator would try to download at start). The
@@ -62,7 +62,7 @@ class AppProcess:
     def start(self, timeout: float = 180) -> "AppProcess":
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "main.py", "--demo", "--host", self.host, "--port", str(self.port), *self.args],
+            [sys.executable, "main.py", "--host", self.host, "--port", str(self.port), *self.args],
             cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         self.wait_ready(timeout)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from image_to_video.config import load_config
-from image_to_video.demo_model import build_demo_model
+from image_to_video.families.i2vgen_xl.demo import build_demo_model
 
 from .app_process import AppProcess
 from .app_process import free_port as loopback_port
@@ -103,11 +103,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def app_process(tmp_path):
-    """Start `python main.py --demo` processes on free ports; all are stopped afterwards."""
+    """Start `python main.py --demo` processes (``demo=False``: without --demo) on free ports; all are
+    stopped afterwards."""
     started = []
 
-    def make(*args, env=None, host="127.0.0.1", root=None, port=None):
-        app = AppProcess(root or tmp_path, port or loopback_port(), *args, env=env, host=host)
+    def make(*args, env=None, host="127.0.0.1", root=None, port=None, demo=True):
+        app = AppProcess(root or tmp_path, port or loopback_port(), *args, env=env, host=host, demo=demo)
         started.append(app)
         return app
 

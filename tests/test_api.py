@@ -38,7 +38,8 @@ def test_submit_poll_download(app, tmp_path):
     assert status == 200
     (tmp_path / "v.mp4").write_bytes(video)
     info = probe_video(tmp_path / "v.mp4")
-    assert (info.frames, info.fps, info.width, info.codec) == (8, 4.0, 256, "h264")
+    assert (info.frames, info.fps, info.width, info.height, info.codec) == (8, 4.0, done["width"], done["height"], "h264")
+    assert info.width > info.height  # the 320x240 picture keeps its landscape shape
     status, record = call(app, "GET", f"/api/jobs/{job['id']}/metadata")
     assert status == 200 and record["parameters"]["seed"] == 42
     status, listing = call(app, "GET", "/api/jobs")

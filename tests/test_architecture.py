@@ -154,3 +154,35 @@ def test_each_of_these_modules_has_its_own_test_file_with_tests_in_it():
     lacking = [f"tests/test_{module}.py" for module in MIRRORED
                if not (TESTS / f"test_{module}.py").is_file() or not tests_in(TESTS / f"test_{module}.py")]
     assert lacking == [], "each of these modules needs its own test file, with its tests in it"
+
+
+# -- model families ------------------------------------------------------------------------------------
+
+def pipeline_classes() -> set[str]:
+    """Every pipeline class diffusers exports (``I2VGenXLPipeline``, ``WanImageToVideoPipeline``, ...)."""
+    import diffusers
+
+    return {name for name in dir(diffusers) if name.endswith("Pipeline") and name != "DiffusionPipeline"}
+
+
+def named_pipelines(source: str, classes: set[str]) -> set[str]:
+    """The pipeline classes ``source`` names anywhere: code, strings or comments."""
+    import re
+
+    return {word for word in re.findall(r"[A-Za-z0-9_]+", source) if word in classes}
+
+
+def test_only_the_families_folder_names_a_diffusers_pipeline_class():
+    classes = pipeline_classes()
+    assert {"I2VGenXLPipeline", "WanImageToVideoPipeline"} <= classes
+    outside = {module_name(path): named for path in PACKAGE.rglob("*.py")
+               if "families" not in path.relative_to(PACKAGE).parts
+               and (named := named_pipelines(path.read_text(encoding="utf-8"), classes))}
+    assert outside == {}, "a model family's pipeline belongs in image_to_video/families/<family>/"
+
+
+def test_the_pipeline_name_check_finds_a_name_in_code_and_in_words():
+    classes = {"WanImageToVideoPipeline"}
+    assert named_pipelines("from diffusers import WanImageToVideoPipeline", classes) == classes
+    assert named_pipelines('"""loads a WanImageToVideoPipeline."""', classes) == classes
+    assert named_pipelines("WanImageToVideoPipelineTester = 1", classes) == set()

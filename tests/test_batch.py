@@ -26,8 +26,9 @@ def test_one_video_from_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     path = result.stdout.strip()
     info = probe_video(path)
-    assert (info.frames, info.width, info.fps) == (8, 256, 8.0)
-    assert json.loads(open(path.replace(".mp4", ".json")).read())["parameters"]["seed"] == 5
+    record = json.loads(open(path.replace(".mp4", ".json")).read())
+    assert (info.frames, info.width, info.height, info.fps) == (8, record["width"], record["height"], 8.0)
+    assert info.width > info.height and record["parameters"]["seed"] == 5  # the 300x200 picture stays landscape
     assert "1 video(s) made, 0 failed." in result.stderr
 
 

@@ -1,6 +1,6 @@
 from diffusers import I2VGenXLPipeline
 
-from image_to_video.demo_model import DEMO_VERSION, MARKER_FILE, build_demo_model, is_demo_model
+from image_to_video.families.i2vgen_xl.demo import DEMO_VERSION, MARKER_FILE, build_demo_model, is_demo_model
 
 
 def test_demo_model_loads_through_from_pretrained(demo_dir):

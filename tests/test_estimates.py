@@ -56,7 +56,7 @@ def real_unet_and_vae_on_meta():
     no weights and no memory, so the FLOPs of the real shapes can be counted here in a second."""
     import torch
 
-    from image_to_video.model_shapes import REAL, build_unet, build_vae
+    from image_to_video.families.i2vgen_xl.shapes import REAL, build_unet, build_vae
 
     with torch.device("meta"):
         return build_unet(REAL), build_vae(REAL)

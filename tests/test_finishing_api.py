@@ -1,10 +1,14 @@
 """The steps after the model through the real server's HTTP API (demo model): more segments, a
-continued video, loops, smoother motion, GIF and WebM, upscale; each result decoded."""
+continued video, loops, smoother motion, GIF, WebM and PNG frames, upscale; each result decoded."""
 
+import io
 import json
+import urllib.request
+import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from image_to_video.finishing import decode_frames
 from image_to_video.video import probe_video
@@ -91,15 +95,44 @@ def test_gif_and_webm_are_made_beside_the_mp4_and_decode(app, tmp_path):
     gif = decode_frames(download(app, tmp_path, job["id"], "?format=gif", ".gif"))
     webm_path = download(app, tmp_path, job["id"], "?format=webm", ".webm")
     webm = probe_video(webm_path)
-    assert len(gif) == 6 and gif.shape[1:3] == (256, 256)
-    assert (webm.frames, webm.codec, webm.width) == (6, "vp9", 256)
+    assert len(gif) == 6 and gif.shape[1:3] == (mp4.height, mp4.width) == (job["height"], job["width"])
+    assert (webm.frames, webm.codec, webm.width) == (6, "vp9", mp4.width)
     assert {entry["kind"] for entry in job["files"]} >= {"video", "gif", "webm", "model", "record"}
+
+
+def test_png_frames_come_as_a_zip_of_every_frame_of_the_video(app, tmp_path):
+    job = done(app, formats="png", seed="4")
+    with urllib.request.urlopen(app.url + f"api/jobs/{job['id']}/video?format=png", timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Type"] == "application/zip"
+        body = response.read()
+    video = decode_frames(download(app, tmp_path, job["id"]))
+    height, width = video.shape[1:3]
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        names = archive.namelist()
+        assert names == sorted(names) and names[0] == "frame_00001.png" and len(names) == len(video) == 8
+        pictures = []
+        for name in names:
+            data = archive.read(name)
+            assert data[12:16] == b"IHDR" and (data[24], data[25]) == (8, 2)  # 8 bits a channel, RGB
+            with Image.open(io.BytesIO(data)) as picture:
+                assert (picture.format, picture.mode, picture.size) == ("PNG", "RGB", (width, height))
+                pictures.append(np.asarray(picture))
+    # The video's frames in its order: each PNG is nearest the MP4's frame of its number (the MP4, a lossy
+    # copy of the same frames, blurs the demo model's noise).
+    difference = [[np.abs(picture.astype(int) - frame.astype(int)).mean() for frame in video] for picture in pictures]
+    assert [int(np.argmin(row)) for row in difference] == list(range(8)), np.round(difference, 1)
+    assert max(difference[i][i] for i in range(8)) < 20
+    entry = {entry["kind"]: entry for entry in job["files"]}["png"]
+    assert entry["url"] == f"/api/jobs/{job['id']}/video?format=png"
+    assert entry["name"] == job["video"].removesuffix(".mp4") + "_frames.zip"
+    assert (entry["format"], entry["frames"], entry["width"], entry["height"]) == ("png", 8, width, height)
+    assert call(app, "GET", f"/api/jobs/{job['id']}/metadata")[1]["timings_s"]["png"] > 0
 
 
 def test_upscale_doubles_the_size(app, tmp_path):
     job = done(app, upscale="2")
     info = probe_video(download(app, tmp_path, job["id"]))
-    assert (info.width, info.height, info.frames) == (512, 512, 8)
+    assert (info.width, info.height, info.frames) == (2 * job["width"], 2 * job["height"], 8)
 
 
 @pytest.mark.parametrize("fields, words", [
@@ -131,7 +164,10 @@ def test_asking_for_a_file_the_job_did_not_make_says_how_to_get_it(app):
     job = done(app)
     status, body = call(app, "GET", f"/api/jobs/{job['id']}/video?format=gif")
     assert status == 404 and "formats=gif" in body["error"]
-    status, body = call(app, "GET", f"/api/jobs/{job['id']}/video?format=avi")
-    assert status == 400 and "format=mp4" in body["error"]
+    status, body = call(app, "GET", f"/api/jobs/{job['id']}/video?format=png")
+    assert status == 404 and "formats=gif,webm,png" in body["error"]
+    for unknown in ("avi", "zip", "png&part=model"):
+        status, body = call(app, "GET", f"/api/jobs/{job['id']}/video?format={unknown}")
+        assert status == 400 and "format=mp4" in body["error"] and "webm or png" in body["error"], body
     assert [entry["kind"] for entry in job["files"]] == ["video", "record"]
     assert json.dumps(job["files"]).count("/api/jobs/") == 2

@@ -292,3 +292,25 @@ def test_out_of_memory_at_the_smallest_resolution_suggests_half_the_frames(photo
     assert "Lower the frames from 16 to 8" in str(gpu.out_of_memory_error(request_at(photo, "256p", 256, 16),
                                                                           {"256p": 256, "512p": 512}))
     assert "from 3 to 2" in str(gpu.out_of_memory_error(request_at(photo, "256p", 256, 3), {"256p": 256}))
+
+
+def test_out_of_memory_on_a_landscape_video_suggests_by_the_resolution_not_the_width(photo):
+    # 512p at 16:9 is 704x384 for I2VGen-XL: the next size down is 256p, not "512p" because 512 < 704.
+    request = tiny_request(photo, resolution="512p", width=704, height=384, num_frames=16)
+    assert "Lower the resolution to 256p" in str(gpu.out_of_memory_error(request, {"256p": 256, "512p": 512}))
+
+
+def test_out_of_memory_with_wans_4k_plus_1_frames_suggests_a_count_wan_can_make(photo):
+    error = gpu.out_of_memory_error(request_at(photo, "480p", 480, 81), {"480p": 480})
+    assert "from 81 to 37" in str(error)  # 4k+1, about half
+
+
+def test_a_model_without_a_traced_memory_table_is_placed_by_its_weights(tmp_path, monkeypatch):
+    # Wan's working memory is not traced: whole on the GPU when its weights and a third more (plus 4 GB)
+    # fit in the free memory, else its experts block by block (group offload).
+    folder = write_weight_headers(tmp_path / "wan", {"transformer": 5_000_000_000, "text_encoder": 1_000_000_000})
+    weights_gb = 6_000_000_000 * 2 / 2**30  # bfloat16: 2 bytes a value
+    for free_gb, expected in ((weights_gb * 4 / 3 + 4.5, "gpu"), (weights_gb, "group_offload")):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free_gb: (free * 2**30, 80 * 2**30))
+        assert gpu.pick_memory_mode("auto", torch.device("cuda"), torch.bfloat16, folder, "fp16",
+                                    traced=False) == expected

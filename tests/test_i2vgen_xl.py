@@ -9,7 +9,7 @@ import torch
 
 from image_to_video import gpu
 from image_to_video.errors import Cancelled
-from image_to_video.i2vgen_xl import I2VGenXL, latent_preview
+from image_to_video.families.i2vgen_xl.pipeline import I2VGenXL, latent_preview
 
 from .helpers import tiny_request
 

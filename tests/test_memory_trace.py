@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action
 
-from image_to_video import memory_trace, model_shapes
+from image_to_video import memory_trace
+from image_to_video.families.i2vgen_xl import shapes as model_shapes
 from image_to_video.config import GenerationSettings
 from image_to_video.estimates import TRACED_FILE, TracedTable
 

@@ -1,5 +1,6 @@
 import json
 import random
+from fnmatch import fnmatch
 
 import pytest
 
@@ -173,3 +174,13 @@ def test_variant_detection(tmp_path):
     assert not model_store.has_variant(tmp_path, "fp16")
     (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"")
     assert model_store.has_variant(tmp_path, "fp16") and not model_store.has_variant(tmp_path, "")
+
+
+def test_a_repo_without_the_variant_gets_its_full_precision_safetensors():
+    # Wan-AI/Wan2.2-TI2V-5B-Diffusers' weight files (sharded, no fp16 variant), as the hub lists them
+    wan = ["model_index.json", "transformer/diffusion_pytorch_model-00001-of-00003.safetensors",
+           "transformer/diffusion_pytorch_model.safetensors.index.json", "vae/diffusion_pytorch_model.safetensors",
+           "text_encoder/model-00001-of-00003.safetensors", "tokenizer/spiece.model", "tokenizer/tokenizer.json"]
+    patterns = model_store._weight_patterns("fp16", wan)
+    assert any(fnmatch(name, pattern) for pattern in patterns for name in wan if "transformer/" in name)
+    assert model_store._weight_patterns("fp16", list(_repo_files())) == ["*.fp16.safetensors"]

@@ -89,9 +89,9 @@ def owner_token(app: AppProcess) -> str:
 
 def generate_data(image, owner, prompt="the waves roll in slowly", seed=3, random_seed=False, **settings):
     s = {**FAST, **settings}
-    # ... then the steps after the model, as the page sends them by default (none)
+    # ... then the steps after the model, as the page sends them by default (none), the aspect and no end frame
     return [image, prompt, "", s["resolution"], s["num_frames"], 8, s["steps"], 9.0, seed, random_seed, owner, "en",
-            "", 1, "none", 0, [], 1]
+            "", 1, "none", 0, [], 1, "auto", None]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from image_to_video.i2vgen_xl import I2VGenXL
+from image_to_video.families.i2vgen_xl.pipeline import I2VGenXL
 from image_to_video.job_queue import JobQueue
 from image_to_video.job_store import SQLiteJobStore
 from image_to_video.live import LiveJobs

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from image_to_video.config import PROJECT_DIR, load_config
-from image_to_video.demo_model import build_demo_model
+from image_to_video.families.i2vgen_xl.demo import build_demo_model
 from image_to_video.errors import ConfigError, WorkerLost
 from image_to_video.job_store import DONE
 from image_to_video.outputs import COMPANIONS

@@ -19,9 +19,14 @@ def request(**params):
 
 def test_missing_values_take_the_configured_defaults():
     r = request()
-    assert (r.resolution, r.width, r.height, r.num_frames, r.fps, r.num_inference_steps,
-            r.guidance_scale, r.negative_prompt) == ("512p", 512, 512, 16, 8, 50, 9.0, "")
-    assert r.image.size == (512, 512) and r.image.mode == "RGB"
+    assert (r.resolution, r.num_frames, r.fps, r.num_inference_steps, r.guidance_scale, r.negative_prompt,
+            r.family) == ("512p", 16, 8, 50, 9.0, "", "i2vgen-xl")
+    # The 600x400 picture keeps its landscape shape, at about 512x512's pixels, sides multiples of 64
+    assert r.width > r.height and r.width % 64 == 0 and r.height % 64 == 0
+    assert abs(r.width * r.height - 512 * 512) < 0.1 * 512 * 512
+    assert r.image.size == (r.width, r.height) and r.image.mode == "RGB"
+    square = request(aspect="1:1")
+    assert (square.width, square.height, square.aspect) == (512, 512, "1:1")
 
 
 def test_random_seed_is_replaced_by_the_seed_really_used():
@@ -167,7 +172,7 @@ def test_finishing_values_as_any_caller_sends_them():
     ({"upscale": 4}, "Upscale 4 is out of range. Allowed: 1 to 2."),
     ({"continue_from": 5}, "Continue from: 5 is not a job id or a video name"),
     ({"num_frames": 32, "segments": 8, "interpolate_fps": 24}, "would have 747 frames; at most 600"),
-    ({"resolution": "1024p", "num_frames": 32, "segments": 8, "interpolate_fps": 19, "upscale": 2},
+    ({"resolution": "1024p", "aspect": "1:1", "num_frames": 32, "segments": 8, "interpolate_fps": 19, "upscale": 2},
      "591 frames of 2048x2048 (2479 million pixels); at most 160 million"),
 ])
 def test_bad_finishing_values_are_refused_naming_the_setting(params, words):

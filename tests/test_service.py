@@ -5,7 +5,9 @@ import json
 import os
 import threading
 import time
+import zipfile
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -53,7 +55,9 @@ def test_a_job_writes_a_playable_video_its_record_and_its_input(service, photo):
         "height": 64, "num_frames": 6, "fps": 6, "num_inference_steps": 3, "guidance_scale": 9.0, "seed": 21,
         # nothing finished after the model, nothing translated
         "continue_from": "", "segments": 1, "loop": "none", "interpolate_fps": 0, "formats": "mp4", "upscale": 1,
-        "prompt_en": "", "negative_prompt_en": ""}
+        "prompt_en": "", "negative_prompt_en": "",
+        # the picture's nearest aspect (64p is 64x64 in each), the model, no end frame
+        "aspect": "4:3", "family": "i2vgen-xl", "model": "i2vgen-xl", "end_frame": False}
     assert record["files"] == [{"kind": "video", "format": "mp4", "name": result.video_path.name, "frames": 6,
                                 "fps": 6.0, "width": 64, "height": 64}]
     assert record["fps"] == {"model": 6, "output": 6}
@@ -158,6 +162,47 @@ def test_a_finished_video_is_found_by_name_with_its_companions(service, photo):
     assert record["parameters"]["seed"] == 9
     assert (record["image_path"], record["record_path"]) == (str(result.image_path), str(result.metadata_path))
     assert service.outputs.history()[0]["video"] == result.video_path.name
+
+
+def test_png_frames_are_the_models_own_frames_when_nothing_else_was_asked(service, photo, monkeypatch):
+    made, generate, stages = [], service.engine.generate, []
+
+    def keep_the_models_frames(request, **kwargs):
+        result = generate(request, **kwargs)
+        made.append(np.array(result.frames))
+        return result
+
+    monkeypatch.setattr(service.engine, "generate", keep_the_models_frames)
+    result = service.generate(photo, "waves", num_frames=6, fps=6, seed=5, formats="png",
+                              progress=lambda report: stages.append(report.stage))
+    frames = result.video_path.with_name(result.video_path.stem + "_frames.zip")
+    with zipfile.ZipFile(frames) as archive:
+        names = archive.namelist()
+        assert names == [f"frame_{number:05d}.png" for number in range(1, 7)]
+        pictures = np.stack([np.asarray(Image.open(io.BytesIO(archive.read(name)))) for name in names])
+    assert len(made) == 1 and pictures.shape == made[0].shape == (6, 64, 64, 3)
+    assert np.array_equal(pictures, made[0])  # exactly the model's frames, first to last
+    assert probe_video(result.video_path).frames == 6
+    assert "png" in stages and "png" in result.metadata["timings_s"]
+    assert result.metadata["files"][-1] == {"kind": "png", "format": "png", "name": frames.name, "frames": 6,
+                                            "fps": 6.0, "width": 64, "height": 64}
+    assert list(service.output_dir.glob(".*")) == []  # no temporary zip left
+    assert service.outputs.delete(result.video_path.name) and not frames.exists()
+
+
+def test_png_frames_that_cannot_be_written_keep_the_video_and_say_so(service, photo, monkeypatch):
+    def disk_full(archive, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", disk_full)
+    result = service.generate(photo, "waves", num_frames=4, formats="gif,png")
+    frames = result.video_path.with_name(result.video_path.stem + "_frames.zip")
+    assert probe_video(result.video_path).frames == 4 and result.video_path.with_suffix(".gif").is_file()
+    assert not frames.exists() and list(service.output_dir.glob(".*")) == []
+    assert [entry["name"] for entry in result.metadata["not_made"]] == [frames.name]
+    assert "png" not in {entry["kind"] for entry in result.metadata["files"]}
+    assert str(result.note).startswith(f"The video is done, but {frames.name} could not be made")
+    assert "No space left on device" in str(result.note)
 
 
 def test_a_fault_before_the_commit_leaves_no_video_and_start_up_clears_the_rest(small_config, loaded_engine, photo):

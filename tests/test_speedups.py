@@ -9,7 +9,8 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.models.attention_processor import Attention
 
-from image_to_video import gpu, model_shapes, speedups
+from image_to_video import gpu, speedups
+from image_to_video.families.i2vgen_xl import shapes as model_shapes
 from image_to_video.config import ModelSettings
 from image_to_video.engine import Engine
 
@@ -220,7 +221,7 @@ def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(photo, compile_
     started in model offload (as on a GPU with too little free memory for everything): the hooks stay
     outside the compiled graph; sequential offload, whose hooks are inside the UNet, runs it uncompiled."""
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    monkeypatch.setattr(gpu, "pick_memory_mode", lambda *_: "model_offload")
+    monkeypatch.setattr(gpu, "pick_memory_mode", lambda *_, **__: "model_offload")
     caplog.set_level(logging.INFO)
     model = compile_models / "one-level"
     engine = Engine(ModelSettings(source=str(model), compile=True), str(model), compile_models,

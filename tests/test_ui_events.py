@@ -83,7 +83,7 @@ def test_the_api_keeps_its_inputs_and_outputs_in_order(app):
                           "Guidance scale", "Seed"]
     # then the page id and language, then the steps after the model, in the API's order
     assert [getattr(c, "elem_id", None) for c in generate.inputs[12:]] == [
-        "continue-from", "segments", "loop", "interpolate", "formats", "upscale"]
+        "continue-from", "segments", "loop", "interpolate", "formats", "upscale", "aspect", "end-frame"]
     assert [type(c).__name__ for c in generate.outputs] == ["Video", "Markdown", "File", "State", "Button",
                                                             "Dataframe", "Dataframe", "Image", "Button", "State"]
     assert generate.trigger_mode == "once"

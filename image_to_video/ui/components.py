@@ -297,6 +297,11 @@ class Inputs:
     #: Says which video is being continued, with a button to stop continuing it.
     continuing: Any = None
     stop_continuing: Any = None
+    #: The video's shape (auto or a ratio), the picture it ends on (only shown for a model that can),
+    #: and under the picture, the size and crop it will get.
+    aspect: Any = None
+    last_image: Any = None
+    crop_note: Any = None
 
 
 @dataclass

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Protocol
 
 import gradio as gr
+from PIL import Image
 
+from .. import families
 from ..config import PARAMETER_NAMES, GenerationSettings
 from ..errors import AppError
 from ..estimates import estimate
@@ -55,6 +57,11 @@ class ModelInfo(Protocol):
     def gpu_memory_gb(self) -> float | None: ...
     @property
     def gpu_name(self) -> str | None: ...
+
+
+def untraced(card: families.Card) -> str:
+    """The model's name when its memory is not traced (no estimate can be made for it), else ""."""
+    return "" if card.family == "i2vgen-xl" else card.title
 
 
 def _error(error: AppError, lang: str) -> gr.Error:
@@ -212,8 +219,10 @@ class Live:
 class Settings:
     """The generation settings: presets, the estimate, the seed box."""
 
-    def __init__(self, page: Page, settings: GenerationSettings, model: ModelInfo, queue: JobQueue | None = None):
+    def __init__(self, page: Page, settings: GenerationSettings, model: ModelInfo, queue: JobQueue | None = None,
+                 *, card: families.Card | None = None):
         self.inputs, self.settings, self.model, self.queue = page.inputs, settings, model, queue
+        self.card = card or families.CARDS[families.DEFAULT]
 
     def prompt_note(self, prompt, lang) -> dict:
         """Under the prompt, before the job starts: whether a prompt that is not English will be
@@ -223,7 +232,22 @@ class Settings:
         except AppError as error:
             return {self.inputs.prompt_note: "⚠️ " + localized(error, lang)}
         status = self.queue.translation_status() if self.queue else None
-        return {self.inputs.prompt_note: views.prompt_note(prompt, status, lang)}
+        reads_it = self.card.title if "zh" in self.card.prompt_languages else ""
+        return {self.inputs.prompt_note: views.prompt_note(prompt, status, lang, reads_it=reads_it)}
+
+    def crop_note(self, image, aspect, resolution, lang) -> dict:
+        """Under the picture: the video's size for this picture, aspect and resolution, and what the
+        crop cuts off. Reads only the picture's header; says nothing for a value it cannot use (the
+        job itself says why when it is submitted)."""
+        note = ""
+        try:
+            with Image.open(image) as picture:
+                size = picture.size
+            chosen = self.card.nearest_aspect(*size) if aspect in (None, "", families.AUTO) else aspect
+            note = views.crop_text(size, self.card.size(str(resolution), chosen), chosen, lang)
+        except (OSError, TypeError, ValueError, KeyError, ZeroDivisionError, Image.DecompressionBombError):
+            pass
+        return {self.inputs.crop_note: note}
 
     def _form(self, values: tuple) -> dict:
         """The five settings (``config.PARAMETERS`` order) and the preset they match."""
@@ -239,12 +263,12 @@ class Settings:
         model = self.model
         return {self.inputs.estimate: views.estimate_text(
             self.settings, lang, resolution, frames, steps, gpu_gb=model.gpu_memory_gb,
-            gpu_name=model.gpu_name, demo=model.status.is_demo)}
+            gpu_name=model.gpu_name, demo=model.status.is_demo, untraced=untraced(self.card))}
 
     def fitting_defaults(self) -> dict:
         """The default settings, or on a GPU too small for them the largest preset that fits in it."""
         defaults, gpu = self.settings.defaults, self.model.gpu_memory_gb
-        if gpu is None or self._fits(defaults, gpu):
+        if gpu is None or untraced(self.card) or self._fits(defaults, gpu):
             return self._form(defaults.values())
         fitting = [(self.settings.resolutions[p.resolution] ** 2 * p.num_frames, name)
                    for name, p in self.settings.presets.items() if self._fits(p, gpu)]
@@ -281,7 +305,7 @@ class Generation:
     # The parameter names are the /generate API's (gradio_client callers may pass them by name).
     def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
                  seed, random_seed, owner, lang, continue_from=None, segments=None, loop=None, interpolate_fps=None,
-                 formats=None, upscale=None, progress=gr.Progress()):  # noqa: B008
+                 formats=None, upscale=None, aspect=None, last_image=None, progress=gr.Progress()):  # noqa: B008
         """Queue a job for this browser and follow it; every failure becomes a message."""
         verified = self.owners.owner(owner)
         if verified is None:
@@ -290,7 +314,7 @@ class Generation:
         finishing = dict(continue_from=continue_from, segments=segments, loop=loop, interpolate_fps=interpolate_fps,
                          formats=formats, upscale=upscale)
         asked = dict(prompt=prompt, negative_prompt=negative_prompt, seed=RANDOM_SEED if random_seed else seed,
-                     **settings, **finishing)
+                     aspect=aspect, **settings, **finishing, **({"last_image": last_image} if last_image else {}))
         try:
             job = self._submit_once(image, verified, asked)
         except AppError as error:

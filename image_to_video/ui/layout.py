@@ -10,6 +10,7 @@ from __future__ import annotations
 import gradio as gr
 from gradio.utils import get_upload_folder
 
+from .. import families
 from ..config import LOOPS, PARAMETERS, PROJECT_DIR, STATIC_DIR, AppConfig, Parameter
 from ..examples import ensure_examples
 from ..i18n import LANGUAGES, preset_label, t
@@ -57,6 +58,11 @@ def _loop_choices(lang: str) -> list[tuple[str, str]]:
     return [(t(f"loop_{kind}", lang), kind) for kind in LOOPS]
 
 
+def _format_choices(lang: str) -> list[tuple[str, str]]:
+    """The files besides the MP4: GIF and WebM by their names, the PNG frames in the page's language."""
+    return [("GIF", "gif"), ("WebM", "webm"), (t("format_png", lang), "png")]
+
+
 def build_page(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: events.ModelInfo, *,
                workers=None) -> gr.Blocks:
     """The page with its events wired; ``workers()`` lists the workers for the Workers panel.
@@ -85,6 +91,7 @@ class _Layout:
     def __init__(self, config: AppConfig, model: events.ModelInfo, tables: events.Tables):
         self.config, self.model, self.tables = config, model, tables
         self.settings = config.generation
+        self.card = families.served_card(config)
         self.translations = Translations()
         self.say = self.translations.say
         self.logo_svg = (STATIC_DIR / "logo.svg").read_text()
@@ -128,6 +135,10 @@ class _Layout:
                                   elem_id="image"),
                     label="image")
         say(gr.Markdown(t("image_help")), value="image_help")
+        crop_note = gr.Markdown("", elem_id="crop-note")
+        last_image = say(UploadedImage(label=t("end_frame"), type="filepath", sources=["upload", "clipboard"], height=160,
+                                       elem_id="end-frame", visible=self.card.end_frame),
+                         label="end_frame")
         prompt = say(gr.Textbox(label=t("prompt"), info=t("prompt_help"), lines=2, elem_id="prompt",
                                 max_length=s.max_prompt_chars, placeholder="the waves roll in slowly"),
                      label="prompt", info="prompt_help")
@@ -143,9 +154,13 @@ class _Layout:
             cancel = say(gr.Button(t("cancel"), variant="stop", scale=1, elem_id="cancel-button"), value="cancel")
         with say(gr.Accordion(t("settings"), open=True), label="settings"):
             parameters = tuple(self._parameter(p, value) for p, value in zip(PARAMETERS, d.values()))
+            aspect = say(Choice(self._aspect_choices("en"), value=families.AUTO, label=t("aspect"),
+                                info=t("aspect_help"), elem_id="aspect"),
+                         label="aspect", info="aspect_help", choices=self._aspect_choices)
             estimate = gr.Markdown(views.estimate_text(
                 s, "en", d.resolution, d.num_frames, d.num_inference_steps, gpu_gb=self.model.gpu_memory_gb,
-                gpu_name=self.model.gpu_name, demo=self.model.status.is_demo), elem_id="estimate")
+                gpu_name=self.model.gpu_name, demo=self.model.status.is_demo, untraced=events.untraced(self.card)),
+                elem_id="estimate")
             with gr.Row():
                 random_seed = say(gr.Checkbox(value=d.seed == events.RANDOM_SEED, label=t("random_seed")),
                                   label="random_seed")
@@ -159,7 +174,8 @@ class _Layout:
         return Inputs(image=image, prompt=prompt, negative_prompt=negative, preset=preset, generate=generate,
                       cancel=cancel, parameters=parameters, estimate=estimate, random_seed=random_seed, seed=seed,
                       prompt_note=prompt_note, finishing=finishing, finishing_box=finishing_box,
-                      continuing=continuing, stop_continuing=stop_continuing)
+                      continuing=continuing, stop_continuing=stop_continuing, aspect=aspect, last_image=last_image,
+                      crop_note=crop_note)
 
     def _finishing(self):
         """The steps after the model: continue a video, segments, loop, smoother motion, formats, upscale."""
@@ -176,12 +192,15 @@ class _Layout:
             interpolate = say(Choice(self._interpolate_choices("en"), value=0, label=t("interpolate"),
                                      info=t("interpolate_help"), elem_id="interpolate"),
                               label="interpolate", info="interpolate_help", choices=self._interpolate_choices)
-            formats = say(Choices([("GIF", "gif"), ("WebM", "webm")], value=[], label=t("formats"),
-                                  info=t("formats_help"), elem_id="formats"), label="formats", info="formats_help")
+            formats = say(Choices(_format_choices("en"), value=[], label=t("formats"), info=t("formats_help"),
+                                  elem_id="formats"), label="formats", info="formats_help", choices=_format_choices)
             upscale = say(Choice([("1×", 1), ("2×", 2)], value=1, label=t("upscale"), info=t("upscale_help"),
                                  elem_id="upscale"), label="upscale", info="upscale_help")
             say(gr.Markdown(t("finishing_costs")), value="finishing_costs")
         return box, (continue_from, segments, loop, interpolate, formats, upscale), continuing, stop
+
+    def _aspect_choices(self, lang: str) -> list[tuple[str, str]]:
+        return [(t("aspect_auto", lang), families.AUTO), *[(aspect, aspect) for aspect in self.card.aspects]]
 
     def _interpolate_choices(self, lang: str) -> list[tuple[str, int]]:
         rates = [fps for fps in INTERPOLATE_CHOICES if fps <= self.config.finishing.max_interpolate_fps]
@@ -195,7 +214,8 @@ class _Layout:
             return self.say(Choice(list(self.settings.resolutions), value=value, **texts), **keys)
         limits = self.settings.limits(p.name)
         low, high = (int(limits.min), int(limits.max)) if p.kind is int else (limits.min, limits.max)
-        return self.say(Slider(low, high, step=p.step, value=value, **texts), **keys)
+        step = self.card.frame_step if p.name == "num_frames" else p.step  # Wan: 4k+1 frames only
+        return self.say(Slider(low, high, step=step, value=value, **texts), **keys)
 
     def _preset_choices(self, lang: str) -> list[tuple[str, str]]:
         return [(preset_label(name, lang), name) for name in self.settings.presets]
@@ -264,7 +284,7 @@ class _Layout:
 def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outputs: OutputFolder,
           model: events.ModelInfo, tables: events.Tables, logo_svg: str) -> None:
     """Connect every event to its handler; the outputs listed are those the handler may update."""
-    settings = events.Settings(page, config.generation, model, queue)
+    settings = events.Settings(page, config.generation, model, queue, card=families.served_card(config))
     owners = events.PageOwners(config.paths.state_dir / OWNER_KEY_FILE)
     live = events.Live(page, tables, outputs, model, owners, logo_svg=logo_svg, docs_dir=_DOCS)
     generation = events.Generation(page, queue, tables, owners, max_listed=config.jobs.max_queued + 5)
@@ -299,9 +319,12 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
 
     for trigger in (i.prompt.change, lang.change):
         trigger(settings.prompt_note, [i.prompt, lang], i.prompt_note, **_QUICK)
+    for trigger in (i.image.change, i.aspect.change, by_name["resolution"].change, lang.change):
+        trigger(settings.crop_note, [i.image, i.aspect, by_name["resolution"], lang], i.crop_note, **_QUICK)
     i.generate.click(
         generation.generate,
-        [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang, *i.finishing],
+        [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang, *i.finishing, i.aspect,
+         i.last_image],
         [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, page.history.table, o.preview,
          o.continue_video, o.shown],
         api_name="generate", concurrency_limit=config.jobs.max_queued + 2, trigger_mode="once",

@@ -57,12 +57,15 @@ def status_text(status: ModelStatus, lang: str) -> str:
 
 
 def estimate_text(settings: GenerationSettings, lang: str, resolution: str, frames, steps, *,
-                  gpu_gb: float | None, gpu_name: str | None, demo: bool) -> str:
+                  gpu_gb: float | None, gpu_name: str | None, demo: bool, untraced: str = "") -> str:
     """Peak GPU memory and time per video for these settings; a warning with the nearest fitting
-    setting when they will not fit in the GPU. Empty for an unknown resolution."""
+    setting when they will not fit in the GPU. Empty for an unknown resolution; for a model whose
+    memory is not traced (``untraced``: its name), says so."""
     side = settings.resolutions.get(resolution)
     if side is None:
         return ""
+    if untraced:
+        return t("estimate_untraced", lang, model=untraced)
     guess = estimate(side, int(frames), int(steps), gpu_gb=gpu_gb, demo=demo, gpu_name=gpu_name)
     if guess.time_measured_on:
         where = t("estimate_where_measured", lang, gpu=guess.time_measured_on)
@@ -81,6 +84,23 @@ def estimate_text(settings: GenerationSettings, lang: str, resolution: str, fram
         text += "  \n" + (t("estimate_too_big", lang, resolution=nearest[0], frames=nearest[1]) if nearest
                           else t("estimate_nothing_fits", lang))
     return text
+
+
+def crop_text(picture: tuple[int, int] | None, video: tuple[int, int] | None, aspect: str, lang: str) -> str:
+    """Under the picture: the video's size and how much of a ``picture`` (width, height) the crop to
+    ``video`` (width, height) cuts off; empty without a picture."""
+    if not picture or not video:
+        return ""
+    (pw, ph), (vw, vh) = picture, video
+    scale = max(vw / pw, vh / ph)  # cover the video, then cut what is left over
+    cut_w, cut_h = 1 - vw / (pw * scale), 1 - vh / (ph * scale)
+    if cut_w >= 0.005:
+        cut = t("crop_sides", lang, percent=f"{100 * cut_w:.0f}")
+    elif cut_h >= 0.005:
+        cut = t("crop_top_bottom", lang, percent=f"{100 * cut_h:.0f}")
+    else:
+        cut = t("crop_none", lang)
+    return t("crop_note", lang, width=vw, height=vh, aspect=aspect, cut=cut)
 
 
 def state_label(state: str, lang: str) -> str:
@@ -163,7 +183,8 @@ def _finishing_lines(record: Mapping[str, Any], lang: str) -> list[str]:
         lines.append(t("done_continued", lang, video=p["continue_from"]))
     steps = [t("done_step", lang, step=t(f"stage_{stage}", lang), time=f"{timing[key]:.1f}")
              for stage, key in (("joining", "joining"), ("looping", "looping"), ("interpolating", "interpolating"),
-                                ("upscaling", "upscaling"), ("gif", "gif"), ("webm", "webm")) if key in timing]
+                                ("upscaling", "upscaling"), ("gif", "gif"), ("webm", "webm"), ("png", "png"))
+             if key in timing]
     if p.get("segments", 1) > 1:
         steps.insert(0, t("done_segments", lang, segments=p["segments"]))
     fps = record.get("fps") or {}
@@ -178,15 +199,18 @@ def _finishing_lines(record: Mapping[str, Any], lang: str) -> list[str]:
                 original_width=entry["original_width"], original_fps=f"{entry['original_fps']:g}")
               for entry in others if entry.get("capped")]
     lines += ["⚠️ " + t("msg_files_not_made", lang, files=f"`{entry.get('name')}`", reason=entry.get("error", ""))
-              for entry in record.get("not_made", []) if isinstance(entry, dict)]  # a GIF/WebM that failed
+              for entry in record.get("not_made", []) if isinstance(entry, dict)]  # a GIF/WebM/PNG zip that failed
     return lines
 
 
-def prompt_note(prompt: Any, status, lang: str) -> str:
+def prompt_note(prompt: Any, status, lang: str, *, reads_it: str = "") -> str:
     """Under the prompt: nothing for an English prompt; for another language, whether it will be
-    translated (``status``, a ``translate.TranslatorStatus``; None: there is no translator)."""
+    translated (``status``, a ``translate.TranslatorStatus``; None: there is no translator), or that
+    the model reads it as written (``reads_it``: the model's name)."""
     if not isinstance(prompt, str) or not needs_translation(prompt):
         return ""
+    if reads_it:
+        return t("prompt_read_as_written", lang, model=reads_it)
     if status is None:
         return t("prompt_not_translated", lang)
     return ("ℹ️ " if status.state == "ready" else "⚠️ ") + status.message(lang)

@@ -17,7 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from . import model_shapes
+from . import shapes as model_shapes
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from diffusers import I2VGenXLPipeline
 
-from .errors import Cancelled, GenerationFailed
-from .progress import Progress, ProgressFn
-from .request import GenerationRequest
+from ...errors import Cancelled, GenerationFailed
+from ...progress import Progress, ProgressFn
+from ...request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
