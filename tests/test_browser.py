@@ -66,6 +66,8 @@ def browser():
 
 
 def open_page(browser, app, locale: str, generate_label: str):
+    """Log in on a new browser context and wait until the page is ready: its Generate button in the
+    page's language, and its page id (``wait_for_page_id``)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1100}, locale=locale)
     page = context.new_page()
     page.goto(app.url)
@@ -73,7 +75,15 @@ def open_page(browser, app, locale: str, generate_label: str):
     page.locator("input[type=password]").fill(app.password)
     page.locator("button").last.click()
     page.get_by_role("button", name=generate_label).wait_for(timeout=120000)
+    wait_for_page_id(page)
     return context, page
+
+
+def wait_for_page_id(page) -> None:
+    """Wait until the page has its id: the server hands it out in answer to the page's first calls, and
+    the page then keeps it in localStorage (a new context starts with none). A Generate clicked sooner
+    is refused ("This page's id is missing"), and on a busy machine the button shows seconds before."""
+    page.wait_for_function("Boolean(localStorage.getItem('image-to-video-page-id'))", timeout=120000)
 
 
 @pytest.fixture
@@ -120,11 +130,21 @@ def set_steps(page, steps: int, label: str = "Steps") -> None:
     sync_api.expect(box).to_have_value(str(steps))
 
 
+def upload(page, path: Path) -> None:
+    """Choose ``path`` as the picture and wait until the page shows that very file (a file that is not a
+    picture too: Gradio shows any upload in an ``img``, broken or not).
+
+    A click on Generate before the page has begun the upload sends the value it had (no picture: "Please
+    upload an image first."), and on a busy machine that is a real moment; once begun, Gradio holds the
+    click until the upload is in. The earlier upload's ``img`` stays until the new one begins, so the
+    file's name (the end of its address) tells them apart."""
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    page.locator(f'#image img[src$="/{path.name}"]').wait_for(timeout=120000)
+
+
 def upload_example(page) -> None:
-    """Choose the example picture and wait until the page shows it: a click on Generate while the upload
-    is still going is not run (Gradio says to retry), which on a busy machine is a real moment."""
-    page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
-    page.locator("#image img").first.wait_for(timeout=120000)
+    """Choose the example picture (``upload``)."""
+    upload(page, EXAMPLE)
 
 
 def start_job(page, preset: str, steps: int | None = None) -> None:
@@ -179,7 +199,7 @@ def test_cancel_stops_the_job(page):
 def test_a_bad_upload_gets_a_message(page, tmp_path):
     fake = tmp_path / "holiday.png"
     fake.write_text("this is not a picture")
-    page.locator("input[type=file]").first.set_input_files(str(fake))
+    upload(page, fake)
     page.locator("#prompt textarea").fill("waves")
     page.get_by_role("button", name="Generate").click()
     toast = page.get_by_text("This file is not an image we can read").first  # the toast, and the result's line
@@ -244,12 +264,12 @@ def test_the_page_speaks_chinese_and_english_and_remembers_the_choice(browser, a
         shot(page, "6-chinese")
         fake = tmp_path / "photo.png"
         fake.write_text("not a picture")
-        page.locator("input[type=file]").first.set_input_files(str(fake))
+        upload(page, fake)
         page.locator("#prompt textarea").fill("waves")
         page.get_by_role("button", name="生成视频").click()
         page.get_by_text("无法识别这个文件为图片").first.wait_for(timeout=120000)  # messages too
 
-        upload_example(page)  # a video, in Chinese
+        upload_example(page)  # a video, in Chinese (the waiting tells this upload from the one before)
         page.locator("#prompt textarea").fill("the waves roll in slowly")
         page.get_by_test_id("快速预览-radio-label").click()
         sync_api.expect(page.get_by_role("spinbutton", name="number input for 推理步数")).to_have_value(
@@ -330,7 +350,7 @@ def test_continue_a_video_as_a_boomerang_with_a_gif(page, app):
 
 
 def test_many_pictures_queue_one_job_each(page):
-    page.get_by_test_id("Quick preview-radio-label").click()
+    pick_preset(page, "Quick preview")  # the settings the queued jobs get
     page.get_by_role("tab", name="Many pictures").click()
     pictures = sorted((PROJECT_DIR / "static" / "examples").glob("*.png"))[:2]
     page.locator("#many-files input[type=file]").set_input_files([str(path) for path in pictures])
