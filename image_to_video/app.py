@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cpu_threads
+from . import cpu_threads, families
 from .config import AppConfig
 from .engine import Engine
 from .engine_host import engine_for
@@ -118,7 +118,9 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
     store = open_job_store(config.paths.state_dir / "jobs.sqlite3", config.paths.output_dir)
     remove_unreferenced_inputs(store, config.paths.state_dir / "inputs")
     live = LiveJobs()
-    translator = Translator(config.translation, config.paths.models_dir)
+    # A model that reads Chinese (Wan's umT5) needs no translator: none is downloaded or loaded for it.
+    reads_chinese = "zh" in families.served_card(config).prompt_languages
+    translator = None if reads_chinese else Translator(config.translation, config.paths.models_dir)
     queue = JobQueue(store, config, live=live, inputs_dir=config.paths.state_dir / "inputs",
                      check_disk=outputs.check_free_space, outputs=outputs, translator=translator)
     board = WorkerBoard()
@@ -228,7 +230,7 @@ def serve(config: AppConfig, pid_file: Path | None = None, lock: FolderLock | No
     from .server import create_app, run_server
 
     if config.model.demo:
-        log.warning("\n%s\n", demo_banner())
+        log.warning("\n%s\n", demo_banner(card=families.served_card(config)))
     try:
         app = build(config, on_fatal=restart_process, lock=lock)
     except (AlreadyRunning, ConfigError) as error:  # another server; a Ray cluster it cannot join
@@ -252,9 +254,11 @@ def serve(config: AppConfig, pid_file: Path | None = None, lock: FolderLock | No
     return 0
 
 
-def demo_banner(lang: str = "en") -> str:
-    """The demo model's warning, as plain text (the page shows the same text as Markdown)."""
-    return t("demo_banner", lang).replace("**", "").replace("`", "")
+def demo_banner(lang: str = "en", card: families.Card | None = None) -> str:
+    """The demo model's warning, as plain text (the page shows the same text as Markdown): the real model
+    of ``card``'s family (I2VGen-XL unless told) is what a GPU would load."""
+    card = card or families.CARDS[families.DEFAULT]
+    return t("demo_banner", lang, model=card.title, size=f"{card.download_gb:g}").replace("**", "").replace("`", "")
 
 
 def restart_process() -> None:

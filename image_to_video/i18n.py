@@ -14,8 +14,8 @@ DEFAULT = "en"
 
 TEXT: dict[str, dict[str, str]] = {
     # -- page ------------------------------------------------------------------
-    "subtitle": {"en": "Turn one picture and a sentence into a short video (I2VGen-XL).",
-                 "zh-CN": "一张图片加一句话，生成一段短视频（I2VGen-XL）。"},
+    "subtitle": {"en": "Turn one picture and a sentence into a short video ({model}).",
+                 "zh-CN": "一张图片加一句话，生成一段短视频（{model}）。"},
     "language": {"en": "Language", "zh-CN": "语言"},
     "image": {"en": "Image", "zh-CN": "图片"},
     "image_help": {"en": "The first frame of your video. Any photo works; it keeps its shape (see Aspect): the "
@@ -47,6 +47,11 @@ TEXT: dict[str, dict[str, str]] = {
                           "translated when the translator is installed (the note below says).",
                     "zh-CN": "描述动作，例如 'the waves roll in slowly'（海浪缓缓涌来）。写清楚什么在动、怎么动；"
                              "外观由图片决定。模型读英文；安装了翻译模型时中文会自动翻译（见下方说明）。"},
+    "prompt_help_multilingual": {"en": "Describe the motion, e.g. 'the waves roll in slowly' or '海浪缓缓涌来'. Name "
+                                       "what moves and how; the picture already shows what things look like. The "
+                                       "model reads Chinese and English as written.",
+                                 "zh-CN": "描述动作，例如“海浪缓缓涌来”或 'the waves roll in slowly'。写清楚什么在动、"
+                                          "怎么动；外观由图片决定。模型直接读取中文和英文。"},
     "negative": {"en": "Negative prompt", "zh-CN": "反向提示词"},
     "negative_help": {"en": "What to avoid, e.g. 'blurry, distorted, flickering'. Leave empty if unsure.",
                       "zh-CN": "想避免的内容，例如 'blurry, distorted, flickering'（模糊、变形、闪烁）。不确定就留空。"},
@@ -57,24 +62,26 @@ TEXT: dict[str, dict[str, str]] = {
     "cancel": {"en": "Cancel", "zh-CN": "取消"},
     "settings": {"en": "Settings", "zh-CN": "参数设置"},
     "resolution": {"en": "Resolution", "zh-CN": "分辨率"},
-    "resolution_help": {"en": "Output size. Higher is sharper but slower and needs more GPU memory: 768p takes "
-                              "about twice the time and memory of 512p, 1024p about four times.",
-                        "zh-CN": "输出尺寸。越高越清晰，但更慢、更占显存：768p 的时间和显存约为 512p 的两倍，1024p 约为四倍。"},
+    "resolution_help": {"en": "Output size. Higher is sharper but slower and needs more GPU memory: time and "
+                              "memory grow with the number of pixels (720p has about twice those of 480p).",
+                        "zh-CN": "输出尺寸。越高越清晰，但更慢、更占显存：时间和显存随像素数增长（720p 的像素约为 480p 的两倍）。"},
     "frames": {"en": "Frames", "zh-CN": "帧数"},
     "frames_help": {"en": "Number of frames. More frames make a longer video; time and memory grow in proportion.",
                     "zh-CN": "视频帧数。帧数越多视频越长，时间和显存按比例增加。"},
     "fps": {"en": "FPS", "zh-CN": "帧率 (FPS)"},
-    "fps_help": {"en": "Playback speed, and how fast the model makes things move. 8 is smooth and calm; "
-                       "higher is shorter and faster. Costs nothing extra.",
-                 "zh-CN": "播放速度，也影响模型生成的运动快慢。8 平稳柔和；越高视频越短、动作越快。不增加耗时。"},
+    "fps_help": {"en": "Playback speed: higher is shorter and faster. The default is the model's own (I2VGen-XL "
+                       "also makes motion calmer at a low rate). Costs nothing extra.",
+                 "zh-CN": "播放速度：越高视频越短、动作越快。默认值是模型自己的帧率（I2VGen-XL 帧率低时动作也更平缓）。"
+                          "不增加耗时。"},
     "steps": {"en": "Steps", "zh-CN": "推理步数"},
     "steps_help": {"en": "Denoising steps. More steps give finer detail; time grows in proportion "
                          "(30 is a quick draft, 50 the standard, 80+ for the final cut).",
                    "zh-CN": "去噪步数。步数越多细节越好，时间按比例增加（30 适合快速预览，50 为标准，80 以上用于成片）。"},
     "guidance": {"en": "Guidance scale", "zh-CN": "引导系数"},
-    "guidance_help": {"en": "How closely to follow the prompt. 7-12 works best; too high looks harsh, "
-                            "too low ignores the prompt. Costs nothing extra.",
-                      "zh-CN": "遵循提示词的程度。7-12 效果最好；过高画面生硬，过低会忽略提示词。不增加耗时。"},
+    "guidance_help": {"en": "How closely to follow the prompt. The presets use the model's recommended value (I2VGen-XL "
+                            "7-12, Wan 3.5-5); too high looks harsh, too low ignores the prompt.",
+                      "zh-CN": "遵循提示词的程度。预设使用模型推荐值（I2VGen-XL 为 7-12，Wan 为 3.5-5）；过高画面生硬，"
+                               "过低会忽略提示词。"},
     "random_seed": {"en": "Random seed", "zh-CN": "随机种子"},
     "seed": {"en": "Seed", "zh-CN": "种子"},
     "seed_help": {"en": "The same seed with the same inputs gives the same video. Tick 'Random seed' for a new "
@@ -227,10 +234,10 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "**Demo mode: this is not the real model.** It serves a tiny built-in model with random weights, "
               "so the whole app works on any machine, but every video it makes is coloured noise. To make "
               "real videos, run the app on a machine with an NVIDIA GPU (12 GB or more): `bash start_app.sh` "
-              "there loads I2VGen-XL (about 5 GB, downloaded once into `models/`). See the README for details.",
+              "there loads {model} (about {size} GB, downloaded once into `models/`). See the README for details.",
         "zh-CN": "**演示模式：当前不是真实模型。** 这里运行的是内置的随机权重小模型，让整个应用在任何机器上都能使用，"
                  "但生成的视频都是彩色噪声。要生成真实视频，请在有 NVIDIA 显卡（12 GB 以上显存）的机器上运行 "
-                 "`bash start_app.sh`，它会加载 I2VGen-XL（约 5 GB，只下载一次，保存在 `models/`）。详见 README。"},
+                 "`bash start_app.sh`，它会加载 {model}（约 {size} GB，只下载一次，保存在 `models/`）。详见 README。"},
     # The same warning in the launcher's console (start_app.sh), in the words our users know from it.
     "demo_banner_console": {
         "en": "DEMO MODE: no CUDA GPU here, so the built-in demo model is served.\n"
@@ -436,6 +443,11 @@ TEXT: dict[str, dict[str, str]] = {
     "err_end_frame_unsupported": {"en": "{model} cannot end a video on a chosen picture. Remove the end frame, or "
                                         "pick Wan2.2-I2V-A14B, which can.",
                                   "zh-CN": "{model} 不支持指定结束帧。请去掉结束帧，或选择支持它的 Wan2.2-I2V-A14B。"},
+    # The end frame's own problem (a picture message) in both languages; each text shows its own
+    # (``{x:.0}`` shows nothing: the two texts must have the same placeholders).
+    "err_end_frame_picture": {"en": "End frame: {problem_en}{problem_zh:.0} (Or remove the end frame: it is "
+                                    "optional.)",
+                              "zh-CN": "结束帧：{problem_zh}{problem_en:.0}（也可以去掉结束帧：它是可选的。）"},
     "param_frames": {"en": "Frames", "zh-CN": "帧数"},
     "param_fps": {"en": "FPS", "zh-CN": "帧率"},
     "param_steps": {"en": "Steps", "zh-CN": "推理步数"},

@@ -237,7 +237,8 @@ class VideoService:
             "input_image": files.input_image.name,
             **summary(request.parameters()),  # the model's prompts and settings (request.SUMMARY_FIELDS)
             "parameters": request.parameters(),
-            "model": {
+            "model": {  # the record's top-level "model" is this; the card's name is "name" here and in parameters
+                "name": request.model,
                 "source": model_name(self.engine.model_path),  # a name, never the server's folders
                 "revision": self.engine.model_revision,
                 "variant": self.model.variant,

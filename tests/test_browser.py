@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from image_to_video.config import PROJECT_DIR
 
@@ -382,3 +383,42 @@ def test_a_chinese_prompt_says_there_is_no_translator(page):
     shot(page, "9-prompt-note", at="#prompt-note")
     page.locator("#prompt textarea").fill("the waves roll in slowly")
     sync_api.expect(note).to_have_text("")  # an English prompt needs no note
+
+
+@pytest.fixture(scope="module")
+def wan_app(tmp_path_factory):
+    """A server of the Wan2.2-TI2V-5B demo (tiny random weights in its layout), on loopback: no login."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = AppProcess(tmp_path_factory.mktemp("wan-browser"), port, "--family", "wan2.2-ti2v-5b").start()
+    yield process
+    process.stop()
+
+
+def test_wan_keeps_a_landscape_pictures_shape_and_reads_chinese(browser, wan_app, tmp_path):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, locale="en-US")
+    page = context.new_page()
+    try:
+        page.goto(wan_app.url)
+        page.get_by_role("button", name="Generate").wait_for(timeout=120000)
+        wait_for_page_id(page)
+        assert "Wan2.2-TI2V-5B" in page.locator(".app-header").inner_text()
+        landscape = tmp_path / "harbour.png"
+        Image.new("RGB", (900, 500), (20, 90, 160)).save(landscape)
+        upload(page, landscape)
+        page.get_by_test_id("480p-radio-label").click()
+        # Wan's 480p for a 9:5 picture is its 16:9 size, and the page says how much is cut before any job runs
+        sync_api.expect(page.locator("#crop-note")).to_contain_text("832x480", timeout=60000)
+        page.locator("#prompt textarea").fill("海浪缓缓涌来")
+        sync_api.expect(page.locator("#prompt-note")).to_contain_text("as written", timeout=60000)
+        set_steps(page, 2)
+        set_steps(page, 5, "Frames")
+        shot(page, "9-wan", at="#crop-note")
+        page.get_by_role("button", name="Generate").click()
+        page.locator("#result-info").get_by_text("Done in").wait_for(timeout=JOB_TIMEOUT_MS)
+        page.wait_for_function("document.querySelector('#result-video video').readyState >= 1", timeout=120000)
+        facts = page.locator("#result-video video").evaluate("v => ({width: v.videoWidth, height: v.videoHeight})")
+        assert facts == {"width": 832, "height": 480}
+    finally:
+        context.close()

@@ -183,9 +183,9 @@ class Live:
     this page's id, and the page's language."""
 
     def __init__(self, page: Page, tables: Tables, outputs: OutputFolder, model: ModelInfo, owners: PageOwners,
-                 *, logo_svg: str, docs_dir: Path):
+                 *, logo_svg: str, docs_dir: Path, model_title: str = "I2VGen-XL"):
         self.page, self.tables, self.outputs, self.model = page, tables, outputs, model
-        self.owners, self.logo_svg, self.docs_dir = owners, logo_svg, docs_dir
+        self.owners, self.logo_svg, self.docs_dir, self.model_title = owners, logo_svg, docs_dir, model_title
 
     def page_owner(self, token) -> dict:
         """On load: the token the browser kept if the server signed it, else a fresh one."""
@@ -205,7 +205,7 @@ class Live:
         # The player holds a copy of the video under the video's own name: find its record by that.
         record = self.outputs.find(Path(video).name) if video else None
         return {**page.translations.updates(lang),
-                page.subtitle: views.title_html(self.logo_svg, lang),
+                page.subtitle: views.title_html(self.logo_svg, lang, self.model_title),
                 page.manual: read_manual(self.docs_dir, lang),
                 page.status: views.status_text(self.model.status, lang),
                 page.outputs.info: views.result_text(record, lang) if record else t("video_placeholder", lang)}

@@ -118,12 +118,17 @@ class _Layout:
     def _header(self):
         with gr.Row(equal_height=True):
             with gr.Column(scale=5):
-                subtitle = gr.HTML(views.title_html(self.logo_svg, "en"))
+                subtitle = gr.HTML(views.title_html(self.logo_svg, "en", self.card.title))
             with gr.Column(scale=1, min_width=180):
                 lang = Language([(name, code) for code, name in LANGUAGES.items()], value="en",
                                 show_label=False, elem_id="language", container=False)
         if self.config.model.demo:
-            self.say(gr.Markdown(t("demo_banner"), elem_classes=["demo-banner"]), value="demo_banner")
+            card = self.card
+
+            def banner(lang: str) -> str:
+                return t("demo_banner", lang, model=card.title, size=f"{card.download_gb:g}")
+
+            self.say(gr.Markdown(banner("en"), elem_classes=["demo-banner"]), value=banner)
         # Filled in the page's language as soon as the page has loaded, then every tick.
         status = gr.Markdown(views.status_text(self.model.status, "en"), elem_classes=["model-status"],
                              elem_id="model-status")
@@ -139,9 +144,10 @@ class _Layout:
         last_image = say(UploadedImage(label=t("end_frame"), type="filepath", sources=["upload", "clipboard"], height=160,
                                        elem_id="end-frame", visible=self.card.end_frame),
                          label="end_frame")
-        prompt = say(gr.Textbox(label=t("prompt"), info=t("prompt_help"), lines=2, elem_id="prompt",
+        prompt_help = "prompt_help_multilingual" if "zh" in self.card.prompt_languages else "prompt_help"
+        prompt = say(gr.Textbox(label=t("prompt"), info=t(prompt_help), lines=2, elem_id="prompt",
                                 max_length=s.max_prompt_chars, placeholder="the waves roll in slowly"),
-                     label="prompt", info="prompt_help")
+                     label="prompt", info=prompt_help)
         prompt_note = gr.Markdown("", elem_id="prompt-note")
         negative = say(gr.Textbox(label=t("negative"), info=t("negative_help"), value=d.negative_prompt,
                                   max_length=s.max_prompt_chars), label="negative", info="negative_help")
@@ -286,7 +292,8 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     """Connect every event to its handler; the outputs listed are those the handler may update."""
     settings = events.Settings(page, config.generation, model, queue, card=families.served_card(config))
     owners = events.PageOwners(config.paths.state_dir / OWNER_KEY_FILE)
-    live = events.Live(page, tables, outputs, model, owners, logo_svg=logo_svg, docs_dir=_DOCS)
+    live = events.Live(page, tables, outputs, model, owners, logo_svg=logo_svg, docs_dir=_DOCS,
+                       model_title=families.served_card(config).title)
     generation = events.Generation(page, queue, tables, owners, max_listed=config.jobs.max_queued + 5)
     jobs, history = events.JobActions(page, queue, tables, owners), events.HistoryActions(page, outputs,
                                                                                            config.generation, tables)

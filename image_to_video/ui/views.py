@@ -33,9 +33,9 @@ def headers(columns: Iterable[str], lang: str) -> list[str]:
     return [t(f"col_{column}", lang) for column in columns]
 
 
-def title_html(logo_svg: str, lang: str) -> str:
+def title_html(logo_svg: str, lang: str, model: str = "I2VGen-XL") -> str:
     return (f'<div class="app-header">{logo_svg}<div><h1>Image-to-Video</h1>'
-            f"<p>{t('subtitle', lang)}</p></div></div>")
+            f"<p>{t('subtitle', lang, model=model)}</p></div></div>")
 
 
 def manual_name(lang: str) -> str:
