@@ -114,7 +114,7 @@ class Engine:
             self._set_status(say, state=ModelState.ERROR, fraction=None)
         except Exception as error:  # the page must say why, whatever it was
             log.exception("Loading the model failed")
-            self._set_status(("status_load_failed", {"path": self.model_path,
+            self._set_status(("status_load_failed", {"path": self.model_path, "model": self.card.title,
                                                      "error": f"{type(error).__name__}: {error}"}),
                              state=ModelState.ERROR, fraction=None)
 

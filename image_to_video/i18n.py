@@ -183,8 +183,8 @@ TEXT: dict[str, dict[str, str]] = {
     "status_ready": {"en": "Ready: model loaded in {seconds} s.", "zh-CN": "就绪：模型加载用时 {seconds} 秒。"},
     "status_plain": {"en": "{text}", "zh-CN": "{text}"},
     "status_load_failed": {"en": "Loading the model from {path} failed: {error}. Check that the folder holds a "
-                                 "complete I2VGen-XL pipeline (see models/README.md); the log has the details.",
-                           "zh-CN": "从 {path} 加载模型失败：{error}。请检查该文件夹是否包含完整的 I2VGen-XL 模型"
+                                 "complete {model} pipeline (see models/README.md); the log has the details.",
+                           "zh-CN": "从 {path} 加载模型失败：{error}。请检查该文件夹是否包含完整的 {model} 模型"
                                     "（见 models/README.md）；详细信息见日志。"},
     "err_no_cuda": {"en": "model.device is {device}, but PyTorch sees no CUDA GPU. Install the NVIDIA driver and a "
                           "CUDA build of PyTorch, or set model.device to auto.",

@@ -132,3 +132,26 @@ def test_state_labels_and_a_failed_jobs_message():
 def test_the_manual_follows_the_language():
     assert views.manual_name("zh") == "MANUAL.zh-CN.md"
     assert views.manual_name("en") == "MANUAL.md"
+
+
+def test_the_crop_note_says_the_size_and_what_is_cut():
+    # A 1200x600 picture (2:1) made 16:9 at 832x480: scaled to 960x480, 128 of its 960 columns cut (13%)
+    note = views.crop_text((1200, 600), (832, 480), "16:9", "en")
+    assert "832x480" in note and "16:9" in note and "13% of the picture's width" in note
+    assert "height" in views.crop_text((600, 1200), (832, 480), "16:9", "en")
+    assert "whole picture" in views.crop_text((1664, 960), (832, 480), "16:9", "en")
+    assert "832x480" in views.crop_text((1200, 600), (832, 480), "16:9", "zh-CN")
+    assert views.crop_text(None, (832, 480), "16:9", "en") == ""
+
+
+def test_a_model_that_reads_chinese_says_so_instead_of_translating():
+    note = views.prompt_note("海浪缓缓涌来", None, "en", reads_it="Wan2.2-TI2V-5B")
+    assert "Wan2.2-TI2V-5B" in note and "no translation" in note
+    assert views.prompt_note("the waves roll in", None, "en", reads_it="Wan2.2-TI2V-5B") == ""
+
+
+def test_a_model_without_traced_memory_gets_no_invented_estimate():
+    settings = load_config().generation
+    text = views.estimate_text(settings, "en", "512p", 16, 50, gpu_gb=24, gpu_name="RTX 4090", demo=False,
+                               untraced="Wan2.2-TI2V-5B")
+    assert "No memory or time estimate for Wan2.2-TI2V-5B" in text and "GB" not in text

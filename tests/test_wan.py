@@ -160,3 +160,17 @@ def test_a_server_on_a_wan_folder_serves_it_through_the_api(wan_5b, tmp_path, ap
         assert (record["width"], record["height"]) == shapes[name]
         assert video.with_name(video.stem + "_input.png").is_file()
     assert shapes == {"landscape": (832, 480), "portrait": (480, 832)}
+
+
+def test_a_wan_folder_that_cannot_load_is_an_error_state_that_says_why(tmp_path):
+    folder = tmp_path / "broken-wan"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanImageToVideoPipeline",
+                                                         "expand_timesteps": True}))
+    config = families.served_config(load_config(overrides={
+        "model.source": str(folder), "paths.models_dir": str(tmp_path / "models"), "model.device": "cpu"}))
+    engine = engine_for(config)
+    engine.load()
+    assert engine.status.state.value == "error"
+    message = engine.status.text("en")
+    assert str(folder) in message and "complete Wan2.2-TI2V-5B pipeline" in message
