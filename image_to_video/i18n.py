@@ -280,10 +280,10 @@ TEXT: dict[str, dict[str, str]] = {
                             "Upload a larger picture.",
                       "zh-CN": "图片只有 {width}x{height} 像素，每边至少需要 {min_side}。请上传更大的图片。"},
     "err_aspect": {"en": "The image is {width}x{height}, {ratio} times longer than it is wide; the limit is "
-                         "{limit}:1. Crop it closer to a square (the video is square and keeps the centre of "
-                         "the picture).",
+                         "{limit}:1. Crop it closer to a square (the video's widest shape is 16:9, and the "
+                         "picture is cropped to it).",
                    "zh-CN": "图片为 {width}x{height}，长边是短边的 {ratio} 倍，上限是 {limit}:1。请裁剪得更接近正方形"
-                            "（视频是正方形，保留图片中央部分）。"},
+                            "（视频最宽为 16:9，图片会被裁剪到该比例）。"},
     "err_resolution": {"en": "Resolution {value} is not available. Choose one of: {allowed}.",
                        "zh-CN": "不支持分辨率 {value}。可选：{allowed}。"},
     "err_prompt_missing": {"en": "Please write a prompt: describe the motion you want, e.g. 'the waves roll in "
@@ -333,6 +333,15 @@ TEXT: dict[str, dict[str, str]] = {
                                        "点击重试；如果再次出现，请降低分辨率或帧数。"},
     "status_gpu_broken": {"en": "The GPU failed while moving the model; the server is restarting to load it again.",
                           "zh-CN": "移动模型时显卡出错；服务器正在重启以重新加载模型。"},
+    "err_cudnn_unsupported": {"en": "cuDNN (the GPU's library of neural-network kernels) has no kernel for this "
+                                    "video's size ({width}x{height}, {frames} frames): {detail}. The server is fine "
+                                    "and ready for the next video. Try another resolution or aspect ratio; if "
+                                    "model.cudnn_benchmark or model.channels_last is on in the config, turning it "
+                                    "off (it takes a restart) may also help.",
+                              "zh-CN": "显卡的神经网络计算库 cuDNN 没有适用于此视频尺寸（{width}x{height}，{frames} 帧）的"
+                                       "计算内核：{detail}。服务器一切正常，可以继续生成。请换一个分辨率或宽高比后重试；"
+                                       "如果配置中开启了 model.cudnn_benchmark 或 model.channels_last，关闭它（需要重启"
+                                       "服务器）也可能解决。"},
     "err_non_finite_video": {"en": "The model produced an invalid video (NaN or infinite pixels), even decoded in "
                                    "float32; nothing was saved. Try another seed or prompt; if it happens again, "
                                    "set model.dtype to float32 or bfloat16.",

@@ -10,6 +10,7 @@ exact output size.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def _open(source, settings: ImageSettings) -> Image.Image:
         return source
     if source is None:
         raise InvalidInput(key="err_no_image")
+    if not isinstance(source, (bytes, str, os.PathLike)):  # a list, a number...: no picture, and no TypeError
+        raise InvalidInput(key="err_not_image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -76,12 +76,12 @@ class JobQueue:
         job_id = uuid.uuid4().hex[:12]
         image_path = self.inputs_dir / f"{job_id}.png"
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
-        request.image.save(image_path)
-        if request.last_image is not None:  # beside the picture, found by its name (end_frame_path)
-            request.last_image.save(end_frame_path(image_path))
         job = Job(id=job_id, owner=owner, state=QUEUED, params=request.parameters(),
                   image_path=str(image_path), created=time.time(), source=source)
-        try:
+        try:  # a failure saving either picture (a full disk) or storing the job leaves neither picture
+            request.image.save(image_path)
+            if request.last_image is not None:  # beside the picture, found by its name (end_frame_path)
+                request.last_image.save(end_frame_path(image_path))
             stored = self.store.add(job, max_queued=self.max_queued, retry_of=retry_of)
         except BaseException:
             image_path.unlink(missing_ok=True)
@@ -108,7 +108,9 @@ class JobQueue:
         for key in (*PARAMETER_NAMES, "negative_prompt", "seed", "aspect"):
             if carried.get(key) in (None, "") and key in old:
                 carried[key] = old[key]
-        for key, name_key in (("resolution", "param_resolution"), ("fps", "param_fps")):
+        if "aspect" in old and str(carried.get("aspect", "")).strip().lower() == "auto":  # auto: the video's own
+            carried["aspect"] = old["aspect"]
+        for key, name_key in (("resolution", "param_resolution"), ("fps", "param_fps"), ("aspect", "param_aspect")):
             if key in old and not _same(carried.get(key), old[key]):
                 raise InvalidInput(key="err_continue_size", name_key=name_key, value=old[key], video=name)
         try:

@@ -17,6 +17,7 @@ from PIL import Image
 from . import families
 from .config import FORMATS, LOOPS, PARAMETER_NAMES, PARAMETERS, UPSCALES, AppConfig, Parameter
 from .errors import InvalidInput, exact, shown
+from .i18n import t
 from .images import fit_picture, open_picture
 
 MAX_SEED = 2**32 - 1
@@ -137,11 +138,23 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     width, height = card.size(checked["resolution"], chosen)
     finished = check_finishing(config, finishing, fps=checked["fps"], num_frames=checked["num_frames"],
                                size=(width, height), continued_frames=continued_frames)
-    end = fit_picture(open_picture(last_image, config.images), (width, height)) if ends else None
+    end = fit_picture(_end_frame(last_image, config), (width, height)) if ends else None
     return GenerationRequest(image=fit_picture(picture, (width, height)), **prompts, **checked, width=width,
                              height=height, seed=random.randint(0, MAX_SEED) if seed == -1 else seed, **finished,
                              prompt_en=prompt_en, negative_prompt_en=negative_prompt_en, aspect=chosen,
                              family=card.family, model=card.name, last_image=end)
+
+
+def _end_frame(source: Any, config: AppConfig) -> Image.Image:
+    """The end frame, checked as the picture is; a refusal says it is the end frame that cannot be used
+    (with two pictures sent, "not an image we can read" alone does not say which to fix)."""
+    try:
+        return open_picture(source, config.images)
+    except InvalidInput as error:
+        if error.key is None:
+            raise
+        raise InvalidInput(key="err_end_frame_picture", problem_en=t(error.key, "en", **error.params),
+                           problem_zh=t(error.key, "zh-CN", **error.params)) from None
 
 
 def _check_same_model(model: Any, card: families.Card) -> None:

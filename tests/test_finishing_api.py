@@ -158,6 +158,10 @@ def test_a_continued_video_keeps_its_size_and_frame_rate(app):
     first = done(app, seed="2")
     status, body = call(app, "POST", "/api/jobs", fields={"continue_from": first["video"], "resolution": "512p"})
     assert status == 400 and "must stay 256p" in body["error"]
+    # the shape too: asked for another aspect it is refused at once (before, the job failed in the worker)
+    other = "9:16" if first["aspect"] != "9:16" else "16:9"
+    status, body = call(app, "POST", "/api/jobs", fields={"continue_from": first["video"], "aspect": other})
+    assert status == 400 and f"must stay {first['aspect']}" in body["error"], body
 
 
 def test_asking_for_a_file_the_job_did_not_make_says_how_to_get_it(app):

@@ -158,3 +158,51 @@ def test_old_finished_jobs_lose_their_input_and_retry_says_so(built, photo):
     with pytest.raises(InvalidInput, match="input image of that job is gone"):
         app.queue.retry(old.id)
     assert app.queue.retry(recent.id).state == QUEUED
+
+
+# -- the end frame (Wan2.2-I2V-A14B): stored beside the picture, or neither is ----------------------------------
+
+
+def queue_for(tmp_path, family: str):
+    """A queue nobody works on, for a server of ``family`` (no model is loaded: submitting only checks and stores)."""
+    from image_to_video import families
+    from image_to_video.config import load_config
+    from image_to_video.job_queue import JobQueue
+    from image_to_video.job_store import SQLiteJobStore
+    from image_to_video.live import LiveJobs
+
+    config = families.served_config(load_config(overrides={"model.family": family,
+                                                           "paths.output_dir": str(tmp_path / "outputs"),
+                                                           "paths.state_dir": str(tmp_path / "data")}))
+    return JobQueue(SQLiteJobStore(tmp_path / "jobs.db"), config, live=LiveJobs(), inputs_dir=tmp_path / "inputs")
+
+
+def test_an_end_frame_is_refused_by_i2vgen_xl_and_a_bad_one_by_a14b_and_nothing_is_stored(tmp_path, photo):
+    i2vgen, a14b = queue_for(tmp_path / "i2vgen", "i2vgen-xl"), queue_for(tmp_path / "a14b", "wan2.2-i2v-a14b")
+    with pytest.raises(InvalidInput, match="I2VGen-XL cannot end a video on a chosen picture"):
+        i2vgen.submit(photo, "waves", owner="a", last_image=photo)
+    with pytest.raises(InvalidInput, match="End frame: This file is not an image"):
+        a14b.submit(photo, "waves", owner="a", num_frames=5, last_image=b"\0junk")
+    for queue in (i2vgen, a14b):
+        assert queue.list() == [] and not list(queue.inputs_dir.glob("*"))
+    job = a14b.submit(photo, "waves", owner="a", num_frames=5, last_image=photo)
+    assert sorted(p.name for p in a14b.inputs_dir.glob("*")) == [f"{job.id}.png", f"{job.id}_end.png"]
+
+
+@pytest.mark.parametrize("failing", ["the end frame", "the picture"])
+def test_a_submit_that_fails_while_storing_its_pictures_leaves_neither(tmp_path, photo, monkeypatch, failing):
+    # Saving the end frame (or the picture: the disk filled up after check_disk) failed after the picture was
+    # saved: the picture stayed in data/inputs with no job to remove it.
+    queue = queue_for(tmp_path, "wan2.2-i2v-a14b")
+    save = Image.Image.save
+
+    def full_disk(image, path, *args, **kwargs):
+        if str(path).endswith("_end.png") == (failing == "the end frame"):
+            Path(path).write_bytes(b"\x89PNG half")  # what a write cut short leaves
+            raise OSError(28, "No space left on device")
+        return save(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        queue.submit(photo, "waves", owner="a", num_frames=5, last_image=photo)
+    assert queue.list() == [] and not list(queue.inputs_dir.glob("*"))

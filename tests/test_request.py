@@ -213,3 +213,49 @@ def test_a_prompt_megabytes_long_is_refused_before_it_is_cleaned(monkeypatch):
     # Spaces that cleaning collapses still fit: a prompt with room to spare is cleaned, not refused unread.
     monkeypatch.undo()
     assert request_module.clean_prompt("waves " + " " * 2500 + "roll", 1000, required=True) == "waves roll"
+
+
+# -- the end frame (Wan2.2-I2V-A14B's last_image): a picture of its own, refused as such -------------------------
+
+
+def a14b_request(**params):
+    from image_to_video import families
+
+    config = families.served_config(load_config(overrides={"model.family": "wan2.2-i2v-a14b"}))
+    params.setdefault("prompt", "the waves roll in slowly")
+    return build_request(config, image=params.pop("image", IMAGE), num_frames=5, **params)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that says it is ``width`` x ``height`` (its pixels never come): a decompression bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("end, problem, problem_zh", [
+    (b"\0junk" * 50, "not an image we can read", "无法识别这个文件为图片"),
+    (b"hello, a text file\n", "not an image we can read", "无法识别这个文件为图片"),
+    (png_header(100_000, 100_000), "far more pixels than the limit", "像素远超"),
+    (Image.new("RGB", (10, 10)), "only 10x10 pixels", "只有 10x10 像素"),
+], ids=["junk bytes", "a text file", "a bomb's header", "too small"])
+def test_a_bad_end_frame_is_refused_naming_the_end_frame_in_the_users_language(end, problem, problem_zh):
+    # With two pictures sent, "This file is not an image we can read" did not say which one to fix.
+    from image_to_video.i18n import localized
+
+    with pytest.raises(InvalidInput) as refused:
+        a14b_request(last_image=end)
+    assert "end frame" in str(refused.value) and problem in str(refused.value)
+    chinese = localized(refused.value, "zh-CN")
+    assert "结束帧" in chinese and problem_zh in chinese and problem not in chinese
+
+
+@pytest.mark.parametrize("name", ["image", "last_image"])
+@pytest.mark.parametrize("value", [[1, 2], {"path": "/etc/passwd"}, 5, True, object()])
+def test_a_picture_of_a_kind_no_caller_sends_is_refused_in_words_not_a_type_error(name, value):
+    with pytest.raises(InvalidInput, match="not an image we can read"):
+        a14b_request(**{name: value})

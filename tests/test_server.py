@@ -2,6 +2,8 @@
 errors, the PID file; and how the real server stops with a page open. The real server over HTTP is
 tested in test_api.py and test_http_guard.py."""
 
+import dataclasses
+import io
 import os
 import signal
 from types import SimpleNamespace
@@ -10,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from gradio_client import Client
 
+from image_to_video import families
 from image_to_video.config import load_config
 from image_to_video.job_queue import JobQueue
 from image_to_video.job_store import SQLiteJobStore
@@ -75,11 +78,15 @@ class Model:
 
 
 @pytest.fixture
-def api(tmp_path):
+def api(tmp_path, request):
     """The app served in this process (``api.client``) over a queue nobody works on (``api.queue``),
-    with a model that is still loading (``api.model``) and a worker that runs (``api.worker_up``)."""
+    with a model that is still loading (``api.model``) and a worker that runs (``api.worker_up``); the
+    server of another model family when the test names one (``indirect`` parameter)."""
     config = load_config(overrides={"paths.output_dir": str(tmp_path / "o"), "paths.state_dir": str(tmp_path / "d"),
                                     "outputs.min_free_gb": 0})
+    if getattr(request, "param", None):
+        config = families.served_config(dataclasses.replace(
+            config, model=dataclasses.replace(config.model, family=request.param)))
     queue = JobQueue(SQLiteJobStore(tmp_path / "j.sqlite3"), config, live=LiveJobs(), inputs_dir=tmp_path / "i")
     state = SimpleNamespace(queue=queue, model=Model(), worker_up=True)
     app = create_app(config, queue, OutputFolder(tmp_path / "o", config.outputs), state.model,
@@ -145,3 +152,42 @@ def test_a_stop_with_a_page_open_ends_its_stream_instead_of_waiting_it_out(app_p
     log = app.log()
     assert "Stopping: no new jobs" in log
     assert "timeout graceful shutdown exceeded" not in log, log[-2000:]
+
+
+def png(size=(640, 480)) -> bytes:
+    from PIL import Image
+
+    data = io.BytesIO()
+    Image.new("RGB", size, "teal").save(data, "PNG")
+    return data.getvalue()
+
+
+@pytest.mark.parametrize("api, end, said", [
+    ("i2vgen-xl", png(), "I2VGen-XL cannot end a video on a chosen picture. Remove the end frame"),
+    ("wan2.2-i2v-a14b", b"\0junk" * 50, "End frame: This file is not an image we can read"),
+    ("wan2.2-i2v-a14b", b"hello", "End frame: This file is not an image we can read"),
+], indirect=["api"], ids=["i2vgen-xl takes none", "a14b: junk bytes", "a14b: text"])
+def test_an_end_frame_the_server_cannot_use_is_a_400_naming_it_and_nothing_is_stored(api, end, said):
+    answer = api.client.post("/api/jobs", data={"prompt": "waves", "num_frames": "9", "aspect": "16:9"},
+                             files={"image": ("a.png", png(), "image/png"),
+                                    "last_image": ("end.png", end, "image/png")})
+    assert answer.status_code == 400 and said in answer.json()["error"], answer.text
+    assert api.queue.list() == [] and not list(api.queue.inputs_dir.glob("*"))
+
+
+@pytest.mark.parametrize("api", ["wan2.2-i2v-a14b"], indirect=True)
+def test_the_api_takes_an_aspect_and_an_end_frame_and_ignores_fields_it_does_not_declare(api):
+    # model, family and end_frame are keys of a record's parameters, not fields of the form: ignored like any other.
+    answer = api.client.post("/api/jobs", data={"prompt": "waves", "num_frames": "5", "aspect": " 9X16 ",
+                                                "model": "junk", "family": "junk", "end_frame": "no"},
+                             files={"image": ("a.png", png(), "image/png"),
+                                    "last_image": ("end.png", png((480, 640)), "image/png")})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert (job["aspect"], job["width"], job["height"], job["model"]) == ("9:16", 480, 832, "wan2.2-i2v-a14b")
+    assert sorted(p.name for p in api.queue.inputs_dir.glob("*")) == [f"{job['id']}.png", f"{job['id']}_end.png"]
+    for aspect in ("16:10", "0:0", "-16:9", "x" * 100_000):
+        refused = api.client.post("/api/jobs", data={"prompt": "waves", "num_frames": "5", "aspect": aspect},
+                                  files={"image": ("a.png", png(), "image/png")})
+        assert refused.status_code == 400 and "Choose one of: auto, 16:9" in refused.json()["error"], aspect
+    assert len(api.queue.list()) == 1

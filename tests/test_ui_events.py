@@ -2,7 +2,9 @@
 no model): each updates only the components its event declares, and the user sees the right thing."""
 
 import ast
+import contextlib
 import json
+import os
 import threading
 import time
 import types
@@ -313,3 +315,70 @@ def test_the_prompt_note_refuses_a_prompt_past_the_servers_limit_before_any_work
     huge = "海浪缓缓涌来" * 2_000_000  # 12 million characters
     note = by_id(call(app().demo, "Settings.prompt_note", huge, "en"), "prompt-note")
     assert "12000000 characters long; the limit is 1000" in note and "Shorten it" in note
+
+
+# -- the crop note under the picture (Settings.crop_note): a hint, never an error, never a wait -------------------
+
+
+@pytest.fixture
+def uploads(tmp_path, monkeypatch):
+    """This page's upload folder (Gradio's, as ``GRADIO_TEMP_DIR`` names it) with a 1200x700 picture in it."""
+    from PIL import Image
+
+    folder = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    (folder / "0a1b").mkdir(parents=True)
+    Image.new("RGB", (1200, 700), "navy").save(folder / "0a1b" / "picture.png")
+    return folder
+
+
+def crop_note(page, image, aspect="auto", resolution="512p", lang="en") -> str:
+    """The note, from a thread given 5 s: a handler that waits on a FIFO would hang the page's event."""
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.update(
+        note=by_id(call(page.demo, "Settings.crop_note", image, aspect, resolution, lang), "crop-note")), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), f"the crop note waited on {image!r}"
+    assert "note" in answer, f"the crop note raised on {image!r}, {aspect!r}, {resolution!r}"
+    return answer["note"]
+
+
+def test_the_crop_note_without_a_picture_is_empty_not_an_error(app):
+    # The picture's, the aspect's, the resolution's and the language's change all run it; with no picture
+    # yet (or the picture removed) it raised, and the page said "The page sent something it cannot have sent".
+    page = app()
+    for aspect, resolution, lang in (("auto", "512p", "en"), ("16:9", "512p", "en"), ("auto", "768p", "zh-CN")):
+        assert crop_note(page, None, aspect, resolution, lang) == ""
+
+
+def test_the_crop_note_reads_only_this_pages_uploads_and_never_waits_on_a_special_file(app, uploads, tmp_path):
+    page = app()
+    picture = str(uploads / "0a1b" / "picture.png")
+    assert "**704x384** (16:9)" in crop_note(page, picture)
+    assert "**512x512** (1:1)" in crop_note(page, picture, aspect="1:1")
+    elsewhere = tmp_path / "elsewhere.png"  # a picture the server has, not uploaded by the page: its size is not told
+    (uploads / "0a1b" / "picture.png").rename(elsewhere)
+    os.mkfifo(uploads / "fifo.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    (uploads / "0a1b" / "link.png").symlink_to(elsewhere)
+    try:
+        for path in (elsewhere, "/etc/passwd", tmp_path / "nothing.png", uploads, uploads / "0a1b",
+                     uploads / "fifo.png", tmp_path / "fifo.png", uploads / "0a1b" / "link.png",
+                     uploads / "0a1b" / ".." / ".." / "elsewhere.png", "/dev/zero", [picture], {"path": picture}, 5,
+                     b"\x89PNG"):
+            assert crop_note(page, str(path) if isinstance(path, Path) else path) == "", path
+    finally:
+        for fifo in (uploads / "fifo.png", tmp_path / "fifo.png"):  # lets a reader that waits on one go
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_the_crop_note_says_nothing_for_settings_it_cannot_use(app, uploads):
+    page = app()
+    picture = str(uploads / "0a1b" / "picture.png")
+    for aspect in ([], {}, ["16:9"], 16, True, "0:0", "1:0", "-16:9", "x" * 1_000_000):
+        assert crop_note(page, picture, aspect=aspect) == "", aspect
+    for resolution in ([], {}, None, 512, "9" * 100_000):
+        assert crop_note(page, picture, resolution=resolution) == "", resolution
+    assert "**704x384**" in crop_note(page, picture, lang=["zh-CN"])  # any language value: English

@@ -35,7 +35,7 @@ from ..outputs import DERIVED, OutputFolder, VideoFiles
 from ..progress import Progress
 from ..request import clean_prompt
 from . import views
-from .components import Outputs, Page
+from .components import Outputs, Page, uploaded_file
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +238,14 @@ class Settings:
     def crop_note(self, image, aspect, resolution, lang) -> dict:
         """Under the picture: the video's size for this picture, aspect and resolution, and what the
         crop cuts off. Reads only the picture's header; says nothing for a value it cannot use (the
-        job itself says why when it is submitted)."""
-        note = ""
+        job itself says why when it is submitted). No picture (none yet, or removed) says nothing; only a
+        picture this page uploaded is read (``uploaded_file``: never another file of the server, never a
+        FIFO or device that would keep the event waiting)."""
+        note, path = "", uploaded_file(image)
+        if path is None:
+            return {self.inputs.crop_note: note}
         try:
-            with Image.open(image) as picture:
+            with Image.open(path) as picture:
                 size = picture.size
             chosen = self.card.nearest_aspect(*size) if aspect in (None, "", families.AUTO) else aspect
             note = views.crop_text(size, self.card.size(str(resolution), chosen), chosen, lang)
