@@ -33,7 +33,7 @@ from .remote_engine import Channel, RemoteEngine
 from .service import VideoService
 from .translate import Translator
 from .worker import Worker
-from .workers import EngineGroup, WorkerBoard, worker_devices, worker_name
+from .workers import EngineGroup, WorkerBoard, memory_shares, worker_devices, worker_name
 
 log = logging.getLogger("image_to_video")
 
@@ -180,8 +180,9 @@ def worker_channels(config: AppConfig, command: str) -> list[Channel] | None:
     threads = cpu_threads.plan(config.model.cpu_threads, workers=count)
     log.info("Starting %d workers (%s), %d CPU thread(s) each (%s)", count, ", ".join(devices), threads.threads,
              threads.why)
-    return [ProcessChannel(config, device=device, name=worker_name(device, index), threads=threads.threads)
-            for index, device in enumerate(devices)]
+    return [ProcessChannel(config, device=device, name=worker_name(device, index), threads=threads.threads,
+                           memory_share=share)
+            for index, (device, share) in enumerate(zip(devices, memory_shares(devices)))]
 
 
 def _cuda_devices() -> int:

@@ -54,8 +54,8 @@ class Engine:
         self.warmup_shapes = warmup_shapes  # (width, height, frames) compiled before "ready" (model.compile)
         self.model_revision: str | None = None
         self.memory_mode: str | None = None  # gpu, model_offload or sequential_offload on CUDA; cpu on a CPU
-        #: The attention kernel in use: model.attention_backend, or "auto" where that one cannot run here.
-        self.attention_backend = settings.attention_backend
+        self.memory_share = 1.0  # this engine's part of its GPU where workers share one (engine_host sets it)
+        self.attention_backend = settings.attention_backend  # or "auto" where that kernel cannot run here
         self._family = self._compiled = self._device = self._dtype = self._attention = None
         self._on_switch = None  # what a memory-mode switch also changes: the compiled forward's choice
         self._board = StatusBoard(ModelStatus(is_demo=settings.demo))
@@ -70,8 +70,7 @@ class Engine:
     device = property(lambda self: self._device)
     dtype = property(lambda self: self._dtype)
     compiled = property(lambda self: self._compiled)
-    #: The GPU's total memory and name (as torch reports them); None on a CPU or before loading.
-    gpu_memory_gb = property(lambda self: gpu.total_memory_gb(self._device))
+    gpu_memory_gb = property(lambda self: gpu.total_memory_gb(self._device))  # None on a CPU or before loading
     gpu_name = property(lambda self: gpu.gpu_name(self._device))
 
     def device_answers(self) -> bool:
@@ -121,9 +120,9 @@ class Engine:
     def _from_pretrained(self, folder: Path) -> None:
         """The family's pipeline, loaded in its memory mode, with the speed switches its card lists applied."""
         settings, device, dtype = speedups.for_family(self.settings, self.card), self._device, self._dtype
-        unet = self.card.family == "i2vgen-xl"  # the one family whose working memory is traced (memory_trace)
         variant = settings.variant if model_store.has_variant(folder, settings.variant) else None
-        self.memory_mode = gpu.pick_memory_mode(settings.memory_mode, device, dtype, folder, variant, traced=unet)
+        self.memory_mode = gpu.pick_memory_mode(settings.memory_mode, device, dtype, folder, variant,
+                                                needs=families.memory_needs(self.card), share=self.memory_share)
         family = families.load_family(self.card).load(folder, device=device, dtype=dtype, variant=variant,
                                                       device_map=gpu.loads_directly(self.memory_mode, device))
         speedups.apply_speed_switches(family.pipeline, family.denoiser, settings, device)
@@ -157,6 +156,7 @@ class Engine:
             raise
 
     def _generate_or_retry(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event) -> Frames:
+        gpu.reset_peak_memory(self._device)  # once a job: its peak covers every attempt
         frames, retries = gpu.step_down(lambda low_memory: self._generate(request, report, cancel,
                                                                           low_memory=low_memory),
                                         self.pipeline, self.memory_mode, self._device, on_switch=self._on_switch,
@@ -172,7 +172,6 @@ class Engine:
     def _generate(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event, *,
                   low_memory: bool) -> Frames:
         timings: dict[str, float] = {}
-        gpu.reset_peak_memory(self._device)
         with torch.inference_mode():
             started = time.perf_counter()
             latents = self._denoise(request, report, cancel)

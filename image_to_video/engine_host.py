@@ -46,13 +46,18 @@ class EngineHost:
     """One Engine on one device, driven by plain picklable calls that each return at once; held by a
     worker process or a Ray actor. One job at a time, run in a thread of the host."""
 
-    def __init__(self, config: AppConfig, *, device: str, name: str, threads: int | None = None):
+    def __init__(self, config: AppConfig, *, device: str, name: str, threads: int | None = None,
+                 shown_device: str | None = None, memory_share: float = 1.0):
         """``device``: cpu, cuda or cuda:N (the worker's own); ``threads``: torch's CPU threads in this
-        process (None leaves torch's default). Nothing loads until ``start_loading``."""
+        process (None leaves torch's default). ``shown_device``: the name the worker's GPU has for the
+        server (cuda:1) where this process sees it alone, as ``cuda`` (its CUDA_VISIBLE_DEVICES);
+        ``memory_share``: its part of that GPU's memory, where several workers share it
+        (``workers.memory_shares``). Nothing loads until ``start_loading``."""
         if threads:
             cpu_threads.apply(cpu_threads.ThreadPlan(threads, "the server's share for this worker"), who=name)
-        self.name, self.asked_device = name, device
+        self.name, self.asked_device, self.shown_device = name, device, shown_device
         self.engine = engine_for(config, device)
+        self.engine.memory_share = memory_share  # read as it chooses its memory mode (gpu.pick_memory_mode)
         self._lock = threading.Lock()
         self._job: _Job | None = None
         self._loader: threading.Thread | None = None
@@ -69,7 +74,10 @@ class EngineHost:
         with self._lock:
             job = self._job.job_id if self._job and not self._job.finished else None
         return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
-                "device": str(engine.device) if engine.device is not None else self.asked_device,
+                "device": self.shown_device or (str(engine.device) if engine.device is not None else self.asked_device),
+                # the device as this process names it (cuda: the one GPU it sees), and the GPUs it sees
+                "model_device": engine.settings.device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "memory_share": engine.memory_share,
                 "memory_mode": engine.memory_mode, "ready": engine.ready, "status": engine.status,
                 "model_path": engine.model_path, "model_revision": engine.model_revision,
                 "gpu_memory_gb": engine.gpu_memory_gb, "gpu_name": engine.gpu_name, "job": job,

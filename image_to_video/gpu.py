@@ -7,9 +7,10 @@
   one from the GPU's free memory and the memory each mode needs (traced from the model's shapes); ``enter_memory_mode`` puts a loaded pipeline in any mode from any
   mode; ``step_down`` runs a job again one mode lower each time it runs out of memory, then
   switches back (``low_memory_mode``: one step down for one run).
-* Failures: ``is_out_of_memory`` and ``is_fatal_cuda_error`` classify an error;
-  ``fatal_errors_as_gpu_failed`` turns the fatal ones into ``GPUFailed``; ``out_of_memory_error`` is
-  what the user reads when a job does not fit even in low-memory mode.
+* Failures: ``is_out_of_memory``, ``is_unsupported_by_cudnn`` and ``is_fatal_cuda_error`` classify an
+  error; ``fatal_errors_as_gpu_failed`` turns the fatal ones into ``GPUFailed`` and cuDNN's missing
+  kernels into ``GenerationFailed``; ``out_of_memory_error`` is what the user reads when a job does not
+  fit even in low-memory mode.
 
 The engine hands in what these need (the pipeline, the device); nothing here knows the engine.
 """
@@ -27,7 +28,7 @@ from typing import TypeVar
 import torch
 
 from . import model_store
-from .errors import AppError, GPUFailed, ModelUnavailable, OutOfMemory
+from .errors import AppError, GenerationFailed, GPUFailed, ModelUnavailable, OutOfMemory
 from .estimates import DEFAULT_DECODE_CHUNK, memory_needs_gb
 from .request import GenerationRequest
 
@@ -101,20 +102,23 @@ def device_answers(device: torch.device) -> bool:
 
 
 def free_memory(device: torch.device | None) -> None:
-    """Give cached GPU memory back (after a failure, or after a memory-mode switch)."""
+    """Give cached GPU memory back (after a failure, or after a memory-mode switch). The peak statistics
+    stay: a job retried lower after running out of memory keeps the failed attempt's peak."""
     gc.collect()
     if device is not None and device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a job's peak: call it once at the job's start, not at each attempt, so that the peak of a
+    job retried lower covers every attempt (the failed one was the larger)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory_gb(device: torch.device) -> float | None:
-    """The most GPU memory allocated since the last reset; None on a CPU (no figure is invented)."""
+    """The most GPU memory allocated since the last ``reset_peak_memory`` (``free_memory`` keeps it); None
+    on a CPU (no figure is invented)."""
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
@@ -132,19 +136,29 @@ def choose_memory_mode(free_gb: float, needs_gb: Mapping[str, float]) -> tuple[s
 
 
 def pick_memory_mode(setting: str, device: torch.device, dtype: torch.dtype, folder: Path,
-                     variant: str | None, *, decode_chunk: int = DEFAULT_DECODE_CHUNK, traced: bool = True) -> str:
+                     variant: str | None, *, decode_chunk: int = DEFAULT_DECODE_CHUNK,
+                     needs: Mapping[str, float] | None = None, share: float = 1.0) -> str:
     """``model.memory_mode`` on a GPU ("auto": from its free memory and what each mode needs for the
-    default video: the weight files in ``folder`` plus the working memory traced from the model's
-    shapes, decoding ``decode_chunk`` frames at once); "cpu" on a CPU. A model whose working memory is
-    not ``traced`` (Wan, for now): everything on the GPU when its weights and a margin of a third fit,
-    else group offload (its experts block by block)."""
+    default video: for I2VGen-XL (``needs`` None) the weight files in ``folder`` plus the working memory
+    traced from the model's shapes, decoding ``decode_chunk`` frames at once; for another family the
+    ``needs`` its card's traced table gives, fastest mode first); "cpu" on a CPU. A family without a
+    table (``needs`` empty): everything on the GPU when its weights and a margin of a third fit, else
+    group offload (its denoisers block by block). ``share``: this worker's part of the GPU when
+    several share it (1/k for k workers): it counts at most that part of the GPU's memory as free, so
+    two workers measuring at once do not both take it all, and one restarted beside the others still
+    gets its part."""
     if device.type != "cuda":
         return "cpu"
     if setting != "auto":
         return setting
-    free = torch.cuda.mem_get_info(device)[0] / 2**30
+    free, total = torch.cuda.mem_get_info(device)
+    free = min(free, total * share) / 2**30
+    if needs:
+        mode, reason = choose_memory_mode(free, needs)
+        log.info("Memory mode %s: %s (the default video, from the model's traced memory table)", mode, reason)
+        return mode
     sizes = model_store.component_sizes_gb(folder, variant, bytes_per_value=dtype.itemsize)
-    if not traced:
+    if needs is not None:  # a family without a traced table
         weights = sum(sizes.values())
         mode = "gpu" if free >= weights * 4 / 3 + 4 else "group_offload"
         log.info("Memory mode %s: %.1f GB free, weights %.1f GB (not traced: weights + a third + 4 GB)", mode,
@@ -326,11 +340,21 @@ def _tripping(on_switch: Callable[[str], None] | None, trip: Callable[[str], Non
 OutOfMemoryError = torch.cuda.OutOfMemoryError
 
 #: Out of memory as torch words it outside its caching allocator (docs/DEPENDENCIES.md, "What torch
-#: says when the GPU runs out of memory"): cuBLAS and cuDNN failing to allocate their workspace, cuDNN
-#: finding no algorithm that fits, and a CUDA call that finds no memory (cudaErrorMemoryAllocation, not
-#: a sticky error: the context stays usable, which ``step_down`` checks before it retries).
+#: says when the GPU runs out of memory"): cuBLAS and cuDNN failing to allocate their workspace, and a
+#: CUDA call that finds no memory (cudaErrorMemoryAllocation, not a sticky error: the context stays
+#: usable, which ``step_down`` checks before it retries).
 _OUT_OF_MEMORY_MARKERS = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "_ALLOCATION_FAILED",
-                          "Unable to find a valid cuDNN algorithm", "CUDA error: out of memory")
+                          "CUDA error: out of memory")
+
+#: cuDNN that has no kernel for this shape, layout or dtype (docs/DEPENDENCIES.md, "What torch says when
+#: cuDNN has no kernel for a shape"): its NOT_SUPPORTED and BAD_PARAM statuses (cuDNN 9's sub-codes too),
+#: and torch's convolution finding no engine or algorithm that runs (v8 API without and with
+#: ``cudnn.benchmark``, then the v7 API). Neither memory (a lower memory mode fails the same way) nor a
+#: broken GPU (nothing sticky happened): the job fails with what to change, the process serves on.
+_CUDNN_UNSUPPORTED_MARKERS = ("CUDNN_STATUS_NOT_SUPPORTED", "CUDNN_STATUS_BAD_PARAM",
+                              "GET was unable to find an engine to execute this computation",
+                              "FIND was unable to find an engine to execute this computation",
+                              "Unable to find a valid cuDNN algorithm to run convolution")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -338,25 +362,46 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, OutOfMemoryError) or any(marker in str(error) for marker in _OUT_OF_MEMORY_MARKERS)
 
 
+def is_unsupported_by_cudnn(error: BaseException) -> bool:
+    """cuDNN has no kernel for what the job asked (its size, aspect, layout): not out of memory, not fatal."""
+    return not is_out_of_memory(error) and any(marker in str(error) for marker in _CUDNN_UNSUPPORTED_MARKERS)
+
+
 def is_fatal_cuda_error(error: BaseException) -> bool:
     """CUDA errors after which the process's GPU context is unusable (a restart is needed); out of
-    memory, however worded, is not one of them."""
-    if is_out_of_memory(error):
+    memory, however worded, is not one of them, nor cuDNN having no kernel for a shape."""
+    if is_out_of_memory(error) or is_unsupported_by_cudnn(error):
         return False
     text = str(error)
     return any(marker in text for marker in (
         "CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS", "cuDNN error"))
 
 
+def _cudnn_words(error: BaseException) -> str:
+    """What cuDNN said, for the message: its status name, else the first line of torch's words."""
+    text = (str(error).splitlines() or [""])[0]
+    if "CUDNN_STATUS_" in text:
+        return "CUDNN_STATUS_" + (text.split("CUDNN_STATUS_", 1)[1].split(".")[0].split() or [""])[0]
+    return text[:120]
+
+
 @contextlib.contextmanager
 def fatal_errors_as_gpu_failed(request: GenerationRequest) -> Iterator[None]:
     """Turns a CUDA error that leaves the GPU unusable into ``GPUFailed`` (the process must restart),
-    its traceback logged once here; the original is chained. Every other error passes unchanged."""
+    its traceback logged once here; cuDNN having no kernel for the job's size into ``GenerationFailed``
+    saying what to change (the process serves on). The original is chained. Every other error passes
+    unchanged."""
     try:
         yield
     except AppError:
         raise
     except Exception as error:
+        if is_unsupported_by_cudnn(error):
+            forget_locals(error)
+            log.warning("cuDNN has no kernel for %s (%dx%d, %d frames): the job fails, the GPU is fine",
+                        request.resolution, request.width, request.height, request.num_frames, exc_info=error)
+            raise GenerationFailed(key="err_cudnn_unsupported", width=request.width, height=request.height,
+                                   frames=request.num_frames, detail=_cudnn_words(error)) from error
         if not is_fatal_cuda_error(error):
             raise
         log.exception("Fatal CUDA error at %s/%d frames: the GPU is unusable until the process restarts",

@@ -36,6 +36,15 @@ TEXT: dict[str, dict[str, str]] = {
                    "zh-CN": "图片左右两侧共裁去 {percent}% 的宽度"},
     "crop_top_bottom": {"en": "{percent}% of the picture's height is cut from its top and bottom",
                         "zh-CN": "图片上下共裁去 {percent}% 的高度"},
+    "estimate_table": {"en": "Peak GPU memory for {model}: about {peak} GB with everything on the GPU, {lowest} GB in "
+                             "its lowest-memory mode (traced from the model's real shapes; no time estimate yet).",
+                       "zh-CN": "{model} 的显存峰值：全部放在显卡上约 {peak} GB，最省显存的模式约 {lowest} GB（按模型真实"
+                                "形状追踪；暂无时间估算）。"},
+    "estimate_table_mode": {"en": "On this {gpu} GB GPU: {mode}.",
+                            "zh-CN": "在这块 {gpu} GB 显卡上：{mode}。"},
+    "estimate_table_none": {"en": "⚠️ It does not fit this {gpu} GB GPU in any mode: lower the resolution (480p) "
+                                  "or the frames.",
+                            "zh-CN": "⚠️ 任何模式下都放不进这块 {gpu} GB 显卡：请降低分辨率（480p）或帧数。"},
     "estimate_untraced": {"en": "No memory or time estimate for {model} yet: its memory has not been traced. It "
                                 "runs in the memory mode its weights allow.",
                           "zh-CN": "{model} 暂无显存和时间估算：尚未追踪其显存占用。将按其权重大小选择显存模式。"},
@@ -164,8 +173,10 @@ TEXT: dict[str, dict[str, str]] = {
                            "zh-CN": "{name}（显存 {memory} GiB），{dtype}，{mode}"},
     "mode_model_offload": {"en": "model offload: each part on the GPU only while it runs (slower, less memory)",
                            "zh-CN": "模型分段加载：各部分仅在运行时放到显卡上（较慢，省显存）"},
-    "mode_group_offload": {"en": "group offload: the UNet block by block, the rest part by part (slower, less memory)",
-                           "zh-CN": "分组加载：UNet 逐块、其余各部分分段放到显卡上（较慢，更省显存）"},
+    "mode_group_offload": {"en": "group offload: the denoiser (UNet or transformer) block by block, the rest part by "
+                                 "part (slower, less memory)",
+                           "zh-CN": "分组加载：去噪网络（UNet 或 Transformer）逐块、其余各部分分段放到显卡上（较慢，更省显存）"},
+    "mode_gpu": {"en": "everything on the GPU (fastest)", "zh-CN": "全部放在显卡上（最快）"},
     "mode_sequential_offload": {"en": "sequential offload: layer by layer (much slower, least memory)",
                                 "zh-CN": "逐层加载：一层一层放到显卡上（慢很多，最省显存）"},
     "device_gpu": {"en": "{name} ({memory} GiB), {dtype}", "zh-CN": "{name}（显存 {memory} GiB），{dtype}"},

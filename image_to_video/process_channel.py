@@ -6,6 +6,11 @@ over a pipe. A CUDA fatal error, an out-of-memory kill or a ``kill -9`` ends tha
 server sees ``WorkerLost`` on its next call and can start a fresh one. The child lives in its own
 session (a stop signal to the server's process group, or Ctrl+C, reaches the server, which decides),
 and it exits as soon as its pipe closes, so it never outlives the server, however that ends.
+
+A worker on ``cuda:i`` sees that GPU alone: its child's ``CUDA_VISIBLE_DEVICES`` names that one GPU
+before torch is imported there (``pin_gpu``), so its ``cuda`` is that GPU: its current device, peak
+memory and any call without a device are its own, and its weights load straight onto it. It still
+reports ``cuda:i``, the server's name for it (``GET /api/workers``, a job's record).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from .config import AppConfig
@@ -31,10 +37,13 @@ class ProcessChannel:
     """An ``EngineHost`` in a spawned child process; one call at a time, each with a time limit."""
 
     def __init__(self, config: AppConfig, *, device: str, name: str, threads: int | None = None,
-                 call_timeout_s: float = 60.0, start_timeout_s: float = 600.0):
-        """``call_timeout_s`` bounds each call (the host answers each at once; one that does not is
-        stuck and is killed); ``start_timeout_s`` bounds a fresh child's start (importing torch)."""
+                 memory_share: float = 1.0, call_timeout_s: float = 60.0, start_timeout_s: float = 600.0):
+        """``device``: cpu, cuda or cuda:N as this process numbers the GPUs; ``memory_share``: the worker's
+        part of its GPU's memory where several share it (``workers.memory_shares``). ``call_timeout_s``
+        bounds each call (the host answers each at once; one that does not is stuck and is killed);
+        ``start_timeout_s`` bounds a fresh child's start (importing torch)."""
         self.config, self.name, self.device, self.threads = config, name, device, threads
+        self.memory_share = memory_share
         self.call_timeout_s, self.start_timeout_s = call_timeout_s, start_timeout_s
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
@@ -94,7 +103,8 @@ class ProcessChannel:
         parent, child = self._context.Pipe()
         self._process = self._context.Process(
             target=serve, name=f"i2v-worker-{self.name}", daemon=True,
-            args=(child, self.config, self.device, self.name, self.threads, logging.getLogger().level))
+            args=(child, self.config, self.device, self.name, self.threads, logging.getLogger().level,
+                  self.memory_share))
         self._process.start()
         child.close()  # the child's end lives in the child only: its death is this end's EOF
         self._conn, self._greeted = parent, False
@@ -116,14 +126,37 @@ class ProcessChannel:
                         process.exitcode, reason)
 
 
-def serve(conn, config: AppConfig, device: str, name: str, threads: int | None, log_level: int) -> None:
-    """The child's life: build the host, say so, then answer calls until the pipe closes."""
+def pin_gpu(device: str, env: MutableMapping[str, str] | None = None) -> str:
+    """The device of a worker that sees only its own GPU: for ``cuda:i`` (as the server numbers its GPUs),
+    ``env``'s ``CUDA_VISIBLE_DEVICES`` becomes that one GPU (the i-th of the server's own list when it
+    has one) and the device is ``cuda``; cpu and cuda stay as they are. CUDA reads the variable once, as
+    it starts: call this before torch is imported (``serve`` does, first thing)."""
+    env = os.environ if env is None else env
+    if not device.startswith("cuda:"):
+        return device
+    index = int(device.partition(":")[2])
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    gpus = [gpu.strip() for gpu in visible.split(",") if gpu.strip()] if visible is not None else None
+    if gpus is not None and index >= len(gpus):
+        return device  # not one of the server's GPUs: the engine says so as it loads
+    env["CUDA_VISIBLE_DEVICES"] = gpus[index] if gpus is not None else str(index)
+    return "cuda"
+
+
+def serve(conn, config: AppConfig, device: str, name: str, threads: int | None, log_level: int,
+          memory_share: float = 1.0) -> None:
+    """The child's life: see only its own GPU, build the host, say so, then answer calls until the pipe closes."""
     os.setsid()  # its own session: the server's group signals and Ctrl+C go to the server only
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    local_device = pin_gpu(device)
+    if local_device != device and "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+        log.warning("Worker %s: CUDA started before CUDA_VISIBLE_DEVICES was set: it may not see %s alone",
+                    name, device)
     from .engine_host import EngineHost
 
-    host = EngineHost(config, device=device, name=name, threads=threads)
+    host = EngineHost(config, device=local_device, name=name, threads=threads,
+                      shown_device=device if local_device != device else None, memory_share=memory_share)
     conn.send(("ready", os.getpid()))
     while True:
         try:

@@ -13,15 +13,24 @@ Each actor gets this package from the server (``runtime_env`` ``py_modules``), s
 code whatever is checked out on its machine; the libraries (requirements.txt, requirements-ray.txt)
 come from the environment its node was started in, and the model path and models folder are the
 server's: the same folder on each machine (or a hub id, downloaded into the same models folder).
+
+Each actor sees only its own GPU, as its ``cuda`` (``pin_actor_gpu``): with ``num_gpus`` Ray sets its
+``CUDA_VISIBLE_DEVICES`` to the GPU it gave it; with a custom resource (which names no GPU), the actor
+claims a GPU of its machine itself, one actor per GPU before any GPU gets a second, and sets it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import re
 import socket
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +60,10 @@ RETRY_S = 1.0
 ACTOR_CONCURRENCY = 4
 #: How long the server tries to reach the head given in ``jobs.ray_address`` before it says so.
 CONNECT_TIMEOUT_S = 10.0
+#: Where the actors of one machine claim its GPUs (a custom ``jobs.ray_resource``): a lock file per GPU and turn.
+GPU_CLAIMS_DIR = Path(tempfile.gettempdir())
+#: The most turns of claims per GPU: actors sharing one GPU (jobs.workers' limit).
+MAX_TURNS = 64
 
 
 class EngineActor(EngineHost):
@@ -60,15 +73,20 @@ class EngineActor(EngineHost):
     loads the workers in turn. It logs to its process's stderr (on its node, in Ray's log folder:
     ``session_latest/logs/worker-*.err``)."""
 
-    def __init__(self, config: AppConfig, *, device: str, name: str, threads: int | None = None):
-        """``device`` as ``EngineHost`` takes it, or "auto": this node's GPU if it has one, else its CPU."""
+    def __init__(self, config: AppConfig, *, device: str, name: str, threads: int | None = None,
+                 resource: str = ""):
+        """``device`` as ``EngineHost`` takes it, or "auto": this node's GPU if it has one, else its CPU;
+        ``resource``: the custom resource that placed it (``jobs.ray_resource``), "" for ``num_gpus``."""
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+        gpu_ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+        # before CUDA starts in this process: it reads CUDA_VISIBLE_DEVICES once, then
+        device, shown, self._gpu_claim = pin_actor_gpu(device, resource, gpu_ids=gpu_ids)
         if device == "auto":
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        super().__init__(config, device=device, name=name, threads=threads)
+        super().__init__(config, device=device, name=name, threads=threads, shown_device=shown)
         if ray.get_runtime_context().was_current_actor_reconstructed:
             self.start_loading()
 
@@ -153,7 +171,7 @@ def start_actors(config: AppConfig) -> list[RayChannel]:
     count = actor_count(config, units=int(ray.cluster_resources().get(resource or "GPU", 0)))
     needs = {"resources": {resource: 1}} if resource else {"num_gpus": 1}
     # With num_gpus Ray hides the other GPUs from the actor: its "cuda" is its own GPU. With a custom
-    # resource, model.device (auto: the actor's node decides).
+    # resource, model.device (auto: the actor's node decides; it claims a GPU there: pin_actor_gpu).
     device = config.model.device if resource else "cuda"
     actor_class = ray.remote(EngineActor).options(
         max_restarts=-1, max_task_retries=0, max_concurrency=ACTOR_CONCURRENCY, **needs)
@@ -163,7 +181,7 @@ def start_actors(config: AppConfig) -> list[RayChannel]:
     channels = []
     for index in range(count):
         name = f"ray{index}"
-        actor = actor_class.remote(config, device=device, name=name, threads=threads)
+        actor = actor_class.remote(config, device=device, name=name, threads=threads, resource=resource)
         channels.append(RayChannel(actor, name=name, device=device))
     log.info("Started %d Ray actor(s), each needing %s", count, needs)
     return channels
@@ -205,6 +223,73 @@ def actor_count(config: AppConfig, *, units: int) -> int:
         log.warning("jobs.workers is %s: %d of the cluster's %d %s get an actor (jobs.workers: auto uses "
                     "them all)", jobs.workers, count, units, jobs.ray_resource or "GPUs")
     return count
+
+
+def pin_actor_gpu(device: str, resource: str, *, gpu_ids: list[str], env: MutableMapping[str, str] | None = None,
+                  claims_dir: Path | None = None) -> tuple[str, str | None, int | None]:
+    """Where an actor runs: (its device, the name it reports for its GPU or None, the claim it holds for
+    its life or None). Its one GPU becomes ``env``'s ``CUDA_VISIBLE_DEVICES`` (this process's: call it
+    before CUDA starts), so that its ``cuda`` is that GPU.
+
+    Placed by ``num_gpus`` (no ``resource``): Ray gave it ``gpu_ids`` (its node's numbers; Ray sets the
+    variable too, unless told not to). Placed by a custom resource, which names no GPU: a device of
+    auto or cuda claims the first free GPU of its machine (``CUDA_VISIBLE_DEVICES`` of its node, else
+    ``nvidia-smi``'s list), each GPU once before any twice; the claim is a lock on a file in
+    ``claims_dir``, which the system lets go when the actor's process ends, so that Ray's new actor
+    takes the GPU it left. cpu, cuda:N, and a machine without a GPU: as they are."""
+    env = os.environ if env is None else env
+    if not resource:
+        if not gpu_ids:
+            return device, None, None
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+        return "cuda", _gpu_name(gpu_ids[0]), None
+    if device not in ("auto", "cuda"):
+        return device, None, None
+    claimed = _claim_gpu(_machine_gpus(env), claims_dir or GPU_CLAIMS_DIR)
+    if claimed is None:
+        return device, None, None
+    gpu, claim = claimed
+    env["CUDA_VISIBLE_DEVICES"] = gpu
+    return "cuda", _gpu_name(gpu), claim
+
+
+def _gpu_name(gpu: str) -> str:
+    """cuda:<number> as the node numbers its GPUs; cuda where it names them otherwise (a UUID)."""
+    return f"cuda:{gpu}" if gpu.isdigit() else "cuda"
+
+
+def _machine_gpus(env: MutableMapping[str, str]) -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them: its list when set, else
+    nvidia-smi's (never CUDA itself: once started, it would ignore the variable set afterwards)."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [gpu.strip() for gpu in visible.split(",") if gpu.strip() and gpu.strip() != "-1"]
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(index) for index, line in enumerate(line for line in listed.splitlines() if line.startswith("GPU "))]
+
+
+def _claim_gpu(gpus: list[str], folder: Path) -> tuple[str, int] | None:
+    """The first of ``gpus`` no other process of this machine holds at the lowest turn, and the open lock
+    file that holds it (turn 0 of every GPU first, then turn 1, ...); None when none is free."""
+    for turn in range(MAX_TURNS if gpus else 0):
+        for gpu in gpus:
+            path = folder / f"i2v-gpu-{os.getuid()}-{re.sub(r'[^A-Za-z0-9]', '_', gpu)}-{turn}.lock"
+            try:
+                claim = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+            except OSError as error:  # a folder it may not write: no claim, the GPU as CUDA numbers it
+                log.warning("Cannot claim GPU %s: %s", gpu, error)
+                return None
+            try:
+                fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another actor of this machine holds it
+                os.close(claim)
+                continue
+            log.info("Claimed GPU %s of this machine (turn %d)", gpu, turn)
+            return gpu, claim
+    return None
 
 
 def _cause(error: Exception) -> Exception:

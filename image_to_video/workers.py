@@ -23,8 +23,9 @@ WORKER_STATES = ("loading", "ready", "busy", "lost", "restarting", "error")
 
 def worker_devices(model_device: str, count: int, cuda_devices: int) -> list[str]:
     """The device of each of ``count`` workers: cuda:i on a machine with CUDA (more workers than GPUs
-    take them in turn), else cpu. ``model_device`` is ``model.device``: auto, cpu, cuda or cuda:N
-    (one worker only: name no single GPU for several)."""
+    take them in turn, each with its share of the memory: ``memory_shares``), else cpu. ``model_device``
+    is ``model.device``: auto, cpu, cuda or cuda:N (one worker only: name no single GPU for several).
+    Each worker's process sees only its own GPU, as its ``cuda`` (``process_channel.pin_gpu``)."""
     if model_device == "cpu" or (model_device == "auto" and cuda_devices == 0):
         return ["cpu"] * count
     if model_device.startswith("cuda:"):
@@ -35,6 +36,13 @@ def worker_devices(model_device: str, count: int, cuda_devices: int) -> list[str
     if cuda_devices == 0:  # model.device cuda on a machine without one: the engine says so as it loads
         return ["cuda"] * count
     return [f"cuda:{i % cuda_devices}" for i in range(count)]
+
+
+def memory_shares(devices: list[str]) -> list[float]:
+    """Each worker's part of its GPU's memory (``worker_devices``' list): 1/k where k workers share one
+    GPU, which each counts as its free memory at most as it chooses its memory mode
+    (``gpu.pick_memory_mode``'s ``share``); 1 on a GPU of its own and on the CPU."""
+    return [1.0 if device == "cpu" else 1 / devices.count(device) for device in devices]
 
 
 def worker_name(device: str, index: int) -> str:

@@ -2,11 +2,12 @@
 
 import json
 from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 import torch
 
-from image_to_video import gpu
+from image_to_video import families, gpu
 from image_to_video.config import ConfigError, ModelSettings
 from image_to_video.engine import Engine
 from image_to_video.estimates import TRACED_FILE
@@ -306,11 +307,116 @@ def test_out_of_memory_with_wans_4k_plus_1_frames_suggests_a_count_wan_can_make(
 
 
 def test_a_model_without_a_traced_memory_table_is_placed_by_its_weights(tmp_path, monkeypatch):
-    # Wan's working memory is not traced: whole on the GPU when its weights and a third more (plus 4 GB)
-    # fit in the free memory, else its experts block by block (group offload).
+    # A family whose working memory is not traced (its needs empty): whole on the GPU when its weights and a
+    # third more (plus 4 GB) fit in the free memory, else its denoisers block by block (group offload).
     folder = write_weight_headers(tmp_path / "wan", {"transformer": 5_000_000_000, "text_encoder": 1_000_000_000})
     weights_gb = 6_000_000_000 * 2 / 2**30  # bfloat16: 2 bytes a value
     for free_gb, expected in ((weights_gb * 4 / 3 + 4.5, "gpu"), (weights_gb, "group_offload")):
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free_gb: (free * 2**30, 80 * 2**30))
         assert gpu.pick_memory_mode("auto", torch.device("cuda"), torch.bfloat16, folder, "fp16",
-                                    traced=False) == expected
+                                    needs={}) == expected
+
+
+def test_workers_sharing_a_gpu_each_choose_their_memory_mode_from_their_share_of_it(tmp_path, monkeypatch):
+    # Two workers on one 16 GB card: alone, either would take everything onto the GPU (8.4 GB for the default
+    # video); both doing so would need 16.7 GB of the 15.4 free, and one would run out of memory. Each gets
+    # half the card (8 GB): model offload. A worker restarted while the other holds its half sees about
+    # that half free, and chooses as it did at the start.
+    folder = write_weight_headers(tmp_path, REAL_COUNTS)
+
+    def mode(free_gib, share=1.0):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * 2**30, 16 * 2**30))
+        return gpu.pick_memory_mode("auto", torch.device("cuda"), torch.float16, folder, "fp16", share=share)
+
+    assert mode(15.4) == "gpu"
+    assert mode(15.4, share=0.5) == mode(8.0) == "model_offload"
+    assert mode(8.4, share=0.5) == "model_offload"  # restarted beside the other: its half, not half of what is left
+    assert mode(15.4, share=1 / 3) == "group_offload"  # three on the card: 5.3 GB each
+    wan = write_weight_headers(tmp_path / "wan", {"transformer": 2_000_000_000})  # 3.7 GB: gpu needs 8.97 GB
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (15.4 * 2**30, 16 * 2**30))
+    assert gpu.pick_memory_mode("auto", torch.device("cuda"), torch.bfloat16, wan, "fp16", needs={}) == "gpu"
+    assert gpu.pick_memory_mode("auto", torch.device("cuda"), torch.bfloat16, wan, "fp16", needs={},
+                                share=0.5) == "group_offload"
+
+
+def test_the_engine_chooses_its_memory_mode_from_its_memory_share(demo_dir, monkeypatch):
+    # The worker's host sets engine.memory_share (engine_host.EngineHost); loading hands it to pick_memory_mode.
+    seen = {}
+
+    def pick(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here: the choice is all this test wants")
+
+    monkeypatch.setattr(gpu, "pick_device", lambda *args, **kwargs: (torch.device("cuda"), torch.float16))
+    monkeypatch.setattr(gpu, "describe_device", lambda *args: ("device_cpu", {}))
+    monkeypatch.setattr(gpu, "pick_memory_mode", pick)
+    engine = Engine(ModelSettings(source=str(demo_dir)), str(demo_dir), demo_dir.parent)
+    assert engine.memory_share == 1.0  # alone on its device
+    engine.memory_share = 0.5
+    engine.load()
+    assert seen.get("share") == 0.5
+
+
+# -- peak memory -------------------------------------------------------------------------------------
+
+class FakeCudaMemory:
+    """torch.cuda's allocator statistics, as torch keeps them: ``max_memory_allocated`` is the most allocated
+    since the last ``reset_peak_memory_stats``, which sets it to what is allocated now."""
+
+    def __init__(self, monkeypatch):
+        self.allocated = self.peak = 0
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: setattr(self, "peak",
+                                                                                                 self.allocated))
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+    def hold(self, gib: float) -> None:
+        self.allocated = int(gib * 2**30)
+        self.peak = max(self.peak, self.allocated)
+
+
+def test_freeing_memory_keeps_the_peak_and_only_the_jobs_reset_clears_it(monkeypatch):
+    cuda, memory = torch.device("cuda"), FakeCudaMemory(monkeypatch)
+    memory.hold(9)
+    memory.hold(1)  # a failed attempt's 9 GiB is gone
+    gpu.free_memory(cuda)  # as after the failure, and after each memory-mode switch
+    assert gpu.peak_memory_gb(cuda) == 9
+    gpu.reset_peak_memory(cuda)  # the next job starts
+    assert gpu.peak_memory_gb(cuda) == 1
+
+
+def test_a_retried_jobs_peak_covers_its_failed_attempt(demo_dir, photo, monkeypatch):
+    """Out of memory at 9 GiB, then done at 3 GiB one step lower: the job's recorded peak is 9 GiB. (The demo
+    model runs on the CPU; torch believes the engine's device is a GPU, with the statistics above.)"""
+    engine = Engine(ModelSettings(source=str(demo_dir)), str(demo_dir), demo_dir.parent)
+    engine.load()
+    memory = FakeCudaMemory(monkeypatch)
+    engine._device = torch.device("cuda")
+    monkeypatch.setattr(gpu, "device_answers", lambda device: True)
+    calls = []
+
+    def use_memory(*_):
+        calls.append(1)
+        if len(calls) == 1:
+            memory.hold(9)
+            memory.hold(1)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+        memory.hold(3)
+
+    engine.denoiser.register_forward_pre_hook(use_memory)
+    result = engine.generate(tiny_request(photo))
+    assert result.timings["low_memory_retry"] == 1.0
+    assert result.peak_gpu_memory_gb == 9
+
+
+def test_wans_memory_mode_comes_from_its_traced_table(monkeypatch):
+    # Wan2.2-TI2V-5B's default video (720p, 121 frames) as docs/memory-traced-wan.json traces it: on an 80 GB
+    # card everything on the GPU; on a 40 GB one a slower mode; the engine hands the table's needs over.
+    card = families.CARDS["wan2.2-ti2v-5b"]
+    needs = families.memory_needs(card)
+    assert list(needs) == ["gpu", "model_offload", "group_offload", "sequential_offload"]
+    for free_gib, fits in ((79.0, "gpu"), (needs["gpu"] - 1, "model_offload")):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free_gib: (free * 2**30, 80 * 2**30))
+        chosen = gpu.pick_memory_mode("auto", torch.device("cuda"), torch.bfloat16, Path("."), None, needs=needs)
+        assert chosen == fits if fits == "gpu" else chosen != "gpu"
+    assert families.memory_needs(families.CARDS["i2vgen-xl"]) is None  # traced by estimates itself

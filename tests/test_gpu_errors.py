@@ -16,8 +16,9 @@ import torch
 from image_to_video import gpu
 from image_to_video.config import ModelSettings
 from image_to_video.engine import Engine
-from image_to_video.errors import GPUFailed, ModelUnavailable, OutOfMemory
+from image_to_video.errors import GenerationFailed, GPUFailed, ModelUnavailable, OutOfMemory
 from image_to_video.faults import FaultInjector
+from image_to_video.i18n import localized
 
 from .helpers import tiny_request
 
@@ -57,9 +58,6 @@ OUT_OF_MEMORY = [
     (RuntimeError, "cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),  # cuDNN 8's name
     (RuntimeError, "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"),  # cuDNN 9's (4004)
     (RuntimeError, "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED"),  # cuDNN 9's (4003)
-    # Every convolution algorithm's workspace failed to allocate (ATen/native/cudnn/Conv_v7.cpp,
-    # AlgoIterator::try_all, after catching each one's OutOfMemoryError).
-    (RuntimeError, "Unable to find a valid cuDNN algorithm to run convolution"),
     # A CUDA call outside the allocator that finds no memory (cudaErrorMemoryAllocation, through C10_CUDA_CHECK).
     (RuntimeError, "CUDA error: out of memory" + _OLD_SUFFIX),
     (torch.AcceleratorError, "CUDA error: out of memory" + _HELP.format(name="cudaErrorMemoryAllocation")
@@ -88,7 +86,34 @@ FATAL = [
     # cuDNN that cannot create its handle (ATen/cudnn/Handle.cpp, createCuDNNHandle; AT_CUDNN_CHECK): not an
     # allocation failure by its name, so fatal like every other cuDNN error (docs/DEPENDENCIES.md).
     (RuntimeError, "cuDNN error: CUDNN_STATUS_NOT_INITIALIZED"),
+    # A cuDNN kernel that failed while it ran, and cuDNN's own internal failure (AT_CUDNN_CHECK, as above).
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"),
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"),
 ]
+
+#: cuDNN that has no kernel for this shape, layout or dtype: neither out of memory (running lower would
+#: fail the same way) nor a broken GPU (a restart would too). The job fails saying what to change.
+#: AT_CUDNN_CHECK (ATen/cuda/Exceptions.h) adds the "non-contiguous input" sentence to CUDNN_STATUS_NOT_SUPPORTED
+#: (3000) only, and AT_CUDNN_CHECK_WITH_SHAPES a newline and the convolution's arguments (operator<< of
+#: ConvolutionArgs in ATen/native/cudnn/Conv_v7.cpp: repro_from_args, ConvShared.cpp's, first; cut short here);
+#: cuDNN 9's sub-codes (CUDNN_STATUS_NOT_SUPPORTED_SHAPE, ...) come without the sentence.
+_SHAPES = ("\nYou can try to repro this exception using the following code snippet. If that doesn't trigger the "
+           "error, please include your original repro script when reporting this issue.\n\nimport torch\n"
+           "torch.backends.cuda.matmul.allow_tf32 = False\ntorch.backends.cudnn.benchmark = False\n")
+UNSUPPORTED = [
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a "
+                   "non-contiguous input." + _SHAPES),
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED_SHAPE"),  # cuDNN 9 (3002)
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_BAD_PARAM" + _SHAPES),
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_BAD_PARAM_OUT_OF_BOUND"),  # cuDNN 9 (2005)
+    # No convolution engine ran: torch's v8 path (ATen/native/cudnn/Conv_v8.cpp, run_single_conv without
+    # benchmark; try_plans with model.cudnn_benchmark) and its v7 path (Conv_v7.cpp, AlgoIterator::try_all),
+    # each after trying every candidate (catching CuDNNError and OutOfMemoryError alike).
+    (RuntimeError, "GET was unable to find an engine to execute this computation"),
+    (RuntimeError, "FIND was unable to find an engine to execute this computation"),
+    (RuntimeError, "Unable to find a valid cuDNN algorithm to run convolution"),
+]
+CUDNN_NOT_SUPPORTED, CUDNN_NO_ENGINE, CUDNN_NO_ALGORITHM = UNSUPPORTED[0], UNSUPPORTED[4], UNSUPPORTED[-1]
 
 
 @pytest.mark.parametrize("kind, text", OUT_OF_MEMORY)
@@ -101,6 +126,18 @@ def test_the_allocator_cublas_cudnn_and_cuda_allocation_failures_are_out_of_memo
 def test_the_errors_that_leave_the_gpu_unusable_are_fatal_not_out_of_memory(kind, text):
     error = kind(text)
     assert gpu.is_fatal_cuda_error(error) and not gpu.is_out_of_memory(error)
+
+
+@pytest.mark.parametrize("kind, text", UNSUPPORTED)
+def test_a_cudnn_kernel_or_shape_limit_is_neither_out_of_memory_nor_fatal(kind, text):
+    error = kind(text)
+    assert not gpu.is_out_of_memory(error) and not gpu.is_fatal_cuda_error(error)
+    assert gpu.is_unsupported_by_cudnn(error)
+
+
+@pytest.mark.parametrize("kind, text", OUT_OF_MEMORY + FATAL)
+def test_out_of_memory_and_fatal_errors_are_no_kernel_limit(kind, text):
+    assert not gpu.is_unsupported_by_cudnn(kind(text))
 
 
 def test_an_error_that_is_not_the_gpus_is_neither():
@@ -233,3 +270,45 @@ def test_out_of_memory_in_every_mode_still_says_what_to_lower_and_the_engine_sta
         engine.generate(tiny_request(photo))
     assert engine.ready and engine.memory_mode == "gpu"
     assert engine.generate(tiny_request(photo)).frames.shape == (4, 64, 64, 3)
+
+
+@pytest.mark.parametrize("failure", [CUDNN_NOT_SUPPORTED, CUDNN_NO_ENGINE, CUDNN_NO_ALGORITHM])
+def test_a_cudnn_kernel_limit_fails_the_job_once_saying_what_to_change_and_the_engine_serves_on(
+        demo_dir, photo, offload_on_the_cpu, failure):
+    """Not retried lower (it would fail the same way), not a restart: the job's own message, the engine whole."""
+    engine = engine_in(demo_dir, "gpu")
+    calls = []
+    engine.denoiser.register_forward_pre_hook(lambda *_: calls.append(1))
+    fail_once_with(engine, failure)
+    with pytest.raises(GenerationFailed) as error:
+        engine.generate(tiny_request(photo))
+    assert not isinstance(error.value, (GPUFailed, OutOfMemory)) and error.value.key == "err_cudnn_unsupported"
+    assert len(calls) == 1  # no low-memory retry
+    text = str(error.value)
+    assert "64x64" in text and "another resolution" in text and "model.cudnn_benchmark" in text
+    assert "model.channels_last" in text and "The server is fine" in text
+    assert "cuDNN" in localized(error.value, "zh-CN") and "分辨率" in localized(error.value, "zh-CN")
+    assert engine.ready and engine.memory_mode == "gpu"
+    assert engine.generate(tiny_request(photo)).frames.shape == (4, 64, 64, 3)
+
+
+def test_a_cudnn_kernel_limit_through_the_queue_fails_that_job_and_the_server_carries_on(small_config, photo,
+                                                                                       tmp_path):
+    from image_to_video.job_store import DONE, FAILED
+
+    from .helpers import Jobs
+
+    config = small_config()
+    engine = Engine(config.model, config.model_path, config.paths.models_dir)
+    engine.load()
+    fail_once_with(engine, CUDNN_NOT_SUPPORTED)
+    restarts = []
+    queue = Jobs(config, engine, tmp_path, on_fatal=lambda: restarts.append(True))
+    queue.start()
+    try:
+        failed = queue.wait(queue.submit(photo, "waves", owner="a").id, timeout=120)
+        served = queue.wait(queue.submit(photo, "waves", owner="a").id, timeout=120)
+    finally:
+        queue.shutdown(grace_s=0)
+    assert failed.state == FAILED and "cuDNN" in failed.message and restarts == []
+    assert served.state == DONE and engine.ready

@@ -131,3 +131,35 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+# -- a worker on one GPU of several (no GPU here: the child never touches CUDA until its model loads) --
+
+
+def test_a_worker_for_gpu_1_sees_only_that_gpu_as_cuda_and_still_reports_cuda_1(small_config, monkeypatch):
+    # Pinned before torch is imported in the child: its current device, peak-memory figures and any call
+    # without a device are GPU 1's, and its weights may load straight onto "cuda" (gpu.loads_directly).
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    config = small_config()
+    channel = ProcessChannel(config, device="cuda:1", name="gpu1", threads=1)
+    try:
+        described = channel.call("describe")  # nothing loaded: no CUDA is needed to answer
+    finally:
+        channel.close()
+    assert described.get("cuda_visible_devices") == "1"
+    assert described.get("model_device") == "cuda"
+    assert described["device"] == "cuda:1"  # the board and a job's record name the physical GPU
+
+
+def test_the_childs_gpu_is_picked_from_the_servers_own_visible_gpus():
+    from image_to_video.process_channel import pin_gpu
+
+    env = {}
+    assert (pin_gpu("cuda:1", env), env) == ("cuda", {"CUDA_VISIBLE_DEVICES": "1"})
+    env = {"CUDA_VISIBLE_DEVICES": "4,6"}  # the server was given GPUs 4 and 6: its cuda:1 is GPU 6
+    assert (pin_gpu("cuda:1", env), env) == ("cuda", {"CUDA_VISIBLE_DEVICES": "6"})
+    env = {"CUDA_VISIBLE_DEVICES": "GPU-aaaa, GPU-bbbb"}
+    assert (pin_gpu("cuda:0", env), env) == ("cuda", {"CUDA_VISIBLE_DEVICES": "GPU-aaaa"})
+    for device in ("cpu", "cuda"):  # no GPU named: nothing to pin
+        env = {}
+        assert (pin_gpu(device, env), env) == (device, {})

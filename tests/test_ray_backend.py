@@ -246,3 +246,62 @@ def test_stopping_the_server_ends_its_actors_and_the_cluster_leaves_no_process(s
     processes = cluster.processes()
     assert processes and cluster.stop() == []
     assert not [p for p in processes if p.is_running()]
+
+
+# -- which GPU an actor runs on (no cluster: Ray's answers are faked) ----------------------------
+
+
+def test_an_actor_placed_by_num_gpus_runs_on_the_gpu_ray_gave_it(tmp_path):
+    from image_to_video.ray_backend import pin_actor_gpu
+
+    env = {"CUDA_VISIBLE_DEVICES": "3"}  # what Ray sets for an actor given GPU 3 of its node
+    assert pin_actor_gpu("cuda", "", gpu_ids=["3"], env=env, claims_dir=tmp_path) == ("cuda", "cuda:3", None)
+    assert env == {"CUDA_VISIBLE_DEVICES": "3"}
+    env = {}  # Ray told not to set it (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES): set here, before CUDA starts
+    assert pin_actor_gpu("cuda", "", gpu_ids=["1"], env=env, claims_dir=tmp_path)[:2] == ("cuda", "cuda:1")
+    assert env == {"CUDA_VISIBLE_DEVICES": "1"}
+
+
+def test_actors_placed_by_a_custom_resource_each_claim_a_gpu_of_their_machine(tmp_path):
+    from image_to_video.ray_backend import pin_actor_gpu
+
+    def place(device="auto", machine="4,6"):  # the node's own GPUs: 4 and 6 (its CUDA_VISIBLE_DEVICES)
+        env = {"CUDA_VISIBLE_DEVICES": machine}
+        device, shown, claim = pin_actor_gpu(device, "i2v_gpu", gpu_ids=[], env=env, claims_dir=tmp_path)
+        return device, shown, env["CUDA_VISIBLE_DEVICES"], claim
+
+    first, second, third = place(), place("cuda"), place()
+    assert [placed[:3] for placed in (first, second, third)] == [
+        ("cuda", "cuda:4", "4"), ("cuda", "cuda:6", "6"), ("cuda", "cuda:4", "4")]  # each GPU once, then in turn
+    os.close(first[3])  # its process died: Ray's new actor takes the GPU it left
+    assert place()[:3] == ("cuda", "cuda:4", "4")
+    assert place(machine="")[:3] == ("auto", None, "")  # a node without a GPU: its CPU, as before
+    assert place("cpu")[:3] == ("cpu", None, "4,6")  # model.device cpu: no GPU claimed
+    for placed in (second, third):
+        os.close(placed[3])
+
+
+def test_each_actor_is_asked_for_one_gpu_or_one_unit_and_told_how_it_was_placed(tmp_path, monkeypatch):
+    from image_to_video import ray_backend
+
+    made = []
+
+    class ActorClass:
+        def options(self, **options):
+            made.append(options)
+            return self
+
+        def remote(self, *args, **kwargs):
+            made.append(kwargs)
+            return object()
+
+    monkeypatch.setattr(ray_backend, "connect", lambda address: None)
+    monkeypatch.setattr(ray_backend.ray, "cluster_resources", lambda: {"GPU": 2, "i2v_gpu": 2})
+    monkeypatch.setattr(ray_backend.ray, "remote", lambda cls: ActorClass())
+    channels = ray_backend.start_actors(ray_config(tmp_path, "auto", **{"jobs.ray_resource": ""}))
+    assert [c.device for c in channels] == ["cuda", "cuda"] and made[0]["num_gpus"] == 1
+    assert [(m["device"], m["resource"]) for m in made[1:]] == [("cuda", "")] * 2
+    made.clear()
+    channels = ray_backend.start_actors(ray_config(tmp_path, "auto", **{"jobs.ray_resource": "i2v_gpu"}))
+    assert made[0]["resources"] == {"i2v_gpu": 1} and "num_gpus" not in made[0]
+    assert [(m["device"], m["resource"]) for m in made[1:]] == [("auto", "i2v_gpu")] * 2

@@ -155,3 +155,16 @@ def test_a_model_without_traced_memory_gets_no_invented_estimate():
     text = views.estimate_text(settings, "en", "512p", 16, 50, gpu_gb=24, gpu_name="RTX 4090", demo=False,
                                untraced="Wan2.2-TI2V-5B")
     assert "No memory or time estimate for Wan2.2-TI2V-5B" in text and "GB" not in text
+
+
+def test_wans_estimate_gives_its_traced_peak_and_the_mode_this_gpu_takes():
+    settings = load_config().generation
+    needs = {"gpu": 33.1, "model_offload": 15.3, "group_offload": 14.1, "sequential_offload": 10.7}
+    text = views.estimate_text(settings, "en", "512p", 16, 50, gpu_gb=24, gpu_name=None, demo=False,
+                               untraced="Wan2.2-TI2V-5B", needs=needs)
+    assert "about 33.1 GB" in text and "10.7 GB" in text and "model offload" in text
+    small = views.estimate_text(settings, "en", "512p", 16, 50, gpu_gb=8, gpu_name=None, demo=False,
+                                untraced="Wan2.2-TI2V-5B", needs=needs)
+    assert "does not fit this 8 GB GPU" in small
+    assert "全部放在显卡上" in views.estimate_text(settings, "zh-CN", "512p", 16, 50, gpu_gb=80, gpu_name=None,
+                                                  demo=False, untraced="Wan2.2-TI2V-5B", needs=needs)

@@ -224,3 +224,40 @@ def test_the_workers_panel_shows_each_worker_in_the_readers_language():
     chinese = workers_markdown(workers, "zh-CN")
     assert "忙碌" in chinese and "已停止" in chinese
     assert workers_markdown([], "en") == "No workers."
+
+
+# -- workers sharing a GPU (jobs.workers larger than the GPUs) ---------------------------
+
+
+def test_workers_sharing_a_gpu_each_get_their_share_of_its_memory():
+    from image_to_video.workers import memory_shares
+
+    assert memory_shares(["cuda:0", "cuda:1", "cuda:0"]) == [0.5, 1.0, 0.5]
+    assert memory_shares(worker_devices("auto", 4, 2)) == [0.5] * 4
+    assert memory_shares(worker_devices("auto", 3, 4)) == [1.0] * 3
+    assert memory_shares(["cpu", "cpu"]) == [1.0, 1.0]  # the CPU's memory is not divided up front
+
+
+def test_a_workers_memory_share_reaches_its_engine_in_the_child(small_config, monkeypatch):
+    from types import SimpleNamespace
+
+    from image_to_video import process_channel
+    from image_to_video.engine_host import EngineHost
+
+    host = EngineHost(small_config(), device="cpu", name="cpu0", memory_share=0.5)  # in the child, as serve makes it
+    assert host.engine.memory_share == 0.5 and host.describe()["memory_share"] == 0.5
+    started = []
+
+    class Context:  # multiprocessing's spawn context, without the process
+        def Pipe(self):
+            return SimpleNamespace(close=lambda: None), SimpleNamespace(close=lambda: None)
+
+        def Process(self, **kwargs):
+            started.append(kwargs)
+            return SimpleNamespace(start=lambda: None, pid=1, join=lambda timeout=None: None,
+                                   is_alive=lambda: False, exitcode=0)
+
+    monkeypatch.setattr(process_channel.multiprocessing, "get_context", lambda method: Context())
+    channel = process_channel.ProcessChannel(small_config(), device="cuda:0", name="gpu2", memory_share=0.5)
+    channel.close()
+    assert started[0]["target"] is process_channel.serve and started[0]["args"][-1] == 0.5

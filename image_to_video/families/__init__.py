@@ -104,6 +104,20 @@ def load_family(card: Card) -> type:
     return _attribute(card.pipeline)
 
 
+def memory_needs(card: Card) -> dict[str, float] | None:
+    """What each memory mode needs for the card's default video, fastest mode first, from its family's
+    traced table (``families/<family>/memory.py``); None for I2VGen-XL (``estimates`` traces it); empty
+    for a family without a table."""
+    if card.family == i2vgen_xl.CARD.family:
+        return None
+    if card.family != wan.TI2V_5B.family:
+        return {}
+    from .wan import memory
+
+    defaults = card.generation.defaults
+    return memory.needs_gb(card.name, *card.base_sizes[defaults.resolution], defaults.num_frames)
+
+
 def build_demo(card: Card, path: Path, *, force: bool = False) -> Path:
     """Write the card's demo model (tiny random weights in its exact layout) to ``path`` unless it is there."""
     builder = _attribute(card.demo_builder)

@@ -60,8 +60,21 @@ class ModelInfo(Protocol):
 
 
 def untraced(card: families.Card) -> str:
-    """The model's name when its memory is not traced (no estimate can be made for it), else ""."""
+    """The model's name when ``estimates`` does not trace its memory (its family's own table may), else ""."""
     return "" if card.family == "i2vgen-xl" else card.title
+
+
+def table_needs(card: families.Card, resolution, frames) -> dict[str, float] | None:
+    """GB per memory mode for this video from the family's own traced table (Wan's), fastest mode first;
+    None for I2VGen-XL (``estimates`` has it) or for values it cannot read."""
+    if card.family != "wan":
+        return None
+    try:
+        from ..families.wan import memory
+
+        return memory.needs_gb(card.name, *card.size(str(resolution), "16:9"), int(frames))
+    except (KeyError, TypeError, ValueError, OSError):
+        return None
 
 
 def _error(error: AppError, lang: str) -> gr.Error:
@@ -267,12 +280,13 @@ class Settings:
         model = self.model
         return {self.inputs.estimate: views.estimate_text(
             self.settings, lang, resolution, frames, steps, gpu_gb=model.gpu_memory_gb,
-            gpu_name=model.gpu_name, demo=model.status.is_demo, untraced=untraced(self.card))}
+            gpu_name=model.gpu_name, demo=model.status.is_demo, untraced=untraced(self.card),
+            needs=table_needs(self.card, resolution, frames))}
 
     def fitting_defaults(self) -> dict:
         """The default settings, or on a GPU too small for them the largest preset that fits in it."""
         defaults, gpu = self.settings.defaults, self.model.gpu_memory_gb
-        if gpu is None or untraced(self.card) or self._fits(defaults, gpu):
+        if gpu is None or self._fits(defaults, gpu):
             return self._form(defaults.values())
         fitting = [(self.settings.resolutions[p.resolution] ** 2 * p.num_frames, name)
                    for name, p in self.settings.presets.items() if self._fits(p, gpu)]
@@ -281,6 +295,9 @@ class Settings:
         return self._form(self.settings.presets[max(fitting)[1]].values())
 
     def _fits(self, values, gpu: float) -> bool:
+        needs = table_needs(self.card, values.resolution, values.num_frames)
+        if needs is not None or untraced(self.card):  # its own table, else no figure: assume it fits
+            return needs is None or min(needs.values()) <= gpu * 0.92
         side = self.settings.resolutions[values.resolution]
         return estimate(side, values.num_frames, values.num_inference_steps, gpu_gb=gpu, demo=False).fits
 

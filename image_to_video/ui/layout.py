@@ -165,7 +165,8 @@ class _Layout:
                          label="aspect", info="aspect_help", choices=self._aspect_choices)
             estimate = gr.Markdown(views.estimate_text(
                 s, "en", d.resolution, d.num_frames, d.num_inference_steps, gpu_gb=self.model.gpu_memory_gb,
-                gpu_name=self.model.gpu_name, demo=self.model.status.is_demo, untraced=events.untraced(self.card)),
+                gpu_name=self.model.gpu_name, demo=self.model.status.is_demo, untraced=events.untraced(self.card),
+                needs=events.table_needs(self.card, d.resolution, d.num_frames)),
                 elem_id="estimate")
             with gr.Row():
                 random_seed = say(gr.Checkbox(value=d.seed == events.RANDOM_SEED, label=t("random_seed")),

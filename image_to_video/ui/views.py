@@ -57,13 +57,23 @@ def status_text(status: ModelStatus, lang: str) -> str:
 
 
 def estimate_text(settings: GenerationSettings, lang: str, resolution: str, frames, steps, *,
-                  gpu_gb: float | None, gpu_name: str | None, demo: bool, untraced: str = "") -> str:
+                  gpu_gb: float | None, gpu_name: str | None, demo: bool, untraced: str = "",
+                  needs: Mapping[str, float] | None = None) -> str:
     """Peak GPU memory and time per video for these settings; a warning with the nearest fitting
     setting when they will not fit in the GPU. Empty for an unknown resolution; for a model whose
-    memory is not traced (``untraced``: its name), says so."""
+    memory is not traced by ``estimates`` (``untraced``: its name), the peak its own traced table gives
+    (``needs``: GB per memory mode, fastest first) and the mode that fits this GPU, else says it has none."""
     side = settings.resolutions.get(resolution)
     if side is None:
         return ""
+    if untraced and needs:
+        text = t("estimate_table", lang, model=untraced, peak=f"{needs['gpu']:.1f}",
+                 lowest=f"{min(needs.values()):.1f}")
+        if gpu_gb:
+            fitting = next((mode for mode, gb in needs.items() if gb <= gpu_gb * 0.92), None)
+            text += "  \n" + (t("estimate_table_mode", lang, gpu=f"{gpu_gb:.0f}", mode_key=f"mode_{fitting}")
+                              if fitting else t("estimate_table_none", lang, gpu=f"{gpu_gb:.0f}"))
+        return text
     if untraced:
         return t("estimate_untraced", lang, model=untraced)
     guess = estimate(side, int(frames), int(steps), gpu_gb=gpu_gb, demo=demo, gpu_name=gpu_name)
