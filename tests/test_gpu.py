@@ -260,7 +260,7 @@ def test_group_offload_is_a_memory_mode_setting_and_the_device_line_says_it(a_gp
         ModelSettings(memory_mode="groups")
     key, params = gpu.describe_device(torch.device("cuda"), torch.float16, "group_offload")
     status = ModelStatus(device_key=key, device_params=params)
-    assert "group offload: the UNet block by block" in status.device and "分组加载" in status.device_text("zh-CN")
+    assert "group offload: the denoiser (UNet or transformer) block by block" in status.device and "分组加载" in status.device_text("zh-CN")
 
 
 # -- failures ----------------------------------------------------------------------------------------
