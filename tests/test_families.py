@@ -26,6 +26,8 @@ def folder_with_index(tmp_path, **index):
       "transformer_2": [None, None]}, "wan2.2-ti2v-5b"),
     ({"_class_name": "WanImageToVideoPipeline", "expand_timesteps": False, "boundary_ratio": 0.9,
       "transformer_2": ["diffusers", "WanTransformer3DModel"]}, "wan2.2-i2v-a14b"),
+    # Wan 2.1's I2V layout (one expert, no expand_timesteps) conditions like A14B: its card, not 5B's
+    ({"_class_name": "WanImageToVideoPipeline", "transformer_2": [None, None]}, "wan2.2-i2v-a14b"),
     ({"_class_name": "StableDiffusionPipeline"}, None),
 ])
 def test_a_folder_says_its_family_in_its_model_index(tmp_path, index, expected):

@@ -48,15 +48,12 @@ def detect(source: str) -> str | None:
 
 
 def _card_of_index(index: dict) -> str | None:
-    """Which card a ``model_index.json`` is: its pipeline class, and for Wan its layout (a second expert
-    and ``boundary_ratio``: A14B; ``expand_timesteps``: TI2V-5B)."""
+    """Which card a ``model_index.json`` is: its pipeline class, and for Wan its layout (``expand_timesteps``,
+    the first frame as the condition: TI2V-5B; else the I2V layout of A14B, with its second expert and
+    ``boundary_ratio``, or Wan 2.1's single one, which conditions the same way)."""
     class_name = index.get("_class_name")
     if class_name == wan.TI2V_5B.pipeline_class:
-        second = index.get("transformer_2")
-        has_second = isinstance(second, list) and bool(second) and second[0] is not None
-        if has_second or index.get("boundary_ratio") is not None:
-            return wan.I2V_A14B.name
-        return wan.TI2V_5B.name
+        return wan.TI2V_5B.name if index.get("expand_timesteps") is True else wan.I2V_A14B.name
     return next((card.name for card in CARDS.values() if card.pipeline_class == class_name), None)
 
 
