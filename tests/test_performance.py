@@ -1,9 +1,8 @@
-"""Issue 6: the benchmark (its CPU smoke mode), the real-shape model it measures, loading, and
-DeepCache. The memory modes are tested in test_gpu.py, the speed switches in test_speedups.py."""
+"""Issue 6: the benchmark (the one-call GPU run's CPU smoke mode), the real-shape model it measures, loading,
+and DeepCache. The memory modes are tested in test_gpu.py, the speed switches in test_speedups.py."""
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -32,40 +31,73 @@ def test_the_benchmark_model_has_exactly_the_real_shapes():
         model_shapes.count_decode_tflop(model_shapes.REAL, 512)
 
 
-def test_the_benchmark_smoke_run_compares_plain_diffusers_with_the_app(tmp_path):
-    out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [sys.executable, "bench/speed.py", "--smoke", "--repeats", "1", "--app", "fuse_qkv=true,channels_last=true",
-         "--app", "scheduler=dpmpp,steps=2", "--app", "attention_backend=cudnn", "--app", "compile=true,deep_cache_interval=2",
-         "--scaling", "--cold-start", "--model-dir", str(tmp_path / "model"), "--out", str(out)],
-        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
+def test_the_one_call_gpu_run_goes_end_to_end_on_the_cpu_and_every_part_has_numbers_or_a_reason(tmp_path):
+    """``bash bench/gpu_run.sh --smoke``: the whole one-call GPU run (bench/gpu_bench.py) on the CPU with
+    CI-sized models, so that the first run on a lent GPU does not fail on a mistake a CPU can find."""
+    out = tmp_path / "run" / "performance-gpu.json"
+    command = ["bash", "bench/gpu_run.sh", "--smoke", "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    run = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHON": sys.executable})
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     report = json.loads(out.read_text())
-    plain, app, switched, fewer_steps, no_kernel, impossible = report["variants"]
-    assert [v["variant"] for v in report["variants"]] == [
-        "plain", "app", "app fuse_qkv=True channels_last=True", "app scheduler=dpmpp steps=2",
-        "app attention_backend=cudnn", "app compile=True deep_cache_interval=2"]
-    # A kernel this machine lacks: measured with PyTorch's choice, and said; a variant that cannot
-    # run at all: its error is the result, and the run goes on.
-    assert no_kernel["attention_backend"] == "auto" and app["attention_backend"] == "auto"
-    assert "cudnn attention kernel cannot run here" in run.stdout
-    assert "model.deep_cache_interval" in impossible["error"] and "seconds" not in impossible
-    assert re.search(r"\napp compile=True deep_cache_interval=2 +failed: .*model.deep_cache_interval", run.stdout)
-    assert all(report["flops"][name] > 0 for name in ("unet_call_tflop", "decode_tflop", "video_tflop"))
-    for variant in report["variants"][:-1]:
-        assert variant["seconds"] > 0 and 0 < variant["unet_s_per_step"] < variant["seconds"]
-        assert variant["finite"] and variant["tflops"] > 0  # the random weights did not overflow
-    # Fewer steps with another sampler is measured too, with how far its video moves.
-    assert fewer_steps["steps"] == 2 and fewer_steps["mean_pixel_diff_vs_plain"] > 0
-    assert app["speedup_vs_plain"] == pytest.approx(plain["seconds"] / app["seconds"])
-    # Plain diffusers decodes as many frames at once as the app (not its own default of one).
-    assert plain["decode_chunk_size"] == app["decode_chunk_size"] == ModelSettings().decode_chunk_size
-    # The app makes the same video as plain diffusers (up to rounding), with or without the switches.
-    assert app["max_pixel_diff_vs_plain"] <= 1 and switched["max_pixel_diff_vs_plain"] <= 2
-    assert [(r["resolution"], r["frames"]) for r in report["scaling"]] == [(64, 4), (64, 8), (128, 4), (128, 8)]
-    assert all(r["unet_s_per_step"] > 0 for r in report["scaling"])
-    assert report["cold_start"]["ready"] and report["cold_start"]["process_to_ready_s"] > 0
-    assert "x plain" in run.stdout and "max px diff" in run.stdout  # the table a person reads
+    assert report["smoke"] and report["state"] == "finished" and report["shapes"] == "smoke"
+    assert report["versions"]["torch"] == torch.__version__ and report["versions"]["diffusers"]
+    assert report["gpu"]["count"] == 0 and report["settings"]["side"] == 64 and report["time_limit_s"] == 530
+    parts = report["parts"]
+    assert list(parts) == ["1_speed", "2_memory_modes", "3_cold_start", "4_compile_step_down", "5_two_workers",
+                           "6_wan_ti2v_5b_720p"]
+    for key, part in parts.items():  # numbers, or an explicit reason
+        assert part["status"] in ("done", "skipped"), (key, part)
+        assert part["status"] == "done" or part["reason"], key
+        assert part["took_s"] >= 0 and part["budget_s"] > 0, key
+    assert parts["5_two_workers"]["status"] == "skipped" and "two CUDA GPUs" in parts["5_two_workers"]["reason"]
+
+    for key in ("1_speed", "6_wan_ti2v_5b_720p"):  # plain diffusers against the app, equal settings
+        plain, app = parts[key]["plain"], parts[key]["app"]
+        for result in (plain, app):
+            assert result["seconds"] > 0 and result["finite"] and result["denoiser_calls"] > 0, key
+            assert 0 < result["denoiser_s_per_step"] < result["seconds"] and result["decode_s"] > 0, key
+            assert result["peak_allocated_gb"] is None and result["warmup_s"] > 0, key  # no CUDA, no figure
+        assert app["speedup_vs_plain"] == pytest.approx(plain["seconds"] / app["seconds"], rel=1e-3)
+        assert app["max_pixel_diff_vs_plain"] <= 1, key  # the app makes plain diffusers' video
+    speed = parts["1_speed"]
+    assert speed["plain"]["decode_chunk_size"] == speed["app"]["decode_chunk_size"] == ModelSettings().decode_chunk_size
+    assert speed["settings"]["seed"] == 42 and speed["flops"]["skipped"] and speed["app"]["tflops"] is None
+    assert report["scaling"][0]["resolution"] == 64 and report["scaling"][0]["unet_s_per_step"] > 0
+    wan = parts["6_wan_ti2v_5b_720p"]
+    assert wan["app"]["memory_mode"] == "cpu" and wan["settings"]["frames"] == 5 and wan["build_s"] > 0
+    # Every memory mode ran, switched as the app switches (the CPU standing in for the GPU).
+    for key, first in (("2_memory_modes", "gpu"), ("6_wan_ti2v_5b_720p", "cpu")):  # Wan's first: its timed run
+        modes = parts[key]["modes"]
+        assert list(modes) == [first, "model_offload", "group_offload", "sequential_offload"], key
+        for mode, row in modes.items():
+            assert row["status"] == "done" and row["seconds"] > 0 and row["peak_reserved_gb"] is None, (key, mode)
+            assert row.get("memory_mode_after", mode) == mode, (key, mode)
+
+    cold = parts["3_cold_start"]["runs"]
+    assert cold["cold"]["ready"] and cold["cold"]["process_to_ready_s"] > cold["cold"]["load_s"] > 0
+    assert "posix_fadvise" in cold["cold"]["evicted_by"] and cold["warm"]["reason"]
+    probe = parts["4_compile_step_down"]
+    assert probe["stage"] == "done" and probe["load_and_compile_s"] > 0
+    assert probe["jobs"]["B_out_of_memory_step_down"]["low_memory_retries"] == 1  # the app's step-down ran
+    assert all(job["memory_mode_after"] == "gpu" and job["unet_call_s"] for job in probe["jobs"].values())
+    assert isinstance(probe["compiles_again_inside_the_job"], bool) and "passed through" in probe["settings"]["backend"]
+    assert "written:" in run.stdout and (out.parent / "performance-gpu.log").read_text().count("== part") == 6
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # the weights are gone
+
+    # A run its time limit cuts: the running part is marked cut off and keeps what it wrote, the rest are
+    # skipped, the JSON is whole, the exit status 4 (bench/gpu_bench.py's watchdog; no torch needed).
+    cut = tmp_path / "cut.json"
+    script = ("import sys, time, types; sys.path.insert(0, 'bench'); import gpu_bench as g; g.MARGIN_S = 0; "
+              f"run = g.Run(types.SimpleNamespace(out=g.Path({str(cut)!r}), smoke=True, started=time.time(), "
+              "time_limit=1.2)); run.watch(); run.part('1_speed', lambda run, entry, deadline, ctx: "
+              "(entry.update(seconds=1.5), run.save(), time.sleep(60)), types.SimpleNamespace(free=lambda: None))")
+    stopped = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True,
+                             timeout=60)
+    cut_parts = json.loads(cut.read_text())["parts"]
+    assert stopped.returncode == 4 and cut_parts["1_speed"]["status"] == "cut off", stopped.stdout + stopped.stderr
+    assert cut_parts["1_speed"]["seconds"] == 1.5 and "time limit" in cut_parts["1_speed"]["reason"]
+    assert {part["status"] for key, part in cut_parts.items() if key != "1_speed"} == {"skipped"}
 
 
 def test_component_sizes_are_read_from_the_weight_files(demo_dir):
@@ -166,11 +198,12 @@ def test_the_gpu_script_checks_every_import_before_the_long_run(tmp_path):
     (broken / "importlib_metadata.py").write_text("raise ImportError('No module named importlib_metadata')\n")
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
     started = time.monotonic()
-    failed = subprocess.run(["bash", "bench/gpu_run.sh", "main"], cwd=PROJECT_DIR, capture_output=True, text=True,
+    failed = subprocess.run(["bash", "bench/gpu_run.sh"], cwd=PROJECT_DIR, capture_output=True, text=True,
                             env={**env, "PYTHONPATH": str(broken)}, timeout=300)
     assert failed.returncode == 3 and time.monotonic() - started < 120  # fails fast, before any measurement
-    assert "cannot run, these do not import: importlib_metadata" in failed.stderr
-    assert "bench/gpu_wheels.sh" in failed.stderr and not (tmp_path / "out" / "main.json").exists()
+    said = failed.stdout + failed.stderr  # the run's output goes to its log too (performance-gpu.log)
+    assert "cannot run, these do not import: importlib_metadata" in said
+    assert "bench/gpu_wheels.sh" in said and not (tmp_path / "out" / "performance-gpu.json").exists()
     fine = subprocess.run(["bash", "bench/gpu_run.sh", "check"], cwd=PROJECT_DIR, capture_output=True, text=True,
                           env=env, timeout=300)
     assert fine.returncode == 0 and "imports: all there" in fine.stdout, fine.stderr
