@@ -209,7 +209,7 @@ def local_folder(settings: ModelSettings, model_path: str, models_dir: Path,
 
 def is_demo_folder(folder: Path) -> bool:
     """A demo model of any family (each writes the same marker file)."""
-    return demo_model.is_demo_model(folder) or (Path(folder) / demo_model.MARKER_FILE).is_file()
+    return (Path(folder) / demo_model.MARKER_FILE).is_file()
 
 
 def other_model(request: GenerationRequest, card: families.Card) -> None:

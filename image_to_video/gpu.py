@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import torch
 
-from . import model_store
+from . import families, model_store
 from .errors import AppError, GenerationFailed, GPUFailed, ModelUnavailable, OutOfMemory
 from .estimates import DEFAULT_DECODE_CHUNK, memory_needs_gb
 from .request import GenerationRequest
@@ -218,8 +218,9 @@ def remove_offload_hooks(pipe) -> None:
             registry.remove_hook(name, recurse=True)
 
 
-#: The components called once a denoising step, by family: the UNet (I2VGen-XL), the experts (Wan).
-DENOISERS = ("unet", "transformer", "transformer_2")
+#: The components called once a denoising step, as the families' cards name them: the UNet (I2VGen-XL),
+#: the experts (Wan).
+DENOISERS = frozenset(name for card in families.CARDS.values() for name in card.denoisers)
 
 
 def enable_group_offload(pipe, device: torch.device) -> None:

@@ -368,3 +368,36 @@ def kill_a_worker_mid_job(server, tmp_path, every=0.1) -> dict:
                                   and w["pid"] not in (None, pid)), None), timeout=180, every=every)
     assert back["pid"] != pid
     return back
+
+
+# -- memory counted two ways: the app's tracer against torch's profiler ----------------------------------
+
+def counted_bytes(run) -> int:
+    """The peak ``memory_trace.LiveBytes`` counts while ``run()`` runs."""
+    from image_to_video import memory_trace
+
+    with memory_trace.LiveBytes() as counter:
+        run()
+    return counter.peak
+
+
+def profiler_peak_bytes(run, *, tensors_only: bool = False) -> int:
+    """The peak of what ``run()`` allocates on the CPU, by torch's profiler (its memory timeline).
+    ``tensors_only``: leave out what the CPU kernels allocate inside themselves and never hand out as a
+    tensor (the im2col columns of a CPU convolution; the CPU attention's buffers)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action, TensorKey
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        run()
+    live = peak = 0
+    for _time, action, (key, _version), size in prof._memory_profile().timeline:
+        if tensors_only and not isinstance(key, TensorKey):
+            continue
+        if action == Action.CREATE:
+            live += size
+            peak = max(peak, live)
+        elif action == Action.DESTROY:
+            live -= size
+    return peak

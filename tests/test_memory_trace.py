@@ -7,36 +7,15 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
-from torch.profiler._memory_profiler import Action
 
 from image_to_video import memory_trace
 from image_to_video.families.i2vgen_xl import shapes as model_shapes
 from image_to_video.config import GenerationSettings
 from image_to_video.estimates import TRACED_FILE, TracedTable
 
+from .helpers import counted_bytes, profiler_peak_bytes
+
 SMOKE = model_shapes.SMOKE
-
-
-def profiler_peak_bytes(run) -> int:
-    """The peak of what ``run()`` allocates on the CPU, by torch's profiler (its memory timeline)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
-        run()
-    live = peak = 0
-    for _time, action, _key, size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            live += size
-            peak = max(peak, live)
-        elif action == Action.DESTROY:
-            live -= size
-    return peak
-
-
-def counted_bytes(run) -> int:
-    with memory_trace.LiveBytes() as counter:
-        run()
-    return counter.peak
 
 
 @pytest.mark.parametrize("part", ["unet", "vae"])

@@ -101,10 +101,11 @@ def load_family(card: Card) -> type:
     return _attribute(card.pipeline)
 
 
-def memory_needs(card: Card) -> dict[str, float] | None:
-    """What each memory mode needs for the card's default video, fastest mode first, from its family's
-    traced table (``families/<family>/memory.py``); None for I2VGen-XL (``estimates`` traces it); empty
-    for a family without a table."""
+def memory_needs(card: Card, resolution: str | None = None, frames: int | None = None) -> dict[str, float] | None:
+    """What each memory mode needs for a video of ``resolution`` and ``frames`` (default: the card's default
+    video), fastest mode first, from its family's traced table (``families/<family>/memory.py``; any aspect
+    has about the base size's pixels); None for I2VGen-XL (``estimates`` traces it); empty for a family
+    without a table."""
     if card.family == i2vgen_xl.CARD.family:
         return None
     if card.family != wan.TI2V_5B.family:
@@ -112,7 +113,8 @@ def memory_needs(card: Card) -> dict[str, float] | None:
     from .wan import memory
 
     defaults = card.generation.defaults
-    return memory.needs_gb(card.name, *card.base_sizes[defaults.resolution], defaults.num_frames)
+    return memory.needs_gb(card.name, *card.base_sizes[resolution or defaults.resolution],
+                           frames or defaults.num_frames)
 
 
 def build_demo(card: Card, path: Path, *, force: bool = False) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..config import GenerationSettings
 
@@ -54,17 +53,16 @@ class Card:
     frame_step: int
     #: The weights' dtype on a GPU ("auto" in ``model.dtype``); a CPU always runs float32.
     gpu_dtype: str
-    #: The modules called once a step (progress, offload by blocks), and the others in offload order.
+    #: The pipeline's components called once a step (group offload moves them block by block; the others
+    #: whole, in the pipeline's own ``model_cpu_offload_seq`` order).
     denoisers: tuple[str, ...]
-    offload_order: tuple[str, ...]
     #: The prompt languages its text encoder reads ("en" only: others are translated first).
     prompt_languages: tuple[str, ...]
     #: Whether it can end the video on a second picture (``last_image``).
     end_frame: bool
     #: "module:function" (relative to ``image_to_video.families``) that writes its demo: tiny random
-    #: weights in its exact layout, so every path runs on any machine; and the demo's folder name.
+    #: weights in its exact layout, so every path runs on any machine (its folder: ``AppConfig.model_path``).
     demo_builder: str
-    demo_folder: str
     #: Files to download beside the weights and the json/txt files (e.g. a SentencePiece tokenizer).
     download_patterns: tuple[str, ...] = ()
     #: The speed switches of ``model.*`` that apply to it (the others are UNet-specific).
@@ -119,12 +117,3 @@ class Card:
     def resolution_text(self) -> str:
         """``480p (832x480), 720p (1280x704)``: each resolution with its base size."""
         return ", ".join(f"{name} ({w}x{h})" for name, (w, h) in self.base_sizes.items())
-
-    def describe(self) -> dict[str, Any]:
-        """What ``GET /api/models`` and the page show of it."""
-        return {"name": self.name, "family": self.family, "title": self.title, "licence": self.licence,
-                "hub_repo": self.hub_repos[0], "download_gb": self.download_gb,
-                "resolutions": {name: {aspect: f"{w}x{h}" for aspect, (w, h) in self.sizes(name).items()}
-                                for name in self.base_sizes},
-                "frames": self.frames_text(), "fps": self.generation.defaults.fps,
-                "prompt_languages": list(self.prompt_languages), "end_frame": self.end_frame}

@@ -67,12 +67,8 @@ def untraced(card: families.Card) -> str:
 def table_needs(card: families.Card, resolution, frames) -> dict[str, float] | None:
     """GB per memory mode for this video from the family's own traced table (Wan's), fastest mode first;
     None for I2VGen-XL (``estimates`` has it) or for values it cannot read."""
-    if card.family != "wan":
-        return None
     try:
-        from ..families.wan import memory
-
-        return memory.needs_gb(card.name, *card.size(str(resolution), "16:9"), int(frames))
+        return families.memory_needs(card, str(resolution), int(frames)) or None
     except (KeyError, TypeError, ValueError, OSError):
         return None
 

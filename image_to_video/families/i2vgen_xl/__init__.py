@@ -17,9 +17,8 @@ CARD = Card(
     generation=GenerationSettings(),
     base_sizes={name: (side, side) for name, side in GenerationSettings().resolutions.items()},
     aspects=ASPECTS, size_multiple=64, frame_step=1, gpu_dtype="float16",
-    denoisers=("unet",), offload_order=("text_encoder", "image_encoder", "vae"),
-    prompt_languages=("en",), end_frame=False,
-    demo_builder="i2vgen_xl.demo:build_demo_model", demo_folder="demo-i2vgen-xl-tiny",
+    denoisers=("unet",), prompt_languages=("en",), end_frame=False,
+    demo_builder="i2vgen_xl.demo:build_demo_model",
     speed_switches=("attention_backend", "channels_last", "fuse_qkv", "compile", "scheduler", "deep_cache_interval"),
     sources={
         "sizes": "trained at 1280x704 (model card); multiples of 64 keep the UNet's three downsamplings whole",

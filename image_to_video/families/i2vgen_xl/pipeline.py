@@ -40,21 +40,16 @@ from diffusers import I2VGenXLPipeline
 from ...errors import Cancelled, GenerationFailed
 from ...progress import Progress, ProgressFn
 from ...request import GenerationRequest
+from ..preview import PREVIEWS_PER_VIDEO, latent_strip, nothing
 
 log = logging.getLogger(__name__)
 
 #: CLIP's context length; the prompt is padded or cut to it.
 PROMPT_TOKENS = 77
-#: Denoising steps between two live previews: a video shows about this many.
-PREVIEWS_PER_VIDEO = 10
 # Latent -> RGB approximation of the Stable Diffusion VAE family, which I2VGen-XL uses:
 # cheap enough to run every few steps, close enough to cancel a bad job early.
 _LATENT_RGB = np.array([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
                         [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]], dtype=np.float32)
-
-
-def _nothing() -> None:
-    pass
 
 
 class I2VGenXL:
@@ -83,7 +78,7 @@ class I2VGenXL:
         return encode_prompt(self.pipeline, text, self.device, self.dtype)
 
     def denoise(self, request: GenerationRequest, *, report: ProgressFn, cancel: threading.Event,
-                before_step: Callable[[], None] = _nothing,
+                before_step: Callable[[], None] = nothing,
                 within: Iterable[contextlib.AbstractContextManager] = ()) -> torch.Tensor:
         """The video's latents (batch, 4, frames, h/8, w/8) after ``request.num_inference_steps`` steps."""
         total = request.num_inference_steps
@@ -135,7 +130,7 @@ class I2VGenXL:
         ).frames
 
     def decode(self, latents: torch.Tensor, *, chunk: int, report: ProgressFn, cancel: threading.Event,
-               before_chunk: Callable[[], None] = _nothing) -> np.ndarray:
+               before_chunk: Callable[[], None] = nothing) -> np.ndarray:
         """uint8 frames (frames, h, w, 3), decoded ``chunk`` frames at a time."""
         num_frames = latents.shape[2]
         started = time.perf_counter()
@@ -200,8 +195,4 @@ def encode_prompt(pipe: I2VGenXLPipeline, text: str, device: torch.device, dtype
 def latent_preview(latents: torch.Tensor, frames: int = 4, scale: int = 4) -> np.ndarray:
     """A strip of up to ``frames`` frames, as RGB, from UNet input latents (batch, 4, frames, h, w)."""
     sample = latents[0].detach().float().cpu().numpy()  # the first of the guidance pair
-    picks = np.linspace(0, sample.shape[1] - 1, num=min(frames, sample.shape[1])).round().astype(int)
-    rgb = np.einsum("cfhw,cr->fhwr", sample[:, picks], _LATENT_RGB)
-    strip = np.concatenate(list(rgb), axis=1)
-    strip = ((np.clip(strip, -1, 1) + 1) * 127.5).astype(np.uint8)
-    return strip.repeat(scale, axis=0).repeat(scale, axis=1)
+    return latent_strip(sample, _LATENT_RGB, frames=frames, scale=scale)

@@ -54,9 +54,8 @@ TI2V_5B = Card(
          "Short 720p": Preset("720p", 49, 24, 50, 5.0)},
         {"480p": 480, "720p": 704}, Range(5, 121)),
     base_sizes={"480p": (832, 480), "720p": (1280, 704)}, aspects=ASPECTS, size_multiple=32, frame_step=4,
-    gpu_dtype="bfloat16", denoisers=("transformer",), offload_order=("text_encoder", "image_encoder", "vae"),
-    prompt_languages=("en", "zh"), end_frame=False,
-    demo_builder="wan.demo:build_demo_model", demo_folder="demo-wan2.2-ti2v-5b-tiny", sources=_SOURCES,
+    gpu_dtype="bfloat16", denoisers=("transformer",), prompt_languages=("en", "zh"), end_frame=False,
+    demo_builder="wan.demo:build_demo_model", sources=_SOURCES,
     download_patterns=("*.model",),
 )
 
@@ -71,9 +70,8 @@ I2V_A14B = Card(
          "High quality": Preset("720p", 81, 16, 40, 3.5)},
         {"480p": 480, "720p": 720}, Range(5, 81)),
     base_sizes={"480p": (832, 480), "720p": (1280, 720)}, aspects=ASPECTS, size_multiple=16, frame_step=4,
-    gpu_dtype="bfloat16", denoisers=("transformer", "transformer_2"),
-    offload_order=("text_encoder", "image_encoder", "vae"), prompt_languages=("en", "zh"), end_frame=True,
-    demo_builder="wan.demo:build_demo_model", demo_folder="demo-wan2.2-i2v-a14b-tiny", sources=_SOURCES,
+    gpu_dtype="bfloat16", denoisers=("transformer", "transformer_2"), prompt_languages=("en", "zh"), end_frame=True,
+    demo_builder="wan.demo:build_demo_model", sources=_SOURCES,
     download_patterns=("*.model",),
 )
 

@@ -29,17 +29,12 @@ from diffusers.utils.torch_utils import get_module_execution_device
 from ...errors import Cancelled, GenerationFailed
 from ...progress import Progress, ProgressFn
 from ...request import GenerationRequest
+from ..preview import PREVIEWS_PER_VIDEO, latent_strip, nothing
 
 log = logging.getLogger(__name__)
 
-#: Denoising steps between two live previews: a video shows about this many.
-PREVIEWS_PER_VIDEO = 10
 #: The colours the latent-to-RGB approximation is fitted on: the cube's corners and grey, in [-1, 1].
 _COLOURS = torch.tensor([[r, g, b] for r in (-1.0, 1.0) for g in (-1.0, 1.0) for b in (-1.0, 1.0)] + [[0.0] * 3])
-
-
-def _nothing() -> None:
-    pass
 
 
 class Wan:
@@ -79,7 +74,7 @@ class Wan:
         return not self.pipeline.config.expand_timesteps
 
     def denoise(self, request: GenerationRequest, *, report: ProgressFn, cancel: threading.Event,
-                before_step: Callable[[], None] = _nothing,
+                before_step: Callable[[], None] = nothing,
                 within: Iterable[contextlib.AbstractContextManager] = ()) -> torch.Tensor:
         """The video's latents after ``request.num_inference_steps`` steps, as the pipeline returns them
         with ``output_type="latent"`` (for TI2V-5B with the first frame's condition put back)."""
@@ -131,7 +126,7 @@ class Wan:
                 hook.remove()
 
     def decode(self, latents: torch.Tensor, *, chunk: int, report: ProgressFn, cancel: threading.Event,
-               before_chunk: Callable[[], None] = _nothing) -> np.ndarray:
+               before_chunk: Callable[[], None] = nothing) -> np.ndarray:
         """uint8 frames (frames, h, w, 3), decoded as the pipeline decodes them: the whole video at once
         (``chunk`` does not apply: Wan's VAE is causal over time)."""
         if cancel.is_set():
@@ -162,13 +157,9 @@ class Wan:
     def latent_preview(self, latents: torch.Tensor, frames: int = 4, scale: int = 8) -> np.ndarray:
         """An approximate strip of up to ``frames`` frames, as RGB, from the denoising latents (batch,
         channels, frames, h, w): each latent pixel's colour by the linear map ``fit_latent_rgb`` fitted."""
-        sample = latents[0].detach().float().cpu().numpy()
-        picks = np.linspace(0, sample.shape[1] - 1, num=min(frames, sample.shape[1])).round().astype(int)
         weights = self._latent_rgb
-        rgb = np.einsum("cfhw,cr->fhwr", sample[:, picks], weights[:-1]) + weights[-1]
-        strip = np.concatenate(list(rgb), axis=1)
-        strip = ((np.clip(strip, -1, 1) + 1) * 127.5).astype(np.uint8)
-        return strip.repeat(scale, axis=0).repeat(scale, axis=1)
+        return latent_strip(latents[0].detach().float().cpu().numpy(), weights[:-1], weights[-1], frames=frames,
+                            scale=scale)
 
 
 @torch.no_grad()
