@@ -72,8 +72,8 @@ TEXT: dict[str, dict[str, str]] = {
     "settings": {"en": "Settings", "zh-CN": "参数设置"},
     "resolution": {"en": "Resolution", "zh-CN": "分辨率"},
     "resolution_help": {"en": "Output size. Higher is sharper but slower and needs more GPU memory: time and "
-                              "memory grow with the number of pixels (720p has about twice those of 480p).",
-                        "zh-CN": "输出尺寸。越高越清晰，但更慢、更占显存：时间和显存随像素数增长（720p 的像素约为 480p 的两倍）。"},
+                              "memory grow with the number of pixels (twice the side is about four times both).",
+                        "zh-CN": "输出尺寸。越高越清晰，但更慢、更占显存：时间和显存随像素数增长（边长翻倍约为四倍）。"},
     "frames": {"en": "Frames", "zh-CN": "帧数"},
     "frames_help": {"en": "Number of frames. More frames make a longer video; time and memory grow in proportion.",
                     "zh-CN": "视频帧数。帧数越多视频越长，时间和显存按比例增加。"},
