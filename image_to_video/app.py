@@ -18,7 +18,7 @@ from pathlib import Path
 from . import cpu_threads, families
 from .config import AppConfig
 from .engine import Engine
-from .engine_host import engine_for
+from .engine_host import engine_for, takes_jobs
 from .errors import AlreadyRunning, ConfigError, WorkerLost
 from .faults import FaultInjector
 from .i18n import t
@@ -33,7 +33,7 @@ from .remote_engine import Channel, RemoteEngine
 from .service import VideoService
 from .translate import Translator
 from .worker import Worker
-from .workers import EngineGroup, WorkerBoard, memory_shares, worker_devices, worker_name
+from .workers import EngineGroup, WorkerBoard, loaded_model, memory_shares, worker_devices, worker_name
 
 log = logging.getLogger("image_to_video")
 
@@ -118,8 +118,10 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
     store = open_job_store(config.paths.state_dir / "jobs.sqlite3", config.paths.output_dir)
     remove_unreferenced_inputs(store, config.paths.state_dir / "inputs")
     live = LiveJobs()
-    # A model that reads Chinese (Wan's umT5) needs no translator: none is downloaded or loaded for it.
-    reads_chinese = "zh" in families.served_card(config).prompt_languages
+    # A model that reads Chinese (Wan's umT5) needs no translator: none is downloaded or loaded where every
+    # model offered reads it.
+    reads_chinese = all("zh" in families.CARDS[name].prompt_languages for name in config.offered or
+                        (families.served_card(config).name,))
     translator = None if reads_chinese else Translator(config.translation, config.paths.models_dir)
     queue = JobQueue(store, config, live=live, inputs_dir=config.paths.state_dir / "inputs",
                      check_disk=outputs.check_free_space, outputs=outputs, translator=translator)
@@ -135,8 +137,8 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
         name = worker_name(worker_devices(config.model.device, 1, _cuda_devices())[0], 0)
         board.add(name, device=config.model.device, engine=engine)
         services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb))
-        workers.append(Worker(store, live, services[0].make_video, model_ready=lambda: engine.ready,
-                              on_fatal=on_fatal, name=name, **common))
+        workers.append(Worker(store, live, services[0].make_video, model_ready=lambda: takes_jobs(engine),
+                              on_fatal=on_fatal, name=name, loaded_model=lambda: loaded_model(engine), **common))
     else:
         engines = [RemoteEngine(channel, name=channel.name) for channel in channels]
         for engine, channel in zip(engines, channels):
@@ -144,7 +146,7 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
             services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb))
             workers.append(Worker(store, live, services[-1].make_video, model_ready=engine.check,
                                   on_fatal=engine.restart, name=channel.name, engine_lost=lambda e=engine: e.lost,
-                                  restart=engine.restart, **common))
+                                  restart=engine.restart, loaded_model=lambda e=engine: loaded_model(e), **common))
     group = engines[0] if len(engines) == 1 and channels is None else EngineGroup(engines)
     return App(config, group, outputs, tuple(services), queue, tuple(workers), lock, board, tuple(engines),
                translator)

@@ -103,6 +103,11 @@ class ModelSettings:
     #: known hub repo, else i2vgen-xl), i2vgen-xl, wan2.2-ti2v-5b or wan2.2-i2v-a14b. With ``demo``, the
     #: family whose demo is served.
     family: str = "auto"
+    #: The models this server offers, each loaded when a job asks for it (one at a time per worker):
+    #: "all" (every model the app knows) or model names separated by commas. The model of ``source``
+    #: is always offered and loads first; the others come from their hub repos (or, with ``demo``,
+    #: are their families' demos). A job names its model (``model``), else gets ``source``'s.
+    offer: str = "all"
     #: Serve the built-in demo model instead of ``source`` (set by ``--demo``).
     demo: bool = False
 
@@ -110,6 +115,9 @@ class ModelSettings:
         _require(bool(self.source.strip()), "model.source", self.source, "a folder or a hub repo id")
         _require(self.family == "auto" or self.family.replace("-", "").replace(".", "").isalnum(), "model.family",
                  self.family, "auto or a model family's name, such as i2vgen-xl or wan2.2-ti2v-5b")
+        _require(self.offer.strip() == "all" or all(name.strip().replace("-", "").replace(".", "").isalnum()
+                                                    for name in self.offer.split(",")), "model.offer", self.offer,
+                 "all, or model names separated by commas, such as i2vgen-xl, wan2.2-ti2v-5b")
         _require(self.device in _DEVICES or self.device.startswith("cuda:"), "model.device",
                  self.device, "auto, cpu, cuda or cuda:N")
         _require(self.dtype in _DTYPES, "model.dtype", self.dtype, ", ".join(_DTYPES))
@@ -472,6 +480,10 @@ class AppConfig:
     outputs: OutputSettings = field(default_factory=OutputSettings)
     translation: TranslationSettings = field(default_factory=TranslationSettings)
     launcher: LauncherSettings = field(default_factory=LauncherSettings)
+    #: Every model the server offers, by name, each with its own settings (``families.served_config``
+    #: fills it; empty: only this config's model). Not a setting of the file.
+    offered: Mapping[str, AppConfig] = field(default_factory=dict, repr=False, compare=False,
+                                             metadata={"computed": True})
 
     @property
     def model_path(self) -> str:
@@ -525,7 +537,7 @@ def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
         hint = typing.get_type_hints(cls)[f.name]
         if dataclasses.is_dataclass(hint) and hint is not Range:
             keys += _leaf_keys(hint, f"{prefix}{f.name}.")
-        elif hint is not Range and typing.get_origin(hint) is not Mapping:
+        elif hint is not Range and typing.get_origin(hint) is not Mapping and not f.metadata.get("computed"):
             keys.append(prefix + f.name)
     return keys
 
@@ -565,7 +577,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"Invalid setting {name}: {shown(data)}. Allowed: a mapping of settings.")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    known = {f.name for f in dataclasses.fields(cls) if f.init and not f.metadata.get("computed")}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"Unknown setting {prefix}{unknown[0]} in {name}. "

@@ -22,6 +22,7 @@ from .config import AppConfig
 from .engine import Engine, Frames
 from .errors import WorkerLost, plain_error
 from .faults import FaultInjector
+from .model_switch import ModelSwitch
 from .progress import Progress
 from .request import GenerationRequest
 
@@ -79,7 +80,8 @@ class EngineHost:
                 "model_device": engine.settings.device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "memory_share": engine.memory_share,
                 "memory_mode": engine.memory_mode, "ready": engine.ready, "status": engine.status,
-                "model_path": engine.model_path, "model_revision": engine.model_revision,
+                "takes_jobs": takes_jobs(engine),
+                "model": engine.card.name, "model_path": engine.model_path, "model_revision": engine.model_revision,
                 "gpu_memory_gb": engine.gpu_memory_gb, "gpu_name": engine.gpu_name, "job": job,
                 "cpu_threads": _torch_threads(),
                 "cpu_wait_policy": cpu_threads.wait_policy_in_force()}
@@ -136,17 +138,31 @@ class EngineHost:
                 job.preview = progress.preview
 
 
+def takes_jobs(engine) -> bool:
+    """Whether a worker may take a job: its model is ready, or (a ``ModelSwitch``) another model's job
+    can switch away from one that failed to load."""
+    return getattr(engine, "takes_jobs", engine.ready)
+
+
 def _torch_threads() -> int | None:
     """Torch's CPU threads in this process, where torch is loaded (it is once an engine is)."""
     torch = sys.modules.get("torch")
     return torch.get_num_threads() if torch is not None else None
 
 
-def engine_for(config: AppConfig, device: str | None = None, *, faults: FaultInjector | None = None) -> Engine:
-    """The engine ``config`` describes, on ``device`` (a worker's own; None keeps ``model.device``)."""
-    model = config.model if device is None else dataclasses.replace(config.model, device=device)
-    return Engine(model, config.model_path, config.paths.models_dir, resolutions=config.generation.resolutions,
-                  warmup_shapes=warmup_shapes(config), faults=faults, card=families.served_card(config))
+def engine_for(config: AppConfig, device: str | None = None, *,
+               faults: FaultInjector | None = None) -> Engine | ModelSwitch:
+    """The engine ``config`` describes, on ``device`` (a worker's own; None keeps ``model.device``): where
+    the server offers several models (``config.offered``), a ``ModelSwitch`` between their engines,
+    ``config``'s own model loaded first."""
+    def make(one: AppConfig) -> Engine:
+        model = one.model if device is None else dataclasses.replace(one.model, device=device)
+        return Engine(model, one.model_path, one.paths.models_dir, resolutions=one.generation.resolutions,
+                      warmup_shapes=warmup_shapes(one), faults=faults, card=families.served_card(one))
+
+    if len(config.offered) > 1:
+        return ModelSwitch(config.offered, config.model.family, make)
+    return make(config)
 
 
 def warmup_shapes(config: AppConfig) -> tuple[tuple[int, int, int], ...]:

@@ -154,6 +154,7 @@ TEXT: dict[str, dict[str, str]] = {
     "state_cancelled": {"en": "cancelled", "zh-CN": "已取消"},
     "state_interrupted": {"en": "interrupted", "zh-CN": "已中断"},
     "state_running_plain": {"en": "running", "zh-CN": "运行中"},
+    "stage_loading_model": {"en": "Loading the model", "zh-CN": "加载模型"},
     "stage_denoising": {"en": "Denoising", "zh-CN": "去噪"},
     "stage_decoding": {"en": "Decoding", "zh-CN": "解码"},
     "stage_encoding": {"en": "Encoding", "zh-CN": "编码"},
@@ -452,10 +453,14 @@ TEXT: dict[str, dict[str, str]] = {
                              "zh-CN": "页面的 {name!r} 操作会立即运行，不进入队列。请使用页面。"},
     "param_resolution": {"en": "Resolution", "zh-CN": "分辨率"},
     "param_aspect": {"en": "Aspect", "zh-CN": "画面比例"},
+    "param_model": {"en": "Model", "zh-CN": "模型"},
     "param_last_image": {"en": "End frame", "zh-CN": "结束帧"},
     "err_frame_count": {"en": "Frames: {value} is not a frame count {model} can make. It makes {rule}; the nearest "
                               "are {nearest}.",
                         "zh-CN": "帧数：{model} 无法生成 {value} 帧。可用帧数为 {rule}；最接近的是 {nearest}。"},
+    "err_model_not_offered": {"en": "This server does not offer the model {value}. Choose one of: {allowed} "
+                                    "(or leave the model out to use the server's own).",
+                              "zh-CN": "本服务器不提供模型 {value}。请从以下模型中选择：{allowed}（或不指定模型以使用服务器当前的模型）。"},
     "err_other_model": {"en": "These settings were made with the model {value}; this server serves {model}. Start a "
                               "server with that model (--model), or leave the model out to use this one.",
                         "zh-CN": "这些参数来自模型 {value}；本服务器运行的是 {model}。请用该模型启动服务器（--model），"

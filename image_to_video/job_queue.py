@@ -49,8 +49,6 @@ class JobQueue:
         self.inputs_dir = Path(inputs_dir)
         self.max_queued = config.jobs.max_queued
         self.check_disk = check_disk or (lambda: None)
-        #: Whether prompts that are not English are translated: only for a model that reads English only.
-        self.translates = "zh" not in families.served_card(config).prompt_languages
         self._closed = False
 
     # -- submitting ------------------------------------------------------------
@@ -105,12 +103,13 @@ class JobQueue:
         record = self.outputs.find(name) or {}
         old = record.get("parameters") or {}
         carried = dict(params, continue_from=name)
-        for key in (*PARAMETER_NAMES, "negative_prompt", "seed", "aspect"):
+        for key in (*PARAMETER_NAMES, "negative_prompt", "seed", "aspect", "model"):
             if carried.get(key) in (None, "") and key in old:
                 carried[key] = old[key]
         if "aspect" in old and str(carried.get("aspect", "")).strip().lower() == "auto":  # auto: the video's own
             carried["aspect"] = old["aspect"]
-        for key, name_key in (("resolution", "param_resolution"), ("fps", "param_fps"), ("aspect", "param_aspect")):
+        for key, name_key in (("resolution", "param_resolution"), ("fps", "param_fps"), ("aspect", "param_aspect"),
+                              ("model", "param_model")):
             if key in old and not _same(carried.get(key), old[key]):
                 raise InvalidInput(key="err_continue_size", name_key=name_key, value=old[key], video=name)
         try:
@@ -143,7 +142,7 @@ class JobQueue:
         """``request`` with the English of a prompt that is not English, when the translator is ready
         (else as it is: the page has said so before the job was submitted). A model that reads Chinese
         (its card says so: Wan's umT5) gets the prompt as written."""
-        if self.translator is None or not self.translates:
+        if self.translator is None or "zh" in families.CARDS[request.model].prompt_languages:
             return request
         english = {}
         for name in ("prompt", "negative_prompt"):
@@ -171,7 +170,7 @@ class JobQueue:
         if old.state not in (FAILED, CANCELLED, INTERRUPTED):
             raise InvalidInput(key="err_already_running", state=old.state)
         params = {k: v for k, v in old.params.items()
-                  if k not in ("width", "height", "prompt", "end_frame", "family", "model")}
+                  if k not in ("width", "height", "prompt", "end_frame", "family")}
         try:
             with Image.open(old.image_path) as image:
                 picture = image.copy()

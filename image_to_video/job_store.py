@@ -29,6 +29,12 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
 
+#: The model of a job stored before jobs named one (the app had one model then).
+DEFAULT_MODEL = "i2vgen-xl"
+#: How long a queued job may be passed over for jobs of the model a worker holds (``claim_next``):
+#: switching models costs a load (seconds to minutes), waiting too long is worse.
+PREFER_MODEL_FOR_S = 120.0
+
 
 
 def end_frame_path(image_path: str | Path) -> Path:
@@ -102,8 +108,8 @@ class JobStore(Protocol):
     def add(self, job: Job, *, max_queued: int, retry_of: str | None = None) -> Job: ...
     def get(self, job_id: str) -> Job | None: ...
     def update(self, job_id: str, **changes: Any) -> Job | None: ...
-    def claim_next(self, worker: str, *, owner: str | None = None,
-                   ran_on: dict[str, str] | None = None) -> Job | None: ...
+    def claim_next(self, worker: str, *, owner: str | None = None, ran_on: dict[str, str] | None = None,
+                   prefer_model: str | None = None, patience_s: float = PREFER_MODEL_FOR_S) -> Job | None: ...
     def cancel_if_queued(self, job_id: str, message: str) -> bool: ...
     def list(self, *, owner: str | None = None, limit: int = 50) -> list[Job]: ...
     def position(self, job_id: str) -> int | None: ...
@@ -218,10 +224,12 @@ class SQLiteJobStore:
             return self._row(db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?",
                                         (job_id,)).fetchone())
 
-    def claim_next(self, worker: str, *, owner: str | None = None,
-                   ran_on: dict[str, str] | None = None) -> Job | None:
+    def claim_next(self, worker: str, *, owner: str | None = None, ran_on: dict[str, str] | None = None,
+                   prefer_model: str | None = None, patience_s: float = PREFER_MODEL_FOR_S) -> Job | None:
         """Atomically move the oldest queued job (of ``owner``, if given) to running. ``worker`` is the
-        claiming process (``processes.this_worker``); ``ran_on`` the worker's name, device and machine."""
+        claiming process (``processes.this_worker``); ``ran_on`` the worker's name, device and machine.
+        ``prefer_model``: the model the worker holds; a job for it goes first, saving a model switch,
+        unless the oldest job (for another model) has waited ``patience_s`` already (none starves)."""
         placed = {f"worker_{key}": (ran_on or {}).get(key) for key in ("name", "device", "machine")}
         query = f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE state = ?"
         args: list[Any] = [QUEUED]
@@ -233,6 +241,11 @@ class SQLiteJobStore:
                 row = db.execute(query + " ORDER BY created LIMIT 1", args).fetchone()
                 if row is None:
                     return None
+                oldest = _params(row[_COLUMNS.index("params")])
+                if (prefer_model and oldest is not None and oldest.get("model", DEFAULT_MODEL) != prefer_model
+                        and time.time() - row[_COLUMNS.index("created")] < patience_s):
+                    row = db.execute(query + " AND coalesce(CASE WHEN json_valid(params) THEN json_extract(params, '$.model') END, ?) = ? "
+                                     "ORDER BY created LIMIT 1", [*args, DEFAULT_MODEL, prefer_model]).fetchone() or row
                 if _params(row[_COLUMNS.index("params")]) is None:  # a damaged row must not block the queue
                     self._fail_unreadable(db, row[0])
                     continue

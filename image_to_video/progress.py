@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The stages of one video, in order: the model's (once per segment), then the finishing steps a
-#: job asked for, then the files.
-STAGES = ("denoising", "decoding", "joining", "looping", "interpolating", "upscaling", "encoding", "gif", "webm",
+#: The stages of one video, in order: loading the model it names (when a worker held another), the
+#: model's (once per segment), then the finishing steps a job asked for, then the files.
+STAGES = ("loading_model", "denoising", "decoding", "joining", "looping", "interpolating", "upscaling", "encoding", "gif", "webm",
           "png")
 
 

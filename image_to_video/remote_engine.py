@@ -70,6 +70,8 @@ class RemoteEngine:
 
     ready = property(lambda self: self.status.ready)
     memory_mode = property(lambda self: self._field("memory_mode"))
+    #: The model the host holds or is loading (``engine_host`` describes it).
+    loaded_model = property(lambda self: self._field("model"))
     model_path = property(lambda self: self._field("model_path"))
     model_revision = property(lambda self: self._field("model_revision"))
     gpu_memory_gb = property(lambda self: self._field("gpu_memory_gb"))
@@ -98,12 +100,13 @@ class RemoteEngine:
         return described
 
     def check(self) -> bool:
-        """Ask the host how it stands (the worker's thread does, between jobs); True when it is ready."""
+        """Ask the host how it stands (the worker's thread does, between jobs); True when it takes a job
+        (its model is ready, or another offered model's job may switch from one that failed to load)."""
         try:
-            self.describe()
+            described = self.describe()
         except WorkerLost:
             return False
-        return self.ready
+        return bool(described.get("takes_jobs", self.ready))
 
     def _field(self, name: str) -> Any:
         described = self._described

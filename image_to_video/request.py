@@ -102,14 +102,17 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     the picture scaled to cover it and centre-cropped (as little as possible). ``last_image``: the
     picture the video ends on, for a model that can (else refused), fitted to the same size.
 
+    ``model`` (among ``settings``): which offered model makes it (``families.config_for``; none: the
+    server's own), whose card and generation settings every check below reads.
+
     ``settings`` are ``PARAMETERS`` by name (``num_frames=16``), as any caller sends them
     (text, numbers or None). Raises ``InvalidInput`` naming the parameter, the value and
     what is allowed; the image is only decoded once every other parameter has passed. A
     seed of -1 (or none) is replaced by a random one, so the request records the seed used.
     """
     finishing = {name: settings.pop(name) for name in FINISHING_DEFAULTS if name in settings}
+    config = families.config_for(config, settings.pop("model", None))  # the model the job names, checked by its limits
     card = families.served_card(config)
-    _check_same_model(settings.pop("model", None), card)
     settings.pop("family", None)  # a record's parameters: the model says it
     settings.pop("end_frame", None)  # a record's note; the picture itself comes as last_image
     unknown = sorted(set(settings) - set(PARAMETER_NAMES))
@@ -155,12 +158,6 @@ def _end_frame(source: Any, config: AppConfig) -> Image.Image:
             raise
         raise InvalidInput(key="err_end_frame_picture", problem_en=t(error.key, "en", **error.params),
                            problem_zh=t(error.key, "zh-CN", **error.params)) from None
-
-
-def _check_same_model(model: Any, card: families.Card) -> None:
-    """A request made again from a record names its model: it must be the one this server serves."""
-    if model not in (None, "") and model != card.name:
-        raise InvalidInput(key="err_other_model", value=shown(model), model=card.name)
 
 
 def _aspect(value: Any, card: families.Card) -> str:

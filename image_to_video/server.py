@@ -43,7 +43,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, families
+from . import __version__, catalogue, families
 from .auth import Credentials, LoginThrottle
 from .config import FORMATS, LOOPS, PARAMETERS, STATIC_DIR, AppConfig
 from .errors import AppError, InvalidInput, NoSuchRoute, WrongMethod, shown
@@ -55,7 +55,7 @@ from .job_store import DONE
 from .outputs import OutputFolder, VideoFiles
 from .request import summary
 from .ui import build_ui
-from .workers import WorkerBoard
+from .workers import WorkerBoard, loaded_model
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,15 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
                 "model": {"state": model.state.value, "message": model.text(lang or "en"),
                           "device": model.device_text(lang or "en"),
                           "demo": model.is_demo, "download_fraction": model.fraction,
-                          "memory_mode": engine.memory_mode}}
+                          "memory_mode": engine.memory_mode, "name": loaded_model(engine)}}
+
+    @app.get("/api/models", tags=["server"])
+    def list_models() -> dict:
+        """The models this server offers (a job's ``model``), the default first among equals: each one's
+        name, title, family, state (ready, loading, error, on_disk, not_downloaded) and the workers holding
+        it, download size, whether it can end on a picture, and its default video's GPU memory per memory
+        mode. A job for a model no worker holds loads it first (a worker holds one model at a time)."""
+        return {"default": config.model.family, "models": catalogue.model_list(config, catalogue.engines_of(engine))}
 
     app.post("/api/jobs", status_code=202, tags=["jobs"], dependencies=[Depends(require_login)],
              summary="Submit")(_submit_route(config, queue, max_bytes))
@@ -223,6 +231,9 @@ def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
                                              ", in English (other languages are translated first)")),
         form("negative_prompt", t("negative_help") + f" Empty: {card.title}'s default."),
         *[form(p.name, _parameter_help(p, card)) for p in PARAMETERS],
+        form("model", f"Which model makes the video: one of {', '.join(config.offered or (card.name,))} (default: "
+                      f"{card.name}). Each has its own sizes, frame counts and defaults: GET /api/models lists them; "
+                      "the sizes and limits described here are the default's."),
         form("aspect", f"The video's shape: auto (default: the one nearest the picture's) or one of "
                        f"{', '.join(card.aspects)}. The picture is scaled to cover it and centre-cropped."),
         form("seed", "-1 or empty for a random seed"),

@@ -59,19 +59,22 @@ class Worker:
                  model_ready: Callable[[], bool], only_owner: str | None = None,
                  on_fatal: Callable[[], None] | None = None, after_job: Callable[[], None] | None = None,
                  name: str = "worker", board: WorkerBoard | None = None, max_attempts: int = 3,
-                 engine_lost: Callable[[], bool] | None = None, restart: Callable[[], None] | None = None):
+                 engine_lost: Callable[[], bool] | None = None, restart: Callable[[], None] | None = None,
+                 loaded_model: Callable[[], str | None] | None = None):
         """``only_owner`` makes this worker run only that owner's jobs (the command line's).
         ``on_fatal`` is called after a CUDA error that leaves the GPU unusable; ``after_job``
         after every job (housekeeping: pruning old input pictures). ``name`` and ``board``: this
         worker among several (``board.add`` it first: its jobs record its name, device and machine).
         ``engine_lost`` says whether the engine's process is gone, ``restart`` starts a fresh one; a
-        job whose engine is lost under it runs again, ``max_attempts`` runs in all."""
+        job whose engine is lost under it runs again, ``max_attempts`` runs in all. ``loaded_model``: the
+        model the engine holds, whose queued jobs go first (``claim_next``: no switch, none starving)."""
         self.name, self.board, self.max_attempts = name, board, max_attempts
         self.engine_lost, self.restart = engine_lost, restart
         self.store = store
         self.live = live
         self.make_video = make_video
         self.model_ready = model_ready
+        self.loaded_model = loaded_model or (lambda: None)
         self.only_owner = only_owner
         self.on_fatal = on_fatal
         self.after_job = after_job
@@ -113,7 +116,8 @@ class Worker:
             self._restart_engine()
         ready = self.model_ready()
         ran_on = self.board.identity(self.name) if self.board and ready else None
-        job = self.store.claim_next(self.worker_id, owner=self.only_owner, ran_on=ran_on) if ready else None
+        job = self.store.claim_next(self.worker_id, owner=self.only_owner, ran_on=ran_on,
+                                    prefer_model=self.loaded_model()) if ready else None
         self.error = None
         if job is None:
             self.live.wait_for_change(version, 1.0)

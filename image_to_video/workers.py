@@ -95,14 +95,23 @@ class WorkerBoard:
         return {"name": name, "device": _device_of(entry), "machine": _machine_of(entry.engine)}
 
     def list(self) -> list[dict[str, Any]]:
-        """Each worker: id, machine, pid (of its engine's process), device, memory_mode, state, current_job,
-        jobs_done (``GET /api/workers``)."""
+        """Each worker: id, machine, pid (of its engine's process), device, model (the one it holds now),
+        memory_mode, state, current_job, jobs_done (``GET /api/workers``)."""
         with self._lock:
             entries = [_Entry(**vars(entry)) for entry in self._entries.values()]
         return [{"id": entry.name, "machine": _machine_of(entry.engine),
                  "pid": entry.engine.pid if hasattr(entry.engine, "pid") else os.getpid(), "device": _device_of(entry),
-                 "memory_mode": entry.engine.memory_mode, "state": _state_of(entry),
+                 "model": loaded_model(entry.engine), "memory_mode": entry.engine.memory_mode, "state": _state_of(entry),
                  "current_job": entry.current_job, "jobs_done": entry.jobs_done} for entry in entries]
+
+
+def loaded_model(engine: Any) -> str | None:
+    """The model an engine holds (or is loading): a ``ModelSwitch``'s or a remote host's current one, a
+    single engine's own; None while a remote host has not answered yet."""
+    if hasattr(engine, "loaded_model"):
+        return engine.loaded_model
+    card = getattr(engine, "card", None)
+    return card.name if card is not None else None
 
 
 def _machine_of(engine: Any) -> str:
@@ -137,6 +146,7 @@ class EngineGroup:
         return next((engine for engine in self.engines if engine.ready), self.engines[0])
 
     status = property(lambda self: self._lead().status)
+    loaded_model = property(lambda self: loaded_model(self._lead()))
     ready = property(lambda self: any(engine.ready for engine in self.engines))
     memory_mode = property(lambda self: self._lead().memory_mode)
     gpu_memory_gb = property(lambda self: self._lead().gpu_memory_gb)

@@ -107,3 +107,21 @@ def test_a_row_with_bytes_that_are_not_utf8_still_lists_with_the_others(tmp_path
     jobs = store.list(owner="page:a")
     assert [job.id for job in jobs] == ["bad", "good"]
     assert jobs[0].message == "Ok \ufffd!" and store.get("bad").localized_message("zh-CN") == "Ok \ufffd!"
+
+
+def test_a_worker_takes_the_jobs_of_the_model_it_holds_first_but_none_waits_forever(tmp_path):
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    now = time.time()
+    for job_id, model, age in (("wan1", "wan2.2-ti2v-5b", 30), ("xl1", "i2vgen-xl", 20), ("old", None, 10)):
+        params = {"prompt": "p"} if model is None else {"prompt": "p", "model": model}  # "old": before jobs named one
+        store.add(Job(id=job_id, owner="o", state=QUEUED, params=params, image_path="x.png", created=now - age),
+                  max_queued=10)
+    # Holding I2VGen-XL, its jobs go first (a job stored before models were named is I2VGen-XL's) ...
+    assert [store.claim_next("w", prefer_model="i2vgen-xl").id for _ in range(2)] == ["xl1", "old"]
+    assert store.claim_next("w", prefer_model="i2vgen-xl").id == "wan1"  # ... then the other model's
+    store.add(Job(id="wan2", owner="o", state=QUEUED, params={"model": "wan2.2-ti2v-5b"}, image_path="x.png",
+                  created=now - 200), max_queued=10)
+    store.add(Job(id="xl2", owner="o", state=QUEUED, params={"model": "i2vgen-xl"}, image_path="x.png",
+                  created=now - 1), max_queued=10)
+    # A job that has waited longer than the patience goes first whatever model the worker holds.
+    assert store.claim_next("w", prefer_model="i2vgen-xl", patience_s=120).id == "wan2"

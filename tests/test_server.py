@@ -177,9 +177,9 @@ def test_an_end_frame_the_server_cannot_use_is_a_400_naming_it_and_nothing_is_st
 
 @pytest.mark.parametrize("api", ["wan2.2-i2v-a14b"], indirect=True)
 def test_the_api_takes_an_aspect_and_an_end_frame_and_ignores_fields_it_does_not_declare(api):
-    # model, family and end_frame are keys of a record's parameters, not fields of the form: ignored like any other.
+    # family and end_frame are keys of a record's parameters, not fields of the form: ignored like any other.
     answer = api.client.post("/api/jobs", data={"prompt": "waves", "num_frames": "5", "aspect": " 9X16 ",
-                                                "model": "junk", "family": "junk", "end_frame": "no"},
+                                                "model": "wan2.2-i2v-a14b", "family": "junk", "end_frame": "no"},
                              files={"image": ("a.png", png(), "image/png"),
                                     "last_image": ("end.png", png((480, 640)), "image/png")})
     assert answer.status_code == 202, answer.text
@@ -190,4 +190,7 @@ def test_the_api_takes_an_aspect_and_an_end_frame_and_ignores_fields_it_does_not
         refused = api.client.post("/api/jobs", data={"prompt": "waves", "num_frames": "5", "aspect": aspect},
                                   files={"image": ("a.png", png(), "image/png")})
         assert refused.status_code == 400 and "Choose one of: auto, 16:9" in refused.json()["error"], aspect
+    refused = api.client.post("/api/jobs", data={"prompt": "waves", "num_frames": "5", "model": "junk"},
+                              files={"image": ("a.png", png(), "image/png")})  # the form's model: an offered one
+    assert refused.status_code == 400 and "does not offer the model 'junk'" in refused.json()["error"]
     assert len(api.queue.list()) == 1

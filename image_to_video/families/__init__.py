@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from ..config import AppConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidInput, shown
 from . import i2vgen_xl, wan
 from .card import ASPECTS, AUTO, Card
 
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 CARDS: dict[str, Card] = {card.name: card for card in (i2vgen_xl.CARD, *wan.CARDS)}
 DEFAULT = i2vgen_xl.CARD.name
 
-__all__ = ["ASPECTS", "AUTO", "CARDS", "Card", "DEFAULT", "build_demo", "detect", "load_family", "served_card",
-           "served_config"]
+__all__ = ["ASPECTS", "AUTO", "CARDS", "Card", "DEFAULT", "build_demo", "config_for", "detect", "load_family",
+           "offered_names", "served_card", "served_config"]
 
 
 def detect(source: str) -> str | None:
@@ -69,9 +69,50 @@ def served_card(config: AppConfig) -> Card:
 
 
 def served_config(config: AppConfig) -> AppConfig:
-    """``config`` with ``model.family`` a card's name ("auto" told from the model folder or hub repo) and,
-    for a family other than I2VGen-XL, that card's generation settings (the prompt limit stays the
-    config's)."""
+    """``config`` with ``model.family`` a card's name ("auto" told from the model folder or hub repo),
+    for a family other than I2VGen-XL that card's generation settings (the prompt limit stays the
+    config's), and ``offered``: the config of each model ``model.offer`` names (``config_for``).
+    Calling it again on its own result changes nothing."""
+    if config.offered:
+        return config
+    served = _one_model(config)
+    names = offered_names(config.model.offer, served.model.family)
+    offered = {name: served if name == served.model.family else _one_model(_other(config, name)) for name in names}
+    return dataclasses.replace(served, offered=offered)
+
+
+def offered_names(offer: str, served: str) -> tuple[str, ...]:
+    """The models ``offer`` ("all" or names separated by commas) names, in the app's order, ``served``
+    always among them."""
+    wanted = set(CARDS) if offer.strip() == "all" else {name.strip() for name in offer.split(",") if name.strip()}
+    unknown = sorted(wanted - set(CARDS))
+    if unknown:
+        raise ConfigError(f"Invalid setting model.offer: {unknown[0]!r}. Allowed: all, or some of "
+                          f"{', '.join(CARDS)} separated by commas.")
+    return tuple(name for name in CARDS if name in wanted | {served})
+
+
+def _other(config: AppConfig, name: str) -> AppConfig:
+    """``config`` for another offered model: its family, its first hub repo (a demo: its family's demo)."""
+    source = config.model.source if config.model.demo else CARDS[name].hub_repos[0]
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, family=name, source=source))
+
+
+def config_for(config: AppConfig, model) -> AppConfig:
+    """The config of the offered model named ``model`` (None or "": ``config``'s own); a model the
+    server does not offer is refused with the ones it does."""
+    own = served_card(config).name
+    if model in (None, "") or model == own:
+        return config
+    chosen = config.offered.get(model) if isinstance(model, str) else None
+    if chosen is None:
+        raise InvalidInput(key="err_model_not_offered", value=shown(model),
+                           allowed=", ".join(config.offered or (own,)))
+    return dataclasses.replace(chosen, offered=config.offered)
+
+
+def _one_model(config: AppConfig) -> AppConfig:
+    """``config`` for its one model: ``model.family`` told, the family's generation settings."""
     name = config.model.family
     if name == "auto":
         told = None if config.model.demo else detect(config.model_path)
