@@ -6,7 +6,8 @@
 
 A batch file has one JSON object per line, with the same keys as the flags:
 ``{"image": "a.jpg", "prompt": "waves", "resolution": "512p", "num_frames": 16, "seed": 7}``, with
-``"aspect": "9:16"`` (default auto: the picture's) and, for Wan2.2-I2V-A14B, ``"last_image": "end.jpg"``,
+``"model": "wan2.2-ti2v-5b"`` (default: the one --model/--family names; each worker switches between
+jobs), ``"aspect": "9:16"`` (default auto: the picture's) and, for Wan2.2-I2V-A14B, ``"last_image": "end.jpg"``,
 and the steps after the model: ``"segments": 2, "loop": "boomerang", "interpolate_fps": 24,
 "formats": "gif,webm,png", "upscale": 2``, or ``"continue_from": "<video name>"`` instead of an image.
 Every job is validated first (a bad one is reported and skipped), stored in the
@@ -33,8 +34,10 @@ from .processes import claim_data_folder
 from .request import FINISHING_DEFAULTS
 
 #: What a job may set besides its image and prompt: ``PARAMETERS``, the negative prompt, the seed,
-#: and the steps after the model.
-JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed", "aspect", "last_image", *FINISHING_DEFAULTS)
+#: its model, and the steps after the model.
+JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed", "aspect", "last_image", "model", *FINISHING_DEFAULTS)
+#: The keys the flags of ``generate`` set (``--model`` is the model's source: ``--family`` names the model).
+FLAG_KEYS = tuple(key for key in JOB_KEYS if key != "model")
 
 
 class BatchError(Exception):
@@ -93,7 +96,7 @@ def _run_all(app, specs: list[dict[str, Any]], owner: str) -> int:
 
 def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     spec = {"image": args.image, "prompt": args.prompt} if args.image else {"prompt": args.prompt}
-    spec.update({key: getattr(args, key) for key in JOB_KEYS if getattr(args, key) is not None})
+    spec.update({key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None})
     return spec
 
 

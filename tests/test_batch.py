@@ -40,15 +40,20 @@ def test_a_batch_reports_each_job_and_skips_bad_ones(tmp_path):
         {"image": "broken.png", "prompt": "waves"},
         {"image": "a.png", "prompt": "clouds drift", "resolution": "256p", "num_frames": 8,
          "num_inference_steps": 10, "fps": 4},
+        {"image": "a.png", "prompt": "海浪缓缓涌来", "model": "wan2.2-ti2v-5b", "resolution": "480p", "num_frames": 5,
+         "num_inference_steps": 2},  # another model of the server's, switched to between jobs
     ]
     batch = tmp_path / "jobs.jsonl"
     batch.write_text("# my jobs\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
     result = run(tmp_path, "--batch", str(batch))
     assert result.returncode == 1  # one job was refused
-    assert "[2/3] broken.png: refused: This file is not an image we can read" in result.stderr
+    assert "[2/4] broken.png: refused: This file is not an image we can read" in result.stderr
     videos = result.stdout.split()
-    assert len(videos) == 2 and probe_video(videos[1]).fps == 4.0
-    assert "2 video(s) made, 1 failed." in result.stderr
+    assert len(videos) == 3 and probe_video(videos[1]).fps == 4.0
+    wan = json.loads(open(videos[2].replace(".mp4", ".json")).read())
+    assert (wan["model"]["name"], wan["family"], wan["model_read"]["prompt"]) == ("wan2.2-ti2v-5b", "wan", "海浪缓缓涌来")
+    assert (probe_video(videos[2]).frames, probe_video(videos[2]).fps) == (5, 24.0)  # Wan's own frame rate
+    assert "3 video(s) made, 1 failed." in result.stderr
 
 
 def test_bad_batch_files_are_explained(tmp_path):
