@@ -23,6 +23,9 @@ readonly GRADIO_TMP="${APP_DIR}/.gradio/tmp"
 readonly READY_TIMEOUT="${I2V_READY_TIMEOUT:-1800}"  # seconds; a first model download is ~5 GB
 readonly STOP_TIMEOUT=20                   # seconds between TERM and KILL
 readonly MIN_PYTHON_MINOR=10               # Python 3.10+
+readonly KEEP_TRACES=10                    # --debug traces kept in the log folder
+readonly INSTALL_TAIL_LINES=20             # lines of pip's output shown when an install fails
+readonly INSTALL_LOG_MAX_BYTES=1048576     # past this, the install log starts again
 
 # Options (set by parse_args).
 COMMAND="start"
@@ -42,6 +45,9 @@ ENV_DESCRIPTION=""
 CONFIG_ARGS=()
 APP_ARGS=()
 declare -A PRE=()
+INSTALL_LOG=""      # pip's output (open_install_log)
+INSTALL_MARK=0      # its lines before this install
+INSTALL_STARTED=0   # when this install started (SECONDS)
 
 # The help, from the launcher (in the system's language); it needs only a system Python, no environment.
 usage() {
@@ -68,13 +74,15 @@ declare -A ZH=(
   ["Run \"bash start_app.sh --help\" for the options.\n"]="运行 \"bash start_app.sh --help\" 查看可用选项。\n"
   ["Python 3.%s or newer is needed. Install it (e.g. 'apt install python3 python3-venv') and run this again."]="需要 Python 3.%s 或更新版本。请先安装（例如 'apt install python3 python3-venv'）再运行本脚本。"
   ["Could not create %s. On Debian/Ubuntu install the venv module: apt install python3-venv"]="无法创建 %s。Debian/Ubuntu 上请安装 venv 模块：apt install python3-venv"
-  ["Installing the packages failed (see the pip output above). Check the network and disk space, then run this again."]="依赖安装失败（见上方 pip 输出）。请检查网络和磁盘空间后重新运行。"
+  ["Installing the packages failed. Check the network and disk space, then run this again. The end of pip's output is below; all of it is in %s"]="依赖安装失败。请检查网络和磁盘空间后重新运行。下面是 pip 输出的末尾；完整输出在 %s"
+  ["Packages installed into %s in %s s: %s new or updated, %s warning(s) from pip (its output: %s)"]="依赖已安装到 %s，用时 %s 秒：新装或更新 %s 个，pip 警告 %s 条（完整输出：%s）"
+  ["Tracing this script (--debug) into %s"]="本脚本的跟踪输出（--debug）写入 %s"
+  ["Cannot write the trace into %s; tracing to the terminal."]="无法把跟踪输出写入 %s，改为输出到终端。"
   ["The %s has %s; %s needs Python 3.%s+."]="%s 中是 %s；%s 需要 Python 3.%s 以上。"
   ["Conda has no environment '%s'; using %s instead."]="Conda 中没有名为 '%s' 的环境，改用 %s。"
   ["Conda environment activated: %s"]="Conda 环境已激活: %s"
   ["Creating the virtual environment %s (first run only)..."]="正在创建虚拟环境 %s（仅首次运行）..."
   ["Installing packages from requirements.txt (%s first; the first time takes a few minutes)..."]="正在安装 requirements.txt 中的依赖（先装 %s；首次需要几分钟）..."
-  ["Packages installed into %s"]="依赖已安装到 %s"
   ["Virtual environment ready: %s"]="虚拟环境已就绪: %s"
   ["Starting in the foreground (Ctrl+C stops it)..."]="前台启动中（Ctrl+C 停止）..."
   ["Starting the app..."]="应用启动中..."
@@ -203,6 +211,42 @@ conda_env_name() {
   printf '%s\n' "${name:-torch28}"
 }
 
+# The app's log folder, read before any Python exists, as the app reads it: I2V_PATHS_LOG_DIR, else
+# paths.log_dir in the config, else logs; a relative one is in the project.
+log_dir() {
+  local dir="${I2V_PATHS_LOG_DIR:-}"
+  if [[ -z "${dir}" ]]; then
+    dir="$(awk '/^paths:/ {inside=1; next} /^[^ #]/ {inside=0}
+                inside && $1 == "log_dir:" {print $2; exit}' "${CONFIG_FILE}" 2>/dev/null | tr -d "\"'")"
+  fi
+  dir="${dir:-logs}"
+  dir="${dir/#\~/${HOME}}"
+  [[ "${dir}" == /* ]] || dir="${APP_DIR}/${dir}"
+  printf '%s\n' "${dir}"
+}
+
+# --debug: trace this script (set -x) into start_app_trace_YYYYmmdd_HHMMSS.log in the log folder (the
+# newest KEEP_TRACES kept), not onto the terminal, and say where in one line.
+start_trace() {
+  local dir trace
+  local -a traces
+  dir="$(log_dir)"
+  trace="${dir}/start_app_trace_$(date +%Y%m%d_%H%M%S).log"
+  # Readable by you only: the trace holds what the launcher says, the login's password included.
+  if { mkdir -p "${dir}" && (umask 077 && : >> "${trace}"); } 2>/dev/null; then
+    exec 19>> "${trace}"  # fd 19: the trace; the app's processes are started without it (19>&-)
+    BASH_XTRACEFD=19
+    traces=("${dir}"/start_app_trace_*.log)  # by name: oldest first
+    if ((${#traces[@]} > KEEP_TRACES)); then
+      rm -f -- "${traces[@]:0:${#traces[@]}-KEEP_TRACES}"
+    fi
+    debug "$(_t 'Tracing this script (--debug) into %s' "${trace/#${APP_DIR}\//}")"
+  else
+    debug "$(_t 'Cannot write the trace into %s; tracing to the terminal.' "${dir}")"
+  fi
+  set -x
+}
+
 find_conda() {
   local candidate
   for candidate in "${CONDA_EXE:-}" "$(command -v conda 2>/dev/null)" \
@@ -268,19 +312,66 @@ ensure_venv() {
   if requirements_changed; then
     torch_pin="$(grep -E '^torch==' "${REQUIREMENTS}" | head -n 1)"
     info "$(_t 'Installing packages from requirements.txt (%s first; the first time takes a few minutes)...' "${torch_pin}")"
-    if ! { "${VENV_DIR}/bin/python" -m pip install --quiet --upgrade pip >&2 \
-           && "${VENV_DIR}/bin/python" -m pip install --quiet "${torch_pin}" >&2 \
-           && "${VENV_DIR}/bin/python" -m pip install --quiet -r "${REQUIREMENTS}" >&2; }; then
-      die "$(_t "Installing the packages failed (see the pip output above). Check the network and disk space, then run this again.")"
+    open_install_log
+    if ! { pip_install "${VENV_DIR}/bin/python" --upgrade pip \
+           && pip_install "${VENV_DIR}/bin/python" "${torch_pin}" \
+           && pip_install "${VENV_DIR}/bin/python" -r "${REQUIREMENTS}"; }; then
+      install_failed
     fi
     requirements_hash > "${VENV_DIR}/.requirements.sha256"
-    success "$(_t 'Packages installed into %s' "${VENV_DIR}")"
+    install_succeeded "${VENV_DIR}"
   fi
   PYTHON="${VENV_DIR}/bin/python"
   ENV_DESCRIPTION="virtual environment ${VENV_DIR}"
   # shellcheck disable=SC1091
   source "${VENV_DIR}/bin/activate"
   success "$(_t 'Virtual environment ready: %s' "${VENV_DIR/#${APP_DIR}\//}")"
+}
+
+# -- pip: its output into the install log, a summary on the terminal ---------------------------
+
+# INSTALL_LOG: logs/install.log (pip's output, appended; begun again past INSTALL_LOG_MAX_BYTES), else a
+# temporary file when the log folder cannot be written.
+open_install_log() {
+  local dir
+  dir="$(log_dir)"
+  INSTALL_LOG="${dir}/install.log"
+  if ! { mkdir -p "${dir}" && : >> "${INSTALL_LOG}"; } 2>/dev/null; then
+    INSTALL_LOG="$(mktemp "${TMPDIR:-/tmp}/image-to-video-install.XXXXXX")"
+  fi
+  if (($(wc -c < "${INSTALL_LOG}") > INSTALL_LOG_MAX_BYTES)); then : > "${INSTALL_LOG}"; fi
+  INSTALL_MARK="$(wc -l < "${INSTALL_LOG}")"
+  INSTALL_STARTED="${SECONDS}"
+}
+
+# pip_install PYTHON ARGS...: `PYTHON -m pip install ARGS`, its output (warnings included) into the
+# install log, not onto the terminal.
+pip_install() {
+  local python="$1"
+  shift
+  printf '\n=== %s: pip install %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$*" >> "${INSTALL_LOG}"
+  "${python}" -m pip install --progress-bar off "$@" >> "${INSTALL_LOG}" 2>&1
+}
+
+# One line for an install that worked: where, how long, how many packages, pip's warnings, the log.
+install_succeeded() {
+  local counts
+  counts="$(tail -n "+$((INSTALL_MARK + 1))" "${INSTALL_LOG}" \
+            | awk '/^Successfully installed / {n += NF - 2} /^(WARNING|DEPRECATION):/ {w++} END {print n + 0, w + 0}')"
+  success "$(_t 'Packages installed into %s in %s s: %s new or updated, %s warning(s) from pip (its output: %s)' \
+    "${1/#${APP_DIR}\//}" "$((SECONDS - INSTALL_STARTED))" "${counts% *}" "${counts#* }" \
+    "${INSTALL_LOG/#${APP_DIR}\//}")"
+}
+
+# An install that failed: what to do, the log's path and its last lines; exit 1.
+install_failed() {
+  error "$(_t "Installing the packages failed. Check the network and disk space, then run this again. The end of pip's output is below; all of it is in %s" "${INSTALL_LOG}")"
+  {
+    printf -- '--- last lines of %s ---\n' "${INSTALL_LOG}"
+    tail -n "${INSTALL_TAIL_LINES}" "${INSTALL_LOG}"
+    printf -- '---\n'
+  } >&2
+  exit 1
 }
 
 ensure_env() {
@@ -402,14 +493,14 @@ run_foreground() {
   say "📡 $(_t 'Starting in the foreground (Ctrl+C stops it)...')"
   launcher addresses "${CONFIG_ARGS[@]}"
   write_pid_file "$$" "${PRE[PORT]}" "${log_file}" || exit 1
-  cd "${APP_DIR}" && exec "${PYTHON}" "${APP_ARGS[@]}" > >(tee -a "${log_file}") 2>&1
+  cd "${APP_DIR}" && exec "${PYTHON}" "${APP_ARGS[@]}" > >(tee -a "${log_file}") 2>&1 19>&-
 }
 
 # Start main.py in its own process group (so stop reaches every child), wait until it is ready.
 run_background() {
   local log_file="$1" pid
   say "📡 $(_t 'Starting the app...')"
-  (cd "${APP_DIR}" && exec setsid nohup "${PYTHON}" "${APP_ARGS[@]}" >> "${log_file}" 2>&1 < /dev/null) &
+  (cd "${APP_DIR}" && exec setsid nohup "${PYTHON}" "${APP_ARGS[@]}" >> "${log_file}" 2>&1 < /dev/null 19>&-) &
   pid=$!
   debug "started PID ${pid}"
   if ! write_pid_file "${pid}" "${PRE[PORT]}" "${log_file}" \
@@ -466,7 +557,7 @@ cmd_worker() {
   ray_args=(start "--address=${PRE[RAY_ADDRESS]}" --disable-usage-stats --block)
   if [[ -n "${PRE[RAY_RESOURCES]}" ]]; then ray_args+=("--resources=${PRE[RAY_RESOURCES]}"); fi
   export_app_environment
-  cd "${APP_DIR}" && exec "$(dirname "${PYTHON}")/ray" "${ray_args[@]}"
+  cd "${APP_DIR}" && exec "$(dirname "${PYTHON}")/ray" "${ray_args[@]}" 19>&-
 }
 
 # Ray as requirements-ray.txt pins it, installed into the environment when missing or another version.
@@ -475,8 +566,9 @@ ensure_ray() {
   pin="$(grep -E '^ray==' "${REQUIREMENTS_RAY}" | head -n 1)"
   [[ "$("${PYTHON}" -c 'import ray; print("ray==" + ray.__version__)' 2>/dev/null)" != "${pin}" ]] || return 0
   info "$(_t 'Installing %s from requirements-ray.txt...' "${pin}")"
-  "${PYTHON}" -m pip install --quiet -r "${REQUIREMENTS_RAY}" >&2 \
-    || die "$(_t "Installing the packages failed (see the pip output above). Check the network and disk space, then run this again.")"
+  open_install_log
+  pip_install "${PYTHON}" -r "${REQUIREMENTS_RAY}" || install_failed
+  install_succeeded "$("${PYTHON}" -c 'import sys; print(sys.prefix)')"
 }
 
 # Follow the running app's log, else the newest.
@@ -490,7 +582,7 @@ cmd_logs() {
 main() {
   setup_colours
   parse_args "$@"
-  [[ "${OPT_DEBUG}" == 1 ]] && set -x
+  if [[ "${OPT_DEBUG}" == 1 ]]; then start_trace; fi
   case "${COMMAND}" in
     start) cmd_start ;;
     stop) cmd_stop ;;

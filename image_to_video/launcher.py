@@ -12,7 +12,8 @@ process group; it asks this module everything else:
     usage        the script's --help
     prepare      the app's folders and this start's log file
     banner       the DEMO MODE banner
-    addresses    the access and local addresses (--login: and how to log in)
+    addresses    where to open the page: this machine's URL and its network addresses, never
+                 0.0.0.0 (--login: and how to log in)
     ticks PID    a process's start time, for the PID file
     wait-ready   poll the starting app until its model is ready; explain a failed start
     diagnose     the end of a log and the likely cause of a failed start
@@ -51,6 +52,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -79,8 +81,8 @@ NOT_RUNNING = 3
 
 #: The Simplified Chinese of each message, keyed by its English: the words our users know.
 ZH = {
-    "  PID:     %s\n  URL:     http://localhost:%s\n  Uptime:  %s":
-        "  进程号:   %s\n  地址:     http://localhost:%s\n  运行时长: %s",
+    "  PID:     %s\n  URL:     %s\n  Uptime:  %s":
+        "  进程号:   %s\n  地址:     %s\n  运行时长: %s",
     "  Model:   %s (%s)%s\n  Device:  %s": "  模型:     %s（%s）%s\n  设备:     %s",
     "  Model:   not answering yet": "  模型:     尚未响应",
     "  Workers: %s": "  工作进程: %s 个",
@@ -134,14 +136,16 @@ ZH = {
     "The app stopped while starting.": "应用在启动过程中退出了。",
     "The app was not ready after %s s.": "应用在 %s 秒内未就绪。",
     "Likely cause: %s": "可能原因: %s",
-    "Access address: http://%s:%s": "访问地址: http://%s:%s",
-    "Local address: http://localhost:%s": "本地地址: http://localhost:%s",
+    "Local address: %s": "本地地址: %s",
+    "Network address: %s": "网络地址: %s",
+    "Network address: this machine's address, port %s (none found here; 'hostname -I' lists them)":
+        "网络地址: 本机的地址，端口 %s（这里没有找到；'hostname -I' 可列出）",
     "Login: user %s, password %s": "登录: 用户名 %s，密码 %s",
     "%s is not running on port %s.": "%s 未在端口 %s 上运行。",
     "%s is not running.": "%s 未在运行。",
     "%s is running.": "%s 正在运行。",
     "Several %s instances are running:": "有多个 %s 实例在运行：",
-    "  port %s: PID %s, http://%s:%s": "  端口 %s: PID %s, http://%s:%s",
+    "  port %s: PID %s, %s": "  端口 %s: PID %s, %s",
     "Say which one with --port N, e.g.: bash start_app.sh %s --port %s":
         "请用 --port N 指定其中一个，例如：bash start_app.sh %s --port %s",
     "It keeps the options it was started with. To use %s, restart it: bash start_app.sh restart --port %s %s":
@@ -208,7 +212,7 @@ Options:
   --head ADDR     worker: the Ray head's HOST[:PORT] (port 6379 by default)
   --foreground    run in this terminal instead of the background (Ctrl+C stops it)
   --quiet         print only errors and the final address lines
-  --debug         trace this script and log the app at DEBUG level
+  --debug         trace this script into logs/start_app_trace_*.log, log the app at DEBUG level
   -h, --help      show this help
 
 Without a CUDA GPU, and unless a model is asked for (--model, I2V_MODEL_SOURCE or a
@@ -246,7 +250,7 @@ USAGE_ZH = """用法: bash start_app.sh [命令] [选项]
   --head ADDR     worker：Ray 头节点的 主机[:端口]（端口默认 6379）
   --foreground    在当前终端前台运行，而不是后台（Ctrl+C 停止）
   --quiet         只打印错误和最后的地址信息
-  --debug         跟踪本脚本的执行，并以 DEBUG 级别记录应用日志
+  --debug         把本脚本的执行跟踪写入 logs/start_app_trace_*.log，并以 DEBUG 级别记录应用日志
   -h, --help      显示本帮助
 
 没有 CUDA 显卡、且没有指定模型（--model、I2V_MODEL_SOURCE 或非默认的 model.source）时，
@@ -652,10 +656,113 @@ def wait_ready(pid: int, port: int, host: str, log: Path, timeout: float) -> boo
     return False
 
 
+#: The addresses that mean "every address of this machine" (IPv4, IPv6, the app's default when empty).
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+#: At most this many network addresses are printed (a machine with many interfaces, Docker bridges...).
+MAX_NETWORK_ADDRESSES = 4
+#: Seconds the host name's own addresses may take to look up (a name missing from /etc/hosts can wait on
+#: a DNS server that does not answer); past this, they are left out.
+LOOKUP_TIMEOUT = 1.0
+#: Private addresses a UDP socket is connected to (nothing is sent) to learn which of this machine's
+#: addresses its route leaves from: the LAN address, found without internet.
+ROUTE_PROBES = ((socket.AF_INET, "10.254.254.254"), (socket.AF_INET6, "fd00::1"))
+
+
+def url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if _is_ipv6(host) else f"http://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches: localhost, 127.x.x.x, ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def page_addresses(host: str, port: int) -> tuple[list[str], list[str]]:
+    """(local, network): the URLs a browser opens the page at, for an app listening on ``host``: on this
+    machine, and from other machines (those of this machine's addresses that the app listens on). A
+    wildcard host is never printed as such: nobody can open http://0.0.0.0:7860."""
+    if host in WILDCARD_HOSTS:
+        return [this_machines_url(host, port)], [url(address, port) for address in network_addresses(host == "::")]
+    if is_loopback(host):
+        return [url(host, port)], []
+    return [], [url(host, port)]
+
+
+def this_machines_url(host: str, port: int) -> str:
+    """The URL this machine opens an app listening on ``host`` at (without looking anything up)."""
+    if host in WILDCARD_HOSTS:
+        # "::" listens on IPv4 too (Linux's dual stack) unless the system says otherwise: localhost
+        # reaches it either way.
+        return url("localhost" if host == "::" else "127.0.0.1", port)
+    return url(host, port)
+
+
+def network_addresses(ipv6: bool = False) -> list[str]:
+    """This machine's addresses that other machines may reach it at (IPv4 first; IPv6 only when
+    ``ipv6``), found without the internet: the address the route to a private network leaves from, then
+    the host name's own addresses. Loopback, link-local and the like are left out; none found: empty."""
+    found = []
+    for family, probe in ROUTE_PROBES:
+        if family == socket.AF_INET6 and not ipv6:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                udp.connect((probe, 9))  # UDP: connecting sends nothing, it only picks the route
+                found.append(udp.getsockname()[0])
+        except OSError:  # no route to it, no IPv6 here
+            pass
+    found += _host_name_addresses()
+    usable = []
+    for address in found:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:  # fe80::1%eth0 on an old Python, or junk
+            continue
+        if ip.version == 6 and not ipv6:
+            continue
+        if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+            continue
+        if str(ip) not in usable:
+            usable.append(str(ip))
+    usable.sort(key=lambda address: ":" in address)  # IPv4 first, each in the order found
+    return usable[:MAX_NETWORK_ADDRESSES]
+
+
+def _host_name_addresses(timeout: float = LOOKUP_TIMEOUT) -> list[str]:
+    """The addresses this machine's host name resolves to (/etc/hosts, else the resolver), given at most
+    ``timeout`` seconds; none when it takes longer or fails."""
+    found: list[str] = []
+
+    def look_up() -> None:
+        try:
+            infos = socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return
+        found.extend(str(info[4][0]) for info in infos)
+
+    thread = threading.Thread(target=look_up, daemon=True)  # a hung lookup never delays the exit
+    thread.start()
+    thread.join(timeout)
+    return [] if thread.is_alive() else list(found)
+
+
 def say_addresses(host: str, port: int) -> None:
-    """Where to open the page."""
-    emit("out", f"📍 {t('Access address: http://%s:%s', host, port)}")
-    emit("out", f"📍 {t('Local address: http://localhost:%s', port)}")
+    """Where to open the page: on this machine, and from the others (each address the app listens on)."""
+    local, network = page_addresses(host, port)
+    for address in local:
+        emit("out", f"📍 {t('Local address: %s', address)}")
+    for address in network:
+        emit("out", f"📍 {t('Network address: %s', address)}")
+    if host in WILDCARD_HOSTS and not network:
+        none_found = t("Network address: this machine's address, port %s (none found here; 'hostname -I' "
+                       "lists them)", port)
+        emit("out", f"📍 {none_found}")
 
 
 def say_login(config, no_login: bool) -> None:
@@ -683,7 +790,8 @@ def say_several(instances: list[Instance], command: str) -> None:
     """List the running instances and say how to choose one."""
     emit("error", t("Several %s instances are running:", APP_NAME))
     for instance in instances:
-        emit("err", t("  port %s: PID %s, http://%s:%s", instance.port, instance.pid, instance.host, instance.port))
+        emit("err", t("  port %s: PID %s, %s", instance.port, instance.pid,
+                      this_machines_url(instance.host, instance.port)))
     emit("err", t("Say which one with --port N, e.g.: bash start_app.sh %s --port %s", command, instances[0].port))
 
 
@@ -911,8 +1019,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         emit("out", not_running(args.port))
         return NOT_RUNNING
     emit("out", t("%s is running.", APP_NAME))
-    emit("out", t("  PID:     %s\n  URL:     http://localhost:%s\n  Uptime:  %s",
-                  instance.pid, instance.port, uptime(instance.pid)))
+    emit("out", t("  PID:     %s\n  URL:     %s\n  Uptime:  %s",
+                  instance.pid, this_machines_url(instance.host, instance.port), uptime(instance.pid)))
     model = model_status(instance.port, instance.host)
     if model:
         emit("out", t("  Model:   %s (%s)%s\n  Device:  %s", model["state"], model["message"],

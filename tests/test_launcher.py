@@ -1,5 +1,6 @@
 """image_to_video.launcher, the Python half of start_app.sh: its answers, in-process and without a real app."""
 
+import ipaddress
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -163,7 +165,7 @@ def test_preflight_sees_our_app_already_running(capsys, run_dir, fake_app, libra
     code, lines, values = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", "47001", "--host", "127.0.0.1")
     assert code == 0 and values["RUNNING"] == str(process.pid)
     assert f"Image-to-Video is already running (PID {process.pid})." in texts(lines, "success")
-    assert "📍 Access address: http://127.0.0.1:47001" in texts(lines, "out")
+    assert "📍 Local address: http://127.0.0.1:47001" in texts(lines, "out")
 
 
 # -- PID files -----------------------------------------------------------------------------
@@ -412,19 +414,21 @@ def test_the_help_in_both_languages_needs_no_app_packages(monkeypatch):
 def test_already_running_says_the_running_instances_address_and_login(capsys, run_dir, fake_app, libraries,
                                                                        tmp_path, monkeypatch):
     # Asked again with other flags, it used to print the new flags' address and login, not the running app's.
+    monkeypatch.setattr(launcher, "network_addresses", lambda ipv6=False: ["192.168.1.20"])
     monkeypatch.setenv("I2V_PATHS_STATE_DIR", str(tmp_path))
     (tmp_path / "credentials.txt").write_text("admin:pw-of-the-running-app\n")
     fake_app(47040, host="0.0.0.0")
     code, lines, values = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", "47040", "--host", "127.0.0.1")
     out = texts(lines, "out")
     assert code == 0 and "RUNNING" in values
-    assert "📍 Access address: http://0.0.0.0:47040" in out and "127.0.0.1:47040" not in out
+    assert "📍 Network address: http://192.168.1.20:47040" in out and "0.0.0.0" not in out
     assert "🔑 Login: user admin, password pw-of-the-running-app" in out
     assert "bash start_app.sh restart --port 47040 --host 127.0.0.1" in texts(lines, "info")
 
     fake_app(47041, host="127.0.0.1")
     code, lines, _ = run(capsys, "--run-dir", str(run_dir), "preflight", "--port", "47041", "--host", "0.0.0.0")
-    assert code == 0 and "📍 Access address: http://127.0.0.1:47041" in texts(lines, "out")
+    assert code == 0 and "📍 Local address: http://127.0.0.1:47041" in texts(lines, "out")
+    assert "Network address" not in texts(lines, "out")  # the running app listens on this machine only
     assert "Login" not in texts(lines, "out", "warn")  # it asks for none: it listens on this machine only
 
 
@@ -495,3 +499,101 @@ def test_a_head_address_that_cannot_be_read_is_refused_saying_how_to_write_it(he
     with pytest.raises(launcher.BadValue) as refused:
         launcher.head_address(head)
     assert f"not '{head}'" in str(refused.value) and "[::1]:6379" in str(refused.value)
+
+
+# -- issue 24: where to open the page ------------------------------------------------------
+
+@pytest.fixture
+def lan(monkeypatch):
+    """This machine's network addresses, as the launcher would find them: one IPv4, one IPv6."""
+    monkeypatch.setattr(launcher, "network_addresses",
+                        lambda ipv6=False: ["192.168.1.20", "fd00::5"] if ipv6 else ["192.168.1.20"])
+
+
+def out_lines(lines) -> list[str]:
+    return [text for level, text in lines if level == "out"]
+
+
+def test_the_addresses_are_ones_a_browser_opens_never_0_0_0_0(capsys, run_dir, tmp_path, monkeypatch, lan):
+    # It used to print "Access address: http://0.0.0.0:7860", which nobody can open.
+    monkeypatch.setenv("I2V_PATHS_STATE_DIR", str(tmp_path))
+    (tmp_path / "credentials.txt").write_text("admin:pw\n")
+    code, lines, _ = run(capsys, "--run-dir", str(run_dir), "addresses", "--login", "--host", "0.0.0.0",
+                         "--port", "47050")
+    assert code == 0
+    assert out_lines(lines)[:3] == ["📍 Local address: http://127.0.0.1:47050",
+                                    "📍 Network address: http://192.168.1.20:47050",
+                                    "🔑 Login: user admin, password pw"]  # the login line kept
+    assert "0.0.0.0" not in "\n".join(out_lines(lines))
+    # Every address, IPv6 ones in brackets, when it listens on IPv6 too.
+    _, lines, _ = run(capsys, "--run-dir", str(run_dir), "addresses", "--host", "::", "--port", "47050")
+    assert out_lines(lines) == ["📍 Local address: http://localhost:47050",
+                                "📍 Network address: http://192.168.1.20:47050",
+                                "📍 Network address: http://[fd00::5]:47050"]
+
+
+@pytest.mark.parametrize("host, said", [
+    ("127.0.0.1", ["📍 Local address: http://127.0.0.1:47051"]),
+    ("::1", ["📍 Local address: http://[::1]:47051"]),
+    ("localhost", ["📍 Local address: http://localhost:47051"]),
+    ("192.168.1.20", ["📍 Network address: http://192.168.1.20:47051"]),  # only that one listens
+    ("fd00::5", ["📍 Network address: http://[fd00::5]:47051"]),
+])
+def test_one_address_is_said_as_it_is(capsys, lan, host, said):
+    launcher.say_addresses(host, 47051)
+    assert [line.split("\t", 1)[1] for line in capsys.readouterr().out.splitlines()] == said
+
+
+def test_without_a_network_address_it_says_where_to_find_one(capsys, monkeypatch, chinese):
+    monkeypatch.setattr(launcher, "network_addresses", lambda ipv6=False: [])
+    launcher.say_addresses("0.0.0.0", 47052)
+    out = capsys.readouterr().out
+    assert "本地地址: http://127.0.0.1:47052" in out and "hostname -I" in out and "0.0.0.0" not in out
+
+
+def test_the_network_addresses_are_found_without_the_internet(monkeypatch):
+    # The route to a private address (UDP: nothing is sent), then the host name's addresses; never the
+    # loopback or link-local ones (/etc/hosts often maps the host name to 127.0.1.1).
+    monkeypatch.setattr(launcher, "ROUTE_PROBES", ())
+    monkeypatch.setattr(socket, "gethostname", lambda: "box")
+    names = ["127.0.1.1", "10.1.2.3", "fe80::1", "::1", "2001:db8::7", "10.1.2.3"]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **kw: [
+        (socket.AF_INET6 if ":" in name else socket.AF_INET, socket.SOCK_STREAM, 6, "", (name, 0))
+        for name in names] if host == "box" else [])
+    assert launcher.network_addresses() == ["10.1.2.3"]
+    assert launcher.network_addresses(ipv6=True) == ["10.1.2.3", "2001:db8::7"]
+
+    def no_answer(*args, **kwargs):
+        raise socket.gaierror("no DNS")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_answer)
+    assert launcher.network_addresses(ipv6=True) == []
+
+
+def test_a_host_name_that_takes_long_to_look_up_does_not_hold_the_start(monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(launcher, "ROUTE_PROBES", ())
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: release.wait(30) and [])
+    try:
+        started = time.monotonic()
+        assert launcher.network_addresses() == []
+        assert time.monotonic() - started < launcher.LOOKUP_TIMEOUT + 1
+    finally:
+        release.set()
+
+
+def test_the_real_network_addresses_are_usable_ones():
+    for address in launcher.network_addresses(ipv6=True):
+        ip = ipaddress.ip_address(address)
+        assert not (ip.is_loopback or ip.is_link_local or ip.is_unspecified), address
+
+
+def test_status_and_the_list_of_instances_give_an_address_a_browser_opens(capsys, run_dir, fake_app):
+    fake_app(47053, host="0.0.0.0")
+    code, lines, _ = run(capsys, "--run-dir", str(run_dir), "status")
+    assert code == 0 and "URL:     http://127.0.0.1:47053" in texts(lines, "out")
+    fake_app(47054, host="::")
+    code, lines, _ = run(capsys, "--run-dir", str(run_dir), "status")
+    assert code == launcher.SEVERAL
+    assert "port 47053: PID" in texts(lines, "err") and "http://127.0.0.1:47053" in texts(lines, "err")
+    assert "http://localhost:47054" in texts(lines, "err") and "0.0.0.0" not in texts(lines, "err")

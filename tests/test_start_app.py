@@ -89,8 +89,8 @@ def test_start_is_ready_second_start_says_running_status_and_stop(launcher):
     assert "[SUCCESS] Port" in first.stdout and "is free" in first.stdout
     assert re.search(r"\[SUCCESS\] Log file: .*/logs/app_\d{8}_\d{6}\.log", first.stdout)
     assert "is ready in" in first.stdout and "demo model" in first.stdout
-    assert f"📍 Access address: http://127.0.0.1:{launcher.port}" in first.stdout
-    assert f"📍 Local address: http://localhost:{launcher.port}" in first.stdout
+    assert f"📍 Local address: http://127.0.0.1:{launcher.port}" in first.stdout
+    assert "Network address" not in first.stdout  # it listens on this machine only
     assert page_answers(launcher.port)
     pid = recorded_pid(launcher.port)
     assert os.getpgid(pid) == pid  # its own process group, so stop reaches every child
@@ -119,6 +119,9 @@ def test_a_network_address_prints_how_to_log_in(network_app):
     assert result.returncode == 0, result.stderr
     assert f"🔑 Login: user admin, password {network_app.password}" in result.stdout
     assert "Authorization: Bearer" in result.stdout
+    # Addresses a browser opens: this machine's, then the network's (or where to find them), not 0.0.0.0.
+    assert f"📍 Local address: http://127.0.0.1:{network_app.port}" in result.stdout
+    assert "📍 Network address: " in result.stdout and "http://0.0.0.0" not in result.stdout
     again = network_app(host="0.0.0.0")  # already running: says how to log in again
     assert f"password {network_app.password}" in again.stdout
 
@@ -133,7 +136,7 @@ def test_messages_follow_a_chinese_locale(launcher):
     started = launcher("--demo")
     assert started.returncode == 0, started.stderr
     for words in ("应用启动器", f"端口 {launcher.port} 空闲", "目录创建完成", "日志文件", "📡 应用启动中...",
-                  f"📍 访问地址: http://127.0.0.1:{launcher.port}", f"📍 本地地址: http://localhost:{launcher.port}"):
+                  f"📍 本地地址: http://127.0.0.1:{launcher.port}"):
         assert words in started.stdout, words
     stopped = launcher("stop")
     assert "已停止。" in stopped.stdout
@@ -159,7 +162,8 @@ def test_stale_pid_file_and_kill_9_never_block_the_next_start(launcher):
         started = launcher("--demo", "--debug")
         assert started.returncode == 0, started.stderr
         assert "stale PID file" in started.stderr  # --debug explains what it did
-        assert "+ " in started.stderr  # --debug traces the script
+        assert "Tracing this script (--debug) into" in started.stderr  # --debug traces the script, into a file
+        assert not re.search(r"^\++ ", started.stderr, re.MULTILINE)
         assert " DEBUG " in (launcher.logs / "latest.log").read_text()  # and the app logs at DEBUG
         assert unrelated.poll() is None  # the unrelated process was left alone
     finally:
@@ -177,8 +181,7 @@ def test_restart_gives_a_new_process_and_quiet_prints_only_the_addresses(launche
     before = recorded_pid(launcher.port)
     restarted = launcher("restart", "--demo", "--quiet")
     assert restarted.returncode == 0, restarted.stderr
-    assert restarted.stdout.splitlines() == [f"📍 Access address: http://127.0.0.1:{launcher.port}",
-                                             f"📍 Local address: http://localhost:{launcher.port}"]
+    assert restarted.stdout.splitlines() == [f"📍 Local address: http://127.0.0.1:{launcher.port}"]
     assert recorded_pid(launcher.port) != before and page_answers(launcher.port)
 
 
@@ -210,7 +213,7 @@ def test_status_and_restart_without_a_port_act_on_the_one_that_runs(launcher, ow
     assert status.returncode == 0 and f"PID:     {first}" in status.stdout, status.stderr
     restarted = launcher("restart", "--demo", "--quiet", port=None)
     assert restarted.returncode == 0, restarted.stderr
-    assert restarted.stdout.splitlines()[0] == f"📍 Access address: http://127.0.0.1:{launcher.port}"  # as before
+    assert restarted.stdout.splitlines()[0] == f"📍 Local address: http://127.0.0.1:{launcher.port}"  # as before
     assert int(pid_file.read_text().split()[0]) != first and page_answers(launcher.port)
 
 
@@ -408,9 +411,81 @@ def test_already_running_gives_the_running_apps_address_and_login(network_app):
     assert network_app.started.returncode == 0, network_app.started.stderr
     again = network_app(host="127.0.0.1")
     assert again.returncode == 0, again.stderr
-    assert f"📍 Access address: http://0.0.0.0:{network_app.port}" in again.stdout
+    assert f"📍 Local address: http://127.0.0.1:{network_app.port}" in again.stdout
+    assert "📍 Network address: " in again.stdout and "http://0.0.0.0" not in again.stdout
     assert f"🔑 Login: user admin, password {network_app.password}" in again.stdout
     assert f"bash start_app.sh restart --port {network_app.port} --host 127.0.0.1" in again.stdout
     other = network_app.port + 1
     logs = network_app("logs", port=other, timeout=60)
     assert logs.returncode == 1 and f"not running on port {other}" in logs.stderr
+
+
+# -- issue 24: the console -----------------------------------------------------------------
+
+def test_debug_traces_into_a_file_in_the_log_folder_and_says_where(tmp_path):
+    # --debug used to pour bash's trace (hundreds of "+ ..." lines) onto the terminal.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for n in range(12):  # older traces: the newest 10 are kept
+        (logs / f"start_app_trace_20260101_0000{n:02d}.log").write_text("+ old\n")
+    env = {"CONDA_ENV": "none", "I2V_VENV_DIR": sys.prefix, "I2V_RUN_DIR": str(tmp_path / "run"),
+           "I2V_PATHS_LOG_DIR": str(logs)}
+    result = script("status", "--debug", env=env)
+    assert result.returncode == 3 and "is not running" in result.stdout, result.stdout + result.stderr
+    assert not re.search(r"^\++ ", result.stdout + result.stderr, re.MULTILINE)
+    said = [line for line in result.stderr.splitlines() if "Tracing this script (--debug) into" in line]
+    assert len(said) == 1, result.stderr
+    trace = Path(said[0].rsplit(" ", 1)[1])
+    assert trace.parent == logs and re.fullmatch(r"start_app_trace_\d{8}_\d{6}\.log", trace.name)
+    assert "+ cmd_status" in trace.read_text() and trace.stat().st_mode & 0o077 == 0  # it may hold the password
+    traces = sorted(path.name for path in logs.glob("start_app_trace_*.log"))
+    assert len(traces) == 10 and trace.name in traces and "start_app_trace_20260101_000000.log" not in traces
+
+
+@pytest.fixture
+def fake_pip(tmp_path):
+    """A venv whose requirements look changed and whose pip says what a real one says (a warning on
+    stderr, what it installed), failing when ``fail`` exists; ``run()`` is ensure_venv in start_app.sh."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("")
+    python = venv / "bin" / "python"
+    python.write_text(f"""#!/bin/sh
+if [ "$1 $2" = "-m pip" ]; then
+  echo "Collecting pkg"
+  echo "WARNING: The script pkg is installed in '/x/bin' which is not on PATH." >&2
+  [ -e "{tmp_path}/fail" ] && {{ echo "ERROR: No matching distribution found for torch==2.13.0" >&2; exit 1; }}
+  echo "Successfully installed pkg-1.0 other-2.0"
+  exit 0
+fi
+exec "{sys.executable}" "$@"
+""")
+    python.chmod(0o755)
+    env = {**os.environ, "I2V_VENV_DIR": str(venv), "I2V_PATHS_LOG_DIR": str(tmp_path / "logs"), "NO_COLOR": "1",
+           "LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
+    return lambda: source_and_run("ensure_venv", env)
+
+
+def test_pips_output_goes_to_the_install_log_and_a_one_line_summary_to_the_terminal(fake_pip, tmp_path):
+    # pip's warnings used to pass straight through the launcher's output.
+    result = fake_pip()
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    assert "WARNING" not in said and "Collecting" not in said and "Successfully installed" not in said
+    log = tmp_path / "logs" / "install.log"
+    summary = [line for line in result.stdout.splitlines() if "Packages installed into" in line]
+    assert len(summary) == 1 and re.search(r"in \d+ s: 6 new or updated, 3 warning\(s\) from pip", summary[0])
+    assert summary[0].endswith(f"(its output: {log})")
+    text = log.read_text()
+    assert text.count("WARNING: The script pkg") == 3 and "pip install torch==" in text
+
+
+def test_a_failed_install_shows_the_log_and_its_last_lines(fake_pip, tmp_path):
+    (tmp_path / "fail").touch()
+    result = fake_pip()
+    log = tmp_path / "logs" / "install.log"
+    assert result.returncode == 1
+    assert "Installing the packages failed" in result.stderr and str(log) in result.stderr
+    assert f"--- last lines of {log} ---" in result.stderr
+    assert "ERROR: No matching distribution found for torch==2.13.0" in result.stderr  # the end of the log
+    assert "Packages installed" not in result.stdout
