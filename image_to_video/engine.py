@@ -121,8 +121,9 @@ class Engine:
         """The family's pipeline, loaded in its memory mode, with the speed switches its card lists applied."""
         settings, device, dtype = speedups.for_family(self.settings, self.card), self._device, self._dtype
         variant = settings.variant if model_store.has_variant(folder, settings.variant) else None
-        self.memory_mode = gpu.pick_memory_mode(settings.memory_mode, device, dtype, folder, variant,
-                                                needs=families.memory_needs(self.card), share=self.memory_share)
+        memory = dict(device=device, dtype=dtype, folder=folder, variant=variant, share=self.memory_share,
+                      needs=families.memory_needs(self.card), fused_qkv=settings.fuse_qkv)
+        self.memory_mode = gpu.pick_memory_mode(settings.memory_mode, **memory)
         family = families.load_family(self.card).load(folder, device=device, dtype=dtype, variant=variant,
                                                       device_map=gpu.loads_directly(self.memory_mode, device))
         speedups.apply_speed_switches(family.pipeline, family.denoiser, settings, device)
@@ -135,9 +136,9 @@ class Engine:
             self._compiled = speedups.CompiledForward(family.denoiser, self.models_dir.resolve() / ".compile-cache")
             self._on_switch = self._compiled.choose
         gpu.enter_memory_mode(family.pipeline, self.memory_mode, device, on_switch=self._on_switch)
-        if settings.compile:
-            speedups.warm_up(self._compiled, self.warmup_shapes, self.memory_mode, set_status=self._set_status,
-                             denoise=lambda request: self._denoise(request, ignore, threading.Event()))
+        if settings.compile:  # only the shapes whose jobs fit in this memory mode
+            speedups.warm_up(self._compiled, gpu.fitting(self.warmup_shapes, self.memory_mode, **memory),
+                             set_status=self._set_status, denoise=lambda r: self._denoise(r, ignore, threading.Event()))
 
     def generate(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
                  cancel: threading.Event | None = None) -> Frames:
@@ -171,14 +172,13 @@ class Engine:
 
     def _generate(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event, *,
                   low_memory: bool) -> Frames:
-        timings: dict[str, float] = {}
-        with torch.inference_mode():
-            started = time.perf_counter()
+        with torch.inference_mode():  # each split read once the device has done its queued work (gpu.clock)
+            started = gpu.clock(device := self._device)
             latents = self._denoise(request, report, cancel)
-            timings["denoise_s"], started = time.perf_counter() - started, time.perf_counter()
+            split = gpu.clock(device)
             frames = self._family.decode(latents, chunk=1 if low_memory else self.settings.decode_chunk_size,
                                          report=report, cancel=cancel, before_chunk=partial(self.faults.trip, "decode"))
-            timings["decode_s"] = time.perf_counter() - started
+            timings = dict(denoise_s=split - started, decode_s=gpu.clock(device) - split, **self._family.decode_counts)
             del latents
         return Frames(frames=frames, timings=timings, peak_gpu_memory_gb=gpu.peak_memory_gb(self._device))
 

@@ -9,7 +9,10 @@ figure is computed as below and labelled an estimate:
 * Memory: traced from the real model's shapes (``memory_trace``, docs/memory-traced.json: each
   stage's working memory per size, frames, guidance batch and decode chunk, with the
   memory-efficient attention kernels), plus the weights each memory mode keeps on the GPU in
-  that stage, plus a margin (``MARGIN_SHARE``, ``MARGIN_GB``) for what a trace cannot see.
+  that stage, plus a margin (``MARGIN_SHARE``, ``MARGIN_GB``) for what a trace cannot see. A VAE in
+  half precision may decode a chunk to NaN or inf, and then decodes it again one frame at a time in
+  float32 (its weights too): that redo is one more stage. Fused QKV projections (``model.fuse_qkv``)
+  keep the UNet's ``to_q/k/v`` beside the fused ``to_qkv``: more UNet weights.
   ``memory_needs_gb`` gives each mode's peak; the page shows the all-on-GPU one.
 * Time: the compute cost (docs/DEPENDENCIES.md, counted with torch's FlopCounterMode on the
   real UNet: 41.9 TFLOP per 512p/16-frame step with guidance, growing as
@@ -128,6 +131,8 @@ class TracedTable:
     weights_gb = property(lambda self: dict(self.report["weights_gb"]))
     #: The share of the UNet's weights on the GPU at once under group offload.
     unet_group_share = property(lambda self: self.report["unet_group_offload_share"])
+    #: The UNet's weights that fused QKV projections add (``to_qkv``, ``to_kv``), as a share of its own.
+    unet_fused_qkv_share = property(lambda self: self.report["unet_fused_qkv_share"])
 
     def _by_side(self, side: int, value_at: Callable[[int], float]) -> float:
         sides = sorted({row["side"] for row in self.report["rows"]})
@@ -144,6 +149,10 @@ class TracedTable:
         """Decoding ``chunk`` frames at once."""
         return self._by_side(side, lambda known: _line(
             [(int(count), gb) for count, gb in self.report["decode_gb"][str(known)].items()], chunk))
+
+    def decode_fp32_gb(self, side: int) -> float:
+        """Decoding one frame with the VAE in float32: the redo of a chunk that came out NaN or inf."""
+        return self._by_side(side, lambda known: self.report["decode_fp32_gb"][str(known)])
 
     def stages(self, side: int, frames: int, *, batch: int, chunk: int) -> list[tuple[tuple[str, ...], float]]:
         """Each stage of a video: (the components it runs with the offload modes' hooks on the GPU,
@@ -166,12 +175,18 @@ def with_margin(work_gb: float) -> float:
 
 
 def memory_needs_gb(side: int, frames: int, *, batch: int = 2, chunk: int = DEFAULT_DECODE_CHUNK,
-                    sizes_gb: Mapping[str, float] | None = None, table: TracedTable | None = None) -> dict[str, float]:
+                    sizes_gb: Mapping[str, float] | None = None, table: TracedTable | None = None,
+                    fused_qkv: bool = False, half_vae: bool = True) -> dict[str, float]:
     """GB each memory mode needs at its peak for one video, fastest mode first: per stage, the weights
     the mode keeps on the GPU then (``sizes_gb``, default the traced model's) plus the stage's traced
-    working memory with its margin. Sequential offload keeps about one layer's weights there (counted as none)."""
+    working memory with its margin. Sequential offload keeps about one layer's weights there (counted as none).
+    ``fused_qkv``: the UNet's fused projections beside its own. ``half_vae``: the VAE computes in half
+    precision, so the float32 redo of a chunk (one frame at a time, the VAE's weights twice their size
+    while it runs) is a stage too."""
     table = table or traced_table()
     sizes = dict(sizes_gb or table.weights_gb)
+    if fused_qkv:
+        sizes["unet"] = sizes.get("unet", 0.0) * (1 + table.unet_fused_qkv_share)
 
     def on_gpu(mode: str, parts: tuple[str, ...]) -> float:
         if mode == "gpu":
@@ -181,8 +196,11 @@ def memory_needs_gb(side: int, frames: int, *, batch: int = 2, chunk: int = DEFA
         share = table.unet_group_share if mode == "group_offload" else 1.0
         return sum(sizes.get(part, 0.0) * (share if part == "unet" else 1.0) for part in parts)
 
-    stages = table.stages(side, frames, batch=batch, chunk=chunk)
-    return {mode: max(on_gpu(mode, parts) + with_margin(work) for parts, work in stages) for mode in MEMORY_MODES}
+    stages = [(parts, 0.0, work) for parts, work in table.stages(side, frames, batch=batch, chunk=chunk)]
+    if half_vae:  # the float32 weights: one more half-precision VAE's worth beside them (none in sequential offload)
+        stages.append((("vae",), sizes.get("vae", 0.0), table.decode_fp32_gb(side)))
+    return {mode: max(on_gpu(mode, parts) + (extra if mode != "sequential_offload" else 0.0) + with_margin(work)
+                      for parts, extra, work in stages) for mode in MEMORY_MODES}
 
 
 @dataclass(frozen=True)

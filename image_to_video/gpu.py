@@ -4,9 +4,12 @@
 * Memory modes: ``gpu`` (everything on the GPU), ``model_offload`` (each component moves to the GPU
   while it runs), ``group_offload`` (the UNet's blocks one at a time, the other components as in model
   offload), ``sequential_offload`` (each layer does), and ``cpu``. ``pick_memory_mode`` chooses
-  one from the GPU's free memory and the memory each mode needs (traced from the model's shapes); ``enter_memory_mode`` puts a loaded pipeline in any mode from any
-  mode; ``step_down`` runs a job again one mode lower each time it runs out of memory, then
-  switches back (``low_memory_mode``: one step down for one run).
+  one from the GPU's free memory and the memory each mode needs (traced from the model's shapes);
+  ``fitting`` keeps the video shapes whose jobs fit in the chosen one (what compile warms up);
+  ``enter_memory_mode`` puts a loaded pipeline in any mode from any mode; ``step_down`` runs a job
+  again one mode lower each time it runs out of memory, then switches back (``low_memory_mode``:
+  one step down for one run).
+* Time: ``clock`` reads the host clock once the device's queued work is done.
 * Failures: ``is_out_of_memory``, ``is_unsupported_by_cudnn`` and ``is_fatal_cuda_error`` classify an
   error; ``fatal_errors_as_gpu_failed`` turns the fatal ones into ``GPUFailed`` and cuDNN's missing
   kernels into ``GenerationFailed``; ``out_of_memory_error`` is what the user reads when a job does not
@@ -20,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
+import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -116,6 +121,15 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def clock(device: torch.device | None) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` is done: CUDA runs the kernels a call
+    launched after it returns, so a split read without this (denoise | decode) gives the denoising's
+    last kernels to whatever is timed next (``torch.cuda.synchronize``, on a GPU only)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def peak_memory_gb(device: torch.device) -> float | None:
     """The most GPU memory allocated since the last ``reset_peak_memory`` (``free_memory`` keeps it); None
     on a CPU (no figure is invented)."""
@@ -137,7 +151,7 @@ def choose_memory_mode(free_gb: float, needs_gb: Mapping[str, float]) -> tuple[s
 
 def pick_memory_mode(setting: str, device: torch.device, dtype: torch.dtype, folder: Path,
                      variant: str | None, *, decode_chunk: int = DEFAULT_DECODE_CHUNK,
-                     needs: Mapping[str, float] | None = None, share: float = 1.0) -> str:
+                     needs: Mapping[str, float] | None = None, share: float = 1.0, fused_qkv: bool = False) -> str:
     """``model.memory_mode`` on a GPU ("auto": from its free memory and what each mode needs for the
     default video: for I2VGen-XL (``needs`` None) the weight files in ``folder`` plus the working memory
     traced from the model's shapes, decoding ``decode_chunk`` frames at once; for another family the
@@ -146,7 +160,7 @@ def pick_memory_mode(setting: str, device: torch.device, dtype: torch.dtype, fol
     group offload (its denoisers block by block). ``share``: this worker's part of the GPU when
     several share it (1/k for k workers): it counts at most that part of the GPU's memory as free, so
     two workers measuring at once do not both take it all, and one restarted beside the others still
-    gets its part."""
+    gets its part. ``fused_qkv``: ``model.fuse_qkv`` is on (its fused weights are counted too)."""
     if device.type != "cuda":
         return "cpu"
     if setting != "auto":
@@ -165,9 +179,50 @@ def pick_memory_mode(setting: str, device: torch.device, dtype: torch.dtype, fol
                  free, weights)
         return mode
     side, frames = _DEFAULT_VIDEO
-    mode, reason = choose_memory_mode(free, memory_needs_gb(side, frames, chunk=decode_chunk, sizes_gb=sizes))
+    mode, reason = choose_memory_mode(free, traced_needs_gb(side, side, frames, dtype, sizes, decode_chunk=decode_chunk,
+                                                            fused_qkv=fused_qkv))
     log.info("Memory mode %s: %s (%dp, %d frames, traced from the model's shapes)", mode, reason, side, frames)
     return mode
+
+
+def usable_memory_gb(device: torch.device, share: float = 1.0) -> float:
+    """The GPU memory a loaded engine may use: what is free plus what its process's allocator holds
+    already (its weights), at most its ``share`` of the GPU (``pick_memory_mode``)."""
+    free, total = torch.cuda.mem_get_info(device)
+    return min(free + torch.cuda.memory_reserved(device), total * share) / 2**30
+
+
+def traced_needs_gb(width: int, height: int, frames: int, dtype: torch.dtype, sizes: Mapping[str, float], *,
+                    decode_chunk: int = DEFAULT_DECODE_CHUNK, fused_qkv: bool = False) -> dict[str, float]:
+    """I2VGen-XL's need per memory mode (``estimates.memory_needs_gb``) for a video of ``width`` x
+    ``height`` (the traced table goes by pixels) with the weights ``sizes``; in a half-precision
+    ``dtype`` the VAE's float32 redo of a chunk that came out NaN or inf is counted too."""
+    return memory_needs_gb(round(math.sqrt(width * height)), frames, chunk=decode_chunk, sizes_gb=sizes,
+                           fused_qkv=fused_qkv, half_vae=dtype.itemsize < 4)
+
+
+def fitting(shapes: Iterable[tuple[int, int, int]], mode: str, device: torch.device, dtype: torch.dtype,
+            folder: Path, variant: str | None, *, decode_chunk: int = DEFAULT_DECODE_CHUNK,
+            needs: Mapping[str, float] | None = None, share: float = 1.0,
+            fused_qkv: bool = False) -> Iterator[tuple[int, int, int]]:
+    """The (width, height, frames) of ``shapes`` whose jobs fit in ``mode`` on ``device`` now (the
+    arguments of ``pick_memory_mode``), each checked as it is asked for; each left out is said in the
+    log. A job that does not fit would run a mode lower, where its compiled graph is of no use, and
+    compiling it (compile's warm-up) would run out of memory before the app is ready. Every shape
+    fits on a CPU, and for a family with its own table (``needs``) only its default video is known:
+    its figure stands for every shape."""
+    sizes = model_store.component_sizes_gb(folder, variant, bytes_per_value=dtype.itemsize) if (
+        device.type == "cuda" and needs is None) else {}
+    for shape in shapes:
+        if device.type == "cuda":
+            figures = needs if needs is not None else traced_needs_gb(*shape, dtype, sizes, decode_chunk=decode_chunk,
+                                                                      fused_qkv=fused_qkv)
+            need, usable = figures.get(mode, 0.0), usable_memory_gb(device, share)
+            if need > usable:
+                log.warning("Not compiled for %dx%d, %d frames: its jobs need %.1f GB in %s mode, %.1f GB usable "
+                            "here; they run uncompiled", *shape, need, mode, usable)
+                continue
+        yield shape
 
 
 def loads_directly(mode: str, device: torch.device) -> str | None:

@@ -9,6 +9,8 @@ bytes of every storage an operation creates and subtracts them when the storage 
 the peak. Attention is counted as the memory-efficient CUDA kernels do: ``EfficientAttention``
 answers ``scaled_dot_product_attention`` with its output and a float32 logsumexp, never the
 query x key matrix. Weights are not in the traced figures: they are added from the weight files.
+Two figures beside the table: one frame decoded with the VAE in float32 (the redo of a chunk that the
+half-precision VAE decoded to NaN or inf), and the weights fused QKV projections add to the UNet.
 """
 
 from __future__ import annotations
@@ -130,6 +132,14 @@ def encode_picture(image_encoder) -> None:
     image_encoder(torch.randn(1, 3, 224, 224, dtype=torch.float16))
 
 
+def fused_qkv_share(unet: torch.nn.Module) -> float:
+    """The weights ``fuse_qkv_projections`` adds to ``unet`` (each attention's ``to_qkv`` or ``to_kv``;
+    diffusers keeps ``to_q/k/v`` beside them), as a share of its weights. Fuses ``unet``."""
+    before = parameters_gb(unet)
+    unet.fuse_qkv_projections()
+    return (parameters_gb(unet) - before) / before
+
+
 def parameters_gb(module: torch.nn.Module) -> float:
     return sum(p.numel() for p in module.parameters()) * 2 / _GB
 
@@ -159,17 +169,25 @@ def trace(shapes: model_shapes.Shapes = model_shapes.REAL, sides=None, frames=FR
         decode = {str(side): {str(chunk): round(traced_gb(partial(decode_chunk, vae, side, chunk)), 3)
                               for chunk in chunks} for side in sides}
         encode = {str(side): round(traced_gb(partial(encode_image, vae, side)), 3) for side in sides}
+        decode_fp32 = float32_redo(vae, sides)
         encoders = {"text_encoder": round(traced_gb(partial(encode_prompt, text)), 3),
                     "image_encoder": round(traced_gb(partial(encode_picture, image)), 3)}
         weights = {name: round(parameters_gb(part), 3) for name, part in
                    (("unet", unet), ("text_encoder", text), ("image_encoder", image), ("vae", vae))}
         resident = round(group_offload_resident(unet), 3)
+        fused = round(fused_qkv_share(unet), 4)
     return {"shapes": shapes.name, "dtype": "float16", "attention": "memory-efficient (output + logsumexp)",
             "torch": torch.__version__, "diffusers": _version("diffusers"), "machine": platform.machine(),
             "traced_s": round(time.perf_counter() - started, 1), "frames": list(frames), "chunks": list(chunks),
             "default_decode_chunk": ModelSettings().decode_chunk_size,
-            "weights_gb": weights, "unet_group_offload_share": resident, "rows": rows,
-            "decode_gb": decode, "encode_image_gb": encode, "encoders_gb": encoders}
+            "weights_gb": weights, "unet_group_offload_share": resident, "unet_fused_qkv_share": fused, "rows": rows,
+            "decode_gb": decode, "decode_fp32_gb": decode_fp32, "encode_image_gb": encode, "encoders_gb": encoders}
+
+
+def float32_redo(vae: torch.nn.Module, sides) -> dict[str, float]:
+    """GB of one frame decoded at each side with ``vae`` in float32 (the redo's chunk); ``vae`` ends in float32."""
+    vae.float()
+    return {str(side): round(traced_gb(partial(decode_chunk, vae, side, 1, dtype=torch.float32)), 3) for side in sides}
 
 
 def _version(package: str) -> str:

@@ -7,8 +7,9 @@
   around the denoiser's calls only, tried first at every attention shape the UNet makes at the
   video's size, falling back to PyTorch's choice where that kernel cannot run.
 * ``CompiledForward``: ``torch.compile`` of the denoiser, its kernels cached in the models folder,
-  uncompiled in sequential offload; ``warm_up`` compiles the configured shapes before "ready", and
-  only those shapes run compiled (any other runs eager: no compile inside a job, no recompile limit).
+  uncompiled in group and sequential offload; ``warm_up`` compiles the configured shapes that fit
+  before "ready", in the memory mode the model loaded in, and only those shapes in that mode run
+  compiled (anything else runs eager: no compile inside a job, no recompile limit).
 
 Nothing here knows the engine: its user hands in the pipeline, the denoiser, the device and
 callbacks.
@@ -36,6 +37,7 @@ try:  # where torch keeps compiled kernels unless told; a private module, so it 
 except ImportError:
     _torch_cache_dir = None
 
+from . import gpu
 from .config import GenerationDefaults, ModelSettings
 from .request import GenerationRequest
 
@@ -232,9 +234,13 @@ UNCOMPILED_MODES = ("group_offload", "sequential_offload")
 
 class CompiledForward:
     """``torch.compile(fullgraph=True)`` of a module's forward, its kernels kept in ``cache_dir``, used
-    only for the input shapes compiled by ``warm_up``: any other shape runs the eager forward, so a job
-    never waits minutes for a compile, and torch's recompile limit (``FailOnRecompileLimitHit`` under
-    fullgraph, docs/DEPENDENCIES.md) never fails a job.
+    only for what ``warm_up`` compiled: the input shapes, in the memory mode it ran in, with the weights
+    as they were then. Anything else runs the eager forward, so a job never waits minutes for a compile,
+    and torch's recompile limit (``FailOnRecompileLimitHit`` under fullgraph, docs/DEPENDENCIES.md)
+    never fails a job. The weights matter: after an out-of-memory step-down to model offload,
+    accelerate's hook moves them inside the job's ``torch.inference_mode()``, which makes them
+    inference tensors; dynamo's guards on them then fail and the same shape would compile again
+    (minutes, inside the job). Such a job runs eager instead (issue 23, defect 1).
 
     Build it before any offload hook wraps the forward, so the hooks stay outside the graph;
     ``choose(mode)`` then sets the forward for a memory mode (``gpu.enter_memory_mode``'s ``on_switch``).
@@ -248,29 +254,38 @@ class CompiledForward:
         self.module = module
         self.eager = module.forward
         self.graph = torch.compile(self.eager, fullgraph=True, dynamic=False)
-        self.warmed: set[tuple] = set()  # the input shapes compiled before "ready"
+        self.warmed: set[tuple] = set()  # what was compiled before "ready": ``key``s
         self.warming = False
+        self.mode: str | None = None  # the memory mode ``choose`` last set
         self.compiled = self._forward  # one bound method, so that the module's forward can be told apart
 
     def choose(self, mode: str) -> None:
         """The compiled forward, except in group and sequential offload: their hooks sit inside the
         UNet (on its blocks, on every layer) and cannot be compiled (the weights' transfers bound
         those modes' speed anyway)."""
+        self.mode = mode
         self.module.forward = self.eager if mode in UNCOMPILED_MODES else self.compiled
 
+    def key(self, args: tuple, kwargs: dict) -> tuple:
+        """What one warmed-up graph is for: the memory mode, whether the weights are inference tensors
+        (what an offload hook's move inside inference mode changes; dynamo guards each weight's
+        dispatch keys), and the inputs' shapes."""
+        weight = next(self.module.parameters(), None)
+        return self.mode, weight is not None and weight.is_inference(), input_shapes(args, kwargs)
+
     def _forward(self, *args, **kwargs):
-        shape = input_shapes(args, kwargs)
+        key = self.key(args, kwargs)
         if self.warming:
-            self.warmed.add(shape)
-        elif shape not in self.warmed:
+            self.warmed.add(key)
+        elif key not in self.warmed:
             return self.eager(*args, **kwargs)
         try:
             return self.graph(*args, **kwargs)
         except Exception as error:
             if not is_recompile_limit(error):
                 raise
-            self.warmed.discard(shape)  # raised before anything ran: the eager forward runs it instead
-            log.warning("torch.compile's recompile limit: %s runs uncompiled (%s)", shape,
+            self.warmed.discard(key)  # raised before anything ran: the eager forward runs it instead
+            log.warning("torch.compile's recompile limit: %s runs uncompiled (%s)", key[2],
                         str(error).splitlines()[0][:200])
             if self.warming:
                 raise
@@ -286,17 +301,23 @@ def is_recompile_limit(error: BaseException) -> bool:
 
 
 def input_shapes(args: tuple, kwargs: dict) -> tuple:
-    """What tells one compiled graph from another here (dynamic=False): each tensor's shape and dtype."""
+    """What tells one compiled graph from another here (dynamic=False): each tensor's shape and dtype,
+    and whether it is an inference tensor (dynamo guards its dispatch keys)."""
     values = [*args, *(kwargs[name] for name in sorted(kwargs))]
-    return tuple((tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else type(v).__name__ for v in values)
+    return tuple((tuple(v.shape), v.dtype, v.is_inference()) if isinstance(v, torch.Tensor) else type(v).__name__
+                 for v in values)
 
 
-def warm_up(compiled: CompiledForward, shapes: Iterable[tuple[int, int, int]], memory_mode: str, *,
+def warm_up(compiled: CompiledForward, shapes: Iterable[tuple[int, int, int]], *,
             denoise: Callable[[GenerationRequest], object],
             set_status: Callable[[tuple[str, dict]], None]) -> None:
     """Compile each (width, height, frames) shape before the app says ready: ``denoise`` runs one
     denoising step of a gray picture for each, after ``set_status`` says so. Only these shapes run
-    compiled later; past torch's recompile limit the rest are left uncompiled, said in the log."""
+    compiled later, in the memory mode ``compiled`` was chosen for; past torch's recompile limit the
+    rest are left uncompiled, said in the log. ``shapes`` should hold only those whose jobs fit in
+    this mode (``gpu.fitting``); one that runs out of memory all the same is skipped, said in the log:
+    never a failed start."""
+    memory_mode = compiled.mode
     if memory_mode in UNCOMPILED_MODES:
         log.info("%s: the UNet runs uncompiled, so there is nothing to compile", memory_mode)
         return
@@ -308,17 +329,25 @@ def warm_up(compiled: CompiledForward, shapes: Iterable[tuple[int, int, int]], m
                                     resolution="warm-up", width=width, height=height, num_frames=frames,
                                     fps=defaults.fps, num_inference_steps=1, guidance_scale=defaults.guidance_scale,
                                     seed=0)
-        compiled.warming = True
+        compiled.warming, before, ran_out = True, set(compiled.warmed), False
         try:
             with torch.inference_mode():
                 denoise(request)
         except Exception as error:
-            if not is_recompile_limit(error):
+            if is_recompile_limit(error):
+                log.warning("Stopped compiling at %dx%d, %d frames: torch's recompile limit; the remaining shapes "
+                            "run uncompiled", width, height, frames)
+                return
+            if not gpu.is_out_of_memory(error):
                 raise
-            log.warning("Stopped compiling at %dx%d, %d frames: torch's recompile limit; the remaining shapes "
-                        "run uncompiled", width, height, frames)
-            return
+            gpu.forget_locals(error)
+            compiled.warmed, ran_out = before, True  # its jobs would run lower (uncompiled), if at all
+            log.warning("Not compiled for %dx%d, %d frames: out of GPU memory in %s mode (%s); it runs uncompiled",
+                        width, height, frames, memory_mode, str(error).splitlines()[0][:200])
         finally:
             compiled.warming = False
+        if ran_out:  # outside the except block, where the error no longer holds the step's memory
+            gpu.free_memory(torch.device("cuda") if torch.cuda.is_initialized() else None)
+            continue
         log.info("Compiled the UNet for %dx%d, %d frames in %.1f s", width, height, frames,
                  time.perf_counter() - started)

@@ -245,3 +245,46 @@ def test_the_status_board_gives_one_consistent_snapshot_and_logs_each_change(cap
     now = board.current
     assert now.ready and now.message == "Ready: model loaded in 1.5 s." and now.device.startswith("CPU")
     assert "Model ready: Ready: model loaded in 1.5 s." in caplog.text
+
+
+# -- what a job's record counts (issue 23) -------------------------------------------------------------
+
+def test_the_denoise_decode_split_is_read_once_the_device_is_done(loaded_engine, photo, monkeypatch):
+    """Issue 23, defect 8: each reading of the split waits for the device's queued work (``gpu.clock``
+    synchronizes a GPU: test_gpu.py), so the denoising's last kernels are not counted as decoding."""
+    family, events, times = loaded_engine.family, [], iter([100.0, 103.0, 110.0])
+
+    def clock(device):
+        events.append(("clock", device))
+        return next(times)
+
+    def calls(name, method):
+        return lambda *args, **kwargs: events.append(name) or method(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, "clock", clock)
+    monkeypatch.setattr(family, "denoise", calls("denoise", family.denoise))
+    monkeypatch.setattr(family, "decode", calls("decode", family.decode))
+    timings = loaded_engine.generate(tiny_request(photo, num_inference_steps=1)).timings
+    cpu = ("clock", loaded_engine.device)
+    assert events == [cpu, "denoise", cpu, "decode", cpu]
+    assert timings["denoise_s"] == 3.0 and timings["decode_s"] == 7.0
+
+
+def test_a_chunk_decoded_to_nan_is_decoded_again_one_frame_at_a_time_and_counted(loaded_engine, photo):
+    """Issue 23, defect 3: the float32 redo is counted in the job's timings (its record), and decodes one
+    frame at a time (float32 doubles the decode's memory; estimates count one frame of it)."""
+    batches = []
+
+    def nan_first(_module, args, output):  # the VAE's decoder, frames as its batch
+        batches.append(args[0].shape[0])
+        return output * float("nan") if len(batches) == 1 else None
+
+    hook = loaded_engine.pipeline.vae.decoder.register_forward_hook(nan_first)
+    try:
+        made = loaded_engine.generate(tiny_request(photo, num_inference_steps=1))
+        again = loaded_engine.generate(tiny_request(photo, num_inference_steps=1))
+    finally:
+        hook.remove()
+    assert batches == [4, 1, 1, 1, 1, 4]  # the chunk of 4 frames, again one by one; the next job's chunk
+    assert made.timings["vae_fp32_redecodes"] == 1.0 and "vae_fp32_redecodes" not in again.timings
+    assert np.isfinite(made.frames).all() and np.abs(made.frames.astype(int) - again.frames.astype(int)).max() <= 1

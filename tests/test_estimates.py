@@ -187,3 +187,44 @@ def test_no_table_or_a_cpu_smoke_table_changes_nothing(tmp_path):
 
     assert MeasuredTable.load(tmp_path / "missing.json") is None
     assert MeasuredTable.load(measured_report(tmp_path, shapes="smoke")) is None
+
+
+def test_the_float32_redo_of_a_half_precision_vae_is_counted_one_frame_at_a_time(real_unet_and_vae_on_meta):
+    """Issue 23, defect 3: a chunk the half-precision VAE decodes to NaN or inf is decoded again in float32,
+    one frame at a time, its weights twice their size meanwhile. At 1024p, 8 frames without guidance, that
+    redo is the largest stage with everything on the GPU and in sequential offload (the float32 frame,
+    traced on the real VAE: 3 GB; the same traced again here at 256p); a float32 VAE never redoes
+    (``half_vae=False``)."""
+    import torch
+
+    from image_to_video import memory_trace
+    from image_to_video.estimates import traced_table, with_margin
+
+    report = json.loads(TRACED_FILE.read_text())
+    with torch.device("meta"):
+        traced = memory_trace.float32_redo(real_unet_and_vae_on_meta[1], [256])
+    assert traced == {"256": report["decode_fp32_gb"]["256"]}
+    redo, vae = with_margin(report["decode_fp32_gb"]["1024"]), report["weights_gb"]["vae"]
+    assert redo > with_margin(traced_table().denoise_gb(1024, 8, batch=1))
+    needs = memory_needs_gb(1024, 8, batch=1, chunk=1)
+    assert needs["gpu"] == pytest.approx(sum(report["weights_gb"].values()) + vae + redo)
+    assert needs["sequential_offload"] == pytest.approx(redo)
+    assert memory_needs_gb(1024, 8, batch=1, chunk=1, half_vae=False)["sequential_offload"] < redo
+
+
+def test_fused_qkv_projections_count_their_extra_unet_weights(real_unet_and_vae_on_meta):
+    """Issue 23, defect 8: diffusers' fuse_qkv_projections keeps to_q/k/v beside the fused to_qkv (and
+    to_kv): about 0.28 GB (0.26 GiB) more of the real UNet in float16, traced again here on a copy of it."""
+    import copy
+
+    import torch
+
+    from image_to_video import memory_trace
+
+    report = json.loads(TRACED_FILE.read_text())
+    with torch.device("meta"):
+        share = memory_trace.fused_qkv_share(copy.deepcopy(real_unet_and_vae_on_meta[0]))
+    assert report["unet_fused_qkv_share"] == pytest.approx(share, abs=1e-4)
+    extra = memory_needs_gb(512, 16, fused_qkv=True)["gpu"] - memory_needs_gb(512, 16)["gpu"]
+    assert extra == pytest.approx(report["unet_fused_qkv_share"] * report["weights_gb"]["unet"])
+    assert extra == pytest.approx(0.28e9 / 2**30, rel=0.1)

@@ -369,6 +369,7 @@ class FakeCudaMemory:
         monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: setattr(self, "peak",
                                                                                                  self.allocated))
         monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
 
     def hold(self, gib: float) -> None:
         self.allocated = int(gib * 2**30)
@@ -407,6 +408,47 @@ def test_a_retried_jobs_peak_covers_its_failed_attempt(demo_dir, photo, monkeypa
     result = engine.generate(tiny_request(photo))
     assert result.timings["low_memory_retry"] == 1.0
     assert result.peak_gpu_memory_gb == 9
+
+
+def test_compile_warms_only_the_shapes_whose_jobs_fit_in_the_chosen_mode(tmp_path, monkeypatch, caplog):
+    # Issue 23, defect 2: a 12 GB card in gpu mode, the real weights (4.6 GB) loaded: 512p/16 fits, 768p/24
+    # (about 8.7 GB of work beside the weights) does not, and is left out with a log line. What this process
+    # holds already (its weights) counts as usable, at most its share of the card.
+    folder, cuda = write_weight_headers(tmp_path, REAL_COUNTS), torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6.5 * 2**30, 12 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 5 * 2**30)
+    shapes = [(512, 512, 16), (768, 768, 24), (256, 256, 8)]
+    fitting = gpu.fitting(shapes, "gpu", cuda, torch.float16, folder, "fp16")
+    with caplog.at_level("WARNING", logger="image_to_video.gpu"):
+        assert list(fitting) == [(512, 512, 16), (256, 256, 8)]
+    assert "Not compiled for 768x768, 24 frames: its jobs need 1" in caplog.text and "11.5 GB usable" in caplog.text
+    assert list(gpu.fitting(shapes, "model_offload", cuda, torch.float16, folder, "fp16", share=0.6)) == [
+        (512, 512, 16), (256, 256, 8)]  # 7.2 GB: model offload's 512p/16 fits (6.5 GB), its 768p/24 does not
+    assert list(gpu.fitting(shapes, "gpu", torch.device("cpu"), torch.float32, folder, None)) == shapes
+
+
+def test_the_clock_waits_for_the_gpus_queued_work_before_it_reads_the_time(monkeypatch):
+    # Issue 23, defect 8: CUDA runs a call's kernels after it returns; the split read without synchronizing
+    # gives the denoising's last kernels to the decode.
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append(("synchronize", device)))
+    monkeypatch.setattr(gpu.time, "perf_counter", lambda: events.append(("clock", None)) or 12.5)
+    assert gpu.clock(torch.device("cuda:1")) == 12.5
+    assert events == [("synchronize", torch.device("cuda:1")), ("clock", None)]
+    events.clear()
+    assert gpu.clock(torch.device("cpu")) == 12.5 and events == [("clock", None)]  # nothing queued on a CPU
+
+
+def test_fused_qkv_projections_count_in_the_memory_mode_choice(tmp_path, monkeypatch):
+    # Issue 23, defect 8: fused QKV keeps to_q/k/v beside to_qkv (about 0.26 GB more of UNet in float16): a
+    # card with just room for the default video all on the GPU then takes model offload.
+    folder, cuda = write_weight_headers(tmp_path, REAL_COUNTS), torch.device("cuda")
+    unfused = gpu.traced_needs_gb(512, 512, 16, torch.float16, gpu.model_store.component_sizes_gb(folder, "fp16",
+                                                                                       bytes_per_value=2))
+    free = unfused["gpu"] + 0.1
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free * 2**30, 16 * 2**30))
+    assert gpu.pick_memory_mode("auto", cuda, torch.float16, folder, "fp16") == "gpu"
+    assert gpu.pick_memory_mode("auto", cuda, torch.float16, folder, "fp16", fused_qkv=True) == "model_offload"
 
 
 def test_wans_memory_mode_comes_from_its_traced_table(monkeypatch):

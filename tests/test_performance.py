@@ -63,6 +63,7 @@ def test_the_one_call_gpu_run_goes_end_to_end_on_the_cpu_and_every_part_has_numb
     speed = parts["1_speed"]
     assert speed["plain"]["decode_chunk_size"] == speed["app"]["decode_chunk_size"] == ModelSettings().decode_chunk_size
     assert speed["settings"]["seed"] == 42 and speed["flops"]["skipped"] and speed["app"]["tflops"] is None
+    assert speed["app"]["vae_fp32_redecodes"] == 0  # counted (float32 VAE here: never a redo)
     assert report["scaling"][0]["resolution"] == 64 and report["scaling"][0]["unet_s_per_step"] > 0
     wan = parts["6_wan_ti2v_5b_720p"]
     assert wan["app"]["memory_mode"] == "cpu" and wan["settings"]["frames"] == 5 and wan["build_s"] > 0

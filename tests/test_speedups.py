@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, ModelMixin
 from diffusers.models.attention_processor import Attention
 
 from image_to_video import gpu, speedups
 from image_to_video.families.i2vgen_xl import shapes as model_shapes
 from image_to_video.config import ModelSettings
 from image_to_video.engine import Engine
+from image_to_video.faults import FaultInjector
 
 from .helpers import largest_difference, tiny_request
 
@@ -288,7 +289,7 @@ def test_warm_up_past_the_recompile_limit_stops_compiling_and_those_shapes_run_u
     compiled = speedups.CompiledForward(layer, tmp_path / "cache")
     compiled.choose("gpu")
     statuses = []
-    speedups.warm_up(compiled, [(8, 8, 1), (8, 8, 2), (8, 8, 3)], "gpu", set_status=statuses.append,
+    speedups.warm_up(compiled, [(8, 8, 1), (8, 8, 2), (8, 8, 3)], set_status=statuses.append,
                      denoise=lambda request: layer(torch.ones(request.num_frames, 4)))
     assert [status[1]["frames"] for status in statuses] == [1, 2]  # stopped at the second
     assert "Stopped compiling at 8x8, 2 frames: torch's recompile limit" in caplog.text
@@ -297,3 +298,81 @@ def test_warm_up_past_the_recompile_limit_stops_compiling_and_those_shapes_run_u
         for frames in (1, 2, 3, 1):
             assert torch.allclose(layer(torch.ones(frames, 4)), compiled.eager(torch.ones(frames, 4)))
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+class TinyNet(ModelMixin):
+    """A one-layer stand-in for the UNet: what the memory modes move is its weights, whatever their number."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class TinyPipeline(DiffusionPipeline):
+    """A pipeline the memory modes act on as on I2VGen-XL's (diffusers' and accelerate's own hooks)."""
+
+    model_cpu_offload_seq = "unet->vae"
+
+    def __init__(self, unet, vae):
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae)
+
+
+def test_a_warmed_shape_never_compiles_again_after_a_step_down_moved_the_weights_in_inference_mode(
+        tmp_path, monkeypatch, offload_on_the_cpu):
+    """Issue 23, defect 1: warmed in gpu mode, then stepped down to model offload as gpu.step_down does:
+    accelerate's hook moves the weights inside the job's inference mode (inference tensors then), and the
+    warmed graph's guards fail. That job must run eager, not compile again; back in gpu mode, once the
+    weights are moved outside inference mode (pipe.to on a GPU), the warmed graph runs again, uncompiled
+    anew. dynamo's eager backend: a real trace with real guards, in a second."""
+    from torch._dynamo.utils import counters
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda function, **options: compile_(function, **options, backend="eager"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch.manual_seed(0)
+    pipe, cpu = TinyPipeline(TinyNet(), TinyNet()), torch.device("cpu")
+    gpu.inference_only(pipe)
+    compiled = speedups.CompiledForward(pipe.unet, tmp_path / "cache")
+    graph, graph_calls = compiled.graph, []
+    compiled.graph = lambda *args, **kwargs: graph_calls.append(1) or graph(*args, **kwargs)
+    gpu.enter_memory_mode(pipe, "gpu", cpu, on_switch=compiled.choose)
+    speedups.warm_up(compiled, [(8, 8, 2)], set_status=lambda _: None,
+                     denoise=lambda request: pipe.unet(torch.ones(request.num_frames, 4)))
+    graphs, expected = counters["stats"]["unique_graphs"], compiled.eager(torch.ones(2, 4))
+
+    def job(mode: str) -> int:
+        """The graph's calls in one job in ``mode`` (its output checked)."""
+        gpu.enter_memory_mode(pipe, mode, cpu, on_switch=compiled.choose)
+        before = len(graph_calls)
+        with torch.inference_mode():  # as the engine runs a job: its inputs are inference tensors too
+            assert torch.allclose(pipe.unet(torch.ones(2, 4)), expected)
+        return len(graph_calls) - before
+
+    assert job("gpu") == 1  # warmed: compiled
+    assert job("model_offload") == 0 and pipe.unet.proj.weight.is_inference()  # moved by the hook, in inference mode
+    assert job("gpu") == 0  # still inference tensors here (on a GPU, pipe.to moved them outside inference mode)
+    pipe.unet.to(torch.float64).to(torch.float32)  # the move the switch back makes on a GPU
+    assert job("gpu") == 1
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled after the warm-up
+
+
+def test_a_warm_up_shape_that_runs_out_of_memory_is_skipped_and_the_engine_becomes_ready(demo_dir, tmp_path, photo,
+                                                                                           monkeypatch, caplog):
+    """Issue 23, defect 2: the first preset's warm-up runs out of GPU memory (injected at its step, as
+    a 768p/24 preset would on a 12 GB card); it is skipped with a log line, the next is compiled, and
+    the model becomes ready. torch.compile passed through: the warm-up's path is what is tested here."""
+    monkeypatch.setattr(torch, "compile", lambda function, **options: function)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    caplog.set_level(logging.INFO)
+    engine = Engine(ModelSettings(source=str(demo_dir), compile=True), str(demo_dir), demo_dir.parent,
+                    warmup_shapes=((64, 64, 2), (64, 64, 4)), faults=FaultInjector("oom@denoise*1"))
+    engine.load()
+    assert engine.ready, engine.status.message
+    assert "Not compiled for 64x64, 2 frames: out of GPU memory in cpu mode" in caplog.text
+    assert "Compiled the UNet for 64x64, 4 frames" in caplog.text
+    assert {key[2][0][0][2] for key in engine.compiled.warmed} == {4}  # the latents' frames: only the second shape
+    assert engine.generate(tiny_request(photo, num_frames=2, num_inference_steps=1)).frames.shape == (2, 64, 64, 3)

@@ -14,6 +14,9 @@ A model family is one class with this interface, which the engine calls and noth
 * ``.decode(latents, *, chunk, report, cancel, before_chunk) -> frames``: uint8 (frames, h, w, 3),
   ``chunk`` frames at a time, a ``Progress`` report after each chunk; every pixel finite (a chunk
   with NaN or inf is decoded again in float32, else ``GenerationFailed``).
+* ``.decode_counts``: what the last ``decode`` adds to the job's timings and record, such as
+  ``vae_fp32_redecodes``: how many chunks were decoded again in float32 (else a slow VAE would hide
+  a video decoded twice).
 
 A second family (Wan2.2-TI2V-5B through ``diffusers.WanImageToVideoPipeline``) is one more module
 with such a class (its denoiser is ``pipe.transformer``; its prompt encoding, seeding, latent
@@ -59,6 +62,7 @@ class I2VGenXL:
 
     def __init__(self, pipeline: I2VGenXLPipeline, device: torch.device, dtype: torch.dtype):
         self.pipeline, self.device, self.dtype = pipeline, device, dtype
+        self.decode_counts: dict[str, float] = {}
 
     @classmethod
     def load(cls, folder: Path, *, device: torch.device, dtype: torch.dtype, variant: str | None,
@@ -135,6 +139,7 @@ class I2VGenXL:
         num_frames = latents.shape[2]
         started = time.perf_counter()
         pieces = []
+        self.decode_counts = {}
         for first in range(0, num_frames, chunk):
             if cancel.is_set():
                 raise Cancelled(key="err_cancelled")
@@ -150,15 +155,19 @@ class I2VGenXL:
 
     def _decode_finite(self, latents: torch.Tensor) -> torch.Tensor:
         """The VAE's frames for ``latents``, every pixel finite: where the computing dtype gave NaN or
-        inf, decoded once more with the VAE in float32 (the hub's VAE config says ``force_upcast``);
-        still not finite: ``GenerationFailed``, so that no such video is ever saved."""
+        inf, decoded once more with the VAE in float32 (the hub's VAE config says ``force_upcast``),
+        one frame at a time (float32 doubles the decode's memory: ``estimates`` counts one frame), and
+        counted in ``decode_counts``; still not finite: ``GenerationFailed``, so that no such video is
+        ever saved."""
         video = self.pipeline.decode_latents(latents)
         if bool(torch.isfinite(video).all()):
             return video
+        del video  # before the redo, which needs the room
         log.warning("The VAE gave NaN or infinite pixels in %s; decoding this chunk again in float32",
                     str(self.pipeline.vae.dtype)[6:])
+        self.decode_counts["vae_fp32_redecodes"] = self.decode_counts.get("vae_fp32_redecodes", 0.0) + 1
         with vae_in_float32(self.pipeline.vae):
-            video = self.pipeline.decode_latents(latents.float())
+            video = self.pipeline.decode_latents(latents.float(), decode_chunk_size=1)
         if not bool(torch.isfinite(video).all()):
             raise GenerationFailed(key="err_non_finite_video")
         return video

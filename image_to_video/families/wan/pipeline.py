@@ -45,6 +45,7 @@ class Wan:
     def __init__(self, pipeline: WanImageToVideoPipeline, device: torch.device, dtype: torch.dtype):
         self.pipeline, self.device, self.dtype = pipeline, device, dtype
         self._latent_rgb: np.ndarray | None = None
+        self.decode_counts: dict[str, float] = {}  # its VAE is float32 already: no redo to count
 
     @classmethod
     def load(cls, folder: Path, *, device: torch.device, dtype: torch.dtype, variant: str | None,
