@@ -246,6 +246,14 @@ def test_compiled_unet_warms_up_before_ready_and_keeps_the_video(photo, compile_
         assert largest_difference(engine.generate(request).frames, reference) <= 2, mode
 
 
+def dynamo_compiles() -> int:
+    """The compiles dynamo has started in this process: each graph it traced, and each it refused
+    (the recompile limit's refusal is one of ``unimplemented``'s)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"] + sum(counters["unimplemented"].values())
+
+
 @pytest.fixture
 def recompile_limit_1():
     """torch's recompile limit (8) lowered to 1, through torch's own config patch."""
@@ -253,28 +261,43 @@ def recompile_limit_1():
         yield
 
 
-def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_inside_one(photo, compile_models,
+def test_compile_on_never_fails_a_job_whatever_the_shape_and_never_compiles_inside_one(photo, compile_models, caplog,
                                                                                      monkeypatch, recompile_limit_1):
-    """Ten different shapes in a row with compile on. torch's recompile limit (8; lowered to 1 here so
-    that the ninth shape's failure shows at the second) raises FailOnRecompileLimitHit under
-    fullgraph=True; a shape that was not warmed up (none is here, to keep this test cheap; the test
-    above runs a warmed one compiled) must run uncompiled, not compile for minutes inside a job."""
-    from torch._dynamo.utils import counters
-
+    """One shape warmed up at load (model.compile on, the Engine's warm-up shapes), then its job and
+    jobs of nine other shapes, and its job again: the warmed shape runs its warm-up's graph (called
+    once a step, no new trace), the others run eager, and no job starts a compile (``dynamo_compiles``,
+    one the recompile limit refuses included). torch's recompile limit (8; lowered to 1 here) would
+    raise FailOnRecompileLimitHit under fullgraph=True at the second shape that compiled. dynamo's eager
+    backend: a real trace with real guards, in seconds (the real inductor compile is the test above)."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda function, **options: compile_(function, **options, backend="eager"))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    caplog.set_level(logging.INFO)
+    torch._dynamo.reset()  # no graph of the test above's UNet counts towards this one's recompile limit
     model = compile_models / "one-level"
-    engine = Engine(ModelSettings(source=str(model), compile=True), str(model), compile_models)
+    engine = Engine(ModelSettings(source=str(model), compile=True), str(model), compile_models,
+                    warmup_shapes=((64, 64, 2),))
+    compiles = dynamo_compiles()
     engine.load()
     assert engine.ready and engine.compiled is not None, engine.status.message
-    graphs = counters["stats"]["unique_graphs"]
-    shapes = [(64, frames, 9.0) for frames in (2, 3, 4, 5)] + [(64, 2, 1.0), (64, 3, 1.0)]
+    assert "Compiled the UNet for 64x64, 2 frames" in caplog.text
+    assert dynamo_compiles() == compiles + 1 and len(engine.compiled.warmed) == 1  # traced at load, once
+    compiles = dynamo_compiles()
+    graph, graph_calls = engine.compiled.graph, []
+    engine.compiled.graph = lambda *args, **kwargs: graph_calls.append(1) or graph(*args, **kwargs)
+    warmed = (64, 2, 9.0)
+    shapes = [(64, frames, 9.0) for frames in (3, 4, 5)] + [(64, 2, 1.0), (64, 3, 1.0)]
     shapes += [(side, 2, 9.0) for side in (72, 80, 96, 128)]
-    assert len(set(shapes)) == 10
-    for side, frames, guidance in shapes:  # guidance 1.0: a batch of 1 instead of 2
+    assert len(set(shapes)) == 9 and warmed not in shapes
+    for side, frames, guidance in [warmed, *shapes, warmed]:  # guidance 1.0: a batch of 1 instead of 2
         request = tiny_request(photo, resolution=f"{side}p", width=side, height=side, num_frames=frames,
                                num_inference_steps=1, guidance_scale=guidance)
+        before = len(graph_calls)
         assert engine.generate(request).frames.shape == (frames, side, side, 3)
-    assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled inside a job
+        assert dynamo_compiles() == compiles, (side, frames, guidance)  # no compile inside the job
+        assert len(graph_calls) - before == ((side, frames, guidance) == warmed), (side, frames, guidance)
+    assert len(engine.compiled.warmed) == 1
+    assert "recompile limit" not in caplog.text
 
 
 def test_warm_up_past_the_recompile_limit_stops_compiling_and_those_shapes_run_uncompiled(tmp_path, monkeypatch,
