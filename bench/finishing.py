@@ -5,7 +5,8 @@
     python bench/finishing.py --size 256 --frames 8 --repeats 5
 
 The frames: a smooth random texture panning left with a bright disc moving across it. --modes
-measures, on the same kind of clip: minterpolate's modes against the true in-between frames
+measures, on the same kind of clip: minterpolate's modes (RIFE against minterpolate:
+bench/interpolation.py) against the true in-between frames
 (the clip is drawn at three times the frame rate and every third frame is the input; PSNR of the
 in-between frames, higher is better), the GIF's dithers (size, PSNR against the frames) and VP9's
 speed settings (time, size, PSNR). Prints numbers only; nothing is asserted.
@@ -79,8 +80,9 @@ def setting(name: str, value: object) -> Iterator[None]:
 
 def time_steps(frames: np.ndarray, fps: int, repeats: int, folder: Path) -> None:
     steps = {
-        "interpolate to 16 fps": lambda: finishing.interpolate(frames, fps, 16),
-        "interpolate to 24 fps": lambda: finishing.interpolate(frames, fps, 24),
+        "minterpolate to 16 fps": lambda: finishing.interpolate(frames, fps, 16, method="ffmpeg"),
+        "minterpolate to 24 fps": lambda: finishing.interpolate(frames, fps, 24, method="ffmpeg"),
+        "RIFE to 24 fps": lambda: finishing.interpolate(frames, fps, 24, method="rife"),
         "boomerang": lambda: finishing.boomerang(frames),
         "crossfade": lambda: finishing.crossfade(frames),
         "upscale 2x": lambda: finishing.upscale(frames, 2),
@@ -116,7 +118,7 @@ def interpolation_modes(size: int, frames: int) -> None:
         for truth in clips.values():
             with setting("MINTERPOLATE", graph):
                 started = time.perf_counter()
-                out = finishing.interpolate(truth[::3], 8, 24)
+                out = finishing.interpolate(truth[::3], 8, 24, method="ffmpeg")
                 seconds = time.perf_counter() - started
             cells.append(f"{np.mean([psnr(out[i], truth[i]) for i in middles]):6.2f} dB {seconds:5.2f} s")
         print(f"  {label:28s}" + "".join(f"{cell:>24s}" for cell in cells))

@@ -143,7 +143,9 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
         engines = [RemoteEngine(channel, name=channel.name) for channel in channels]
         for engine, channel in zip(engines, channels):
             board.add(channel.name, device=channel.device, engine=engine)
-            services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb))
+            # The steps after the model run here, in the server: RIFE on its CPU, not on a worker's GPU.
+            services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb,
+                                         interpolation_device="cpu"))
             workers.append(Worker(store, live, services[-1].make_video, model_ready=engine.check,
                                   on_fatal=engine.restart, name=channel.name, engine_lost=lambda e=engine: e.lost,
                                   restart=engine.restart, loaded_model=lambda e=engine: loaded_model(e), **common))

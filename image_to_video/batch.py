@@ -8,8 +8,10 @@ A batch file has one JSON object per line, with the same keys as the flags:
 ``{"image": "a.jpg", "prompt": "waves", "resolution": "512p", "num_frames": 16, "seed": 7}``, with
 ``"model": "wan2.2-ti2v-5b"`` (default: the one --model/--family names; each worker switches between
 jobs), ``"aspect": "9:16"`` (default auto: the picture's) and, for Wan2.2-I2V-A14B, ``"last_image": "end.jpg"``,
+for Wan, ``"loras": "style:0.8,motion:1"`` (files in loras/ inside the models folder, each name:strength),
 and the steps after the model: ``"segments": 2, "loop": "boomerang", "interpolate_fps": 24,
-"formats": "gif,webm,png", "upscale": 2``, or ``"continue_from": "<video name>"`` instead of an image.
+"interpolate_method": "ffmpeg"`` (default rife), ``"formats": "gif,webm,png", "upscale": 2``, or
+``"continue_from": "<video name>"`` instead of an image.
 Every job is validated first (a bad one is reported and skipped), stored in the
 same job database as the server's, and run by a worker in this process. Exit
 status: 0 when every video was made, 1 when any job failed or it could not start,
@@ -34,8 +36,9 @@ from .processes import claim_data_folder
 from .request import FINISHING_DEFAULTS
 
 #: What a job may set besides its image and prompt: ``PARAMETERS``, the negative prompt, the seed,
-#: its model, and the steps after the model.
-JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed", "aspect", "last_image", "model", *FINISHING_DEFAULTS)
+#: its model, its LoRAs, and the steps after the model.
+JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed", "aspect", "last_image", "model", "loras",
+            *FINISHING_DEFAULTS)
 #: The keys the flags of ``generate`` set (``--model`` is the model's source: ``--family`` names the model).
 FLAG_KEYS = tuple(key for key in JOB_KEYS if key != "model")
 

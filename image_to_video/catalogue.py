@@ -27,8 +27,8 @@ def engines_of(engine: Any) -> list[Any]:
 def model_list(config: AppConfig, engines: list[Any]) -> list[dict[str, Any]]:
     """Each offered model, in the app's order: name, title, family, whether it is the server's default,
     its state (``STATES``) with the workers holding it and the reason of a failed load, its download
-    size, whether it can end on a picture, and ``memory_gb`` (its default video's peak per memory mode,
-    fastest first; empty where no figure is known)."""
+    size, whether it can end on a picture, whether it takes LoRAs, and ``memory_gb`` (its default video's
+    peak per memory mode, fastest first; empty where no figure is known)."""
     offered = config.offered or {config.model.family: config}
     listed = []
     for name, one in offered.items():
@@ -38,9 +38,9 @@ def model_list(config: AppConfig, engines: list[Any]) -> list[dict[str, Any]]:
         defaults = one.generation.defaults
         listed.append({
             "name": name, "title": card.title, "family": card.family, "default": name == config.model.family,
-            "state": state, "message": message, "workers": [getattr(e, "name", "worker") for e in holding],
+            "state": state, "message": message, "workers": [e.name for e in holding if getattr(e, "name", None)],
             "download_gb": None if one.model.demo else card.download_gb, "demo": one.model.demo,
-            "end_frame": card.end_frame, "licence": card.licence,
+            "end_frame": card.end_frame, "loras": card.loras, "licence": card.licence,
             "resolution": defaults.resolution, "num_frames": defaults.num_frames,
             "memory_gb": _memory_gb(card, one),
         })

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, cpu_threads
-from .config import DEFAULT_CONFIG_FILE, LOOPS, PARAMETERS, PROJECT_DIR, AppConfig, env_var_name, load_config
+from .config import (DEFAULT_CONFIG_FILE, INTERPOLATE_METHODS, LOOPS, PARAMETERS, PROJECT_DIR, AppConfig,
+                     env_var_name, load_config)
 from .errors import AlreadyRunning, ConfigError
 from .processes import claim_data_folder
 
@@ -112,12 +113,18 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
                                          "3:4, 9:16")
     parser.add_argument("--end-frame", dest="last_image", metavar="IMAGE",
                         help="a picture the video ends on (Wan2.2-I2V-A14B only; others refuse it)")
+    parser.add_argument("--loras", metavar="LIST", help="LoRAs to apply (Wan only): a comma-separated list of "
+                                                       "name:strength, e.g. style:0.8,motion:1; each name is a "
+                                                       ".safetensors file in loras/ inside the models folder")
     finishing = parser.add_argument_group("after the model (each adds time; see the README)")
     finishing.add_argument("--segments", metavar="N", help="segments to make, each from the last frame of the one "
                                                           "before (default 1)")
     finishing.add_argument("--loop", metavar="KIND", help=f"{', '.join(LOOPS)} (default none)")
     finishing.add_argument("--interpolate-fps", dest="interpolate_fps", metavar="FPS",
                            help="add frames by motion interpolation up to this frame rate, same duration (default 0: off)")
+    finishing.add_argument("--interpolate-method", dest="interpolate_method", metavar="METHOD",
+                           help=f"how --interpolate-fps adds frames: {' or '.join(INTERPOLATE_METHODS)} (default rife: "
+                                "learned, RIFE; ffmpeg: minterpolate, quicker on a CPU, smears fast motion)")
     finishing.add_argument("--formats", metavar="LIST", help="also write these beside the MP4: gif, webm, png (a zip "
                                                             "of every frame as a PNG) (comma-separated)")
     finishing.add_argument("--upscale", metavar="N", help="1 (default) or 2: twice the width and height")

@@ -264,6 +264,9 @@ copyreg.pickle(types.MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)
 LOOPS = ("none", "boomerang", "crossfade")
 FORMATS = ("mp4", "gif", "webm", "png")
 UPSCALES = (1, 2)
+#: How "smoother motion" makes its in-between frames (``interpolate_method``), the default first: RIFE
+#: (learned, finishing.py falls back to ffmpeg when it cannot run) or ffmpeg's minterpolate.
+INTERPOLATE_METHODS = ("rife", "ffmpeg")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any
 
-from . import cpu_threads, families
+from . import cpu_threads, families, loras
 from .config import AppConfig
 from .engine import Engine, Frames
 from .errors import WorkerLost, plain_error
@@ -154,7 +154,9 @@ def engine_for(config: AppConfig, device: str | None = None, *,
                faults: FaultInjector | None = None) -> Engine | ModelSwitch:
     """The engine ``config`` describes, on ``device`` (a worker's own; None keeps ``model.device``): where
     the server offers several models (``config.offered``), a ``ModelSwitch`` between their engines,
-    ``config``'s own model loaded first."""
+    ``config``'s own model loaded first. Its jobs' LoRAs are found in ``paths.models_dir`` (``loras.find``)."""
+    loras.serve_from(config.paths.models_dir)
+
     def make(one: AppConfig) -> Engine:
         model = one.model if device is None else dataclasses.replace(one.model, device=device)
         return Engine(model, one.model_path, one.paths.models_dir, resolutions=one.generation.resolutions,

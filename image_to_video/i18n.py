@@ -40,6 +40,21 @@ TEXT: dict[str, dict[str, str]] = {
                              "its lowest-memory mode (traced from the model's real shapes; no time estimate yet).",
                        "zh-CN": "{model} 的显存峰值：全部放在显卡上约 {peak} GB，最省显存的模式约 {lowest} GB（按模型真实"
                                 "形状追踪；暂无时间估算）。"},
+    "model_picker": {"en": "Model", "zh-CN": "模型"},
+    "model_picker_help": {"en": "Each model has its own sizes, frame counts and defaults. A model not loaded yet loads "
+                                "when your job starts (the first time it downloads).",
+                          "zh-CN": "每个模型有自己的尺寸、帧数和默认值。尚未加载的模型会在任务开始时加载（首次使用时下载）。"},
+    "picker_state_ready": {"en": "ready", "zh-CN": "已就绪"},
+    "picker_state_ready_on": {"en": "ready on {workers}", "zh-CN": "已在 {workers} 上就绪"},
+    "picker_state_loading": {"en": "loading…", "zh-CN": "加载中…"},
+    "picker_state_error": {"en": "⚠️ could not load: {message}", "zh-CN": "⚠️ 无法加载：{message}"},
+    "picker_state_on_disk": {"en": "on disk, loads when a job asks for it", "zh-CN": "已在磁盘上，任务需要时加载"},
+    "picker_state_demo": {"en": "demo (tiny random weights), loads when a job asks for it",
+                         "zh-CN": "演示模型（随机权重的小模型），任务需要时加载"},
+    "picker_state_not_downloaded": {"en": "not downloaded: {size} GB, fetched when the first job asks for it",
+                                   "zh-CN": "尚未下载：{size} GB，第一个使用它的任务开始时下载"},
+    "model_needs": {"en": "{resolution}, {frames} frames need {peak} GB of GPU memory ({lowest} GB offloaded)",
+                    "zh-CN": "{resolution}、{frames} 帧需要 {peak} GB 显存（卸载模式 {lowest} GB）"},
     "estimate_table_mode": {"en": "On this {gpu} GB GPU: {mode}.",
                             "zh-CN": "在这块 {gpu} GB 显卡上：{mode}。"},
     "estimate_table_none": {"en": "⚠️ It does not fit this {gpu} GB GPU in any mode: lower the resolution (480p) "
@@ -473,6 +488,53 @@ TEXT: dict[str, dict[str, str]] = {
     "err_end_frame_picture": {"en": "End frame: {problem_en}{problem_zh:.0} (Or remove the end frame: it is "
                                     "optional.)",
                               "zh-CN": "结束帧：{problem_zh}{problem_en:.0}（也可以去掉结束帧：它是可选的。）"},
+    # -- LoRAs (loras.py, families/adapters.py) ----------------------------------------
+    "param_loras": {"en": "LoRAs", "zh-CN": "LoRA 模型"},
+    "err_loras_unsupported": {"en": "{model} takes no LoRAs; the Wan 2.2 models do. Remove the LoRAs, or pick a "
+                                    "Wan 2.2 model.",
+                              "zh-CN": "{model} 不支持 LoRA（Wan 2.2 模型支持）。请去掉 LoRA，或选择 Wan 2.2 模型。"},
+    "err_lora_format": {"en": "LoRAs: {value} is not a list of name:strength separated by commas (for example "
+                              "style:0.8,motion:1).",
+                        "zh-CN": "LoRA：{value} 不是以逗号分隔的“名称:强度”列表（例如 style:0.8,motion:1）。"},
+    "err_too_many_loras": {"en": "{count} LoRAs were asked for; at most {limit} can be used at once.",
+                           "zh-CN": "请求了 {count} 个 LoRA；一次最多可用 {limit} 个。"},
+    "err_lora_twice": {"en": "LoRA {name} is named twice. Name each LoRA once, with one strength.",
+                       "zh-CN": "LoRA {name} 被指定了两次。每个 LoRA 只能指定一次，并给一个强度。"},
+    "err_lora_missing": {"en": "LoRA {name} is not in the LoRA folder (loras/ in the models folder). Available: "
+                               "{allowed}.",
+                         "zh-CN": "LoRA 文件夹（模型文件夹中的 loras/）里没有 LoRA {name}。可用的有：{allowed}。"},
+    "err_lora_none": {"en": "LoRA {name} is not in the LoRA folder, which holds none yet: put LoRA files "
+                            "(.safetensors) in loras/ inside the models folder; each is named by its file name.",
+                      "zh-CN": "LoRA 文件夹里没有 LoRA {name}，目前文件夹是空的：请把 LoRA 文件（.safetensors）放进模型文件夹中的 "
+                               "loras/，以文件名作为名称。"},
+    "err_lora_strength": {"en": "LoRA {name}: the strength {value} is not a number from {low} to {high}.",
+                          "zh-CN": "LoRA {name}：强度 {value} 不是 {low} 到 {high} 之间的数字。"},
+    "err_lora_unreadable": {"en": "LoRA {name} cannot be read as LoRA weights in safetensors format. Replace its "
+                                  "file with a LoRA saved as .safetensors.",
+                            "zh-CN": "无法把 LoRA {name} 读取为 safetensors 格式的 LoRA 权重。请换成保存为 .safetensors "
+                                     "的 LoRA 文件。"},
+    "err_lora_gone": {"en": "LoRA {name} is no longer in the LoRA folder. Put it back, or queue the job again "
+                            "without it.",
+                      "zh-CN": "LoRA {name} 已不在 LoRA 文件夹中。请放回该文件，或去掉它后重新提交任务。"},
+    "err_lora_changed": {"en": "LoRA {name} changed after the job was queued (it was the file with sha256 "
+                               "{sha256}…). Queue the job again to use the file as it is now.",
+                         "zh-CN": "任务提交后 LoRA {name} 已被更改（提交时文件的 sha256 为 {sha256}…）。请重新提交任务以使用"
+                                  "当前的文件。"},
+    "err_lora_other_model": {"en": "LoRA {name} does not fit {model}: it has no weights for its transformer "
+                                   "(its weights are for {parts}). It was made for another kind of model.",
+                             "zh-CN": "LoRA {name} 与 {model} 不匹配：其中没有该模型 transformer 的权重（它的权重属于 "
+                                      "{parts}）。它是为其他类型的模型制作的。"},
+    "err_lora_other_layers": {"en": "LoRA {name} does not fit {model}: it changes the layer {layer}, which {model} "
+                                    "does not have. It was made for another model.",
+                              "zh-CN": "LoRA {name} 与 {model} 不匹配：它修改的层 {layer} 在 {model} 中不存在。它是为其他"
+                                       "模型制作的。"},
+    "err_lora_other_shapes": {"en": "LoRA {name} does not fit {model}: its weights for the layer {layer} are "
+                                    "{got}, where that layer takes {wanted}. It was made for another model (another "
+                                    "size of Wan, say).",
+                              "zh-CN": "LoRA {name} 与 {model} 不匹配：它给层 {layer} 的权重形状为 {got}，而该层需要 "
+                                       "{wanted}。它是为其他模型（例如另一种规模的 Wan）制作的。"},
+    "err_lora_not_loaded": {"en": "LoRA {name} could not be loaded into {model}: {error}",
+                            "zh-CN": "无法把 LoRA {name} 加载到 {model}：{error}"},
     "param_frames": {"en": "Frames", "zh-CN": "帧数"},
     "param_fps": {"en": "FPS", "zh-CN": "帧率"},
     "param_steps": {"en": "Steps", "zh-CN": "推理步数"},
@@ -484,6 +546,7 @@ TEXT: dict[str, dict[str, str]] = {
     "param_segments": {"en": "Segments", "zh-CN": "段数"},
     "param_loop": {"en": "Loop", "zh-CN": "循环"},
     "param_interpolate_fps": {"en": "Smoother motion", "zh-CN": "补帧"},
+    "param_interpolate_method": {"en": "Smoother motion's method", "zh-CN": "补帧方法"},
     "param_upscale": {"en": "Upscale", "zh-CN": "放大"},
     "param_formats": {"en": "Formats", "zh-CN": "格式"},
     "param_continue_from": {"en": "Continue from", "zh-CN": "续接视频"},
@@ -544,6 +607,18 @@ TEXT: dict[str, dict[str, str]] = {
                                "per second. Must be above the FPS setting.",
                          "zh-CN": "用运动插值在模型的帧之间补帧：时长不变，每秒帧数更多。须高于帧率设置。"},
     "interpolate_off": {"en": "Off", "zh-CN": "关闭"},
+    "interpolate_method": {"en": "How frames are added", "zh-CN": "补帧方式"},
+    "interpolate_method_help": {
+        "en": "RIFE (learned) puts what moves where it belongs between two frames, without smearing fast motion; "
+              "on a CPU it takes longer. ffmpeg's minterpolate is quicker but smears fast motion. If RIFE cannot "
+              "run, minterpolate adds the frames and the video's details say so.",
+        "zh-CN": "RIFE（AI 学习的补帧）把运动的物体放在两帧之间应有的位置，快速运动也不拖影；在 CPU 上更慢。"
+                 "ffmpeg 的 minterpolate 更快，但快速运动会拖影。RIFE 无法运行时改用 minterpolate，视频详情中会注明。"},
+    "interpolate_rife": {"en": "RIFE (learned)", "zh-CN": "RIFE（AI 补帧）"},
+    "interpolate_ffmpeg": {"en": "ffmpeg minterpolate", "zh-CN": "ffmpeg minterpolate（运动补偿）"},
+    "done_interpolated": {"en": "frames added by {method}", "zh-CN": "由 {method} 补帧"},
+    "done_interpolate_fallback": {"en": "RIFE could not run ({reason}); ffmpeg's minterpolate added the frames.",
+                                  "zh-CN": "RIFE 无法运行（{reason}），已改用 ffmpeg 的 minterpolate 补帧。"},
     "formats": {"en": "Also save as", "zh-CN": "另存为"},
     "formats_help": {"en": "The MP4 is always made. A GIF plays anywhere (made smaller if it is too big); WebM is "
                            "small and plays in browsers; PNG frames are a zip of every frame as a lossless PNG, for "
@@ -555,11 +630,13 @@ TEXT: dict[str, dict[str, str]] = {
     "upscale_help": {"en": "2× doubles the width and height (Lanczos resampling: smoother, not more detail).",
                      "zh-CN": "2× 把宽和高各放大一倍（Lanczos 重采样：更平滑，但不会增加细节）。"},
     "finishing_costs": {"en": "**What each costs** at 512p, 16 frames (measured on a 2-core CPU; these run on the "
-                              "server's CPU, beside the GPU): each extra segment as long as the whole video again; "
-                              "a loop under 0.1 s; smoother motion about 3 s to 16 fps and 5 s to 24 fps; upscale "
-                              "about 0.5 s; GIF about 3 s; WebM about 1 s; PNG frames about 0.5 s.",
-                        "zh-CN": "**各项耗时**（512p、16 帧，在 2 核 CPU 上实测；这些步骤在服务器的 CPU 上运行，不占 GPU）："
-                                 "每多一段，就多一个完整视频的时间；循环不到 0.1 秒；补帧到 16 fps 约 3 秒、到 24 fps 约 5 秒；"
+                              "server's CPU, beside the GPU, but RIFE runs on the GPU when there is one): each extra "
+                              "segment as long as the whole video again; a loop under 0.1 s; smoother motion about "
+                              "4 s with RIFE, 1.5 to 2.5 s with minterpolate; upscale about 0.5 s; GIF about 3 s; "
+                              "WebM about 1 s; PNG frames about 0.5 s.",
+                        "zh-CN": "**各项耗时**（512p、16 帧，在 2 核 CPU 上实测；这些步骤在服务器的 CPU 上运行，不占 GPU，"
+                                 "但有 GPU 时 RIFE 在 GPU 上运行）：每多一段，就多一个完整视频的时间；循环不到 0.1 秒；"
+                                 "补帧用 RIFE 约 4 秒，用 minterpolate 约 1.5 到 2.5 秒；"
                                  "放大约 0.5 秒；GIF 约 3 秒；WebM 约 1 秒；PNG 逐帧图片约 0.5 秒。"},
     "continue_video": {"en": "Continue this video", "zh-CN": "续接这个视频"},
     "continuing": {"en": "Continuing `{video}`: its last frame is the picture, and the new segment(s) are joined onto "

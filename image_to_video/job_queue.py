@@ -103,7 +103,7 @@ class JobQueue:
         record = self.outputs.find(name) or {}
         old = record.get("parameters") or {}
         carried = dict(params, continue_from=name)
-        for key in (*PARAMETER_NAMES, "negative_prompt", "seed", "aspect", "model"):
+        for key in (*PARAMETER_NAMES, "negative_prompt", "seed", "aspect", "model", "loras"):
             if carried.get(key) in (None, "") and key in old:
                 carried[key] = old[key]
         if "aspect" in old and str(carried.get("aspect", "")).strip().lower() == "auto":  # auto: the video's own

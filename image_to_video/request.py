@@ -15,7 +15,8 @@ from typing import Any
 from PIL import Image
 
 from . import families
-from .config import FORMATS, LOOPS, PARAMETER_NAMES, PARAMETERS, UPSCALES, AppConfig, Parameter
+from . import loras as lora_files
+from .config import FORMATS, INTERPOLATE_METHODS, LOOPS, PARAMETER_NAMES, PARAMETERS, UPSCALES, AppConfig, Parameter
 from .errors import InvalidInput, exact, shown
 from .i18n import t
 from .images import fit_picture, open_picture
@@ -26,20 +27,23 @@ MAX_SEED = 2**32 - 1
 #: The steps after the model a request may ask for, with their defaults (nothing added: one
 #: segment, no loop, no interpolation, the MP4 only, the model's size). ``continue_from`` names
 #: the video whose last frame is the picture (as ``JobQueue`` resolved it), "" for none.
+#: ``interpolate_method``: how interpolation makes its frames (``INTERPOLATE_METHODS``, RIFE first).
 FINISHING_DEFAULTS: dict[str, Any] = {"continue_from": "", "segments": 1, "loop": "none",
-                                      "interpolate_fps": 0, "formats": "mp4", "upscale": 1}
+                                      "interpolate_fps": 0, "formats": "mp4", "upscale": 1,
+                                      "interpolate_method": INTERPOLATE_METHODS[0]}
 
 
 def _parameters(self) -> dict[str, Any]:
     """Everything but the pictures, as recorded beside the video (``end_frame``: whether it ends on one)."""
     values = {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("image", "last_image")}
     values["end_frame"] = self.last_image is not None
+    values["loras"] = [dict(entry) for entry in self.loras]  # a list, as the stored job reads it back
     return values
 
 
 #: What a done job and its record state at their top level (the contract of the API and the record).
 SUMMARY_FIELDS = ("family", "model", "width", "height", "num_frames", "num_inference_steps", "guidance_scale",
-                  "seed", "fps", "aspect", "resolution")
+                  "seed", "fps", "aspect", "resolution", "loras")
 
 
 def summary(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +79,8 @@ def _output_fps(self) -> int:
 #: One video to make: the prompts, ``PARAMETERS`` (config.py; the resolution first, with its size in
 #: pixels), the seed used, then the finishing steps (``FINISHING_DEFAULTS``), the English the
 #: model reads when a prompt was translated ("" when it was not), the aspect the size was made for
-#: and the picture the video ends on (None: none; only models whose card says ``end_frame``).
+#: and the picture the video ends on (None: none; only models whose card says ``end_frame``), then the
+#: LoRAs, each {"name", "strength", "sha256"} (loras.py; only models whose card says ``loras``).
 #: ``image`` (and ``last_image``) is RGB, exactly ``width`` x ``height``. Stored jobs made before a
 #: field existed get its default (square, before sizes had aspects).
 GenerationRequest = make_dataclass(
@@ -86,7 +91,8 @@ GenerationRequest = make_dataclass(
      *[(name, type(value), field(default=value)) for name, value in FINISHING_DEFAULTS.items()],
      ("prompt_en", str, field(default="")), ("negative_prompt_en", str, field(default="")),
      ("aspect", str, field(default="1:1")), ("family", str, field(default="i2vgen-xl")),
-     ("model", str, field(default="i2vgen-xl")), ("last_image", Any, field(default=None, repr=False))],
+     ("model", str, field(default="i2vgen-xl")), ("last_image", Any, field(default=None, repr=False)),
+     ("loras", tuple, field(default=()))],
     namespace={"parameters": _parameters, "model_prompt": property(_model_prompt),
                "model_negative_prompt": property(_model_negative_prompt),
                "format_list": property(_format_list), "output_fps": property(_output_fps)},
@@ -95,12 +101,14 @@ GenerationRequest = make_dataclass(
 
 def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt: Any = None,
                   seed: Any = None, continued_frames: int = 0, prompt_en: str = "", negative_prompt_en: str = "",
-                  aspect: Any = None, last_image: Any = None, **settings: Any) -> GenerationRequest:
+                  aspect: Any = None, last_image: Any = None, loras: Any = None, **settings: Any) -> GenerationRequest:
     """Check every parameter, fill the missing ones from the configured defaults,
     and normalise ``image`` (a PIL image, a path or bytes) to the output size: the served model's
     size for the resolution and ``aspect`` ("auto" or empty: the model's aspect nearest the picture's),
     the picture scaled to cover it and centre-cropped (as little as possible). ``last_image``: the
-    picture the video ends on, for a model that can (else refused), fitted to the same size.
+    picture the video ends on, for a model that can (else refused), fitted to the same size. ``loras``:
+    ``"name:strength,..."`` (or a list, or a record's entries), checked by ``loras.check`` against the
+    LoRA folder of ``paths.models_dir``, for a model that takes them (else refused).
 
     ``model`` (among ``settings``): which offered model makes it (``families.config_for``; none: the
     server's own), whose card and generation settings every check below reads.
@@ -136,6 +144,7 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     ends = last_image not in (None, "", b"")
     if ends and not card.end_frame:
         raise InvalidInput(key="err_end_frame_unsupported", model=card.title)
+    chosen_loras = lora_files.check(loras, config.paths.models_dir, card)
     picture = open_picture(image, config.images)
     chosen = card.nearest_aspect(*picture.size) if wanted_aspect == families.AUTO else wanted_aspect
     width, height = card.size(checked["resolution"], chosen)
@@ -145,7 +154,7 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     return GenerationRequest(image=fit_picture(picture, (width, height)), **prompts, **checked, width=width,
                              height=height, seed=random.randint(0, MAX_SEED) if seed == -1 else seed, **finished,
                              prompt_en=prompt_en, negative_prompt_en=negative_prompt_en, aspect=chosen,
-                             family=card.family, model=card.name, last_image=end)
+                             family=card.family, model=card.name, last_image=end, loras=chosen_loras)
 
 
 def _end_frame(source: Any, config: AppConfig) -> Image.Image:
@@ -185,6 +194,7 @@ def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_
     if interpolate_fps and interpolate_fps <= fps:
         raise InvalidInput(key="err_interpolate_fps", value=interpolate_fps, fps=fps, low=fps + 1,
                            high=limits.max_interpolate_fps)
+    interpolate_method = _choice("param_interpolate_method", given["interpolate_method"], INTERPOLATE_METHODS)
     upscale = _integer("param_upscale", given["upscale"], 1, max(UPSCALES))
     formats = _formats(given["formats"])
     frames = finished_frames(num_frames, segments, loop, continued_frames)
@@ -200,7 +210,7 @@ def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_
     if not isinstance(continue_from, str):
         raise InvalidInput(key="err_continue_from", value=shown(continue_from))
     return dict(continue_from=continue_from, segments=segments, loop=loop, interpolate_fps=interpolate_fps,
-                formats=formats, upscale=upscale)
+                formats=formats, upscale=upscale, interpolate_method=interpolate_method)
 
 
 def finished_frames(num_frames: int, segments: int, loop: str, continued_frames: int = 0) -> int:

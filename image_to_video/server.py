@@ -44,9 +44,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, catalogue, families
+from . import loras as lora_files
 from .auth import Credentials, LoginThrottle
-from .config import FORMATS, LOOPS, PARAMETERS, STATIC_DIR, AppConfig
-from .errors import AppError, InvalidInput, NoSuchRoute, WrongMethod, shown
+from .config import FORMATS, INTERPOLATE_METHODS, LOOPS, PARAMETERS, STATIC_DIR, AppConfig
+from .errors import AppError, InvalidInput, NoSuchRoute, WrongMethod, exact, shown
 from .http_guard import (BodyGuard, ConnectionLimits, PageEventGuard, PageLoginGuard, client_address,
                          event_body_limit, guarded_protocol, throttled)
 from .i18n import t
@@ -120,6 +121,13 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         it, download size, whether it can end on a picture, and its default video's GPU memory per memory
         mode. A job for a model no worker holds loads it first (a worker holds one model at a time)."""
         return {"default": config.model.family, "models": catalogue.model_list(config, catalogue.engines_of(engine))}
+
+    @app.get("/api/loras", tags=["server"], dependencies=[Depends(require_login)])
+    def list_loras() -> dict:
+        """The LoRAs a job's ``loras`` may name: the .safetensors files in loras/ inside the models folder,
+        read now (a file put there is offered at once), each with its size; and the models that take them."""
+        return {"loras": lora_files.listing(config.paths.models_dir),
+                "models": [card.name for card in families.CARDS.values() if card.loras]}
 
     app.post("/api/jobs", status_code=202, tags=["jobs"], dependencies=[Depends(require_login)],
              summary="Submit")(_submit_route(config, queue, max_bytes))
@@ -241,6 +249,12 @@ def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
             UploadFile | None, File(description="The picture the video ends on (optional). " + (
                 f"{card.title} can end on it." if card.end_frame else
                 f"{card.title} cannot: a job with one is refused (Wan2.2-I2V-A14B can)."))]),
+        form("loras", "LoRAs to apply: a comma-separated list of name:strength (e.g. style:0.8,motion:1; a name "
+                      f"alone is strength 1), each strength a number from {exact(lora_files.MIN_STRENGTH)} to "
+                      f"{exact(lora_files.MAX_STRENGTH)}, at most {lora_files.MAX_LORAS}. A name is a .safetensors "
+                      "file in loras/ inside the models folder (GET /api/loras lists them). Only models that take "
+                      f"LoRAs ({', '.join(c.title for c in families.CARDS.values() if c.loras)}); empty: none. The "
+                      "job's record lists each with its strength and its file's sha256."),
         *[form(name, description) for name, description in _finishing_fields(config)],
     ])
     return submit
@@ -269,6 +283,10 @@ def _finishing_fields(config: AppConfig) -> list[tuple[str, str]]:
                  "the end into the start."),
         ("interpolate_fps", f"0 (off, default) or a frame rate above fps, up to {f.max_interpolate_fps}: frames "
                             "added by motion interpolation, same duration."),
+        ("interpolate_method", f"How interpolate_fps adds frames: {' or '.join(INTERPOLATE_METHODS)} (default "
+                               "rife). rife: learned in-between frames (RIFE HD v3), sharp on fast motion, slower "
+                               "on a CPU; ffmpeg: minterpolate, also used when RIFE cannot run (the job's record "
+                               "says which made them)."),
         ("formats", f"Files besides the MP4, comma-separated: any of {', '.join(FORMATS[1:])} (png: a zip of "
                     "every frame as a lossless PNG)."),
         ("upscale", "1 (default) or 2: twice the width and height (Lanczos)."),

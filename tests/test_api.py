@@ -282,3 +282,17 @@ def test_a_fatal_gpu_error_restarts_the_process_and_it_serves_again(app_process)
     status, job = submit(server, PHOTO)
     assert wait_done(server, job["id"])["state"] == "done"
     assert server.process.poll() is None  # the same process, replaced in place
+
+
+def test_gradio_clients_one_liner_with_only_a_picture_and_a_prompt_makes_a_video(app, tmp_path):
+    # Gradio's documented way to call any Gradio app, every other parameter left out (no page id among
+    # them): the server's defaults (here 256p, 8 frames at 8 fps), a page id of its own.
+    from gradio_client import Client, handle_file
+
+    picture = tmp_path / "photo.png"
+    picture.write_bytes(PHOTO)
+    video, info, *_ = Client(app.url, verbose=False).predict(handle_file(str(picture)), "the waves roll in slowly",
+                                                             api_name="/generate")
+    decoded = probe_video(video["video"] if isinstance(video, dict) else video)
+    assert (decoded.frames, decoded.fps, decoded.codec) == (8, 8.0, "h264")
+    assert "Done" in info

@@ -385,29 +385,20 @@ def test_a_chinese_prompt_says_there_is_no_translator(page):
     sync_api.expect(note).to_have_text("")  # an English prompt needs no note
 
 
-@pytest.fixture(scope="module")
-def wan_app(tmp_path_factory):
-    """A server of the Wan2.2-TI2V-5B demo (tiny random weights in its layout), on loopback: no login."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = AppProcess(tmp_path_factory.mktemp("wan-browser"), port, "--family", "wan2.2-ti2v-5b").start()
-    yield process
-    process.stop()
-
-
-def test_wan_keeps_a_landscape_pictures_shape_and_reads_chinese(browser, wan_app, tmp_path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100}, locale="en-US")
-    page = context.new_page()
+def test_the_model_picker_switches_to_wan_keeps_a_landscape_pictures_shape_and_back(browser, app, tmp_path):
+    # One server offers every model (its demos here): pick Wan, see how it stands, make a video, switch back.
+    context, page = open_page(browser, app, "en-US", "Generate")
     try:
-        page.goto(wan_app.url)
-        page.get_by_role("button", name="Generate").wait_for(timeout=120000)
-        wait_for_page_id(page)
-        assert "Wan2.2-TI2V-5B" in page.locator(".app-header").inner_text()
+        note = page.locator("#model-note")
+        sync_api.expect(note).to_contain_text("I2VGen-XL", timeout=60000)
+        page.get_by_test_id("Wan2.2-TI2V-5B-radio-label").click()
+        sync_api.expect(page.locator(".app-header")).to_contain_text("Wan2.2-TI2V-5B", timeout=60000)
+        sync_api.expect(note).to_contain_text("loads when a job asks for it", timeout=60000)  # not loaded yet
+        sync_api.expect(note).to_contain_text("Apache-2.0")
         landscape = tmp_path / "harbour.png"
         Image.new("RGB", (900, 500), (20, 90, 160)).save(landscape)
         upload(page, landscape)
-        page.get_by_test_id("480p-radio-label").click()
+        page.get_by_test_id("480p-radio-label").click()  # Wan's sizes replaced I2VGen-XL's
         # Wan's 480p for a 9:5 picture is its 16:9 size, and the page says how much is cut before any job runs
         sync_api.expect(page.locator("#crop-note")).to_contain_text("832x480", timeout=60000)
         page.locator("#prompt textarea").fill("海浪缓缓涌来")
@@ -420,5 +411,18 @@ def test_wan_keeps_a_landscape_pictures_shape_and_reads_chinese(browser, wan_app
         page.wait_for_function("document.querySelector('#result-video video').readyState >= 1", timeout=120000)
         facts = page.locator("#result-video video").evaluate("v => ({width: v.videoWidth, height: v.videoHeight})")
         assert facts == {"width": 832, "height": 480}
+        sync_api.expect(note).to_contain_text("ready", timeout=60000)  # the worker holds Wan now
+        shot(page, "9-model-picker", at="#model-picker")
+
+        page.get_by_test_id("I2VGen-XL-radio-label").click()  # back: I2VGen-XL's sizes, frames and title
+        sync_api.expect(page.locator(".app-header")).to_contain_text("I2VGen-XL", timeout=60000)
+        sync_api.expect(note).to_contain_text("loads when a job asks for it", timeout=60000)
+        page.get_by_test_id("256p-radio-label").click()
+        page.locator("#prompt textarea").fill("the waves roll in slowly")
+        set_steps(page, FEWEST_STEPS)
+        set_steps(page, 8, "Frames")
+        page.get_by_role("button", name="Generate").click()
+        sync_api.expect(page.locator("#result-info")).to_contain_text("8 frames at 8 fps", timeout=JOB_TIMEOUT_MS)
+        sync_api.expect(note).to_contain_text("ready", timeout=60000)
     finally:
         context.close()

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 import zipfile
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -98,9 +99,10 @@ def test_crossfade_takes_an_overlap_and_refuses_too_few_frames():
 
 # -- interpolate, upscale ------------------------------------------------------------------------
 
-def test_interpolating_8_frames_at_8_fps_gives_a_one_second_24_fps_video(tmp_path):
+@pytest.mark.parametrize("method", ["rife", "ffmpeg"])
+def test_interpolating_8_frames_at_8_fps_gives_a_one_second_24_fps_video(tmp_path, method):
     frames = moving_square(8)
-    smooth = interpolate(frames, 8, 24)
+    smooth = interpolate(frames, 8, 24, method=method)
     assert smooth.shape == (24, 64, 64, 3) and smooth.dtype == np.uint8
     info = write_video(smooth, tmp_path / "s.mp4", 24)
     assert (info.frames, info.fps, info.duration) == (24, 24.0, 1.0)
@@ -117,7 +119,7 @@ def square_position(frame):
 
 def test_interpolated_frames_show_the_square_between_two_frames_not_a_copy_or_a_ghost():
     frames = moving_square(8, size=128, step=9)
-    smooth = interpolate(frames, 8, 24)
+    smooth = interpolate(frames, 8, 24, method="ffmpeg")  # RIFE's own: tests/test_rife.py
     whole = square_position(frames[0])[1]
     # Past the first input frames (minterpolate's motion search starts from zero vectors there):
     # each in-between frame shows one whole square a third or two thirds of the way along.
@@ -133,10 +135,30 @@ def test_interpolated_frames_show_the_square_between_two_frames_not_a_copy_or_a_
     assert mean_difference(smooth[23], frames[7]) < 2  # the end: the last frame, held
 
 
+@pytest.mark.parametrize("method", ["rife", "ffmpeg"])
 @pytest.mark.parametrize("count, fps, target, expected", [
     (8, 8, 16, 16), (8, 8, 12, 12), (7, 8, 24, 21), (16, 8, 24, 48), (5, 2, 3, 8), (1, 8, 24, 3)])
-def test_interpolation_keeps_the_duration(count, fps, target, expected):
-    assert len(interpolate(moving_square(count), fps, target)) == expected == round(count * target / fps)
+def test_interpolation_keeps_the_duration(count, fps, target, expected, method):
+    frames = moving_square(count, size=32, step=3)
+    assert len(interpolate(frames, fps, target, method=method)) == expected == round(count * target / fps)
+
+
+def test_each_output_frame_shows_the_clip_at_its_own_time():
+    # 8 -> 24 fps: every third frame an input frame, a third and two thirds of the way between; the end held
+    times = finishing.interpolation_times(3, 8, 24)
+    assert times == [(0, 0), (0, Fraction(1, 3)), (0, Fraction(2, 3)), (1, 0), (1, Fraction(1, 3)),
+                     (1, Fraction(2, 3)), (2, 0), (2, 0), (2, 0)]
+    assert finishing.interpolation_times(2, 16, 24) == [(0, 0), (0, Fraction(2, 3)), (1, 0)]
+    assert [index for index, _ in finishing.interpolation_times(16, 8, 30)][-5:] == [14, 14, 15, 15, 15]
+
+
+def test_both_methods_give_the_same_frames_where_an_output_frame_is_an_input_frame():
+    frames = moving_square(6, size=64, step=5)
+    rife_frames, ffmpeg_frames = (interpolate(frames, 8, 24, method=method) for method in ("rife", "ffmpeg"))
+    assert rife_frames.shape == ffmpeg_frames.shape == (18, 64, 64, 3)
+    for i in range(6):
+        assert np.array_equal(rife_frames[3 * i], frames[i])  # RIFE copies them; minterpolate nearly
+        assert mean_difference(ffmpeg_frames[3 * i], frames[i]) < 2
 
 
 def test_interpolation_refuses_a_lower_rate_and_reports_ffmpegs_words(monkeypatch):
@@ -146,7 +168,7 @@ def test_interpolation_refuses_a_lower_rate_and_reports_ffmpegs_words(monkeypatc
         interpolate(moving_square(8), 0, 24)
     monkeypatch.setattr(finishing, "MINTERPOLATE", "minterpolate=fps={fps}:no_such_option=1")
     with pytest.raises(GenerationFailed, match="no_such_option") as failed:
-        interpolate(moving_square(8), 8, 24)
+        interpolate(moving_square(8), 8, 24, method="ffmpeg")
     assert "插帧" in localized(failed.value, "zh-CN")
 
 
@@ -277,7 +299,7 @@ def test_cancel_kills_a_running_ffmpeg_step_at_once_and_leaves_no_file(tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     cancel = threading.Event()
-    run = {"interpolate": lambda: finishing.interpolate(moving_square(8), 8, 24, cancel=cancel),
+    run = {"interpolate": lambda: finishing.interpolate(moving_square(8), 8, 24, method="ffmpeg", cancel=cancel),
            "upscale": lambda: finishing.upscale(moving_square(8), 2, cancel=cancel),
            "gif": lambda: write_gif(moving_square(8), 8, out / "clip.gif", max_mb=10, cancel=cancel),
            "webm": lambda: write_webm(moving_square(8), 8, out / "clip.webm", cancel=cancel)}[step]

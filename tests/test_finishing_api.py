@@ -86,6 +86,11 @@ def test_interpolating_8_frames_at_8_fps_to_24_gives_one_second_at_24_fps(app, t
     status, record = call(app, "GET", f"/api/jobs/{job['id']}/metadata")
     assert record["fps"] == {"model": 8, "output": 24}
     assert record["timings_s"]["interpolating"] > 0
+    assert (record["parameters"]["interpolate_method"], record["interpolation"]["method"]) == ("rife", "rife")
+    form = call(app, "GET", "/openapi.json")[1]["components"]["schemas"]
+    described = [fields["interpolate_method"]["description"] for fields in
+                 (schema.get("properties", {}) for schema in form.values()) if "interpolate_method" in fields]
+    assert described and "rife or ffmpeg (default rife)" in described[0]
 
 
 def test_gif_and_webm_are_made_beside_the_mp4_and_decode(app, tmp_path):

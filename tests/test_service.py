@@ -55,9 +55,9 @@ def test_a_job_writes_a_playable_video_its_record_and_its_input(service, photo):
         "height": 64, "num_frames": 6, "fps": 6, "num_inference_steps": 3, "guidance_scale": 9.0, "seed": 21,
         # nothing finished after the model, nothing translated
         "continue_from": "", "segments": 1, "loop": "none", "interpolate_fps": 0, "formats": "mp4", "upscale": 1,
-        "prompt_en": "", "negative_prompt_en": "",
+        "interpolate_method": "rife", "prompt_en": "", "negative_prompt_en": "",
         # the picture's nearest aspect (64p is 64x64 in each), the model, no end frame
-        "aspect": "4:3", "family": "i2vgen-xl", "model": "i2vgen-xl", "end_frame": False}
+        "aspect": "4:3", "family": "i2vgen-xl", "model": "i2vgen-xl", "end_frame": False, "loras": []}
     assert record["files"] == [{"kind": "video", "format": "mp4", "name": result.video_path.name, "frames": 6,
                                 "fps": 6.0, "width": 64, "height": 64}]
     assert record["fps"] == {"model": 6, "output": 6}

@@ -146,3 +146,4 @@ def test_messages_follow_the_language(server, tmp_path):
     with pytest.raises(ClientError, match="帧数 99 超出范围。允许范围：8 到 32"):
         generate(server["client"], example_image(), num_frames=99, lang="zh-CN").result(timeout=60)
     assert "没有可取消的任务" in server["client"].predict(page_id(server["client"]), "zh-CN", api_name="/cancel")
+

@@ -22,7 +22,7 @@ from image_to_video.ui import build_ui
 from image_to_video.ui.events import PageOwners
 from image_to_video.ui.layout import OWNER_KEY_FILE
 
-from .helpers import FakeModel
+from .helpers import FakeModel, wait_for
 
 UI_DIR = Path(__file__).resolve().parent.parent / "image_to_video" / "ui"
 
@@ -85,7 +85,8 @@ def test_the_api_keeps_its_inputs_and_outputs_in_order(app):
                           "Guidance scale", "Seed"]
     # then the page id and language, then the steps after the model, in the API's order
     assert [getattr(c, "elem_id", None) for c in generate.inputs[12:]] == [
-        "continue-from", "segments", "loop", "interpolate", "formats", "upscale", "aspect", "end-frame"]
+        "continue-from", "segments", "loop", "interpolate", "formats", "upscale", "aspect", "end-frame",
+        "model-picker", "interpolate-method"]
     assert [type(c).__name__ for c in generate.outputs] == ["Video", "Markdown", "File", "State", "Button",
                                                             "Dataframe", "Dataframe", "Image", "Button", "State"]
     assert generate.trigger_mode == "once"
@@ -186,7 +187,7 @@ def test_a_past_video_opens_fills_the_form_and_is_deleted(app):
     values = {c.label: v for c, v in form.items() if getattr(c, "label", None)}
     assert values["Prompt"] == "clouds drift" and values["Negative prompt"] == "blurry"
     assert (values["Frames"], values["Steps"], values["Seed"], values["Random seed"]) == (8, 30, 77, False)
-    assert values["Preset"] == "Quick preview"
+    assert values["Preset"]["value"] == "Quick preview"
     assert values["Image"].endswith("_input.png")
     same_seed = call(page.demo, "HistoryActions.same_seed", name, "en")
     assert by_id(same_seed, "prompt") == "" and 77 in same_seed.values()
@@ -241,10 +242,33 @@ def test_the_page_id_is_the_servers_own_and_a_forged_one_reaches_nobodys_jobs(ap
         assert by_id(call(page.demo, "Live.page_owner", forged), "page-owner") != forged
         assert by_id(call(page.demo, "Live.tick", forged, "en"), "your-jobs")["data"] == []
         assert by_id(call(page.demo, "Generation.cancel", forged, "en"), "result-info").startswith("Nothing to cancel")
-        fn, _ = handler(page.demo, "Generation.generate")
-        with pytest.raises(gr.Error, match="Reload the page"):
-            next(fn(photo, "waves", "", "512p", 8, 8, 30, 9.0, 1, False, forged, "en"))
+        if forged:  # a page id the server did not issue is refused (a missing one: the test below)
+            fn, _ = handler(page.demo, "Generation.generate")
+            with pytest.raises(gr.Error, match="Reload the page"):
+                next(fn(photo, "waves", "", "512p", 8, 8, 30, 9.0, 1, False, forged, "en"))
     assert page.queue.get(api_job.id).state == "queued" and page.queue.get(mine.id).state == "queued"
+
+
+def test_a_generate_call_without_a_page_id_gets_one_of_its_own(app, photo):
+    # gradio_client's documented one-liner sends no page id: its job is its own, nobody else's.
+    page = app()
+    mine = page.queue.submit(photo, "mine", owner=page.owner, num_frames=8)
+    fn, _ = handler(page.demo, "Generation.generate")
+    # No worker runs here: each call queues its job and follows it until it is cancelled below.
+    calls = [threading.Thread(target=lambda m=missing: next(fn(photo, "waves", "", "512p", 8, 8, 30, 9.0, 1, False,
+                                                                m, "en")), daemon=True) for missing in ("", None)]
+    for thread in calls:
+        thread.start()
+    assert wait_for(lambda: len(page.queue.list(limit=10)) == 3, 30)
+    theirs = [job for job in page.queue.list(limit=10) if job.id != mine.id]
+    assert all(job.owner.startswith("page:") for job in theirs)
+    assert len({job.owner for job in theirs} | {page.owner}) == 3  # each call its own id, not this page's
+    assert [row[6] for row in by_id(call(page.demo, "Live.tick", page.token, "en"), "your-jobs")["data"]] == [mine.id]
+    for job in theirs:
+        page.queue.cancel(job.id, owner=job.owner)
+    for thread in calls:
+        thread.join(30)
+        assert not thread.is_alive()
 
 
 def test_cancel_with_nothing_running_says_so_in_both_languages(app):

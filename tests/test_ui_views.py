@@ -168,3 +168,19 @@ def test_wans_estimate_gives_its_traced_peak_and_the_mode_this_gpu_takes():
     assert "does not fit this 8 GB GPU" in small
     assert "全部放在显卡上" in views.estimate_text(settings, "zh-CN", "512p", 16, 50, gpu_gb=80, gpu_name=None,
                                                   demo=False, untraced="Wan2.2-TI2V-5B", needs=needs)
+
+
+def test_the_model_note_says_how_the_picked_model_stands_and_what_it_needs():
+    entry = {"title": "Wan2.2-TI2V-5B", "state": "not_downloaded", "workers": [], "message": None, "demo": False,
+             "download_gb": 34, "resolution": "720p", "num_frames": 121, "licence": "Apache-2.0",
+             "memory_gb": {"gpu": 45.5, "model_offload": 25.6, "sequential_offload": 23.1}}
+    english = views.model_note(entry, "en", gpu_gb=24)
+    assert "not downloaded: 34 GB" in english and "45.5 GB" in english and "23.1 GB" in english
+    assert "does not fit this 24 GB GPU in any mode" in english  # 23.1 GB is over 92% of 24 GB
+    assert "On this 80 GB GPU: everything on the GPU (fastest)" in views.model_note(entry, "en", gpu_gb=80)
+    assert "尚未下载" in views.model_note(entry, "zh-CN")
+    ready = views.model_note({**entry, "state": "ready", "workers": ["cuda0", "cuda1"]}, "en")
+    assert "ready on cuda0, cuda1" in ready
+    failed = views.model_note({**entry, "state": "error", "message": "No space left on device"}, "en")
+    assert "could not load: No space left on device" in failed
+    assert views.model_note(None, "en") == ""

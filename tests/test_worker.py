@@ -67,7 +67,7 @@ def test_shutdown_during_a_step_after_the_model_stops_it_at_once_and_requeues_it
     monkeypatch.setattr(finishing, "MINTERPOLATE", "setpts=40*PTS,realtime=limit=100,setpts=PTS/40,"
                         + finishing.MINTERPOLATE)
     queue = make_queue()
-    job = queue.submit(photo, "waves", owner="a", interpolate_fps=24)
+    job = queue.submit(photo, "waves", owner="a", interpolate_fps=24, interpolate_method="ffmpeg")
     assert wait_for(lambda: queue.get(job.id).stage == "interpolating", 60)
     began = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="image_to_video.worker"):

@@ -67,6 +67,9 @@ class Card:
     download_patterns: tuple[str, ...] = ()
     #: The speed switches of ``model.*`` that apply to it (the others are UNet-specific).
     speed_switches: tuple[str, ...] = ()
+    #: Whether it takes LoRAs (``loras/`` in the models folder; its pipeline code loads them before denoising).
+    #: Why, or why not: ``sources["loras"]``.
+    loras: bool = False
     #: Where each figure above comes from.
     sources: dict[str, str] = field(default_factory=dict)
 

@@ -302,6 +302,11 @@ class Inputs:
     aspect: Any = None
     last_image: Any = None
     crop_note: Any = None
+    #: Which of the server's models makes the video (hidden where it offers one), and how it stands here.
+    model: Any = None
+    model_note: Any = None
+    #: How "smoother motion" adds its frames (``interpolate_method``: RIFE or ffmpeg), in the finishing box.
+    interpolate_method: Any = None
 
 
 @dataclass

@@ -17,17 +17,18 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import gradio as gr
 from PIL import Image
 
 from .. import families
-from ..config import PARAMETER_NAMES, GenerationSettings
+from ..config import PARAMETER_NAMES, PARAMETERS, AppConfig, GenerationSettings
 from ..errors import AppError
 from ..estimates import estimate
 from ..finishing import last_frame
-from ..i18n import localized, normalise_language, t
+from ..i18n import localized, normalise_language, preset_label, t
 from ..job_queue import JobQueue
 from ..job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, Job
 from ..model_status import ModelStatus
@@ -192,7 +193,7 @@ class Live:
     this page's id, and the page's language."""
 
     def __init__(self, page: Page, tables: Tables, outputs: OutputFolder, model: ModelInfo, owners: PageOwners,
-                 *, logo_svg: str, docs_dir: Path, model_title: str = "I2VGen-XL"):
+                 *, logo_svg: str, docs_dir: Path, model_title: str | Callable[[str | None], str] = "I2VGen-XL"):
         self.page, self.tables, self.outputs, self.model = page, tables, outputs, model
         self.owners, self.logo_svg, self.docs_dir, self.model_title = owners, logo_svg, docs_dir, model_title
 
@@ -207,14 +208,15 @@ class Live:
     def workers(self, lang) -> dict:
         return {self.page.workers: self.tables.workers(normalise_language(lang))}
 
-    def relabel(self, lang, video=None) -> dict:
+    def relabel(self, lang, video=None, model=None) -> dict:
         """Every translatable property of the page in ``lang``; the shown video's description too."""
         lang = normalise_language(lang)
         page = self.page
         # The player holds a copy of the video under the video's own name: find its record by that.
         record = self.outputs.find(Path(video).name) if video else None
         return {**page.translations.updates(lang),
-                page.subtitle: views.title_html(self.logo_svg, lang, self.model_title),
+                page.subtitle: views.title_html(self.logo_svg, lang, self.model_title(model) if callable(
+                    self.model_title) else self.model_title),
                 page.manual: read_manual(self.docs_dir, lang),
                 page.status: views.status_text(self.model.status, lang),
                 page.outputs.info: views.result_text(record, lang) if record else t("video_placeholder", lang)}
@@ -226,14 +228,73 @@ class Live:
 
 
 class Settings:
-    """The generation settings: presets, the estimate, the seed box."""
+    """The generation settings: the model picker, presets, the estimate, the seed box. Each handler takes
+    the picked model last (None, or one the server does not offer: the server's own)."""
 
     def __init__(self, page: Page, settings: GenerationSettings, model: ModelInfo, queue: JobQueue | None = None,
-                 *, card: families.Card | None = None):
+                 *, card: families.Card | None = None, offered: Mapping[str, AppConfig] | None = None,
+                 models: Callable[[], list[dict]] | None = None, logo_svg: str = ""):
+        """``offered``: every model's config (``AppConfig.offered``); ``models``: how each stands now
+        (``catalogue.model_list``); ``logo_svg``: the title's logo."""
         self.inputs, self.settings, self.model, self.queue = page.inputs, settings, model, queue
         self.card = card or families.CARDS[families.DEFAULT]
+        self.page, self.logo_svg = page, logo_svg
+        self.models = models or (lambda: [])
+        #: name -> (card, generation settings) of every model the picker offers, the server's own first.
+        self.choices = {self.card.name: (self.card, settings)}
+        for name, config in (offered or {}).items():
+            if name != self.card.name:
+                self.choices[name] = (families.served_card(config), config.generation)
 
-    def prompt_note(self, prompt, lang) -> dict:
+    def _of(self, model) -> tuple[families.Card, GenerationSettings]:
+        """The picked model's card and settings (the server's own for anything it does not offer)."""
+        return self.choices.get(model) if isinstance(model, str) and model in self.choices else \
+            (self.card, self.settings)
+
+    def pick_model(self, model, lang) -> dict:
+        """Every control that depends on the model, set for ``model`` with its defaults: the resolutions,
+        each setting's range, step and value, the presets, the aspects, the end frame (only a model
+        that can), the negative prompt, the prompt's help, the title, the estimate and the model's note."""
+        card, settings = self._of(model)
+        d, form = settings.defaults, self.inputs
+        updates = {form.negative_prompt: d.negative_prompt, form.last_image: gr.update(visible=card.end_frame),
+                   form.aspect: families.AUTO, **self.model_texts(lang, model),
+                   self.page.subtitle: views.title_html(self.logo_svg, lang, card.title)}
+        for parameter, control, value in zip(PARAMETERS, form.parameters, d.values()):
+            if parameter.limits is None:
+                updates[control] = gr.update(choices=[(name, name) for name in settings.resolutions], value=value)
+                continue
+            limits = settings.limits(parameter.name)
+            step = card.frame_step if parameter.name == "num_frames" else parameter.step
+            updates[control] = gr.update(minimum=limits.min, maximum=limits.max, step=step, value=value)
+        updates[form.preset] = gr.update(choices=[(preset_label(name, lang), name) for name in settings.presets],
+                                          value=settings.preset_for(d.values()))
+        updates.update(self.estimate(lang, d.resolution, d.num_frames, d.num_inference_steps, model))
+        return updates
+
+    def model_texts(self, lang, model) -> dict:
+        """What of the page follows both the language and the picked model: the aspects' and presets'
+        names, the prompt's help (which languages the model reads), the title and the model's note."""
+        card, settings = self._of(model)
+        form = self.inputs
+        prompt_help = "prompt_help_multilingual" if "zh" in card.prompt_languages else "prompt_help"
+        return {form.aspect: gr.update(choices=[(t("aspect_auto", lang), families.AUTO),
+                                                *[(aspect, aspect) for aspect in card.aspects]]),
+                form.prompt: gr.update(info=t(prompt_help, lang)),
+                form.preset: gr.update(choices=[(preset_label(name, lang), name) for name in settings.presets]),
+                **self.model_note(lang, model)}
+
+    def title(self, model) -> str:
+        """The picked model's name, as the page's title shows it."""
+        return self._of(model)[0].title
+
+    def model_note(self, lang, model) -> dict:
+        """How the picked model stands here (ready, loading, on disk, to download; the memory it needs)."""
+        card, _settings = self._of(model)
+        entry = next((entry for entry in self.models() if entry["name"] == card.name), None)
+        return {self.inputs.model_note: views.model_note(entry, lang, gpu_gb=self.model.gpu_memory_gb)}
+
+    def prompt_note(self, prompt, lang, model=None) -> dict:
         """Under the prompt, before the job starts: whether a prompt that is not English will be
         translated, and if not, why and what to do."""
         try:  # the server's own length limit, before any other work (the browser's is not the server's)
@@ -241,10 +302,11 @@ class Settings:
         except AppError as error:
             return {self.inputs.prompt_note: "⚠️ " + localized(error, lang)}
         status = self.queue.translation_status() if self.queue else None
-        reads_it = self.card.title if "zh" in self.card.prompt_languages else ""
+        card, _settings = self._of(model)
+        reads_it = card.title if "zh" in card.prompt_languages else ""
         return {self.inputs.prompt_note: views.prompt_note(prompt, status, lang, reads_it=reads_it)}
 
-    def crop_note(self, image, aspect, resolution, lang) -> dict:
+    def crop_note(self, image, aspect, resolution, lang, model=None) -> dict:
         """Under the picture: the video's size for this picture, aspect and resolution, and what the
         crop cuts off. Reads only the picture's header; says nothing for a value it cannot use (the
         job itself says why when it is submitted). No picture (none yet, or removed) says nothing; only a
@@ -256,8 +318,9 @@ class Settings:
         try:
             with Image.open(path) as picture:
                 size = picture.size
-            chosen = self.card.nearest_aspect(*size) if aspect in (None, "", families.AUTO) else aspect
-            note = views.crop_text(size, self.card.size(str(resolution), chosen), chosen, lang)
+            card, _settings = self._of(model)
+            chosen = card.nearest_aspect(*size) if aspect in (None, "", families.AUTO) else aspect
+            note = views.crop_text(size, card.size(str(resolution), chosen), chosen, lang)
         except (OSError, TypeError, ValueError, KeyError, ZeroDivisionError, Image.DecompressionBombError):
             pass
         return {self.inputs.crop_note: note}
@@ -266,18 +329,23 @@ class Settings:
         """The five settings (``config.PARAMETERS`` order) and the preset they match."""
         return {**dict(zip(self.inputs.parameters, values)), self.inputs.preset: self.settings.preset_for(values)}
 
-    def apply_preset(self, name) -> dict:
-        return dict(zip(self.inputs.parameters, self.settings.presets[name].values()))
+    def apply_preset(self, name, model=None) -> dict:
+        presets = self._of(model)[1].presets
+        if name not in presets:  # a preset of another model, or none: the form stays
+            return {self.inputs.preset: gr.update()}
+        return dict(zip(self.inputs.parameters, presets[name].values()))
 
     def match_preset(self, *values) -> dict:
-        return {self.inputs.preset: self.settings.preset_for(values)}
+        """The preset the five settings match (``values``: them, then the picked model)."""
+        settings = self._of(values[len(PARAMETERS)] if len(values) > len(PARAMETERS) else None)[1]
+        return {self.inputs.preset: settings.preset_for(values[:len(PARAMETERS)])}
 
-    def estimate(self, lang, resolution, frames, steps) -> dict:
-        model = self.model
+    def estimate(self, lang, resolution, frames, steps, model=None) -> dict:
+        info, (card, settings) = self.model, self._of(model)
         return {self.inputs.estimate: views.estimate_text(
-            self.settings, lang, resolution, frames, steps, gpu_gb=model.gpu_memory_gb,
-            gpu_name=model.gpu_name, demo=model.status.is_demo, untraced=untraced(self.card),
-            needs=table_needs(self.card, resolution, frames))}
+            settings, lang, resolution, frames, steps, gpu_gb=info.gpu_memory_gb,
+            gpu_name=info.gpu_name, demo=info.status.is_demo, untraced=untraced(card),
+            needs=table_needs(card, resolution, frames))}
 
     def fitting_defaults(self) -> dict:
         """The default settings, or on a GPU too small for them the largest preset that fits in it."""
@@ -320,18 +388,25 @@ class Generation:
         self._recent: dict[tuple, tuple[str, float]] = {}
 
     # The parameter names are the /generate API's (gradio_client callers may pass them by name).
-    def generate(self, image, prompt, negative_prompt, resolution, num_frames, fps, steps, guidance,
-                 seed, random_seed, owner, lang, continue_from=None, segments=None, loop=None, interpolate_fps=None,
-                 formats=None, upscale=None, aspect=None, last_image=None, progress=gr.Progress()):  # noqa: B008
-        """Queue a job for this browser and follow it; every failure becomes a message."""
-        verified = self.owners.owner(owner)
+    # Every parameter after the prompt has a default, so a client may leave it out (the model's default;
+    # a random seed; no page id: one of its own; English).
+    def generate(self, image, prompt, negative_prompt=None, resolution=None, num_frames=None, fps=None, steps=None,
+                 guidance=None, seed=None, random_seed=True, owner=None, lang="en", continue_from=None, segments=None, loop=None, interpolate_fps=None,
+                 formats=None, upscale=None, aspect=None, last_image=None, model=None, interpolate_method=None,
+                 progress=gr.Progress()):  # noqa: B008
+        """Queue a job for this browser and follow it; every failure becomes a message. A call without a
+        page id (``gradio_client``'s ``predict(image, prompt, api_name="/generate")``, as Gradio teaches)
+        gets a fresh one of its own: its job is private to that call. A page id that is not the server's
+        is refused (a page whose id broke reloads)."""
+        verified = self.owners.owner(self.owners.issue() if owner in (None, "") else owner)
         if verified is None:
             raise gr.Error(t("err_page_id", lang), print_exception=False)
         settings = dict(zip(PARAMETER_NAMES, (resolution, num_frames, fps, steps, guidance)))
         finishing = dict(continue_from=continue_from, segments=segments, loop=loop, interpolate_fps=interpolate_fps,
-                         formats=formats, upscale=upscale)
+                         formats=formats, upscale=upscale, interpolate_method=interpolate_method)
         asked = dict(prompt=prompt, negative_prompt=negative_prompt, seed=RANDOM_SEED if random_seed else seed,
-                     aspect=aspect, **settings, **finishing, **({"last_image": last_image} if last_image else {}))
+                     aspect=aspect, **settings, **finishing, **({"last_image": last_image} if last_image else {}),
+                     **({"model": model} if model else {}))
         try:
             job = self._submit_once(image, verified, asked)
         except AppError as error:
@@ -425,13 +500,14 @@ class QueueMany:
 
     def queue_all(self, files, prompts, negative_prompt, resolution, num_frames, fps, steps, guidance, seed,
                   random_seed, owner, lang, segments=None, loop=None, interpolate_fps=None, formats=None,
-                  upscale=None) -> dict:
+                  upscale=None, model=None, interpolate_method=None) -> dict:
         settings = dict(zip(PARAMETER_NAMES, (resolution, num_frames, fps, steps, guidance)))
         try:
             result = self.many.queue_all(files, prompts, owner, lang, negative_prompt=negative_prompt,
                                          seed=RANDOM_SEED if random_seed else seed, segments=segments, loop=loop,
                                          interpolate_fps=interpolate_fps, formats=formats, upscale=upscale,
-                                         **settings)
+                                         interpolate_method=interpolate_method,
+                                         **({"model": model} if model else {}), **settings)
         except AppError as error:
             raise _error(error, lang) from None
         return {self.page.many.summary: result.text(lang),
@@ -479,8 +555,12 @@ class JobActions:
 class HistoryActions:
     """"All videos": open a past video, fill the form with its settings, delete it."""
 
-    def __init__(self, page: Page, outputs: OutputFolder, settings: GenerationSettings, tables: Tables):
+    def __init__(self, page: Page, outputs: OutputFolder, settings: GenerationSettings, tables: Tables, *,
+                 models: Settings | None = None):
+        """``models``: the page's ``Settings``, which set the controls for a video's model when its
+        settings are reused (None: one model)."""
         self.page, self.outputs, self.settings, self.tables = page, outputs, settings, tables
+        self.models = models
 
     def _record(self, name, lang) -> dict:
         record = self.outputs.find(name or "")
@@ -513,9 +593,18 @@ class HistoryActions:
             raise gr.Error(t("err_record_missing", lang), print_exception=False)  # an older or edited record
         values = tuple(p[key] for key in PARAMETER_NAMES)
         message = t("settings_loaded", lang, video=record["video"]) if keep_prompt else t("new_prompt_hint", lang)
-        filled = {form.prompt: p["prompt"] if keep_prompt else "", form.negative_prompt: p["negative_prompt"],
-                  **dict(zip(form.parameters, values)), form.random_seed: False, form.seed: p["seed"],
-                  form.preset: self.settings.preset_for(values), self.page.history.message: message}
+        model, settings = p.get("model"), self.settings
+        filled = {}
+        if self.models is not None and model in self.models.choices:  # its model picked, its controls set
+            filled = {**self.models.pick_model(model, lang), form.model: model}
+            settings = self.models.choices[model][1]
+            filled.pop(form.estimate, None)  # estimated for the video's own settings when they change
+            if p.get("aspect"):
+                filled[form.aspect] = p["aspect"]
+        filled.update({form.prompt: p["prompt"] if keep_prompt else "", form.negative_prompt: p["negative_prompt"],
+                       **dict(zip(form.parameters, values)), form.random_seed: False, form.seed: p["seed"],
+                       form.preset: gr.update(**filled.get(form.preset, {}), value=settings.preset_for(values)),
+                       self.page.history.message: message})
         if record["image_path"]:
             filled[form.image] = record["image_path"]
         return filled

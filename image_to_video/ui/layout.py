@@ -10,8 +10,8 @@ from __future__ import annotations
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from .. import families
-from ..config import LOOPS, PARAMETERS, PROJECT_DIR, STATIC_DIR, AppConfig, Parameter
+from .. import catalogue, families
+from ..config import INTERPOLATE_METHODS, LOOPS, PARAMETERS, PROJECT_DIR, STATIC_DIR, AppConfig, Parameter
 from ..examples import ensure_examples
 from ..i18n import LANGUAGES, preset_label, t
 from ..job_queue import JobQueue
@@ -40,9 +40,9 @@ _GENERATE_CLICKED_JS = """(...values) => {
 }"""
 #: The page ids' signing key, in the state folder.
 OWNER_KEY_FILE = "page_owner.key"
-_REMEMBER_LANGUAGE_JS = """(lang, video) => {
+_REMEMBER_LANGUAGE_JS = """(lang, video, model) => {
   localStorage.setItem("image-to-video-language", lang);
-  return [lang, video];
+  return [lang, video, model];
 }"""
 _DOCS = PROJECT_DIR / "docs"
 #: Page helpers: instant, outside the GPU queue, and no part of the API: only the page runs them
@@ -56,6 +56,10 @@ INTERPOLATE_CHOICES = (12, 16, 24, 30)
 
 def _loop_choices(lang: str) -> list[tuple[str, str]]:
     return [(t(f"loop_{kind}", lang), kind) for kind in LOOPS]
+
+
+def _interpolate_method_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"interpolate_{method}", lang), method) for method in INTERPOLATE_METHODS]
 
 
 def _format_choices(lang: str) -> list[tuple[str, str]]:
@@ -136,6 +140,12 @@ class _Layout:
 
     def _inputs(self) -> Inputs:
         s, d, say = self.settings, self.settings.defaults, self.say
+        offered = self.config.offered or {self.card.name: self.config}
+        model = say(Choice([(families.served_card(one).title, name) for name, one in offered.items()],
+                           value=self.card.name, label=t("model_picker"), info=t("model_picker_help"),
+                           elem_id="model-picker", visible=len(offered) > 1),
+                    label="model_picker", info="model_picker_help")
+        model_note = gr.Markdown("", elem_id="model-note", visible=len(offered) > 1)
         image = say(UploadedImage(label=t("image"), type="filepath", sources=["upload", "clipboard"], height=320,
                                   elem_id="image"),
                     label="image")
@@ -147,13 +157,13 @@ class _Layout:
         prompt_help = "prompt_help_multilingual" if "zh" in self.card.prompt_languages else "prompt_help"
         prompt = say(gr.Textbox(label=t("prompt"), info=t(prompt_help), lines=2, elem_id="prompt",
                                 max_length=s.max_prompt_chars, placeholder="the waves roll in slowly"),
-                     label="prompt", info=prompt_help)
+                     label="prompt")  # its help names the languages the picked model reads: settings.model_texts
         prompt_note = gr.Markdown("", elem_id="prompt-note")
         negative = say(gr.Textbox(label=t("negative"), info=t("negative_help"), value=d.negative_prompt,
                                   max_length=s.max_prompt_chars), label="negative", info="negative_help")
         preset = say(Choice(self._preset_choices("en"), label=t("preset"), value=s.preset_for(d.values()),
                               info=t("preset_help"), elem_id="preset"),
-                     label="preset", info="preset_help", choices=self._preset_choices)
+                     label="preset", info="preset_help")  # its choices follow the model too: settings.model_texts
         with gr.Row():
             generate = say(gr.Button(t("generate"), variant="primary", elem_id="generate-button", scale=3),
                            value="generate")
@@ -162,7 +172,7 @@ class _Layout:
             parameters = tuple(self._parameter(p, value) for p, value in zip(PARAMETERS, d.values()))
             aspect = say(Choice(self._aspect_choices("en"), value=families.AUTO, label=t("aspect"),
                                 info=t("aspect_help"), elem_id="aspect"),
-                         label="aspect", info="aspect_help", choices=self._aspect_choices)
+                         label="aspect", info="aspect_help")  # choices: settings.model_texts
             estimate = gr.Markdown(views.estimate_text(
                 s, "en", d.resolution, d.num_frames, d.num_inference_steps, gpu_gb=self.model.gpu_memory_gb,
                 gpu_name=self.model.gpu_name, demo=self.model.status.is_demo, untraced=events.untraced(self.card),
@@ -174,7 +184,7 @@ class _Layout:
                 seed = say(SeedNumber(value=max(d.seed, 0), precision=0, minimum=0, maximum=2**32 - 1,
                                       label=t("seed"), info=t("seed_help"), interactive=d.seed != events.RANDOM_SEED),
                            label="seed", info="seed_help")
-        finishing_box, finishing, continuing, stop_continuing = self._finishing()
+        finishing_box, finishing, continuing, stop_continuing, interpolate_method = self._finishing()
         shown = gr.Examples([[str(path), text] for path, text in ensure_examples(STATIC_DIR / "examples")],
                             [image, prompt], label=t("examples"), api_visibility="private")
         say(shown.dataset, label="examples", headers=["image", "prompt"])
@@ -182,7 +192,8 @@ class _Layout:
                       cancel=cancel, parameters=parameters, estimate=estimate, random_seed=random_seed, seed=seed,
                       prompt_note=prompt_note, finishing=finishing, finishing_box=finishing_box,
                       continuing=continuing, stop_continuing=stop_continuing, aspect=aspect, last_image=last_image,
-                      crop_note=crop_note)
+                      crop_note=crop_note, model=model, model_note=model_note,
+                      interpolate_method=interpolate_method)
 
     def _finishing(self):
         """The steps after the model: continue a video, segments, loop, smoother motion, formats, upscale."""
@@ -199,12 +210,17 @@ class _Layout:
             interpolate = say(Choice(self._interpolate_choices("en"), value=0, label=t("interpolate"),
                                      info=t("interpolate_help"), elem_id="interpolate"),
                               label="interpolate", info="interpolate_help", choices=self._interpolate_choices)
+            method = say(Choice(_interpolate_method_choices("en"), value=INTERPOLATE_METHODS[0],
+                                label=t("interpolate_method"), info=t("interpolate_method_help"),
+                                elem_id="interpolate-method"),
+                         label="interpolate_method", info="interpolate_method_help",
+                         choices=_interpolate_method_choices)
             formats = say(Choices(_format_choices("en"), value=[], label=t("formats"), info=t("formats_help"),
                                   elem_id="formats"), label="formats", info="formats_help", choices=_format_choices)
             upscale = say(Choice([("1×", 1), ("2×", 2)], value=1, label=t("upscale"), info=t("upscale_help"),
                                  elem_id="upscale"), label="upscale", info="upscale_help")
             say(gr.Markdown(t("finishing_costs")), value="finishing_costs")
-        return box, (continue_from, segments, loop, interpolate, formats, upscale), continuing, stop
+        return box, (continue_from, segments, loop, interpolate, formats, upscale), continuing, stop, method
 
     def _aspect_choices(self, lang: str) -> list[tuple[str, str]]:
         return [(t("aspect_auto", lang), families.AUTO), *[(aspect, aspect) for aspect in self.card.aspects]]
@@ -291,13 +307,15 @@ class _Layout:
 def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outputs: OutputFolder,
           model: events.ModelInfo, tables: events.Tables, logo_svg: str) -> None:
     """Connect every event to its handler; the outputs listed are those the handler may update."""
-    settings = events.Settings(page, config.generation, model, queue, card=families.served_card(config))
+    settings = events.Settings(page, config.generation, model, queue, card=families.served_card(config),
+                               offered=config.offered, logo_svg=logo_svg,
+                               models=lambda: catalogue.model_list(config, catalogue.engines_of(model)))
     owners = events.PageOwners(config.paths.state_dir / OWNER_KEY_FILE)
     live = events.Live(page, tables, outputs, model, owners, logo_svg=logo_svg, docs_dir=_DOCS,
-                       model_title=families.served_card(config).title)
+                       model_title=settings.title)
     generation = events.Generation(page, queue, tables, owners, max_listed=config.jobs.max_queued + 5)
-    jobs, history = events.JobActions(page, queue, tables, owners), events.HistoryActions(page, outputs,
-                                                                                           config.generation, tables)
+    jobs = events.JobActions(page, queue, tables, owners)
+    history = events.HistoryActions(page, outputs, config.generation, tables, models=settings)
     i, o, lang, owner = page.inputs, page.outputs, page.lang, page.owner
     params = list(i.parameters)
     browser = [owner, lang]
@@ -307,32 +325,41 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
         live.page_owner, owner, owner, api_name="page_owner", **{**_QUICK, "api_visibility": "public"}).then(
         None, owner, owner, js=_KEEP_OWNER_JS, **_QUICK).then(
         live.tick, browser, [page.status, page.jobs.table], **_QUICK)
-    lang.change(live.relabel, [lang, o.video],
+    lang.change(live.relabel, [lang, o.video, i.model],
                 [*page.translations.components, page.subtitle, page.manual, page.status, o.info],
                 js=_REMEMBER_LANGUAGE_JS, **_QUICK).then(
         live.both_tables, browser, [page.jobs.table, page.history.table], **_QUICK)
     page.timer.tick(live.tick, browser, [page.status, page.jobs.table], **_QUICK)
     page.timer.tick(live.workers, lang, page.workers, **_QUICK)
 
-    i.preset.input(settings.apply_preset, i.preset, params, **_QUICK)
+    # The model picker: every control that depends on the model follows it (and the language).
+    model_controls = [*params, i.preset, i.negative_prompt, i.last_image, i.aspect, i.prompt, page.subtitle,
+                      i.model_note, i.estimate]
+    i.model.input(settings.pick_model, [i.model, lang], model_controls, **_QUICK)
+    lang.change(settings.model_texts, [lang, i.model], [i.aspect, i.prompt, i.preset, i.model_note], **_QUICK)
+    if len(config.offered) > 1:  # how each model stands changes as jobs switch them
+        demo.load(settings.model_note, [lang, i.model], i.model_note, **_QUICK)
+        page.timer.tick(settings.model_note, [lang, i.model], i.model_note, **_QUICK)
+
+    i.preset.input(settings.apply_preset, [i.preset, i.model], [*params, i.preset], **_QUICK)
     for component in params:
-        component.input(settings.match_preset, params, i.preset, **_QUICK)
+        component.input(settings.match_preset, [*params, i.model], i.preset, **_QUICK)
     i.random_seed.change(settings.seed_box, i.random_seed, i.seed, **_QUICK)
     by_name = dict(zip((p.name for p in PARAMETERS), params))
     sizing = [by_name["resolution"], by_name["num_frames"], by_name["num_inference_steps"]]
     for trigger in [component.change for component in sizing] + [lang.change]:
-        trigger(settings.estimate, [lang, *sizing], i.estimate, **_QUICK)
+        trigger(settings.estimate, [lang, *sizing, i.model], i.estimate, **_QUICK)
     # On a GPU too small for the default settings, start from the largest preset that fits.
     demo.load(settings.fitting_defaults, None, [*params, i.preset], **_QUICK)
 
-    for trigger in (i.prompt.change, lang.change):
-        trigger(settings.prompt_note, [i.prompt, lang], i.prompt_note, **_QUICK)
-    for trigger in (i.image.change, i.aspect.change, by_name["resolution"].change, lang.change):
-        trigger(settings.crop_note, [i.image, i.aspect, by_name["resolution"], lang], i.crop_note, **_QUICK)
+    for trigger in (i.prompt.change, lang.change, i.model.change):
+        trigger(settings.prompt_note, [i.prompt, lang, i.model], i.prompt_note, **_QUICK)
+    for trigger in (i.image.change, i.aspect.change, by_name["resolution"].change, lang.change, i.model.change):
+        trigger(settings.crop_note, [i.image, i.aspect, by_name["resolution"], lang, i.model], i.crop_note, **_QUICK)
     i.generate.click(
         generation.generate,
         [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang, *i.finishing, i.aspect,
-         i.last_image],
+         i.last_image, i.model, i.interpolate_method],
         [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, page.history.table, o.preview,
          o.continue_video, o.shown],
         api_name="generate", concurrency_limit=config.jobs.max_queued + 2, trigger_mode="once",
@@ -344,7 +371,8 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     queue_many = events.QueueMany(page, tables, owners, ManyPictures(
         queue, owners, max_pictures=config.jobs.max_queued, max_upload_bytes=int(config.server.max_upload_mb * 2**20)))
     many.queue_all.click(queue_many.queue_all, [many.files, many.prompts, i.negative_prompt, *params, i.seed,
-                                                 i.random_seed, owner, lang, *i.finishing[1:]],
+                                                 i.random_seed, owner, lang, *i.finishing[1:], i.model,
+                                                 i.interpolate_method],
                          [many.summary, page.jobs.table], api_name="queue_many", concurrency_limit=2,
                          trigger_mode="once")
 
@@ -356,7 +384,8 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     past = page.history
     past.table.select(history.open, lang, [o.video, o.info, o.files, past.picked, past.actions, o.continue_video,
                                            o.shown], **_QUICK)
-    form = [i.image, i.prompt, i.negative_prompt, *params, i.random_seed, i.seed, i.preset, past.message]
+    form = [i.image, i.prompt, i.negative_prompt, *params, i.random_seed, i.seed, i.preset, past.message, i.model,
+            i.last_image, i.aspect, page.subtitle, i.model_note]
     continuing = [*form, i.finishing[0], i.continuing, i.stop_continuing, i.finishing_box]
     o.continue_video.click(history.continue_video, [o.shown, lang], continuing, **_QUICK)
     past.continue_video.click(history.continue_video, [past.picked, lang], continuing, **_QUICK)

@@ -96,6 +96,37 @@ def estimate_text(settings: GenerationSettings, lang: str, resolution: str, fram
     return text
 
 
+def model_note(entry: Mapping[str, Any] | None, lang: str, *, gpu_gb: float | None = None) -> str:
+    """Under the model picker: how the chosen model stands here (``catalogue.model_list``'s entry): ready
+    on which worker, loading, why it failed, on disk or the size to download, and the GPU memory its
+    default video needs (all on the GPU, and in the leanest memory mode), with which mode fits this GPU."""
+    if not entry:
+        return ""
+    state = entry["state"]
+    parts = [f"**{entry['title']}**"]
+    if state == "ready":
+        parts.append(t("picker_state_ready_on", lang, workers=", ".join(entry["workers"])) if entry["workers"]
+                     else t("picker_state_ready", lang))
+    elif state == "loading":
+        parts.append(t("picker_state_loading", lang))
+    elif state == "error":
+        parts.append(t("picker_state_error", lang, message=entry["message"] or ""))
+    elif state == "on_disk":
+        parts.append(t("picker_state_demo" if entry["demo"] else "picker_state_on_disk", lang))
+    else:
+        parts.append(t("picker_state_not_downloaded", lang, size=f"{entry['download_gb']:g}"))
+    needs = entry.get("memory_gb") or {}
+    if needs:
+        parts.append(t("model_needs", lang, resolution=entry["resolution"], frames=entry["num_frames"],
+                       peak=f"{needs['gpu']:.1f}", lowest=f"{min(needs.values()):.1f}"))
+        if gpu_gb:
+            fitting = next((mode for mode, gb in needs.items() if gb <= gpu_gb * 0.92), None)
+            parts.append(t("estimate_table_mode", lang, gpu=f"{gpu_gb:.0f}", mode_key=f"mode_{fitting}")
+                         if fitting else t("estimate_table_none", lang, gpu=f"{gpu_gb:.0f}"))
+    parts.append(entry["licence"])
+    return " · ".join(parts)
+
+
 def crop_text(picture: tuple[int, int] | None, video: tuple[int, int] | None, aspect: str, lang: str) -> str:
     """Under the picture: the video's size and how much of a ``picture`` (width, height) the crop to
     ``video`` (width, height) cuts off; empty without a picture."""
@@ -200,8 +231,13 @@ def _finishing_lines(record: Mapping[str, Any], lang: str) -> list[str]:
     fps = record.get("fps") or {}
     if fps.get("output") and fps.get("output") != fps.get("model"):
         steps.append(t("done_fps", lang, model=fps["model"], output=fps["output"]))
+    made_by = record.get("interpolation") if isinstance(record.get("interpolation"), dict) else {}
+    if made_by.get("method") in ("rife", "ffmpeg"):  # which method added the frames (records since RIFE)
+        steps.append(t("done_interpolated", lang, method=t(f"interpolate_{made_by['method']}", lang)))
     if steps:
         lines.append(" · ".join(steps))
+    if made_by.get("fallback"):
+        lines.append("⚠️ " + t("done_interpolate_fallback", lang, reason=made_by["fallback"]))
     others = [entry for entry in record.get("files", []) if isinstance(entry, dict) and entry.get("kind") != "video"]
     if others:
         lines.append(t("done_files", lang, files=", ".join(f"`{entry['name']}`" for entry in others)))

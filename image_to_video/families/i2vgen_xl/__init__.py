@@ -25,5 +25,7 @@ CARD = Card(
         "defaults": "512p, 16 frames, 8 fps, 50 steps, guidance 9.0: the old app's (SEED_APP) and the model "
                     "card's example",
         "prompt_languages": "CLIP ViT-H text encoder: English",
+        "loras": "none: diffusers' I2VGenXLPipeline has no LoRA loader (it is a deprecated pipeline, last "
+                 "supported in 0.33.1, without StableDiffusionLoraLoaderMixin), and no LoRAs are published for it",
     },
 )

@@ -32,6 +32,9 @@ _SOURCES = {
     "prompt_languages": "umT5 text encoder, multilingual (the model card's prompts are Chinese and English)",
     "download_gb": "the hub repos' file sizes (5B: about 34 GB in float32 safetensors; A14B: about 126 GB)",
     "licence": "Apache-2.0 (model cards)",
+    "loras": "diffusers' WanLoraLoaderMixin (0.42.1): load_lora_weights reads diffusers' LoRA files and converts "
+             "the original Wan, lightx2v and musubi formats; a file's transformer_2.* weights go into A14B's "
+             "second expert (what load_into_transformer_2 does)",
 }
 
 _LIMITS = dict(fps=Range(4, 30), num_inference_steps=Range(2, 100), guidance_scale=Range(1.0, 20.0),
@@ -56,7 +59,7 @@ TI2V_5B = Card(
     base_sizes={"480p": (832, 480), "720p": (1280, 704)}, aspects=ASPECTS, size_multiple=32, frame_step=4,
     gpu_dtype="bfloat16", denoisers=("transformer",), prompt_languages=("en", "zh"), end_frame=False,
     demo_builder="wan.demo:build_demo_model", sources=_SOURCES,
-    download_patterns=("*.model",),
+    download_patterns=("*.model",), loras=True,
 )
 
 I2V_A14B = Card(
@@ -72,7 +75,7 @@ I2V_A14B = Card(
     base_sizes={"480p": (832, 480), "720p": (1280, 720)}, aspects=ASPECTS, size_multiple=16, frame_step=4,
     gpu_dtype="bfloat16", denoisers=("transformer", "transformer_2"), prompt_languages=("en", "zh"), end_frame=True,
     demo_builder="wan.demo:build_demo_model", sources=_SOURCES,
-    download_patterns=("*.model",),
+    download_patterns=("*.model",), loras=True,
 )
 
 CARDS = (TI2V_5B, I2V_A14B)

@@ -10,6 +10,10 @@ itself (its own ``ftfy`` cleaning, umT5 with ``max_sequence_length`` 512), runs 
 ships, draws its noise from ``torch.Generator("cpu").manual_seed(seed)``, and the latents are decoded
 exactly as the pipeline decodes them, the whole video at once (Wan's VAE is causal over time: cutting
 it into chunks would change the frames; it already decodes frame by frame inside, so its memory is small).
+
+A request's LoRAs (``loras``) are made the pipeline's active adapters before it denoises, as plain
+diffusers' ``load_lora_weights`` and ``set_adapters`` make them; one without LoRAs unloads them all
+(families/adapters.py).
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import torch
 from diffusers import WanImageToVideoPipeline
 from diffusers.utils.torch_utils import get_module_execution_device
 
+from ... import loras
 from ...errors import Cancelled, GenerationFailed
 from ...progress import Progress, ProgressFn
 from ...request import GenerationRequest
+from ..adapters import Adapters
 from ..preview import PREVIEWS_PER_VIDEO, latent_strip, nothing
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,8 @@ class Wan:
         self.pipeline, self.device, self.dtype = pipeline, device, dtype
         self._latent_rgb: np.ndarray | None = None
         self.decode_counts: dict[str, float] = {}  # its VAE is float32 already: no redo to count
+        #: The request's LoRAs, loaded before each denoising (none: every one unloaded).
+        self.adapters = Adapters(pipeline, "Wan2.2-I2V-A14B" if self.takes_end_frame else "Wan2.2-TI2V-5B")
 
     @classmethod
     def load(cls, folder: Path, *, device: torch.device, dtype: torch.dtype, variant: str | None,
@@ -101,6 +109,7 @@ class Wan:
         end = getattr(request, "last_image", None)
         if end is not None and not self.takes_end_frame:
             raise GenerationFailed(key="err_end_frame_unsupported", model="Wan2.2-TI2V-5B")
+        self.adapters.use(getattr(request, "loras", ()), loras.find)  # exactly the request's (InvalidInput: unfit)
         hooks = [expert.register_forward_pre_hook(on_step_start) for expert in self.experts]
         try:
             report(Progress("denoising", 0, total, 0.0, None))

@@ -1,0 +1,355 @@
+"""LoRAs (loras.py, families/adapters.py) on the tiny Wan pipelines, each LoRA made in code with peft and
+saved with diffusers' ``save_lora_weights``: a LoRA changes the frames exactly as plain diffusers'
+``load_lora_weights`` and ``set_adapters`` do, strength 0 and a job without LoRAs after one with give the
+frames of a model that never held one, A14B takes one in both experts when it has weights for both, a
+LoRA for other shapes or another model is refused with its name; requests, the API, the command line
+and a batch name them as name:strength, and the job's record lists each with its file's sha256."""
+
+import dataclasses
+import hashlib
+import io
+import json
+import zipfile
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+from fastapi.testclient import TestClient
+from peft import LoraConfig
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_peft_model_state_dict
+from PIL import Image
+
+from image_to_video import batch, cli, families, gpu, loras
+from image_to_video.config import load_config
+from image_to_video.engine_host import engine_for
+from image_to_video.errors import InvalidInput
+from image_to_video.families.wan import demo
+from image_to_video.job_queue import JobQueue
+from image_to_video.job_store import SQLiteJobStore
+from image_to_video.live import LiveJobs
+from image_to_video.model_status import ModelState, ModelStatus
+from image_to_video.outputs import OutputFolder
+from image_to_video.request import build_request
+from image_to_video.server import create_app
+
+from .app_process import AppProcess, free_port
+from .helpers import call, largest_difference, png, submit, wait_done
+
+#: The cheapest video the cards allow: 5 frames (4k+1), 2 steps, 480p (run at 256x160 by ``small``).
+CHEAP = dict(resolution="480p", num_frames=5, num_inference_steps=2)
+
+
+@pytest.fixture(scope="module")
+def wan_5b(tmp_path_factory):
+    return demo.build_demo_model(tmp_path_factory.mktemp("wan") / "ti2v-5b", "ti2v-5b")
+
+
+@pytest.fixture(scope="module")
+def wan_a14b(tmp_path_factory):
+    return demo.build_demo_model(tmp_path_factory.mktemp("wan") / "i2v-a14b", "i2v-a14b")
+
+
+def served(folder, models):
+    """The config of a server on ``folder`` whose models folder is ``models``, and its engine, loaded."""
+    config = families.served_config(load_config(overrides={
+        "model.source": str(folder), "paths.models_dir": str(models), "model.device": "cpu"}))
+    engine = engine_for(config)
+    engine.load()
+    assert engine.ready, engine.status.message
+    return config, engine
+
+
+def lora_layers(transformer, *, seed, rank=4, alpha=8):
+    """A LoRA on ``transformer``'s attention projections as peft makes one, with random (not zero) weights
+    so that it changes the frames; alpha is not the rank, so the file's metadata matters. Its state dict
+    and its adapter metadata."""
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                        init_lora_weights=False)
+    torch.manual_seed(seed)
+    transformer.add_adapter(config)
+    return get_peft_model_state_dict(transformer), transformer.peft_config["default"].to_dict()
+
+
+def save_lora(folder, models, name, *, seed=0, experts=("transformer",), transformer=None):
+    """``models/loras/<name>.safetensors``: a LoRA for ``folder``'s transformer (or ``transformer``), with
+    weights for each of ``experts`` (different ones for each), written by diffusers' own saving code."""
+    layers, metadata = {}, {}
+    for index, expert in enumerate(experts):
+        model = transformer() if transformer else WanTransformer3DModel.from_pretrained(folder / "transformer")
+        layers[expert], metadata[expert] = lora_layers(model, seed=seed + index)
+    WanImageToVideoPipeline._save_lora_weights(  # what save_lora_weights calls, here with both experts
+        save_directory=loras.folder(models), lora_layers=layers, lora_metadata=metadata,
+        weight_name=f"{name}.safetensors")
+    return loras.folder(models) / f"{name}.safetensors"
+
+
+def small(request, width=256, height=160):
+    """``request`` at a size the models take but the cards do not offer, so that these tests stay cheap."""
+    return dataclasses.replace(request, image=request.image.resize((width, height)), width=width, height=height)
+
+
+def picture(width=600, height=340, seed=0):
+    return Image.fromarray((np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8))
+
+
+def plain_diffusers(folder, request, adapters=(), into_second=()):
+    """diffusers alone on the same folder, seed and settings, after ``load_lora_weights(file,
+    adapter_name=...)`` for each (name, file, strength) of ``adapters`` (those in ``into_second`` with
+    ``load_into_transformer_2=True``) and ``set_adapters``."""
+    pipe = WanImageToVideoPipeline.from_pretrained(folder, dtype=torch.float32)
+    for name, path, _ in adapters:
+        pipe.load_lora_weights(str(path), adapter_name=name, **({"load_into_transformer_2": True}
+                                                                if name in into_second else {}))
+    if adapters:
+        pipe.set_adapters([name for name, _, _ in adapters], [strength for _, _, strength in adapters])
+    frames = pipe(image=request.image, prompt=request.prompt, negative_prompt=request.negative_prompt,
+                  height=request.height, width=request.width, num_frames=request.num_frames,
+                  num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
+                  generator=torch.Generator("cpu").manual_seed(request.seed), output_type="np").frames[0]
+    return (frames * 255).round().astype(np.uint8)
+
+
+def lora_layers_in(module) -> int:
+    return sum(isinstance(layer, BaseTunerLayer) for layer in module.modules())
+
+
+def test_a_lora_changes_the_frames_as_plain_diffusers_and_leaves_nothing_once_a_job_has_none(wan_5b, tmp_path):
+    models = tmp_path / "models"
+    config, engine = served(wan_5b, models)
+    style = save_lora(wan_5b, models, "style")  # put there after the server started: offered at once
+
+    def make(wanted):
+        return engine.generate(small(build_request(config, image=picture(), prompt="waves", seed=11, loras=wanted,
+                                                   **CHEAP))).frames
+
+    fresh = make(None)
+    with_lora = make("style:0.8")
+    assert largest_difference(with_lora, fresh) > 10  # it changes the frames
+    assert largest_difference(with_lora, plain_diffusers(wan_5b, small(build_request(
+        config, image=picture(), prompt="waves", seed=11, **CHEAP)), [("style", style, 0.8)])) <= 1
+    assert np.array_equal(make("style:0"), fresh)  # strength 0: no change at all
+    assert lora_layers_in(engine.pipeline.transformer) > 0
+    assert np.array_equal(make(""), fresh)  # unloaded: the frames of the model that never held it
+    assert lora_layers_in(engine.pipeline.transformer) == 0 and engine.family.adapters.loaded == []
+
+
+def test_several_loras_at_once_and_a_dropped_one_give_plain_diffusers_frames(wan_5b, tmp_path):
+    models = tmp_path / "models"
+    config, engine = served(wan_5b, models)
+    style, motion = save_lora(wan_5b, models, "style", seed=1), save_lora(wan_5b, models, "motion", seed=2)
+    request = small(build_request(config, image=picture(seed=3), prompt="waves", seed=5, **CHEAP))
+    both = engine.generate(dataclasses.replace(request, loras=loras.check("style:0.5, motion:-1", models,
+                                                                          engine.card))).frames
+    expected = plain_diffusers(wan_5b, request, [("style", style, 0.5), ("motion", motion, -1.0)])
+    assert largest_difference(both, expected) <= 1
+    alone = engine.generate(dataclasses.replace(request, loras=loras.check("motion:1", models, engine.card))).frames
+    assert largest_difference(alone, plain_diffusers(wan_5b, request, [("motion", motion, 1.0)])) <= 1
+
+
+def test_a14b_takes_a_lora_into_both_experts_when_it_has_weights_for_both(wan_a14b, tmp_path):
+    models = tmp_path / "models"
+    config, engine = served(wan_a14b, models)
+    save_lora(wan_a14b, models, "both", seed=4, experts=("transformer", "transformer_2"))
+    high, low = save_lora(wan_a14b, tmp_path / "plain", "high", seed=4), save_lora(wan_a14b, tmp_path / "plain",
+                                                                                    "low", seed=5)
+    request = small(build_request(config, image=picture(seed=1), prompt="waves", seed=5, loras="both:0.7",
+                                  **CHEAP))
+    made = engine.generate(request).frames
+    assert all(lora_layers_in(expert) > 0 for expert in engine.family.experts)
+    # plain diffusers: the same weights, the second expert's through load_into_transformer_2
+    expected = plain_diffusers(wan_a14b, request, [("high", high, 0.7), ("low", low, 0.7)], into_second=("low",))
+    assert largest_difference(made, expected) <= 1
+    # a file for the first expert alone goes where load_lora_weights puts it: the first expert only
+    save_lora(wan_a14b, models, "first", seed=4)
+    engine.generate(dataclasses.replace(request, loras=loras.check("first:1", models, engine.card)))
+    assert lora_layers_in(engine.pipeline.transformer) > 0 and lora_layers_in(engine.pipeline.transformer_2) == 0
+
+
+def test_a_lora_loads_and_unloads_under_group_offload_with_the_same_frames(wan_5b, tmp_path, offload_on_the_cpu):
+    models = tmp_path / "models"
+    config, engine = served(wan_5b, models)
+    save_lora(wan_5b, models, "style")
+    request = small(build_request(config, image=picture(), prompt="waves", seed=2, **CHEAP))
+    styled = dataclasses.replace(request, loras=loras.check("style:0.8", models, engine.card))
+    fresh, with_lora = engine.generate(request).frames, engine.generate(styled).frames
+    engine.generate(request)  # unloaded before the pipeline is offloaded
+    gpu.enable_group_offload(engine.pipeline, torch.device("cpu"))
+    assert largest_difference(engine.generate(styled).frames, with_lora) <= 1  # loaded under the offload hooks
+    assert largest_difference(engine.generate(request).frames, fresh) <= 1  # and unloaded under them
+    assert lora_layers_in(engine.pipeline.transformer) == 0
+
+
+def test_a_lora_for_other_shapes_or_another_model_is_refused_by_name_before_a_step_runs(wan_5b, tmp_path):
+    models = tmp_path / "models"
+    config, engine = served(wan_5b, models)
+    request = small(build_request(config, image=picture(), prompt="waves", seed=2, **CHEAP))
+    fresh = engine.generate(request).frames
+    wider = dict(demo.build_transformer("ti2v-5b").config, attention_head_dim=16)  # 32 wide, not 24
+    save_lora(wan_5b, models, "wide", transformer=lambda: WanTransformer3DModel.from_config(wider))
+    save_lora(wan_5b, models, "deeper", transformer=lambda: WanTransformer3DModel.from_config(
+        dict(wider, attention_head_dim=12, num_layers=3)))  # a layer the model does not have
+    unet = loras.folder(models) / "unet.safetensors"
+    from safetensors.torch import save_file
+    save_file({"unet.down.lora_A.weight": torch.ones(4, 8), "unet.down.lora_B.weight": torch.ones(8, 4)}, unet)
+    for name, words in [("wide", "are 4x32, where that layer takes 4x24. It was made for another model"),
+                        ("deeper", "it changes the layer blocks.2.attn1.to_k, which Wan2.2-TI2V-5B does not have"),
+                        ("unet", "it has no weights for its transformer (its weights are for unet)")]:
+        reports = []
+        with pytest.raises(InvalidInput) as refused:
+            engine.generate(dataclasses.replace(request, loras=loras.check(f"{name}:1", models, engine.card)),
+                            progress=reports.append)
+        assert f"LoRA '{name}' does not fit Wan2.2-TI2V-5B" in str(refused.value) and words in str(refused.value)
+        assert not [p for p in reports if p.stage == "denoising" and p.done]  # refused before any step
+    assert np.array_equal(engine.generate(request).frames, fresh)  # nothing was left half-loaded
+    assert lora_layers_in(engine.pipeline.transformer) == 0
+
+
+def test_a_request_names_loras_on_disk_with_sane_strengths_or_is_refused_with_words(wan_5b, tmp_path):
+    models = tmp_path / "models"
+    config = families.served_config(load_config(overrides={"model.source": str(wan_5b),
+                                                           "paths.models_dir": str(models)}))
+    make = lambda value: build_request(config, image=picture(), prompt="waves", loras=value).loras  # noqa: E731
+    with pytest.raises(InvalidInput, match="LoRA 'style' is not in the LoRA folder, which holds none yet"):
+        make("style:0.8")
+    path = save_lora(wan_5b, models, "style")  # no restart: offered from now on
+    save_lora(wan_5b, models, "motion", seed=1)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert make("style:0.8") == ({"name": "style", "strength": 0.8, "sha256": digest},)
+    assert make(" style : 0.8 ,motion") == make(["style:0.8", "motion:1"]) == make({"style": "0.8", "motion": 1}) \
+        == make([("style", 0.8), ("motion", "1")])
+    assert [entry["name"] for entry in make("motion:1,style:2")] == ["motion", "style"]  # in the order given
+    assert make("") == make(None) == ()
+    record = build_request(config, image=picture(), prompt="waves", loras="style:0.8").parameters()
+    assert record["loras"] == [{"name": "style", "strength": 0.8, "sha256": digest}]
+    assert make(record["loras"]) == make("style:0.8")  # a record's list (a retried job) reads back
+    assert loras.text(make("style:0.8,motion:-1")) == "style:0.8,motion:-1"
+    assert [entry["name"] for entry in loras.listing(models)] == ["motion", "style"]
+    for value, words in [("nope:1", "LoRA 'nope' is not in the LoRA folder (loras/ in the models folder). "
+                                    "Available: motion, style."),
+                         ("style:strong", "LoRA 'style': the strength 'strong' is not a number from -4 to 4."),
+                         ("style:9", "LoRA 'style': the strength 9 is not a number from -4 to 4."),
+                         ("style:nan", "is not a number from -4 to 4"),
+                         ("style:1,style:0.5", "LoRA 'style' is named twice."),
+                         (":1", "is not a list of name:strength"),
+                         (",".join(f"x{i}:1" for i in range(9)), "9 LoRAs were asked for; at most 8")]:
+        with pytest.raises(InvalidInput, match=words.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+            make(value)
+    (loras.folder(models) / "broken.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InvalidInput, match="LoRA 'broken' cannot be read as LoRA weights"):
+        make("broken:1")
+    # a model whose card takes no LoRAs says so (and why not is in its card)
+    xl = families.served_config(load_config(overrides={"paths.models_dir": str(models)}))
+    assert not families.served_card(xl).loras and "no LoRA loader" in families.served_card(xl).sources["loras"]
+    with pytest.raises(InvalidInput, match="I2VGen-XL takes no LoRAs"):
+        build_request(xl, image=picture(), prompt="waves", loras="style:1")
+    assert build_request(xl, image=picture(), prompt="waves", loras="").loras == ()
+    # both languages
+    error = pytest.raises(InvalidInput, make, "nope:1").value
+    from image_to_video.i18n import localized
+    assert "nope" in localized(error, "zh-CN") and "LoRA 文件夹" in localized(error, "zh-CN")
+    # a file that changed after the job was queued is not used in its place
+    changing = save_lora(wan_5b, models, "changing", seed=17)
+    entry = make("changing:1")[0]
+    loras.serve_from(models)
+    assert loras.find(entry) == changing
+    save_lora(wan_5b, models, "changing", seed=18)
+    with pytest.raises(InvalidInput, match="LoRA 'changing' changed after the job was queued"):
+        loras.find(entry)
+    changing.unlink()
+    with pytest.raises(InvalidInput, match="LoRA 'changing' is no longer in the LoRA folder"):
+        loras.find(entry)
+
+
+class Model:
+    """What the app reads of an engine that is still loading."""
+
+    memory_mode, gpu_memory_gb, gpu_name, ready = None, None, None, False
+    status = ModelStatus(state=ModelState.LOADING)
+
+    def device_answers(self):
+        return True
+
+
+def test_the_api_describes_lists_and_checks_loras_and_a_job_keeps_them(wan_5b, tmp_path):
+    models = tmp_path / "models"
+    config = families.served_config(load_config(overrides={
+        "model.source": str(wan_5b), "paths.models_dir": str(models), "paths.output_dir": str(tmp_path / "o"),
+        "paths.state_dir": str(tmp_path / "d"), "outputs.min_free_gb": 0}))
+    queue = JobQueue(SQLiteJobStore(tmp_path / "j.sqlite3"), config, live=LiveJobs(), inputs_dir=tmp_path / "i")
+    client = TestClient(create_app(config, queue, OutputFolder(tmp_path / "o", config.outputs), Model()))
+    form = client.get("/openapi.json").json()["components"]["schemas"]
+    fields = next(schema["properties"] for schema in form.values() if "loras" in schema.get("properties", {}))
+    assert "comma-separated list of name:strength" in fields["loras"]["description"]
+    assert client.get("/api/loras").json()["loras"] == []
+    takes = {model["name"]: model["loras"] for model in client.get("/api/models").json()["models"]}
+    assert takes["wan2.2-ti2v-5b"] is True and takes.get("i2vgen-xl", False) is False
+    path = save_lora(wan_5b, models, "style")
+    assert client.get("/api/loras").json() == {"loras": [{"name": "style", "size_mb": 0.0}],
+                                               "models": ["wan2.2-ti2v-5b", "wan2.2-i2v-a14b"]}
+    photo = png(picture())
+    refused = client.post("/api/jobs", data={"prompt": "waves", "loras": "gone:1"},
+                          files={"image": ("p.png", photo)})
+    assert refused.status_code == 400 and "LoRA 'gone' is not in the LoRA folder" in refused.json()["error"]
+    job = client.post("/api/jobs", data={"prompt": "waves", "loras": "style:0.8"}, files={"image": ("p.png", photo)})
+    assert job.status_code == 202, job.text
+    listed = {"name": "style", "strength": 0.8, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    assert job.json()["loras"] == job.json()["params"]["loras"] == [listed]
+    stored = queue.get(job.json()["id"])
+    assert stored.params["loras"] == [listed]  # as the worker reads it back
+    retried = queue.retry(queue.cancel(stored.id).id)  # the same LoRAs, checked again
+    assert retried.params["loras"] == [listed]
+
+
+def test_the_command_line_and_a_batch_file_take_loras(tmp_path):
+    args, _config = cli.parse_config(["generate", "--image", "a.png", "--prompt", "waves", "--loras", "style:0.8"])
+    assert batch._spec_from_flags(args)["loras"] == "style:0.8"
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"image": "a.png", "prompt": "waves", "loras": "style:0.8,motion:1"}) + "\n")
+    assert batch.read_batch(jobs)[0]["loras"] == "style:0.8,motion:1"
+
+
+def frames_of(server, job_id):
+    status, data = call(server, "GET", f"/api/jobs/{job_id}/video?format=png")
+    assert status == 200, data
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return np.stack([np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB"))
+                         for name in sorted(archive.namelist())])
+
+
+def test_a_server_makes_a_lora_job_then_a_job_without_gives_its_fresh_frames(wan_5b, tmp_path):
+    models = tmp_path / "models"
+    server = AppProcess(tmp_path, free_port(), "--model", str(wan_5b), demo=False, models=models).start(timeout=240)
+    try:
+        path = save_lora(wan_5b, models, "style")  # after the start: no restart needed
+        made = {}
+        for label, extra in [("fresh", {}), ("lora", {"loras": "style:0.8"}), ("after", {})]:
+            status, job = submit(server, png(picture()), prompt="waves", formats="png", seed="4",
+                                 **{k: str(v) for k, v in CHEAP.items()}, **extra)
+            assert status == 202, job
+            done = wait_done(server, job["id"], timeout=240)
+            assert done["state"] == "done", done
+            made[label] = (frames_of(server, job["id"]), call(server, "GET", f"/api/jobs/{job['id']}/metadata")[1])
+        assert made["lora"][1]["loras"] == made["lora"][1]["parameters"]["loras"] == [
+            {"name": "style", "strength": 0.8, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
+        assert made["fresh"][1]["loras"] == made["after"][1]["loras"] == []
+        assert largest_difference(made["lora"][0], made["fresh"][0]) > 10
+        assert np.array_equal(made["after"][0], made["fresh"][0])  # exactly the frames of the fresh server
+        # the LoRA job's frames are plain diffusers' on the same folder, picture, seed and settings
+        record = made["lora"][1]
+        picture_used = tmp_path / "outputs" / record["input_image"]
+        settings = SimpleNamespace(image=Image.open(picture_used).convert("RGB"), **{
+            key: record[key] for key in ("negative_prompt", "width", "height", "num_frames", "num_inference_steps",
+                                         "guidance_scale", "seed")}, prompt=record["prompt"])
+        assert largest_difference(made["lora"][0], plain_diffusers(wan_5b, settings, [("style", path, 0.8)])) <= 1
+    finally:
+        server.stop()
+
+
+def test_the_card_says_which_models_take_loras():
+    taking = {card.name: card.loras for card in families.CARDS.values()}
+    assert taking == {"i2vgen-xl": False, "wan2.2-ti2v-5b": True, "wan2.2-i2v-a14b": True}
+    assert all("loras" in card.sources for card in families.CARDS.values())
+
