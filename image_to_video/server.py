@@ -114,7 +114,7 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
                           "demo": model.is_demo, "download_fraction": model.fraction,
                           "memory_mode": engine.memory_mode, "name": loaded_model(engine)}}
 
-    @app.get("/api/models", tags=["server"])
+    @app.get("/api/models", tags=["server"], dependencies=[Depends(require_login)])
     def list_models() -> dict:
         """The models this server offers (a job's ``model``), the default first among equals: each one's
         name, title, family, state (ready, loading, error, on_disk, not_downloaded) and the workers holding

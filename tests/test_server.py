@@ -61,6 +61,38 @@ def test_workers_need_the_login_like_the_other_job_routes(tmp_path):
         ("gpu0", "cuda:0", "loading", 0)]
 
 
+def test_the_models_offered_need_the_login_and_say_how_each_stands(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from image_to_video.auth import Credentials
+    from image_to_video.config import load_config as load
+
+    class Engine:  # the engine holding I2VGen-XL, ready
+        status, ready, memory_mode, gpu_memory_gb, gpu_name = ModelStatus(state=ModelState.READY), True, None, None, None
+        card = families.CARDS["i2vgen-xl"]
+
+        def device_answers(self):
+            return True
+
+    config = families.served_config(load(overrides={"paths.output_dir": str(tmp_path / "o"),
+                                                     "paths.state_dir": str(tmp_path / "d"),
+                                                     "paths.models_dir": str(tmp_path / "m")}))
+    queue = JobQueue(SQLiteJobStore(tmp_path / "j.sqlite3"), config, live=LiveJobs(), inputs_dir=tmp_path / "i")
+    app = create_app(config, queue, OutputFolder(tmp_path / "o", config.outputs), Engine(),
+                     credentials=Credentials("admin", "secret"))
+    client = TestClient(app)
+    assert client.get("/api/models").status_code == 401  # its states may name a folder a load failed on
+    answer = client.get("/api/models", headers={"Authorization": "Bearer secret"}).json()
+    models = {model["name"]: model for model in answer["models"]}
+    assert answer["default"] == "i2vgen-xl" and list(models) == ["i2vgen-xl", "wan2.2-ti2v-5b", "wan2.2-i2v-a14b"]
+    assert models["i2vgen-xl"]["state"] == "ready"
+    wan = models["wan2.2-ti2v-5b"]  # nothing of it in the empty models folder: its download size is said
+    assert (wan["state"], wan["family"], wan["end_frame"]) == ("not_downloaded", "wan", False)
+    assert wan["download_gb"] > 20 and wan["memory_gb"]["gpu"] > max(wan["memory_gb"]["sequential_offload"], 1)
+    assert models["wan2.2-i2v-a14b"]["end_frame"] is True
+    assert client.get("/api/status").json()["model"]["name"] == "i2vgen-xl"
+
+
 # -- the API in this process, over a queue without a worker (its jobs stay queued) ----------------------
 
 
