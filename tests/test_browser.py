@@ -413,6 +413,11 @@ def test_the_model_picker_switches_to_wan_keeps_a_landscape_pictures_shape_and_b
         assert facts == {"width": 832, "height": 480}
         sync_api.expect(note).to_contain_text("ready", timeout=60000)  # the worker holds Wan now
         shot(page, "9-model-picker", at="#model-picker")
+        end_frame = page.locator("#end-frame")
+        assert not end_frame.is_visible()  # TI2V-5B cannot end on a picture ...
+        page.get_by_test_id("Wan2.2-I2V-A14B-radio-label").click()
+        sync_api.expect(end_frame).to_be_visible(timeout=60000)  # ... A14B can
+        sync_api.expect(page.locator(".app-header")).to_contain_text("Wan2.2-I2V-A14B", timeout=60000)
 
         page.get_by_test_id("I2VGen-XL-radio-label").click()  # back: I2VGen-XL's sizes, frames and title
         sync_api.expect(page.locator(".app-header")).to_contain_text("I2VGen-XL", timeout=60000)
