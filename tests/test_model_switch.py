@@ -52,6 +52,7 @@ def test_a_server_offers_every_model_by_default_and_refuses_one_it_does_not(tmp_
     with pytest.raises(InvalidInput) as refused:  # refused as the request is checked, before any model loads
         build_request(only, image=photo, prompt="waves", model=WAN)
     assert "does not offer the model 'wan2.2-ti2v-5b'" in str(refused.value) and "i2vgen-xl" in str(refused.value)
+    assert build_request(config, image=photo, prompt="waves", model=" Wan2.2-TI2V-5B ", num_frames=5).model == WAN
 
 
 def test_one_worker_switches_models_between_jobs_and_back(two_models, photo):

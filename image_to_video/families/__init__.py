@@ -102,6 +102,7 @@ def config_for(config: AppConfig, model) -> AppConfig:
     """The config of the offered model named ``model`` (None or "": ``config``'s own); a model the
     server does not offer is refused with the ones it does."""
     own = served_card(config).name
+    model = model.strip().lower() if isinstance(model, str) else model  # as a person types it
     if model in (None, "") or model == own:
         return config
     chosen = config.offered.get(model) if isinstance(model, str) else None
