@@ -30,6 +30,7 @@ from .outputs import OutputFolder
 from .process_channel import ProcessChannel
 from .processes import FolderLock, claim_data_folder
 from .remote_engine import Channel, RemoteEngine
+from .estimates import LEARNED_FILE, LearnedTimes
 from .service import VideoService
 from .translate import Translator
 from .worker import Worker
@@ -130,13 +131,15 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
     common = dict(only_owner=only_owner, after_job=queue.prune_inputs, board=board,
                   max_attempts=config.jobs.max_attempts)
     channels = worker_channels(config, command)
+    learned = LearnedTimes(config.paths.state_dir / LEARNED_FILE)  # each job's times, for the page's estimates
     if channels is None:  # one worker: the engine in this process, as always
         cpu_threads.apply(cpu_threads.plan(config.model.cpu_threads))
         engine = engine_for(config, faults=faults or FaultInjector(os.environ.get(FAULTS_VARIABLE, "")))
         engines = [engine]
         name = worker_name(worker_devices(config.model.device, 1, _cuda_devices())[0], 0)
         board.add(name, device=config.model.device, engine=engine)
-        services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb))
+        services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb,
+                                     learned=learned))
         workers.append(Worker(store, live, services[0].make_video, model_ready=lambda: takes_jobs(engine),
                               on_fatal=on_fatal, name=name, loaded_model=lambda: loaded_model(engine), **common))
     else:
@@ -145,7 +148,7 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
             board.add(channel.name, device=channel.device, engine=engine)
             # The steps after the model run here, in the server: RIFE on its CPU, not on a worker's GPU.
             services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb,
-                                         interpolation_device="cpu"))
+                                         interpolation_device="cpu", learned=learned))
             workers.append(Worker(store, live, services[-1].make_video, model_ready=engine.check,
                                   on_fatal=engine.restart, name=channel.name, engine_lost=lambda e=engine: e.lost,
                                   restart=engine.restart, loaded_model=lambda e=engine: loaded_model(e), **common))

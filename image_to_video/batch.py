@@ -38,7 +38,7 @@ from .request import FINISHING_DEFAULTS
 #: What a job may set besides its image and prompt: ``PARAMETERS``, the negative prompt, the seed,
 #: its model, its LoRAs, and the steps after the model.
 JOB_KEYS = ("negative_prompt", *PARAMETER_NAMES, "seed", "aspect", "last_image", "model", "loras",
-            *FINISHING_DEFAULTS)
+            *FINISHING_DEFAULTS, "quality")
 #: The keys the flags of ``generate`` set (``--model`` is the model's source: ``--family`` names the model).
 FLAG_KEYS = tuple(key for key in JOB_KEYS if key != "model")
 

@@ -128,6 +128,10 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
     finishing.add_argument("--formats", metavar="LIST", help="also write these beside the MP4: gif, webm, png (a zip "
                                                             "of every frame as a PNG) (comma-separated)")
     finishing.add_argument("--upscale", metavar="N", help="1 (default) or 2: twice the width and height")
+    finishing.add_argument("--crf", metavar="N", help="the MP4's quality: H.264's constant rate factor, 1 (best, "
+                                                     "largest) to 51 (default: finishing.crf, 18)")
+    finishing.add_argument("--quality", metavar="WORD", help="another name for --crf: best, high, medium, low, "
+                                                            "or a number")
 
 
 def parse_config(argv: Sequence[str]) -> tuple[argparse.Namespace, AppConfig]:

@@ -285,6 +285,9 @@ class FinishingSettings:
     max_output_megapixels: float = 160.0
     #: A GIF larger than this is made smaller (narrower, then fewer frames per second) until it fits.
     gif_max_mb: float = 15.0
+    #: The MP4's quality when a job does not say (its ``crf``): H.264's constant rate factor, 1 (best,
+    #: largest) to 51; 18 looks lossless, 23 is x264's default, each +6 about halves the file.
+    crf: int = 18
 
     def __post_init__(self) -> None:
         _require(1 <= self.max_segments <= 8, "finishing.max_segments", self.max_segments, "1 to 8")
@@ -292,6 +295,7 @@ class FinishingSettings:
                  "8 to 60")
         _require(8 <= self.max_output_frames <= 5000, "finishing.max_output_frames", self.max_output_frames,
                  "8 to 5000")
+        _require(isinstance(self.crf, int) and 1 <= self.crf <= 51, "finishing.crf", self.crf, "1 to 51")
         _require(0.1 <= self.gif_max_mb <= 500, "finishing.gif_max_mb", self.gif_max_mb, "0.1 to 500")
         _require(1 <= self.max_output_megapixels <= 5000, "finishing.max_output_megapixels",
                  self.max_output_megapixels, "1 to 5000")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -212,6 +213,8 @@ class Estimate:
     #: The GPU the peak memory was measured on, when it was; the time likewise (on this GPU model only).
     peak_measured_on: str | None = None
     time_measured_on: str | None = None
+    #: How many jobs made on this machine the time was learned from (0: not learned yet).
+    learned_jobs: int = 0
 
     @property
     def fits(self) -> bool:
@@ -229,9 +232,24 @@ def compute_tflop(side: int, frames: int, steps: int) -> float:
 
 
 def estimate(side: int, frames: int, steps: int, *, gpu_gb: float | None, demo: bool,
-             gpu_name: str | None = None, measured: MeasuredTable | None = None) -> Estimate:
+             gpu_name: str | None = None, measured: MeasuredTable | None = None, plan: Plan | None = None,
+             learned: LearnedTimes | None = None, key: str | None = None) -> Estimate:
     """Peak GPU memory of the real model, and the time per video on this machine's kind of device:
-    measured where the table (``measured``, else docs/performance-gpu.json) covers it, else computed."""
+    learned from the jobs made here (``learned``, the table ``key``) once one ran, else measured where the
+    table (``measured``, else docs/performance-gpu.json) covers it, else computed. With a ``plan`` the time
+    is the whole job's: its segments and finishing steps too, scaled to the output frames and size."""
+    result = _model_estimate(side, frames, steps, gpu_gb=gpu_gb, demo=demo, gpu_name=gpu_name, measured=measured)
+    if plan is None:
+        return result
+    result = replace(result, seconds=result.seconds * plan.segments + finishing_seconds(plan))
+    seconds = learned.seconds(key, plan) if learned is not None and key else None
+    if seconds is not None:
+        result = replace(result, seconds=seconds, learned_jobs=learned.jobs(key))
+    return result
+
+
+def _model_estimate(side: int, frames: int, steps: int, *, gpu_gb: float | None, demo: bool,
+                    gpu_name: str | None = None, measured: MeasuredTable | None = None) -> Estimate:
     tflop = compute_tflop(side, frames, steps)
     if demo:
         rate = compute_tflop(512, 16, 50) / DEMO_SECONDS_512_16_50
@@ -261,3 +279,167 @@ def nearest_fitting(resolutions: Mapping[str, int], frames_range: tuple[int, int
             if estimate(side, count, 1, gpu_gb=gpu_gb, demo=False, measured=measured).fits:
                 return name, count
     return None
+
+
+# -- Times learned on this machine ------------------------------------------------------------------
+
+#: The finishing steps' cost before this machine has measured them: seconds for 16 frames of 512x512
+#: output, measured on a 2-core CPU (docs/PERFORMANCE.md); scaled by output frames x pixels.
+FINISHING_SECONDS_512_16 = {"joining": 0.1, "looping": 0.1, "interpolating": 4.0, "upscaling": 0.5,
+                            "encoding": 0.5, "gif": 3.0, "webm": 1.0, "png": 0.5}
+#: Of the steps timed per job (``timings_s``), those done on the model's frames and those on the output's.
+_MODEL_STEPS = ("denoise", "decode")
+_UNIT = 512 * 512 * 16  # pixels x frames of one unit of work
+#: How much a new measurement weighs against what was learned before (an exponential average).
+LEARN_WEIGHT = 0.5
+#: The file in the state folder.
+LEARNED_FILE = "learned_times.json"
+
+
+def machine_key(model: str, *, demo: bool, gpu_name: str | None) -> str:
+    """Which table a job's times go to: this machine, its device (the GPU's name, else the CPU) and the model."""
+    import platform
+
+    return "|".join((platform.node() or "this-machine", gpu_name or "cpu", model + (" (demo)" if demo else "")))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one job will do, for its time: the model's work and the finishing steps on the output frames."""
+
+    width: int
+    height: int
+    frames: int
+    steps: int
+    segments: int = 1
+    #: The frames and size of the finished video, and the finishing steps (``FINISHING_SECONDS_512_16`` names).
+    output_frames: int = 0
+    output_pixels: int = 0
+    finishing: tuple[str, ...] = ("encoding",)
+
+    def unit(self) -> float:
+        return self.width * self.height * self.frames / _UNIT
+
+    def output_unit(self) -> float:
+        return (self.output_pixels or self.width * self.height) * (self.output_frames or self.frames) / _UNIT
+
+
+def plan_of(width: int, height: int, frames: int, steps: int, *, segments=1, loop="none", interpolate_fps=0,
+            fps=8, formats="mp4", upscale=1, continued_frames: int = 0) -> Plan:
+    """The work of a request with these settings (as the page's form or a record's parameters give them)."""
+    segments = max(1, int(segments or 1))
+    # as request.finished_frames counts them: each later part without its seam frame, then the loop
+    total = (continued_frames + segments * (frames - 1)) if continued_frames else frames + (segments - 1) * (frames - 1)
+    done = ["encoding"]
+    if segments > 1 or continued_frames:
+        done.append("joining")
+    if loop in ("boomerang", "crossfade"):
+        done.append("looping")
+        total = 2 * total - 2 if loop == "boomerang" else total - max(2, total // 4)
+    interpolate_fps = int(interpolate_fps or 0)
+    if interpolate_fps and fps and interpolate_fps > int(fps):
+        done.append("interpolating")
+        total = int(round(total * interpolate_fps / int(fps)))
+    scale = int(upscale or 1)
+    if scale > 1:
+        done.append("upscaling")
+    names = [f.strip().lower() for f in str(formats or "mp4").split(",")] if not isinstance(formats, (list, tuple)) \
+        else [str(f).lower() for f in formats]
+    done += [name for name in ("gif", "webm", "png") if name in names]
+    return Plan(width, height, frames, steps, segments, total, width * height * scale * scale, tuple(done))
+
+
+def plan_of_record(record: Mapping) -> Plan | None:
+    """The work a finished video's record describes (its parameters and what it delivered); None if unreadable."""
+    try:
+        p = record["parameters"]
+        plan = plan_of(int(p["width"]), int(p["height"]), int(p["num_frames"]), int(p["num_inference_steps"]),
+                       segments=p.get("segments", 1), loop=p.get("loop", "none"),
+                       interpolate_fps=p.get("interpolate_fps", 0), fps=p.get("fps", 8),
+                       formats=p.get("formats", "mp4"), upscale=p.get("upscale", 1))
+        info = record.get("video_info") or {}
+        if info.get("frames") and info.get("width") and info.get("height"):
+            plan = replace(plan, output_frames=int(info["frames"]),
+                           output_pixels=int(info["width"]) * int(info["height"]))
+        return plan
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class LearnedTimes:
+    """Seconds per unit of work measured on this machine, per device and model, kept in a small JSON file in
+    the state folder (``LEARNED_FILE``) and updated after each job (``learn``): the model's seconds per
+    denoising step and for decoding per 512x512x16 pixel-frames, each finishing step's seconds per
+    512x512x16 output pixel-frames, and what else a job took (loading, writing files) in seconds.
+    ``seconds`` is None until a job of this model ran on this device here."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def table(self, key: str) -> dict | None:
+        entry = self._read().get(key)
+        return entry if isinstance(entry, dict) else None
+
+    def learn(self, key: str, record: Mapping) -> None:
+        """Take a finished job's times (its record's ``timings_s``) into the table of ``key``."""
+        plan = plan_of_record(record)
+        timings = record.get("timings_s") or {}
+        if plan is None or not isinstance(timings, Mapping) or not timings.get("total"):
+            return
+        segments = plan.segments
+        measured: dict[str, float] = {}
+        if timings.get("denoise") is not None and plan.steps:
+            measured["denoise"] = float(timings["denoise"]) / (plan.steps * segments * plan.unit())
+        if timings.get("decode") is not None:
+            measured["decode"] = float(timings["decode"]) / (segments * plan.unit())
+        for stage in FINISHING_SECONDS_512_16:
+            value = timings.get(stage if stage != "encoding" else "encode")
+            if value is not None:
+                measured[stage] = float(value) / max(plan.output_unit(), 1e-9)
+        known = sum(float(timings.get(k) or 0) for k in ("denoise", "decode", "encode", *FINISHING_SECONDS_512_16))
+        measured["other"] = max(0.0, float(timings["total"]) - known)
+        with self._lock:
+            data = self._read()
+            entry = data.get(key) if isinstance(data.get(key), dict) else {}
+            for name, value in measured.items():
+                old = entry.get(name)
+                entry[name] = round(value if old is None else (1 - LEARN_WEIGHT) * old + LEARN_WEIGHT * value, 6)
+            entry["jobs"] = int(entry.get("jobs", 0)) + 1
+            data[key] = entry
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+                tmp.replace(self.path)
+            except OSError:
+                pass  # a read-only state folder: the estimates keep their figures
+
+    def seconds(self, key: str, plan: Plan) -> float | None:
+        """The learned time of ``plan`` on this machine, device and model; None before its first job."""
+        entry = self.table(key)
+        if not entry or "denoise" not in entry:
+            return None
+        return model_seconds(entry, plan) + finishing_seconds(plan, entry) + float(entry.get("other", 0.0))
+
+    def jobs(self, key: str) -> int:
+        return int((self.table(key) or {}).get("jobs", 0))
+
+
+def model_seconds(entry: Mapping, plan: Plan) -> float:
+    return plan.segments * plan.unit() * (plan.steps * float(entry["denoise"]) + float(entry.get("decode", 0.0)))
+
+
+def finishing_seconds(plan: Plan, learned: Mapping | None = None) -> float:
+    """The finishing steps of ``plan``: learned per output pixel-frame where measured, else the figures
+    measured at 512p/16 frames (``FINISHING_SECONDS_512_16``), scaled to the output frames x pixels."""
+    learned = learned or {}
+    return sum(float(learned.get(stage, FINISHING_SECONDS_512_16[stage])) * plan.output_unit()
+               for stage in plan.finishing)

@@ -53,6 +53,8 @@ MB = 1024 * 1024
 DEFAULT_INTERPOLATE_METHOD = INTERPOLATE_METHODS[0]
 #: ``progress(done, total)``: how many frame pairs of how many have their in-between frames.
 PairProgress = Callable[[int, int], None]
+#: ``progress(done, total)``: how many frames of how many a writer has handed on (GIF, WebM, PNG frames).
+Progress = Callable[[int, int], None]
 
 #: The GIF is made smaller (to fit its size limit) no further than this width and frame rate.
 MIN_GIF_WIDTH = 128
@@ -283,7 +285,7 @@ def upscale(frames: np.ndarray, factor: int, *, cancel: threading.Event | None =
 
 
 def write_gif(frames: np.ndarray, fps: int, path: Path, *, max_mb: float,
-              cancel: threading.Event | None = None) -> GifResult:
+              cancel: threading.Event | None = None, progress: Progress | None = None) -> GifResult:
     """A palette-optimised GIF of ``frames`` at ``path``, no larger than ``max_mb`` MB (MiB).
 
     When the GIF is too large it is encoded again smaller, alternately halving its width and its
@@ -312,7 +314,7 @@ def write_gif(frames: np.ndarray, fps: int, path: Path, *, max_mb: float,
                 continue  # a long clip: start smaller than take minutes on a GIF that would not fit anyway
             _run("finish_gif", picked, f"{fps}/{step}",
                  ["-filter_complex", GIF_GRAPH.format(width=gif_width, height=gif_height), "-f", "gif", str(tmp)],
-                 cancel)
+                 cancel, progress)
             size_mb = tmp.stat().st_size / MB
             if size_mb <= max_mb:
                 break
@@ -327,13 +329,14 @@ def write_gif(frames: np.ndarray, fps: int, path: Path, *, max_mb: float,
                      capped=(gif_width, step) != (width, 1), original_width=width, original_fps=float(fps))
 
 
-def write_webm(frames: np.ndarray, fps: int, path: Path, *, cancel: threading.Event | None = None) -> VideoInfo:
+def write_webm(frames: np.ndarray, fps: int, path: Path, *, cancel: threading.Event | None = None,
+               progress: Progress | None = None) -> VideoInfo:
     """A VP9 WebM of ``frames`` at ``path`` (see ``WEBM_OPTIONS``), decoded and checked before it appears."""
     frames = _checked(frames)
     _check_fps(fps, "fps")
     path = Path(path)
     with _temporary(path, ".webm") as tmp:
-        _run("finish_webm", frames, str(fps), [*WEBM_OPTIONS, str(tmp)], cancel)
+        _run("finish_webm", frames, str(fps), [*WEBM_OPTIONS, str(tmp)], cancel, progress)
         info = probe_video(tmp, cancel=cancel)
         _check_decoded("finish_webm", (info.frames, info.width, info.height),
                        (len(frames), frames.shape[2], frames.shape[1]))
@@ -349,7 +352,7 @@ def png_frame_names(count: int) -> list[str]:
 
 
 def write_png_frames(frames: np.ndarray, fps: int, path: Path, *,
-                     cancel: threading.Event | None = None) -> PngFramesResult:
+                     cancel: threading.Event | None = None, progress: Progress | None = None) -> PngFramesResult:
     """Every frame as a lossless 8-bit RGB PNG in a zip at ``path`` (``png_frame_names``; stored, not
     deflated again), for editors and compositors. ``fps`` is only reported: PNGs carry no rate.
 
@@ -366,8 +369,10 @@ def write_png_frames(frames: np.ndarray, fps: int, path: Path, *,
     with _temporary(path, ".zip") as tmp:
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-                for name, frame in zip(names, frames):
+                for number, (name, frame) in enumerate(zip(names, frames)):
                     stop_if_cancelled(cancel)
+                    if progress is not None:
+                        progress(number, len(frames))
                     picture = io.BytesIO()
                     Image.fromarray(frame, "RGB").save(picture, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
                     member = zipfile.ZipInfo(name, date_time=_zip_time())
@@ -490,7 +495,7 @@ def _filtered(step_key: str, frames: np.ndarray, fps: int, graph: str, size: tup
 
 
 def _run(step_key: str, frames: np.ndarray, rate: str, output_args: list[str],
-         cancel: threading.Event | None = None) -> bytes:
+         cancel: threading.Event | None = None, progress: Progress | None = None) -> bytes:
     """Run ffmpeg with ``frames`` as raw RGB input at ``rate`` frames per second; its standard output.
 
     Raises ``GenerationFailed`` with ffmpeg's words (``video.ffmpeg_words``) when it fails, and
@@ -501,7 +506,7 @@ def _run(step_key: str, frames: np.ndarray, rate: str, output_args: list[str],
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate, "-i", "-",
                *output_args]
     try:
-        returncode, stdout, stderr = run_ffmpeg(command, frames, cancel)
+        returncode, stdout, stderr = run_ffmpeg(command, frames, cancel, progress)
     except OSError as error:
         raise GenerationFailed(key="err_finishing_failed", step_key=step_key, detail=str(error)) from error
     if returncode != 0:

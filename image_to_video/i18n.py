@@ -84,6 +84,34 @@ TEXT: dict[str, dict[str, str]] = {
                     "zh-CN": "一键设置分辨率、帧数、帧率、步数和引导系数。"},
     "generate": {"en": "Generate", "zh-CN": "生成视频"},
     "cancel": {"en": "Cancel", "zh-CN": "取消"},
+    "cancel_all": {"en": "Cancel all ({count})", "zh-CN": "全部取消（{count}）"},
+    "cancel_job": {"en": "Cancel this job", "zh-CN": "取消这个任务"},
+    "cancelled_one": {"en": "**Cancelled** job `{job}`. Your other jobs still waiting or running: {left}.",
+                      "zh-CN": "已**取消**任务 `{job}`。你其他仍在等待或运行的任务：{left} 个。"},
+    "cancelled_all": {"en": "**Cancelled {count} job(s).** Nothing of them was saved.",
+                      "zh-CN": "**已取消 {count} 个任务。**它们都没有保存任何内容。"},
+    "following_job": {"en": "{state} · job `{job}`", "zh-CN": "{state} · 任务 `{job}`"},
+    "summary_title": {"en": "**This video:**", "zh-CN": "**本次视频：**"},
+    "summary_random_seed": {"en": "random seed", "zh-CN": "随机种子"},
+    "summary_seed": {"en": "seed {seed} (locked)", "zh-CN": "固定种子 {seed}"},
+    "summary_fps": {"en": "{fps} fps", "zh-CN": "每秒 {fps} 帧"},
+    "summary_aspect": {"en": "shape {aspect}", "zh-CN": "画幅 {aspect}"},
+    "summary_continues": {"en": "continues `{video}`", "zh-CN": "接续 `{video}`"},
+    "summary_segments": {"en": "{segments} segments", "zh-CN": "{segments} 段"},
+    "summary_loop": {"en": "loop: {loop}", "zh-CN": "循环：{loop}"},
+    "summary_interpolate": {"en": "smoother motion to {fps} fps ({method})", "zh-CN": "补帧到 {fps} fps（{method}）"},
+    "summary_formats": {"en": "also {formats}", "zh-CN": "另存 {formats}"},
+    "summary_upscale": {"en": "upscaled {factor}×", "zh-CN": "放大 {factor}×"},
+    "summary_plain": {"en": "no finishing", "zh-CN": "无后期处理"},
+    "plain_video": {"en": "Plain video", "zh-CN": "恢复普通视频"},
+    "plain_video_done": {"en": "Back to a plain video: random seed, no continuation, no finishing.",
+                         "zh-CN": "已恢复普通视频：随机种子，不接续，无后期处理。"},
+    "delete_confirm": {"en": "Delete `{video}` and all its files for good? This cannot be undone.",
+                       "zh-CN": "永久删除 `{video}` 及其所有文件？此操作无法撤销。"},
+    "delete_yes": {"en": "Yes, delete it", "zh-CN": "确认删除"},
+    "delete_keep": {"en": "Keep it", "zh-CN": "保留"},
+    "gallery_caption": {"en": "{width}×{height} · {frames} frames · {fps} fps · seed {seed}",
+                        "zh-CN": "{width}×{height} · {frames} 帧 · {fps} fps · 种子 {seed}"},
     "settings": {"en": "Settings", "zh-CN": "参数设置"},
     "resolution": {"en": "Resolution", "zh-CN": "分辨率"},
     "resolution_help": {"en": "Output size. Higher is sharper but slower and needs more GPU memory: time and "
@@ -130,6 +158,13 @@ TEXT: dict[str, dict[str, str]] = {
                          "about **{time}** per video{where}.",
                  "zh-CN": "**预估**：这组参数峰值约需 **{peak} GB** 显存{gpu}，每个视频约 **{time}**{where}。"},
     "estimate_gpu": {"en": " (your GPU has {gpu} GB)", "zh-CN": "（您的显卡有 {gpu} GB）"},
+    "estimate_cpu": {"en": "**Estimate** for these settings: about **{time}** per video{where}, on this machine's "
+                           "CPU (no GPU here).",
+                     "zh-CN": "**预估**：这组参数每个视频约 **{time}**{where}，在本机 CPU 上运行（此处没有显卡）。"},
+    "estimate_where_learned": {"en": " (learned from {count} video(s) made on this machine)",
+                               "zh-CN": "（根据本机已生成的 {count} 个视频测得）"},
+    "estimate_with_finishing": {"en": ", finishing steps for {frames} frames included",
+                                "zh-CN": "，已含 {frames} 帧的后期处理"},
     "estimate_where_demo": {"en": " here with the demo model", "zh-CN": "（此处为演示模型）"},
     "estimate_where_gpu": {"en": " on an RTX 4090-class GPU", "zh-CN": "（以 RTX 4090 级显卡计）"},
     "estimate_where_measured": {"en": " (measured on this GPU model, {gpu})", "zh-CN": "（在同型号显卡 {gpu} 上实测）"},
@@ -548,6 +583,15 @@ TEXT: dict[str, dict[str, str]] = {
     "param_interpolate_fps": {"en": "Smoother motion", "zh-CN": "补帧"},
     "param_interpolate_method": {"en": "Smoother motion's method", "zh-CN": "补帧方法"},
     "param_upscale": {"en": "Upscale", "zh-CN": "放大"},
+    "param_crf": {"en": "MP4 quality (CRF)", "zh-CN": "MP4 画质（CRF）"},
+    "crf": {"en": "MP4 quality", "zh-CN": "MP4 画质"},
+    "crf_help": {"en": "H.264's constant rate factor (CRF): lower is better and bigger. High (18) looks lossless; "
+                       "each step down about halves the file.",
+                 "zh-CN": "H.264 的恒定质量系数（CRF）：数值越小画质越好、文件越大。“高”（18）肉眼无损；每降一档文件约小一半。"},
+    "quality_best": {"en": "Best (CRF {crf})", "zh-CN": "最佳（CRF {crf}）"},
+    "quality_high": {"en": "High (CRF {crf})", "zh-CN": "高（CRF {crf}）"},
+    "quality_medium": {"en": "Medium (CRF {crf})", "zh-CN": "中（CRF {crf}）"},
+    "quality_low": {"en": "Small file (CRF {crf})", "zh-CN": "小文件（CRF {crf}）"},
     "param_formats": {"en": "Formats", "zh-CN": "格式"},
     "param_continue_from": {"en": "Continue from", "zh-CN": "续接视频"},
     "err_choice": {"en": "{name}: {value} is not available. Choose one of: {allowed}.",
@@ -578,10 +622,10 @@ TEXT: dict[str, dict[str, str]] = {
                           "zh-CN": "此任务要续接的视频（{video}）在任务运行前已被删除。请另选一个视频续接。"},
     "err_video_choice": {"en": "There is no video file format={format} part={part}. Use format=mp4 (the default), "
                                "gif, webm or png (a zip of the PNG frames), and part=final (the default), model or "
-                               "segment (with mp4).",
+                               "segment (with mp4); format=zip for every file of the job in one zip.",
                          "zh-CN": "没有 format={format} part={part} 的视频文件。format 可用 mp4（默认）、gif、webm 或 png"
                                   "（PNG 逐帧图片的 zip）；"
-                                  "part 可用 final（默认）、model 或 segment（仅 mp4）。"},
+                                  "part 可用 final（默认）、model 或 segment（仅 mp4）；format=zip 可把任务的所有文件打包成一个 zip。"},
     "err_video_not_made": {"en": "This job made no {format} file of part {part}: ask for it when submitting "
                                  "(formats=gif,webm,png; part=model exists when a loop, interpolation or upscale was "
                                  "applied; part=segment when more than one segment was made or a video continued). "
@@ -629,15 +673,18 @@ TEXT: dict[str, dict[str, str]] = {
     "upscale": {"en": "Upscale", "zh-CN": "放大"},
     "upscale_help": {"en": "2× doubles the width and height (Lanczos resampling: smoother, not more detail).",
                      "zh-CN": "2× 把宽和高各放大一倍（Lanczos 重采样：更平滑，但不会增加细节）。"},
-    "finishing_costs": {"en": "**What each costs** at 512p, 16 frames (measured on a 2-core CPU; these run on the "
-                              "server's CPU, beside the GPU, but RIFE runs on the GPU when there is one): each extra "
-                              "segment as long as the whole video again; a loop under 0.1 s; smoother motion about "
-                              "4 s with RIFE, 1.5 to 2.5 s with minterpolate; upscale about 0.5 s; GIF about 3 s; "
-                              "WebM about 1 s; PNG frames about 0.5 s.",
-                        "zh-CN": "**各项耗时**（512p、16 帧，在 2 核 CPU 上实测；这些步骤在服务器的 CPU 上运行，不占 GPU，"
-                                 "但有 GPU 时 RIFE 在 GPU 上运行）：每多一段，就多一个完整视频的时间；循环不到 0.1 秒；"
-                                 "补帧用 RIFE 约 4 秒，用 minterpolate 约 1.5 到 2.5 秒；"
-                                 "放大约 0.5 秒；GIF 约 3 秒；WebM 约 1 秒；PNG 逐帧图片约 0.5 秒。"},
+    "finishing_costs": {"en": "**What each costs**, for 16 frames at 512p before this server has measured it (a 2-core "
+                              "CPU; these run on the server's CPU, beside the GPU, but RIFE runs on the GPU when there "
+                              "is one): each extra segment as long as the whole video again; a loop under 0.1 s; "
+                              "smoother motion about 4 s with RIFE, 1.5 to 2.5 s with minterpolate; upscale about "
+                              "0.5 s; GIF about 3 s; WebM about 1 s; PNG frames about 0.5 s. Each grows with the "
+                              "finished video's frames x pixels (2× upscale: 4 times), and the estimate above counts "
+                              "them at your settings, learning each one's real time on this server after a job.",
+                        "zh-CN": "**各项耗时**（本服务器实测之前的参考值：512p、16 帧，在 2 核 CPU 上实测；这些步骤在服务器的 "
+                                 "CPU 上运行，不占 GPU，但有 GPU 时 RIFE 在 GPU 上运行）：每多一段，就多一个完整视频的时间；"
+                                 "循环不到 0.1 秒；补帧用 RIFE 约 4 秒，用 minterpolate 约 1.5 到 2.5 秒；放大约 0.5 秒；"
+                                 "GIF 约 3 秒；WebM 约 1 秒；PNG 逐帧图片约 0.5 秒。每项都随成品视频的帧数 × 像素增长"
+                                 "（2× 放大为 4 倍），上方的预估按您的设置计入它们，并在每个任务之后学习它们在本服务器上的实际耗时。"},
     "continue_video": {"en": "Continue this video", "zh-CN": "续接这个视频"},
     "continuing": {"en": "Continuing `{video}`: its last frame is the picture, and the new segment(s) are joined onto "
                          "it. Its prompt, settings and seed are in the form; resolution and FPS stay as they are.",
@@ -736,11 +783,15 @@ TEXT: dict[str, dict[str, str]] = {
         "zh-CN": "没有可用的翻译模型：{repo} 不在 {folder} 中，且设置了 HF_HUB_OFFLINE。模型只读英文：请用英文书写提示词，"
                  "或取消 HF_HUB_OFFLINE（或把翻译模型复制到 {folder}）后重启；它只需下载一次，约 300 MB。"},
     "translator_download_failed": {
-        "en": "No translator is available: downloading {repo} failed ({error}). The model reads English only: write "
-              "the prompt in English, or check the network (or set HF_ENDPOINT to a mirror) and restart; it "
-              "downloads once, about 300 MB.",
-        "zh-CN": "没有可用的翻译模型：下载 {repo} 失败（{error}）。模型只读英文：请用英文书写提示词，或检查网络（或把 "
-                 "HF_ENDPOINT 设为镜像站，如 https://hf-mirror.com）后重启；它只需下载一次，约 300 MB。"},
+        "en": "No translator is available: downloading {repo} failed ({error}). The model reads English only, so a "
+              "Chinese prompt would go to it untranslated: write the prompt in English. To translate Chinese "
+              "prompts, set up the translator: connect this server to the internet (or set HF_ENDPOINT to a "
+              "mirror such as https://hf-mirror.com), or copy a downloaded opus-mt-zh-en folder to {folder}, then "
+              "restart; it downloads once, about 300 MB.",
+        "zh-CN": "没有可用的翻译模型：下载 {repo} 失败（{error}）。模型只读英文，中文提示词会未经翻译直接交给模型：请用英文"
+                 "书写提示词。如需翻译中文提示词，请配置翻译模型：让本服务器能上网（或把 HF_ENDPOINT 设为镜像站，如 "
+                 "https://hf-mirror.com），或把已下载的 opus-mt-zh-en 文件夹复制到 {folder}，然后重启；它只需下载一次，"
+                 "约 300 MB。"},
     "translator_folder_missing": {
         "en": "No translator is available: the folder {source} does not exist. The model reads English only: write "
               "the prompt in English, or set translation.source in config/model_config.yaml to a MarianMT folder or "
@@ -786,6 +837,18 @@ TEXT: dict[str, dict[str, str]] = {
               "of {original_width} px at {original_fps}.",
         "zh-CN": "为了不超过 {max_mb} MB，GIF 已缩小为宽 {width} 像素、每秒 {fps} 帧（原为宽 {original_width} 像素、"
                  "每秒 {original_fps} 帧）。"},
+    "tab_working": {"en": "Working", "zh-CN": "生成中"},
+    "tab_done": {"en": "Done", "zh-CN": "完成"},
+    "tab_finished": {"en": "Finished", "zh-CN": "已结束"},
+    "notify_done_title": {"en": "Your video is ready", "zh-CN": "视频已生成"},
+    "notify_done_body": {"en": "Image-to-Video finished your video. Click to watch it.",
+                         "zh-CN": "Image-to-Video 已生成您的视频，点击查看。"},
+    "msg_untranslated": {
+        "en": "The {fields} went to the model untranslated: it is not in English, no translator was available, and "
+              "the model reads English only, so the video may not follow it. Write it in English, or set up the "
+              "translator (the note under the prompt says how).",
+        "zh-CN": "{fields} 未经翻译就交给了模型：它不是英文，当时没有可用的翻译模型，而模型只读英文，所以视频可能不符合它。"
+                 "请用英文书写，或配置好翻译模型（提示词下方的说明写了怎么做）。"},
     "msg_files_not_made": {
         "en": "The video is done, but {files} could not be made: the MP4 video is kept without it. {reason}",
         "zh-CN": "视频已完成，但无法生成 {files}：已保留不含该文件的 MP4 视频。{reason}"},

@@ -1,11 +1,13 @@
 """The output folder's single owner: file names, companions, records, history, retention, disk space.
 
-Every video is ``video_YYYYMMDD_HHMMSS_<8 hex>.mp4`` (the final result) with companions of the
-same stem: ``.json`` (its record: every setting, the seed, versions, timings, every file made),
+Every video is ``video_YYYYMMDD_HHMMSS_<8 hex>-s<seed>-<prompt-slug>.mp4`` (the final result; the
+slug is the start of the prompt in ASCII, ``prompt_slug``; older videos lack the part after the hex) with
+companions of the same stem: ``.json`` (its record: every setting, the seed, versions, timings, every file made),
 ``_input.png`` (the picture exactly as the model saw it) and, when the job asked for them, what
 was derived beside the model's own frames: ``_model.mp4`` (the model's frames before a loop,
 interpolation or upscale), ``_segment.mp4`` (the last segment made, on its own), ``.gif``,
-``.webm`` and ``_frames.zip`` (every frame as a PNG). The companions are written
+``.webm`` and ``_frames.zip`` (every frame as a PNG); ``_all.zip`` (all of them in one zip) is made
+when the page first offers it. The companions are written
 first and the video's rename into place is the last step (its commit point): companions
 without their video are leftovers of a crash, removed at start. Only this module builds
 those names, finds, lists and deletes them, so a name from a browser or an API
@@ -19,7 +21,9 @@ import logging
 import re
 import shutil
 import time
+import unicodedata
 import uuid
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,23 +37,51 @@ from .video import replaced_atomically, write_json
 
 log = logging.getLogger(__name__)
 
-VIDEO_NAME = re.compile(r"video_[0-9]{8}_[0-9]{6}_[0-9a-f]{8}")
+#: ``video_YYYYMMDD_HHMMSS_<8 hex>``, then (since issue 24) ``-s<seed>`` and the start of the prompt as an
+#: ASCII slug (``-a-cat-runs``): words joined by hyphens only, so no companion's ``_...`` ending can be
+#: part of a name, and a name from anyone can only be one of ours.
+VIDEO_NAME = re.compile(r"video_[0-9]{8}_[0-9]{6}_[0-9a-f]{8}(?:-s[0-9]{1,10}(?:-[a-z0-9]+)*)?")
+#: The most characters of the prompt's slug in a name.
+SLUG_CHARS = 40
 #: What a crash can leave behind: the writers' temporary names (never a finished file).
 _TEMPORARY = (".video_*.tmp.mp4", ".video_*.tmp.gif", ".video_*.tmp.webm", ".video_*.tmp.zip",
               ".video_*.json.*.tmp", ".video_*_input.png.*.tmp")
 #: A companion's kind -> the end of its file name after the stem (the MP4 itself is "video").
 COMPANIONS = {"record": ".json", "input_image": "_input.png", "model_video": "_model.mp4",
-              "segment_video": "_segment.mp4", "gif": ".gif", "webm": ".webm", "png_frames": "_frames.zip"}
+              "segment_video": "_segment.mp4", "gif": ".gif", "webm": ".webm", "png_frames": "_frames.zip",
+              "everything": "_all.zip"}
 #: The companions derived from the model's frames (not the record or the input picture).
 DERIVED = ("model_video", "segment_video", "gif", "webm", "png_frames")
 #: Longest first, so that "_model.mp4" is taken off before ".mp4".
 _ENDINGS = sorted([".mp4", *COMPANIONS.values()], key=len, reverse=True)
 
 
-def new_video_name(now: datetime | None = None) -> str:
-    """``video_YYYYMMDD_HHMMSS_<8 hex>``: sortable by time, unique within a second."""
+def new_video_name(now: datetime | None = None, *, seed: int | None = None, prompt: str = "") -> str:
+    """``video_YYYYMMDD_HHMMSS_<8 hex>``: sortable by time, unique within a second; with a ``seed``,
+    ``-s<seed>`` and the start of ``prompt`` as an ASCII slug (``prompt_slug``) after it."""
     stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
-    return f"video_{stamp}_{uuid.uuid4().hex[:8]}"
+    name = f"video_{stamp}_{uuid.uuid4().hex[:8]}"
+    if seed is None:
+        return name
+    slug = prompt_slug(prompt)
+    return f"{name}-s{int(seed)}" + (f"-{slug}" if slug else "")
+
+
+def prompt_slug(prompt: str, limit: int = SLUG_CHARS) -> str:
+    """The start of ``prompt`` safe in any file name: ASCII letters and digits in lower case, words joined
+    by hyphens, at most ``limit`` characters, cut at a word's end; "" when nothing ASCII is left (a Chinese
+    prompt without its English)."""
+    text = unicodedata.normalize("NFKD", str(prompt or "")).encode("ascii", "ignore").decode("ascii").lower()
+    words = re.findall(r"[a-z0-9]+", text)
+    slug = ""
+    for word in words:
+        longer = f"{slug}-{word}" if slug else word
+        if len(longer) > limit:
+            if not slug:
+                slug = word[:limit]
+            break
+        slug = longer
+    return slug
 
 
 @dataclass(frozen=True)
@@ -113,10 +145,10 @@ class OutputFolder:
 
     # -- writing ---------------------------------------------------------------
 
-    def new_video(self) -> VideoFiles:
-        """Names for a new video (nothing is written yet)."""
+    def new_video(self, *, seed: int | None = None, prompt: str = "") -> VideoFiles:
+        """Names for a new video (nothing is written yet), with its ``seed`` and the start of its ``prompt``."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return VideoFiles(self.folder, new_video_name())
+        return VideoFiles(self.folder, new_video_name(seed=seed, prompt=prompt))
 
     def save_input_image(self, image: Image.Image, files: VideoFiles) -> None:
         """The model's input picture beside its video, written atomically."""
@@ -166,6 +198,11 @@ class OutputFolder:
         except InvalidInput:
             return None
         return _read_record(files)
+
+    def write_zip(self, name: str, destination: Path) -> list[str]:
+        """One zip at ``destination`` of everything video ``name`` has here (``write_zip``); the names it
+        holds. Raises ``InvalidInput`` for a name that is not ours, ``FileNotFoundError`` when it is gone."""
+        return write_zip(self.files(name), destination)
 
     def model_frames_file(self, name: str) -> Path | None:
         """The file with the model's own frames of video ``name`` (its ``_model.mp4`` when the video
@@ -254,6 +291,39 @@ class OutputFolder:
         except InvalidInput:
             return False  # not one of our names: not ours to remove
         return not files.video.exists()
+
+
+def write_zip(files: VideoFiles, destination: Path) -> list[str]:
+    """One zip at ``destination`` of everything a video has (the video, its record, its picture, every
+    derived file), stored as they are (videos do not shrink); the names it holds. ``FileNotFoundError``
+    when the video is gone."""
+    if not files.video.is_file():
+        raise FileNotFoundError(files.video.name)
+    names = []
+    with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path in files.existing():
+            if path != files.companion("everything"):
+                archive.write(path, arcname=path.name)
+                names.append(path.name)
+    return names
+
+
+def everything_zip(files: VideoFiles) -> Path | None:
+    """The video's ``_all.zip`` beside it (``write_zip``; made once, on first asking, under a temporary name,
+    and deleted with the video): what the page offers as one download. None when the video is gone or the
+    zip cannot be written."""
+    path = files.companion("everything")
+    if path.is_file():
+        return path
+    temporary = files.folder / f".{files.name}.{uuid.uuid4().hex[:6]}.tmp.zip"
+    try:
+        write_zip(files, temporary)
+        temporary.replace(path)
+        return path
+    except (OSError, zipfile.BadZipFile):
+        return None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _read_record(files: VideoFiles) -> dict[str, Any] | None:

@@ -30,7 +30,9 @@ MAX_SEED = 2**32 - 1
 #: ``interpolate_method``: how interpolation makes its frames (``INTERPOLATE_METHODS``, RIFE first).
 FINISHING_DEFAULTS: dict[str, Any] = {"continue_from": "", "segments": 1, "loop": "none",
                                       "interpolate_fps": 0, "formats": "mp4", "upscale": 1,
-                                      "interpolate_method": INTERPOLATE_METHODS[0]}
+                                      "interpolate_method": INTERPOLATE_METHODS[0], "crf": 0}
+#: ``quality`` (another name for ``crf``) in words: the H.264 constant rate factor each stands for.
+QUALITIES = {"best": 14, "high": 18, "medium": 23, "low": 28}
 
 
 def _parameters(self) -> dict[str, Any]:
@@ -118,6 +120,9 @@ def build_request(config: AppConfig, *, image: Any, prompt: Any, negative_prompt
     what is allowed; the image is only decoded once every other parameter has passed. A
     seed of -1 (or none) is replaced by a random one, so the request records the seed used.
     """
+    quality = settings.pop("quality", None)  # another name for crf, or a word of QUALITIES
+    if quality not in (None, "") and settings.get("crf") in (None, "", 0):
+        settings["crf"] = quality
     finishing = {name: settings.pop(name) for name in FINISHING_DEFAULTS if name in settings}
     config = families.config_for(config, settings.pop("model", None))  # the model the job names, checked by its limits
     card = families.served_card(config)
@@ -196,6 +201,9 @@ def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_
                            high=limits.max_interpolate_fps)
     interpolate_method = _choice("param_interpolate_method", given["interpolate_method"], INTERPOLATE_METHODS)
     upscale = _integer("param_upscale", given["upscale"], 1, max(UPSCALES))
+    crf = given["crf"]
+    crf = QUALITIES.get(crf.strip().lower(), crf) if isinstance(crf, str) else crf
+    crf = _integer("param_crf", crf, 0, 51) or limits.crf  # 0: the server's default (finishing.crf)
     formats = _formats(given["formats"])
     frames = finished_frames(num_frames, segments, loop, continued_frames)
     if interpolate_fps:
@@ -210,7 +218,7 @@ def check_finishing(config: AppConfig, values: dict[str, Any], *, fps: int, num_
     if not isinstance(continue_from, str):
         raise InvalidInput(key="err_continue_from", value=shown(continue_from))
     return dict(continue_from=continue_from, segments=segments, loop=loop, interpolate_fps=interpolate_fps,
-                formats=formats, upscale=upscale, interpolate_method=interpolate_method)
+                formats=formats, upscale=upscale, interpolate_method=interpolate_method, crf=crf)
 
 
 def finished_frames(num_frames: int, segments: int, loop: str, continued_frames: int = 0) -> int:

@@ -30,6 +30,7 @@ import inspect
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, catalogue, families
@@ -54,8 +56,8 @@ from .i18n import t
 from .job_queue import JobQueue
 from .job_store import DONE
 from .outputs import OutputFolder, VideoFiles
-from .request import summary
-from .ui import build_ui
+from .request import QUALITIES, summary
+from .ui import build_ui, conventions
 from .workers import WorkerBoard, loaded_model
 
 log = logging.getLogger(__name__)
@@ -149,8 +151,19 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         ``format=png`` for a zip of every frame as a lossless PNG (``application/zip``), when the job
         asked for them; ``part=model`` for the model's own frames before a loop, interpolation or
         upscale, ``part=segment`` for the last segment alone. The job's JSON lists every file it made,
-        with these addresses. HEAD gives the headers only."""
+        with these addresses; ``format=zip`` for one zip of them all (as ``files.zip``). HEAD gives the
+        headers only."""
+        if str(format).lower() == "zip":
+            return _zip_file(queue, job_id, config)
         return _video_file(queue, job_id, format, part, config)
+
+    @app.api_route("/api/jobs/{job_id}/files.zip", methods=["GET", "HEAD"], tags=["jobs"],
+                   dependencies=[Depends(require_login)], response_class=FileResponse)
+    def get_zip(job_id: str):
+        """One zip of everything a done job made: the video, every other file it asked for (GIF, WebM, PNG
+        frames, the model's own frames, the last segment), its input picture and its record. Also
+        ``/api/jobs/<id>/video?format=zip``."""
+        return _zip_file(queue, job_id, config)
 
     @app.api_route("/api/jobs/{job_id}/metadata", methods=["GET", "HEAD"], tags=["jobs"],
                    dependencies=[Depends(require_login)], response_class=FileResponse)
@@ -189,6 +202,7 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         allowed_paths=[str(config.paths.output_dir)],
         favicon_path=str(STATIC_DIR / "logo.svg"),
         css_paths=[STATIC_DIR / "style.css"],
+        head=conventions.head(),  # progress in the tab's title, a notification when done, Ctrl+Enter
         theme=gr.themes.Soft(),
         footer_links=["gradio"],
     )
@@ -290,6 +304,10 @@ def _finishing_fields(config: AppConfig) -> list[tuple[str, str]]:
         ("formats", f"Files besides the MP4, comma-separated: any of {', '.join(FORMATS[1:])} (png: a zip of "
                     "every frame as a lossless PNG)."),
         ("upscale", "1 (default) or 2: twice the width and height (Lanczos)."),
+        ("crf", f"The MP4's quality: H.264's constant rate factor, 1 (best, largest) to 51; 0 or empty: the "
+                f"server's default ({f.crf}). 18 looks lossless, 23 is smaller; each +6 about halves the file."),
+        ("quality", "Another name for crf: a number, or one of " + ", ".join(f"{word} ({crf})" for word, crf in
+                                                                         QUALITIES.items()) + "."),
     ]
 
 
@@ -300,7 +318,8 @@ async def _in_thread(function, *args, **kwargs):
 
 
 def _job_body(queue: JobQueue, job) -> dict:
-    return {**summary(job.params), **job.public(), "queue_position": queue.position(job.id), "files": _files_of(job)}
+    return {**summary(job.params), **job.public(), "queue_position": queue.position(job.id), "files": _files_of(job),
+            **({"files_zip": f"/api/jobs/{job.id}/files.zip"} if job.state == DONE else {})}
 
 
 #: ``GET /api/jobs/<id>/video``'s choices: (format, part) -> (the file's kind in the record, its
@@ -330,6 +349,27 @@ def _video_file(queue: JobQueue, job_id: str, fmt: str, part: str, config: AppCo
             raise HTTPException(404, t("err_video_not_made", "en", format=fmt, part=part))
         raise HTTPException(410, _removed_message(job.id, "video", config))
     return FileResponse(path, media_type=media_type, filename=path.name)
+
+
+def _zip_file(queue: JobQueue, job_id: str, config: AppConfig) -> FileResponse:
+    """A done job's files in one zip, written to a temporary file that goes once it has been sent."""
+    job = queue.get(job_id)
+    if job.state != DONE:
+        raise HTTPException(409, f"The job is {job.state}; its files exist once it is done.")
+    video = Path(job.video_path or "")
+    handle, name = tempfile.mkstemp(prefix="i2v-", suffix=".zip")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        OutputFolder(video.parent, config.outputs).write_zip(video.name, temporary)
+    except (FileNotFoundError, InvalidInput):
+        temporary.unlink(missing_ok=True)
+        raise HTTPException(410, _removed_message(job.id, "video", config)) from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return FileResponse(temporary, media_type="application/zip", filename=f"{video.stem}.zip",
+                        background=BackgroundTask(temporary.unlink, missing_ok=True))
 
 
 def _record(job) -> dict:

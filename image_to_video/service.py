@@ -34,12 +34,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import __version__, finishing
+from . import __version__, families, finishing
 from .config import ModelSettings
+from .estimates import LearnedTimes, machine_key
 from .errors import AppError, GenerationFailed
 from .outputs import OutputFolder, VideoFiles, model_name
 from .progress import Progress, ProgressFn, ignore
 from .request import GenerationRequest, crossfade_overlap, summary
+from .translate import needs_translation
 from .video import stop_if_cancelled, write_video
 
 log = logging.getLogger(__name__)
@@ -67,11 +69,14 @@ class VideoService:
     """
 
     def __init__(self, engine, outputs: OutputFolder, model: ModelSettings, *, faults=None,
-                 gif_max_mb: float = 15.0, interpolation_device: str | None = None):
+                 gif_max_mb: float = 15.0, interpolation_device: str | None = None,
+                 learned: LearnedTimes | None = None):
         """``gif_max_mb``: a GIF is made smaller until it fits (``finishing.gif_max_mb``).
         ``interpolation_device``: where RIFE runs (None: the engine's own device, when it runs in this
-        process; "cpu" for an engine in another process, whose GPU this process must leave alone)."""
+        process; "cpu" for an engine in another process, whose GPU this process must leave alone).
+        ``learned``: where each finished job's times go, so that the page's estimates learn them."""
         self.engine = engine
+        self.learned = learned
         self.interpolation_device = interpolation_device
         self.outputs = outputs
         self.model = model
@@ -90,7 +95,19 @@ class VideoService:
         with self._gpu:
             result = self._run(request, progress or ignore, cancel or threading.Event())
         self.outputs.apply_retention(keep=self.outputs.files(result.video_path.name))
+        self._learn(request, result.metadata)
         return result
+
+    def _learn(self, request: GenerationRequest, record: dict[str, Any]) -> None:
+        """The job's measured times into this machine's table (``estimates.LearnedTimes``)."""
+        if self.learned is None:
+            return
+        try:
+            key = machine_key(request.model, demo=bool(self.engine.status.is_demo),
+                              gpu_name=getattr(self.engine, "gpu_name", None))
+            self.learned.learn(key, record)
+        except Exception:  # noqa: BLE001 - the video is made; a table it could not update is no failure
+            log.warning("Could not learn this job's times", exc_info=True)
 
     def _run(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event) -> VideoResult:
         started = time.perf_counter()
@@ -102,14 +119,14 @@ class VideoService:
             with steps.step("joining"):
                 model_frames = finishing.join_segments(([continued] if continued is not None else []) + segments)
         final = self._finish(request, model_frames, steps)
-        files = self.outputs.new_video()
+        files = self.outputs.new_video(seed=request.seed, prompt=request.prompt_en or request.prompt)
         record = self._record(request, files)
         made: list[dict[str, Any]] = []
         not_made: list[dict[str, Any]] = []
         try:
             self._write_companions(request, files, model_frames, segments[-1], final, steps, made, not_made)
             steps.report("encoding", 0)
-            encode_started = time.perf_counter()
+            encode_started = steps.begin("encoding")
 
             def commit(info) -> None:
                 """The picture and the record, each atomically, while the checked video waits to be renamed."""
@@ -136,14 +153,16 @@ class VideoService:
                     self.faults.trip("commit")
 
             write_video(final, files.video, request.output_fps, comment=json.dumps(record, default=str),
-                        before_commit=commit, cancel=cancel)
+                        before_commit=commit, cancel=cancel, crf=_crf(request), progress=steps.counter("encoding"))
         except BaseException:
             self.outputs.remove_companions(files)  # no video: no record, picture or derived file of one either
             raise
         steps.report("encoding", 1)
         log.info("Wrote %s in %.1f s (seed %d)", files.video.name, timings["total_s"], request.seed)
-        return VideoResult(files.video, files.record, files.input_image, request.seed, record,
-                           _not_made_note(not_made))
+        note = _not_made_note(not_made)
+        if note is None and record.get("untranslated"):  # the job's message says so too
+            note = AppError(key="msg_untranslated", fields=", ".join(record["untranslated"]))
+        return VideoResult(files.video, files.record, files.input_image, request.seed, record, note)
 
     def _segments(self, request: GenerationRequest, report: ProgressFn, cancel: threading.Event):
         """The model's frames, segment by segment: each later one starts from the last frame of the one
@@ -214,15 +233,17 @@ class VideoService:
         cancel = steps.cancel
         if final is not model_frames:
             path = files.companion("model_video")
-            made.append(_file_entry("model", "mp4", path, write_video(model_frames, path, request.fps, cancel=cancel)))
+            made.append(_file_entry("model", "mp4", path, write_video(model_frames, path, request.fps, cancel=cancel,
+                                                                      crf=_crf(request))))
         if len(model_frames) != len(last_segment):
             path = files.companion("segment_video")
             made.append(_file_entry("segment", "mp4", path, write_video(last_segment, path, request.fps,
-                                                                        cancel=cancel)))
+                                                                        cancel=cancel, crf=_crf(request))))
         if "gif" in request.format_list:
             path = files.companion("gif")
             with steps.step("gif"), _kept_going(not_made, "gif", path):
-                gif = finishing.write_gif(final, request.output_fps, path, max_mb=self.gif_max_mb, cancel=cancel)
+                gif = finishing.write_gif(final, request.output_fps, path, max_mb=self.gif_max_mb, cancel=cancel,
+                                          progress=steps.counter("gif"))
                 made.append({**_file_entry("gif", "gif", path, gif), "capped": gif.capped,
                              "max_mb": self.gif_max_mb, "original_width": gif.original_width,
                              "original_fps": gif.original_fps})
@@ -230,12 +251,14 @@ class VideoService:
             path = files.companion("webm")
             with steps.step("webm"), _kept_going(not_made, "webm", path):
                 made.append(_file_entry("webm", "webm", path, finishing.write_webm(final, request.output_fps, path,
-                                                                                    cancel=cancel)))
+                                                                                    cancel=cancel,
+                                                                                    progress=steps.counter("webm"))))
         if "png" in request.format_list:
             path = files.companion("png_frames")
             with steps.step("png"), _kept_going(not_made, "png", path):
                 made.append(_file_entry("png", "png", path, finishing.write_png_frames(final, request.output_fps, path,
-                                                                                      cancel=cancel)))
+                                                                                      cancel=cancel,
+                                                                                      progress=steps.counter("png"))))
 
     def _record(self, request: GenerationRequest, files: VideoFiles) -> dict[str, Any]:
         status = self.engine.status
@@ -257,7 +280,19 @@ class VideoService:
             },
             "versions": {"python": platform.python_version(), **_package_versions()},
             "deterministic": determinism(self.model, getattr(self.engine, "device", None)),
+            **({"untranslated": untranslated(request)} if untranslated(request) else {}),
         }
+
+
+def untranslated(request: GenerationRequest) -> list[str]:
+    """The prompts (``prompt``, ``negative_prompt``) that are not English and went to a model that reads
+    English only as written: no translator could translate them (``job_queue`` left ``*_en`` empty)."""
+    card = families.CARDS.get(request.model)
+    if card is not None and "zh" in card.prompt_languages:
+        return []
+    return [name for name in ("prompt", "negative_prompt")
+            if getattr(request, name) and needs_translation(getattr(request, name))
+            and not getattr(request, f"{name}_en", "")]
 
 
 def determinism(model: ModelSettings, device) -> dict[str, Any]:
@@ -300,18 +335,28 @@ class Steps:
         #: What the steps tell the video's record beyond their times (``interpolation``: what made the frames).
         self.notes: dict[str, Any] = {}
         self._started: dict[str, float] = {}
+        self._totals: dict[str, int] = {}  # the work a counted step reports (its frames)
 
     def report(self, stage: str, done: int) -> None:
-        self.report_fn(Progress(stage, done, 1, self.timings.get(f"{stage}_s", 0.0), 0.0 if done else None))
+        """``stage`` starts (``done`` 0) or ends (1): as 0 of its work, or all of it (its frames, when counted)."""
+        total = self._totals.get(stage, 1)
+        self.report_fn(Progress(stage, total if done else 0, total, self.timings.get(f"{stage}_s", 0.0),
+                                0.0 if done else None))
 
     def counter(self, stage: str):
         """``progress(done, total)`` for a step that counts its work (interpolation: frame pairs): reported
         as ``stage``, ``done`` of ``total``, with the time so far and the time left at that pace."""
         def progress(done: int, total: int) -> None:
+            self._totals[stage] = max(total, 1)
             elapsed = time.perf_counter() - self._started.get(stage, time.perf_counter())
             eta = elapsed / done * (total - done) if done else None
             self.report_fn(Progress(stage, done, max(total, 1), elapsed, eta))
         return progress
+
+    def begin(self, stage: str) -> float:
+        """Note that ``stage`` starts now (for ``counter``'s time so far); the time it started."""
+        started = self._started[stage] = time.perf_counter()
+        return started
 
     @contextlib.contextmanager
     def step(self, stage: str) -> Iterator[None]:
@@ -370,6 +415,12 @@ def _not_made_note(not_made: list[dict[str, Any]]) -> AppError | None:
         return None
     return AppError(key="msg_files_not_made", files=", ".join(entry["name"] for entry in not_made),
                     reason=not_made[0]["error"])
+
+
+def _crf(request: GenerationRequest) -> int:
+    """The MP4's constant rate factor: the job's (``request.check_finishing`` put the server's default in);
+    18 for a job stored before it had one."""
+    return int(getattr(request, "crf", 0) or 18)
 
 
 def _file_entry(kind: str, fmt: str, path: Path, info) -> dict[str, Any]:

@@ -196,7 +196,8 @@ class Translator:
         except ModelUnavailable as error:
             params = {**error.params, "source": source}
             if "error" in params:
-                params["error"] = _short(params["error"])
+                params["error"] = plain_network_error(params["error"])
+            params.setdefault("folder", str(model_store.local_folder(source, self.models_dir)))
             raise ModelUnavailable(key=_REASONS[error.key], **params) from error
         return folder
 
@@ -251,6 +252,29 @@ def _resolve(source: str) -> str:
     if not path.is_absolute() and (PROJECT_DIR / path).is_dir():
         return str((PROJECT_DIR / path).resolve())
     return str(path) if path.is_absolute() or path.is_dir() else source
+
+
+#: What a download's error says, in plain words, when the network is the cause ("[Errno -2] Name or
+#: service not known" means the hub's address could not be looked up: no network or no DNS).
+_NETWORK_WORDS = (
+    (("Errno -2", "Errno -3", "Errno -5", "Name or service not known", "Temporary failure in name resolution",
+      "nodename nor servname", "getaddrinfo failed", "No address associated"),
+     "no network: this server could not look up the hub's address"),
+    (("Connection refused", "Errno 111"), "no network: the connection was refused"),
+    (("Network is unreachable", "Errno 101", "No route to host"), "no network: the hub cannot be reached"),
+    (("timed out", "Timeout", "ReadTimeout", "ConnectTimeout"),
+     "no network: the hub did not answer in time (timed out)"),
+)
+
+
+def plain_network_error(error: str) -> str:
+    """A download's error for a status message: in plain words when the network is the cause, never a
+    raw ``[Errno -2]``; else its first line, cut short."""
+    text = str(error)
+    for needles, words in _NETWORK_WORDS:
+        if any(needle.lower() in text.lower() for needle in needles):
+            return words
+    return _short(text)
 
 
 def _short(error: str) -> str:

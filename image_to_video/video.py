@@ -52,7 +52,8 @@ class VideoInfo:
 
 def write_video(frames: np.ndarray, path: Path, fps: int, *, comment: str = "",
                 before_commit: Callable[[VideoInfo], None] | None = None,
-                cancel: threading.Event | None = None) -> VideoInfo:
+                cancel: threading.Event | None = None, crf: int = 18,
+                progress: Callable[[int, int], None] | None = None) -> VideoInfo:
     """Encode ``frames`` (uint8, shape frames x height x width x 3) to the MP4 ``path``.
 
     The file appears under ``path`` only once it has been decoded completely and
@@ -65,7 +66,7 @@ def write_video(frames: np.ndarray, path: Path, fps: int, *, comment: str = "",
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}.tmp.mp4")
     try:
-        _encode(frames, tmp, fps, comment, cancel)
+        _encode(frames, tmp, fps, comment, cancel, crf=crf, progress=progress)
         info = probe_video(tmp, cancel=cancel)
         expected = (len(frames), frames.shape[2], frames.shape[1])
         if (info.frames, info.width, info.height) != expected:
@@ -88,15 +89,17 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
-def _encode(frames: np.ndarray, path: Path, fps: int, comment: str, cancel: threading.Event | None) -> None:
-    """H.264 (CRF 18, preset medium) of the raw frames piped to ffmpeg, at exactly their size."""
+def _encode(frames: np.ndarray, path: Path, fps: int, comment: str, cancel: threading.Event | None, *,
+            crf: int = 18, progress: Callable[[int, int], None] | None = None) -> None:
+    """H.264 (CRF ``crf``, 18 by default: visually lossless; preset medium) of the raw frames piped to
+    ffmpeg, at exactly their size; ``progress(done, total)``: the frames handed to the encoder so far."""
     height, width = frames.shape[1:3]
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", "-an",
-               "-c:v", VIDEO_CODEC, "-pix_fmt", PIXEL_FORMAT, "-crf", "18", "-preset", "medium",
+               "-c:v", VIDEO_CODEC, "-pix_fmt", PIXEL_FORMAT, "-crf", str(int(crf)), "-preset", "medium",
                "-movflags", "+faststart", "-metadata", f"comment={comment}", str(path)]
     try:
-        returncode, _, stderr = run_ffmpeg(command, frames, cancel)
+        returncode, _, stderr = run_ffmpeg(command, frames, cancel, progress)
     except OSError as error:
         raise GenerationFailed(f"The video encoder failed: {error}") from error
     if returncode != 0:
@@ -116,27 +119,55 @@ def ffmpeg_words(stderr: bytes, limit: int = 300) -> str:
     return said if len(said) <= limit else said[:limit - 1] + "…"
 
 
-def run_ffmpeg(command: list[str], frames: np.ndarray, cancel: threading.Event | None) -> tuple[int, bytes, bytes]:
+def run_ffmpeg(command: list[str], frames: np.ndarray, cancel: threading.Event | None,
+               progress: Callable[[int, int], None] | None = None) -> tuple[int, bytes, bytes]:
     """Run ``command`` with ``frames`` (uint8) on its standard input: (exit status, its standard output,
-    its error output). While ffmpeg works (its pipes served by a thread of its own) the caller looks at
+    its error output). While ffmpeg works (its pipes served by threads of their own) the caller looks at
     ``cancel`` every ``CANCEL_POLL_S``: once set, ffmpeg is killed and ``Cancelled`` raised. ffmpeg never
-    outlives this call. ``OSError`` when ffmpeg cannot be started."""
+    outlives this call. ``OSError`` when ffmpeg cannot be started. ``progress(done, total)``: the frames
+    handed to ffmpeg so far, reported as they go (from the caller's thread)."""
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sending = memoryview(np.ascontiguousarray(frames)).cast("B")  # the frames' own bytes, not a copy
+    frames = np.ascontiguousarray(frames)
     answer: dict[str, Any] = {}
+    sent = [0]
+
+    def read(stream, name: str) -> None:
+        answer[name] = stream.read()
 
     def talk() -> None:
+        readers = [threading.Thread(target=read, args=(stream, name), daemon=True)
+                   for stream, name in ((process.stdout, "stdout"), (process.stderr, "stderr"))]
         try:
-            answer["output"] = process.communicate(sending)
+            for reader in readers:
+                reader.start()
+            try:
+                for frame in frames:  # one frame at a time (the frames' own bytes, not a copy), counted
+                    process.stdin.write(memoryview(frame).cast("B"))
+                    sent[0] += 1
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # ffmpeg stopped reading: its exit status and words say why
+            finally:
+                with contextlib.suppress(OSError, ValueError):
+                    process.stdin.close()
+            for reader in readers:
+                reader.join()
+            process.wait()
+            answer["output"] = (answer.get("stdout", b""), answer.get("stderr", b""))
         except BaseException as error:  # noqa: BLE001 - handed to the caller below
             answer["error"] = error
 
     talker = threading.Thread(target=talk, name="ffmpeg-pipes", daemon=True)
     talker.start()
+    told = -1
     try:
         while talker.is_alive():
             talker.join(CANCEL_POLL_S)
             stop_if_cancelled(cancel)
+            if progress is not None and sent[0] != told:
+                told = sent[0]
+                progress(told, len(frames))
+        if progress is not None and sent[0] != told:  # the last frames, handed on since the last look
+            progress(sent[0], len(frames))
     finally:
         if process.poll() is None:  # cancelled (or interrupted): stop ffmpeg now, not when it is done
             process.kill()

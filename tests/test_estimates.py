@@ -228,3 +228,37 @@ def test_fused_qkv_projections_count_their_extra_unet_weights(real_unet_and_vae_
     extra = memory_needs_gb(512, 16, fused_qkv=True)["gpu"] - memory_needs_gb(512, 16)["gpu"]
     assert extra == pytest.approx(report["unet_fused_qkv_share"] * report["weights_gb"]["unet"])
     assert extra == pytest.approx(0.28e9 / 2**30, rel=0.1)
+
+
+def test_on_a_cpu_the_estimate_speaks_of_time_only_and_counts_the_finishing_steps(tmp_path):
+    # Issue 24 (4): no "GPU memory" on a CPU; the finishing steps scale with the output's frames x pixels.
+    from image_to_video.estimates import plan_of
+
+    for lang in ("en", "zh-CN"):
+        text = estimate_text(GenerationSettings(), lang, "512p", 16, 50, gpu_gb=None, gpu_name=None, demo=True)
+        assert "GPU memory" not in text and "显存" not in text and ("CPU" in text)
+    plain = plan_of(512, 512, 16, 50)
+    heavy = plan_of(512, 512, 16, 50, formats="gif,webm", upscale=2, loop="boomerang")
+    assert heavy.output_frames == 30 and heavy.output_pixels == 1024 * 1024
+    cheap = estimate(512, 16, 50, gpu_gb=None, demo=True, plan=plain).seconds
+    dear = estimate(512, 16, 50, gpu_gb=None, demo=True, plan=heavy).seconds
+    # GIF 3 s, WebM 1 s, upscale 0.5 s, loop 0.1 s, encoding 0.5 s at 512p/16: x 4 pixels x 30/16 frames
+    assert dear - cheap == pytest.approx((3 + 1 + 0.5 + 0.1 + 0.5) * 4 * 30 / 16 - 0.5, rel=0.01)
+
+
+def test_learned_times_replace_the_figures_and_scale_with_pixels_and_frames(tmp_path):
+    from image_to_video.estimates import LearnedTimes, plan_of
+
+    learned = LearnedTimes(tmp_path / "learned.json")
+    record = {"parameters": {"width": 256, "height": 256, "num_frames": 16, "num_inference_steps": 10,
+                             "formats": "gif"},
+              "video_info": {"frames": 16, "width": 256, "height": 256},
+              "timings_s": {"denoise": 10.0, "decode": 2.0, "gif": 4.0, "encode": 1.0, "total": 18.0}}
+    learned.learn("k", record)
+    same = plan_of(256, 256, 16, 10, formats="gif")
+    assert learned.seconds("k", same) == pytest.approx(18.0)
+    assert learned.seconds("other", same) is None
+    double = plan_of(256, 256, 32, 20, formats="gif")  # twice the frames and steps: 4x denoise, 2x the rest
+    assert learned.seconds("k", double) == pytest.approx(40 + 4 + 8 + 2 + 1)
+    assert "GPU memory" not in estimate_text(GenerationSettings(), "en", "256p", 16, 10, gpu_gb=None, gpu_name=None,
+                                      demo=True, plan=same, learned=learned, key="k")

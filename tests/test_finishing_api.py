@@ -94,7 +94,7 @@ def test_interpolating_8_frames_at_8_fps_to_24_gives_one_second_at_24_fps(app, t
 
 
 def test_gif_and_webm_are_made_beside_the_mp4_and_decode(app, tmp_path):
-    job = done(app, formats="gif,webm", loop="crossfade")
+    job = done(app, formats="gif,webm", loop="crossfade", quality="low", prompt="A boat, at sea!")
     mp4 = probe_video(download(app, tmp_path, job["id"]))
     assert mp4.frames == 6  # crossfade: 8 frames, the last 2 blended into the first 2
     gif = decode_frames(download(app, tmp_path, job["id"], "?format=gif", ".gif"))
@@ -103,6 +103,17 @@ def test_gif_and_webm_are_made_beside_the_mp4_and_decode(app, tmp_path):
     assert len(gif) == 6 and gif.shape[1:3] == (mp4.height, mp4.width) == (job["height"], job["width"])
     assert (webm.frames, webm.codec, webm.width) == (6, "vp9", mp4.width)
     assert {entry["kind"] for entry in job["files"]} >= {"video", "gif", "webm", "model", "record"}
+    # Issue 24 (10): the quality asked for is recorded, the name carries the seed and the prompt's start, and
+    # one zip holds everything the job made.
+    video_name = next(entry["name"] for entry in job["files"] if entry["kind"] == "video")
+    assert video_name.endswith(f"-s{job['seed']}-a-boat-at-sea.mp4")
+    status, body = call(app, "GET", job["files_zip"])
+    assert status == 200, body
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert set(archive.namelist()) == ({entry["name"] for entry in job["files"]}
+                                           | {video_name.replace(".mp4", "_input.png")})
+        assert json.loads(archive.read(video_name.replace(".mp4", ".json")))["parameters"]["crf"] == 28
+    assert call(app, "GET", f"/api/jobs/{job['id']}/video?format=zip")[0] == 200
 
 
 def test_png_frames_come_as_a_zip_of_every_frame_of_the_video(app, tmp_path):
@@ -175,7 +186,7 @@ def test_asking_for_a_file_the_job_did_not_make_says_how_to_get_it(app):
     assert status == 404 and "formats=gif" in body["error"]
     status, body = call(app, "GET", f"/api/jobs/{job['id']}/video?format=png")
     assert status == 404 and "formats=gif,webm,png" in body["error"]
-    for unknown in ("avi", "zip", "png&part=model"):
+    for unknown in ("avi", "mov", "png&part=model"):  # (format=zip: every file in one zip, issue 24)
         status, body = call(app, "GET", f"/api/jobs/{job['id']}/video?format={unknown}")
         assert status == 400 and "format=mp4" in body["error"] and "webm or png" in body["error"], body
     assert [entry["kind"] for entry in job["files"]] == ["video", "record"]

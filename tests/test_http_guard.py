@@ -266,7 +266,7 @@ def test_the_run_route_runs_only_the_named_event(server, cookie):
     answer = post("queue/join", {"data": [], "fn_index": 999, "session_hash": "abc"})
     assert answer.status_code == 400 and "999" in answer.json()["error"]
     answer = post("run/predict", {"data": [], "fn_index": delete, "session_hash": "abc"})
-    assert answer.status_code == 400 and "2" in answer.json()["error"]  # needs 2 inputs, got 0
+    assert answer.status_code == 400 and "3" in answer.json()["error"]  # needs 3 inputs, got 0
     # The page's own way to call its helpers, and the API's public name, still work.
     answer = post("run/predict", {"data": ["nobody", "en"], "fn_index": events["cancel"]["id"],
                                   "session_hash": "abc"})

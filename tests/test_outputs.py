@@ -181,3 +181,46 @@ def test_a_record_names_the_model_by_its_hub_id_or_its_folder_s_last_part(tmp_pa
     assert model_name("models/i2vgen-xl/") == "i2vgen-xl"  # a folder, though it reads like a hub id
     assert model_name("./models/i2vgen-xl") == "i2vgen-xl"
     assert model_name("~/weights/my-model") == "my-model"
+
+
+def test_names_carry_the_seed_and_a_safe_start_of_the_prompt_and_every_file_is_still_found(tmp_path):
+    # Issue 24 (10): file names with the seed and the prompt's start; finding, companions and delete still work.
+    from image_to_video.outputs import prompt_slug
+
+    assert prompt_slug("A cat runs, on the GRASS! ../../etc/passwd") == "a-cat-runs-on-the-grass-etc-passwd"
+    assert prompt_slug("Café Über 猫 naïve") == "cafe-uber-naive" and prompt_slug("一只猫") == ""
+    assert len(prompt_slug("word " * 50)) <= 40 and prompt_slug("x" * 90) == "x" * 40
+    folder = OutputFolder(tmp_path, OutputSettings())
+    files = folder.new_video(seed=1234, prompt="the model input_png  _model")
+    assert re.fullmatch(r"video_[0-9]{8}_[0-9]{6}_[0-9a-f]{8}-s1234-the-model-input-png-model", files.name)
+    for path in files.all():
+        path.write_bytes(b"x")
+        assert folder.files(path.name) == files  # every companion leads back to its video
+    assert folder.find(files.video.name)["video"] == files.video.name
+    assert folder.delete(files.video.name) and not files.existing()
+    chinese = folder.new_video(seed=7, prompt="一只猫")
+    assert chinese.name.endswith("-s7") and folder.files(chinese.video.name) == chinese
+    with pytest.raises(InvalidInput):
+        folder.files(files.name + "_evil")
+
+
+def test_one_zip_holds_everything_a_video_has_and_goes_with_it(tmp_path):
+    # Issue 24 (10): one zip of everything a job made, deleted with the video, never inside itself.
+    import zipfile
+
+    from image_to_video.outputs import everything_zip
+
+    folder = OutputFolder(tmp_path, OutputSettings())
+    files = folder.new_video(seed=3, prompt="a cat")
+    for kind in ("record", "input_image", "gif"):
+        files.companion(kind).write_bytes(kind.encode())
+    files.video.write_bytes(b"mp4")
+    path = everything_zip(files)
+    assert path == files.companion("everything") and everything_zip(files) == path
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == sorted(p.name for p in (files.video, files.record, files.input_image,
+                                                                     files.companion("gif")))
+        assert archive.read(files.video.name) == b"mp4"
+    assert folder.files(path.name) == files and not list(tmp_path.glob(".*.tmp.zip"))
+    assert folder.delete(files.video.name) and not path.exists()
+    assert everything_zip(files) is None  # the video is gone

@@ -90,9 +90,9 @@ def owner_token(app: AppProcess) -> str:
 def generate_data(image, owner, prompt="the waves roll in slowly", seed=3, random_seed=False, **settings):
     s = {**FAST, **settings}
     # ... then the steps after the model, as the page sends them by default (none), the aspect, no end frame,
-    # the model picked (the server's own) and how smoother motion would add frames (RIFE)
+    # the model picked (the server's own), how smoother motion would add frames (RIFE) and the MP4's quality
     return [image, prompt, "", s["resolution"], s["num_frames"], 8, s["steps"], 9.0, seed, random_seed, owner, "en",
-            "", 1, "none", 0, [], 1, "auto", None, "i2vgen-xl", "rife"]
+            "", 1, "none", 0, [], 1, "auto", None, "i2vgen-xl", "rife", 18]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,8 @@ def test_another_input_cannot_smuggle_a_server_file_either(server):
     before = cached_files(server)
     status, answer = instant_event(server, "relabel", ["en", file_data("/etc/passwd"), "i2vgen-xl"])
     assert status >= 400 and UPLOAD_AGAIN in str(answer), (status, answer)
-    status, answer = instant_event(server, "tick", [file_data(str(server.root / "data" / "jobs.sqlite3")), "en"])
+    status, answer = instant_event(server, "tick", [file_data(str(server.root / "data" / "jobs.sqlite3")), "en",
+                                                    None, None, None])
     assert status >= 400 and UPLOAD_AGAIN in str(answer), (status, answer)
     assert cached_files(server) == before
 

@@ -259,3 +259,13 @@ def test_a_bad_end_frame_is_refused_naming_the_end_frame_in_the_users_language(e
 def test_a_picture_of_a_kind_no_caller_sends_is_refused_in_words_not_a_type_error(name, value):
     with pytest.raises(InvalidInput, match="not an image we can read"):
         a14b_request(**{name: value})
+
+
+def test_the_mp4_quality_is_a_crf_or_a_word_with_the_servers_default():
+    # Issue 24 (10): an output quality setting, recorded with the job's parameters.
+    assert request().crf == CONFIG.finishing.crf == 18
+    assert request(crf=28).crf == 28 and request(crf="0").crf == 18
+    assert request(quality="low").crf == 28 and request(quality="best").parameters()["crf"] == 14
+    assert request(quality=30).crf == 30
+    with pytest.raises(InvalidInput, match="51"):
+        request(crf=60)

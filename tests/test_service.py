@@ -55,7 +55,7 @@ def test_a_job_writes_a_playable_video_its_record_and_its_input(service, photo):
         "height": 64, "num_frames": 6, "fps": 6, "num_inference_steps": 3, "guidance_scale": 9.0, "seed": 21,
         # nothing finished after the model, nothing translated
         "continue_from": "", "segments": 1, "loop": "none", "interpolate_fps": 0, "formats": "mp4", "upscale": 1,
-        "interpolate_method": "rife", "prompt_en": "", "negative_prompt_en": "",
+        "interpolate_method": "rife", "crf": 18, "prompt_en": "", "negative_prompt_en": "",
         # the picture's nearest aspect (64p is 64x64 in each), the model, no end frame
         "aspect": "4:3", "family": "i2vgen-xl", "model": "i2vgen-xl", "end_frame": False, "loras": []}
     assert record["files"] == [{"kind": "video", "format": "mp4", "name": result.video_path.name, "frames": 6,
@@ -235,3 +235,67 @@ def test_retention_never_removes_the_video_just_made(small_config, loaded_engine
                                               num_inference_steps=1))
     assert result.video_path.is_file() and result.metadata_path.is_file()
     assert not older.video.exists()
+
+
+def test_after_one_job_the_estimate_is_within_30_percent_of_the_next_jobs_time(small_config, loaded_engine,
+                                                                                 photo, tmp_path):
+    # Issue 24 (4): the estimate learns the seconds per step measured on this machine (no fixed figure).
+    from image_to_video.estimates import LearnedTimes, estimate, machine_key, plan_of
+
+    config = small_config()
+    outputs = OutputFolder(config.paths.output_dir, config.outputs)
+    settings = dict(num_frames=8, fps=8, num_inference_steps=12, formats="gif", seed=3)
+    request = build_request(config, image=photo, prompt="a boat", **settings)
+    key = machine_key(request.model, demo=loaded_engine.status.is_demo, gpu_name=loaded_engine.gpu_name)
+    plan = plan_of(request.width, request.height, 8, 12, fps=8, formats="gif")
+    # A process's first call at new shapes warms kernels up (the server does so at start): not a job's time.
+    VideoService(loaded_engine, outputs, config.model).make_video(request)
+
+    def one_try(number: int) -> tuple[float, float]:
+        """A fresh table, one job learned, then the estimate and the time the following job takes."""
+        learned = LearnedTimes(tmp_path / f"learned-{number}.json")
+        service = VideoService(loaded_engine, outputs, config.model, learned=learned)
+        service.make_video(build_request(config, image=photo, prompt="a boat", **settings))
+        guess = estimate(64, 8, 12, gpu_gb=None, demo=True, plan=plan, learned=learned, key=key)
+        assert learned.jobs(key) == 1 and guess.learned_jobs == 1
+        started = time.perf_counter()
+        service.make_video(build_request(config, image=photo, prompt="a boat", **settings))
+        return guess.seconds, time.perf_counter() - started
+
+    # A shared 2-core machine (the other test process) can slow one job of a pair: a few tries, each after
+    # exactly one job; one within 30% shows the estimate follows this machine, where the fixed figure is off.
+    tries = []
+    for number in range(3):
+        tries.append(one_try(number))
+        if abs(tries[-1][0] - tries[-1][1]) <= 0.3 * tries[-1][1]:
+            break
+    else:
+        pytest.fail(f"(estimate, took) of each try: {tries}")
+    fixed = estimate(64, 8, 12, gpu_gb=None, demo=True, plan=plan).seconds
+    assert abs(fixed - tries[-1][1]) > 0.3 * tries[-1][1], "the fixed figure was already right: nothing learned"
+
+
+def test_the_finishing_steps_report_the_frames_they_have_done(service, photo):
+    # Issue 24 (4): no "0/1 · 0%" for minutes: encoding, GIF and WebM count frames through the writer.
+    seen = []
+    result = service.generate(photo, "a boat", num_frames=6, fps=6, formats="gif,webm", crf=30,
+                              progress=seen.append)
+    for stage in ("encoding", "gif", "webm"):
+        counts = [(p.done, p.total) for p in seen if p.stage == stage]
+        assert (6, 6) in counts, (stage, counts)
+    assert result.metadata["parameters"]["crf"] == 30
+
+
+def test_a_chinese_prompt_without_a_translator_is_recorded_and_said_untranslated(service, photo):
+    # Issue 24 (8): the result and the record say the prompt went to the model untranslated.
+    from image_to_video.ui.views import result_text
+
+    result = service.generate(photo, "一只猫在草地上奔跑", num_frames=6, fps=6)
+    assert result.metadata["untranslated"] == ["prompt"]
+    assert result.note is not None and result.note.key == "msg_untranslated"
+    record = json.loads(result.metadata_path.read_text())
+    assert record["untranslated"] == ["prompt"]
+    shown = {"record_path": str(result.metadata_path), **record}
+    assert "untranslated" in result_text(shown, "en") and "未经翻译" in result_text(shown, "zh-CN")
+    english = service.generate(photo, "a cat runs", num_frames=6, fps=6)
+    assert "untranslated" not in english.metadata and english.note is None

@@ -346,3 +346,17 @@ def test_the_shipped_settings_and_the_environment():
 def test_bad_settings_are_refused_naming_the_key(key, value, allowed):
     with pytest.raises(ConfigError, match=f"{key}.*Allowed: {allowed}"):
         load_config(env={}, overrides={key: value})
+
+
+def test_a_download_without_network_is_said_in_plain_words_with_what_to_do():
+    # Issue 24 (8): never a raw "[Errno -2]"; what to do in both languages.
+    from image_to_video.i18n import t
+    from image_to_video.translate import plain_network_error
+
+    words = plain_network_error("HTTPSConnectionPool(host='huggingface.co'): [Errno -2] Name or service not known")
+    assert "Errno" not in words and "no network" in words
+    assert plain_network_error("disk quota exceeded") == "disk quota exceeded"
+    en = t("translator_download_failed", "en", repo=REPO, error=words, folder="models/opus-mt-zh-en")
+    zh = t("translator_download_failed", "zh-CN", repo=REPO, error=words, folder="models/opus-mt-zh-en")
+    assert "write the prompt in English" in en and "untranslated" in en and "models/opus-mt-zh-en" in en
+    assert "英文" in zh and "未经翻译" in zh and "HF_ENDPOINT" in zh

@@ -62,7 +62,7 @@ def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(s
     # keeps this test to seconds: the demo default's full time is in bench/demo_speed.py).
     job = generate(server["client"], example_image(), resolution=shown["Resolution"], num_frames=shown["Frames"],
                    fps=shown["FPS"], steps=10, guidance=shown["Guidance scale"])
-    video, info, files, jobs, history, preview = job.result(timeout=600)
+    video, info, files, jobs, preview = job.result(timeout=600)
     decoded = probe_video(Path(video))
     assert (decoded.width, decoded.height, decoded.frames, decoded.fps) == (512, 512, 16, 8.0)
     assert (decoded.codec, decoded.pixel_format) == ("h264", "yuv420p")
@@ -75,8 +75,6 @@ def test_default_settings_give_a_512p_16_frame_8_fps_h264_video_and_its_record(s
     assert record["model"]["demo"] is True
     assert str(record["parameters"]["seed"]) in info
     assert Path(files[1]).name == saved[0].with_suffix(".json").name
-    rows = history["value"]["data"] if "value" in history else history["data"]
-    assert rows[0][1] == "the waves roll in slowly" and rows[0][-1] == saved[0].name
     assert jobs["data"][0][1] == "the waves roll in slowly" and jobs["data"][0][5] == "done"
 
 
@@ -103,7 +101,7 @@ def test_cancel_stops_a_running_job(server):
     while "Denoising" not in str(job.status().progress_data) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "Cancelled" in client.predict(owner, "en", api_name="/cancel")
-    video, info, files, jobs, history, preview = job.result(timeout=120)
+    video, info, files, jobs, preview = job.result(timeout=120)
     assert video is None and "Cancelled" in info
     assert jobs["data"][0][5] == "cancelled"
     assert set(server["outputs"].glob("*.mp4")) == before

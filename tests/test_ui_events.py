@@ -86,9 +86,9 @@ def test_the_api_keeps_its_inputs_and_outputs_in_order(app):
     # then the page id and language, then the steps after the model, in the API's order
     assert [getattr(c, "elem_id", None) for c in generate.inputs[12:]] == [
         "continue-from", "segments", "loop", "interpolate", "formats", "upscale", "aspect", "end-frame",
-        "model-picker", "interpolate-method"]
+        "model-picker", "interpolate-method", "crf"]
     assert [type(c).__name__ for c in generate.outputs] == ["Video", "Markdown", "File", "State", "Button",
-                                                            "Dataframe", "Dataframe", "Image", "Button", "State"]
+                                                            "Dataframe", "Image", "Button", "State", "State"]
     assert generate.trigger_mode == "once"
     assert any(fn.api_name == "cancel" for fn in demo.fns.values())
 
@@ -121,19 +121,25 @@ def test_generate_waits_in_the_queue_then_cancel_says_cancelled(app, photo):
     fn, outputs = handler(page.demo, "Generation.generate")
     updates = fn(photo, "waves", "", "512p", 8, 8, 30, 9.0, 1, False, page.token, "en",
                  progress=lambda *args, desc=None: seen.append(desc))
-    first = {}
-    follow = threading.Thread(target=lambda: first.update(next(updates)))
+    yielded = []
+    follow = threading.Thread(target=lambda: yielded.extend(updates))
     follow.start()
     while not seen and follow.is_alive():
         follow.join(0.05)
     (job,) = page.queue.list(owner=page.owner)
     assert seen[0] == "Waiting in the queue: number 1"
-    assert by_id(call(page.demo, "Generation.cancel", page.token, "en"), "result-info").startswith("**Cancelled.**")
+    # At once: the old result gone, the video area following the new job.
+    started = yielded[0]
+    assert by_id(started, "result-video") is None and job.id in by_id(started, "result-info")
+    assert {"job": job.id, "final": False, "own": True} in started.values()
+    assert by_id(call(page.demo, "Generation.cancel", page.token, "en"), "result-info").startswith(
+        "**Cancelled 1 job(s).**")
     follow.join(10)
     assert page.queue.get(job.id).state == CANCELLED
-    assert all(any(c is out for out in outputs) for c in first)
-    assert by_id(first, "result-info").startswith("**Cancelled.**") and by_id(first, "result-video") is None
-    assert by_id(first, "your-jobs")["data"][0][5] == "cancelled"
+    last = yielded[-1]
+    assert all(any(c is out for out in outputs) for update in yielded for c in update)
+    assert by_id(last, "result-info").startswith("**Cancelled.**") and by_id(last, "result-video") is None
+    assert by_id(last, "your-jobs")["data"][0][5] == "cancelled"
 
 
 def test_a_refused_job_is_a_message_in_the_users_language(app, photo):
@@ -177,10 +183,12 @@ def test_a_cancelled_job_can_be_retried_as_a_new_job(app, photo):
 def test_a_past_video_opens_fills_the_form_and_is_deleted(app):
     page = app()
     name = save_video(page.folder)
-    opened = call(page.demo, "HistoryActions.open", "en", types.SimpleNamespace(row_value=["...", name]))
+    opened = call(page.demo, "HistoryActions.open", [name], "en", types.SimpleNamespace(index=0))
     info = by_id(opened, "result-info")
     assert "8 frames at 8 fps" in info and "seed **77**" in info
-    assert [Path(f).name for f in of_type(opened, "File")[0]] == [name, name.replace(".mp4", ".json")]
+    # the video, its record, and (issue 24) one zip of everything it has
+    assert [Path(f).name for f in of_type(opened, "File")[0]] == [name, name.replace(".mp4", ".json"),
+                                                                   name.replace(".mp4", "_all.zip")]
     assert of_type(opened, "Row")[0].visible is True  # the actions for this video
 
     form = call(page.demo, "HistoryActions.reuse_settings", name, "en")
@@ -192,11 +200,15 @@ def test_a_past_video_opens_fills_the_form_and_is_deleted(app):
     same_seed = call(page.demo, "HistoryActions.same_seed", name, "en")
     assert by_id(same_seed, "prompt") == "" and 77 in same_seed.values()
 
-    deleted = call(page.demo, "HistoryActions.delete", name, "en")
+    asked = call(page.demo, "HistoryActions.ask_delete", name, "en")  # Delete asks first
+    assert f"Delete `{name}` and all its files for good?" in by_id(asked, "gallery-message")
+    assert (page.folder / name).exists()
+    deleted = call(page.demo, "HistoryActions.delete", name, "en", name)
     assert f"Deleted `{name}`." in deleted.values()
-    assert not (page.folder / name).exists() and by_id(deleted, "all-videos")["data"] == []
+    assert not (page.folder / name).exists() and by_id(deleted, "gallery") == []
+    assert by_id(deleted, "result-video") is None  # the player no longer plays it
     with pytest.raises(gr.Error, match="no longer in the output folder"):
-        call(page.demo, "HistoryActions.open", "en", types.SimpleNamespace(row_value=["...", name]))
+        call(page.demo, "HistoryActions.open", [name], "en", types.SimpleNamespace(index=0))
 
 
 def test_the_language_switch_relabels_the_page_and_the_shown_video(app):
@@ -315,13 +327,13 @@ def test_a_video_without_its_record_is_listed_and_can_be_deleted_from_the_page(a
     name = save_video(page.folder)
     (page.folder / name.replace(".mp4", ".json")).unlink()
     table = call(page.demo, "Live.both_tables", page.token, "en")
-    assert by_id(table, "all-videos")["data"][0][1] == "(record missing)"
-    opened = call(page.demo, "HistoryActions.open", "en", types.SimpleNamespace(row_value=["...", name]))
+    assert by_id(table, "gallery")[0][1] == "(record missing)"
+    opened = call(page.demo, "HistoryActions.open", [name], "en", types.SimpleNamespace(index=0))
     assert "record of this video is missing" in by_id(opened, "result-info")
     with pytest.raises(gr.Error, match="record of this video is missing"):
         call(page.demo, "HistoryActions.reuse_settings", name, "en")
-    deleted = call(page.demo, "HistoryActions.delete", name, "en")
-    assert not (page.folder / name).exists() and by_id(deleted, "all-videos")["data"] == []
+    deleted = call(page.demo, "HistoryActions.delete", name, "en", None)
+    assert not (page.folder / name).exists() and by_id(deleted, "gallery") == []
 
 
 def test_the_prompt_note_refuses_a_prompt_past_the_servers_limit_before_any_work(app, monkeypatch):
@@ -406,3 +418,109 @@ def test_the_crop_note_says_nothing_for_settings_it_cannot_use(app, uploads):
     for resolution in ([], {}, None, 512, "9" * 100_000):
         assert crop_note(page, picture, resolution=resolution) == "", resolution
     assert "**704x384**" in crop_note(page, picture, lang=["zh-CN"])  # any language value: English
+
+
+def test_the_tick_follows_this_pages_latest_job_whatever_started_it(app, photo):
+    # A Retry, Many pictures or a page loaded while a job runs: no Generate follows the job, the tick does.
+    page = app()
+    name = save_video(page.folder)
+    first = page.queue.submit(photo, "waves", owner=page.owner, num_frames=8)
+    second = page.queue.submit(photo, "clouds", owner=page.owner, num_frames=8)
+    ticked = call(page.demo, "Live.tick", page.token, "en", None, None)
+    assert first.id in by_id(ticked, "result-info") and "queued (number 1)" in by_id(ticked, "result-info")
+    assert by_id(ticked, "result-video") is None  # the old result is gone at once
+    following = {"job": first.id, "final": False}
+    assert following in ticked.values()
+    assert by_id(ticked, "cancel-all").value == "Cancel all (2)"
+    assert [caption for _thumb, caption in by_id(ticked, "gallery")] == [
+        "512×512 · 8 frames · 8 fps · seed 77"]  # the delivered video, from its record
+    # Cancel: only the job the video area shows; the other stays queued.
+    said = by_id(call(page.demo, "Generation.cancel_shown", following, page.token, "en"), "result-info")
+    assert said.startswith(f"**Cancelled** job `{first.id}`") and said.endswith(": 1.")
+    assert page.queue.get(second.id).state == "queued"
+    ticked = call(page.demo, "Live.tick", page.token, "en", following, [name])
+    assert second.id in by_id(ticked, "result-info") and {"job": second.id, "final": False} in ticked.values()
+    assert not any(type(c).__name__ == "Gallery" for c in ticked)  # unchanged: not sent again
+    # A video made meanwhile (here: its job marked done) replaces the progress with the video.
+    page.queue.cancel(second.id, owner=page.owner)
+    ticked = call(page.demo, "Live.tick", page.token, "en", {"job": second.id, "final": False}, [name])
+    assert by_id(ticked, "result-info").startswith("**cancelled**")
+    assert {"job": second.id, "final": True} in ticked.values()
+    quiet = call(page.demo, "Live.tick", page.token, "en", {"job": second.id, "final": True}, [name])
+    assert not any(c.elem_id == "result-info" for c in quiet)  # nothing new: the video area stays as it is
+
+
+def test_cancel_this_job_in_your_jobs_leaves_the_others_queued(app, photo):
+    page = app()
+    jobs = [page.queue.submit(photo, "waves", owner=page.owner, num_frames=8) for _ in range(3)]
+    done = call(page.demo, "JobActions.cancel", jobs[1].id, page.token, "en")
+    assert by_id(done, "job-message").startswith(f"**Cancelled** job `{jobs[1].id}`")
+    assert [page.queue.get(job.id).state for job in jobs] == ["queued", "cancelled", "queued"]
+    other = by_id(call(page.demo, "Live.page_owner", ""), "page-owner")  # another page cannot cancel them
+    call(page.demo, "JobActions.cancel", jobs[0].id, other, "en")
+    assert page.queue.get(jobs[0].id).state == "queued"
+    assert by_id(call(page.demo, "Generation.cancel", page.token, "en"), "result-info").startswith(
+        "**Cancelled 2 job(s).**")
+
+
+def test_the_summary_names_every_option_and_plain_video_drops_them(app):
+    page = app()
+    summary = call(page.demo, "Settings.summary", "en", 42, False, 8, "16:9", "video_x.mp4", 2, "boomerang", 16,
+                   ["gif", "webm"], 2, "i2vgen-xl", "rife")
+    text = by_id(summary, "options-summary")
+    for part in ("seed 42 (locked)", "8 fps", "shape 16:9", "continues `video_x.mp4`", "2 segments",
+                 "loop: Boomerang", "smoother motion to 16 fps", "also GIF, WebM", "upscaled 2×"):
+        assert part in text, (part, text)
+    assert by_id(summary, "plain-video").visible is True
+    smaller = call(page.demo, "Settings.summary", "en", 42, True, 8, "auto", "", 1, "none", 0, [], 1, None, "rife", 28)
+    assert "MP4 quality: Small file (CRF 28)" in by_id(smaller, "options-summary")  # not the server's default
+    plain = call(page.demo, "Settings.summary", "zh-CN", 42, True, 8, "auto", "", 1, "none", 0, [], 1)
+    assert "随机种子" in by_id(plain, "options-summary") and "无后期处理" in by_id(plain, "options-summary")
+    assert by_id(plain, "plain-video").visible is False
+    after = call(page.demo, "Settings.after_continuing", "video_x.mp4", "en")  # Generate read the form already
+    assert by_id(after, "continue-from") == "" and True in after.values()  # the seed is random again
+    reset = call(page.demo, "Settings.plain_video", "en")
+    assert by_id(reset, "continue-from") == "" and by_id(reset, "loop") == "none" and by_id(reset, "formats") == []
+    assert by_id(reset, "upscale") == 1 and by_id(reset, "interpolate") == 0 and by_id(reset, "segments") == 1
+
+
+def test_reuse_restores_every_field_of_the_record(app):
+    page = app()
+    name = save_video(page.folder)
+    record_path = page.folder / name.replace(".mp4", ".json")
+    record = json.loads(record_path.read_text())
+    record["parameters"].update(loop="boomerang", formats="mp4,gif,webm", upscale=2, interpolate_fps=16,
+                                interpolate_method="ffmpeg", segments=2, aspect="16:9")
+    record_path.write_text(json.dumps(record))
+    form = call(page.demo, "HistoryActions.reuse_settings", name, "en")
+    assert (by_id(form, "loop"), by_id(form, "formats"), by_id(form, "upscale"), by_id(form, "interpolate"),
+            by_id(form, "interpolate-method"), by_id(form, "segments"), by_id(form, "aspect")) == (
+        "boomerang", ["gif", "webm"], 2, 16, "ffmpeg", 2, "16:9")
+
+
+def test_the_player_empties_when_its_video_is_deleted_elsewhere(app):
+    page = app()
+    name = save_video(page.folder)
+    ticked = call(page.demo, "Live.tick", page.token, "en", None, [name], name)
+    assert not any(c.elem_id == "result-video" for c in ticked)
+    (page.folder / name).unlink()  # another tab, or the API, deleted it
+    ticked = call(page.demo, "Live.tick", page.token, "en", None, [name], name)
+    assert by_id(ticked, "result-video") is None and "no longer in the output folder" in by_id(ticked, "result-info")
+
+
+def test_the_estimate_learns_from_this_machines_jobs_and_counts_the_finishing_steps(app, tmp_path):
+    # Issue 24 (4): the page's "about N s" comes from the times measured here once a job ran, finishing included.
+    from image_to_video.estimates import LEARNED_FILE, LearnedTimes, machine_key
+
+    demo = app().demo
+    plain = by_id(call(demo, "Settings.estimate", "en", "512p", 16, 50), "estimate")
+    assert "GPU memory" not in plain and "learned" not in plain  # a CPU: time only; nothing measured yet
+    LearnedTimes(tmp_path / "data" / LEARNED_FILE).learn(machine_key("i2vgen-xl", demo=True, gpu_name=None), {
+        "parameters": {"width": 512, "height": 512, "num_frames": 16, "num_inference_steps": 50},
+        "video_info": {"frames": 16, "width": 512, "height": 512},
+        "timings_s": {"denoise": 500.0, "decode": 20.0, "encode": 5.0, "total": 530.0}})
+    learned = by_id(call(demo, "Settings.estimate", "en", "512p", 16, 50), "estimate")
+    assert "learned from 1 video(s) made on this machine" in learned and "**8 min 50 s**" in learned, learned
+    with_gif = by_id(call(demo, "Settings.estimate", "en", "512p", 16, 50, None, 8, "", 1, "none", 0, ["gif"], 2),
+                     "estimate")
+    assert "finishing steps for 16 frames included" in with_gif and with_gif != learned

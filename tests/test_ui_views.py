@@ -88,14 +88,13 @@ def test_a_running_job_says_its_stage_and_step_and_finished_jobs_their_state():
     assert [row[5] for row in rows] == ["Denoising 12/50", "done", "failed", "cancelled"]
 
 
-def test_the_history_table_lists_videos_newest_first_with_every_setting():
-    newest, older = record("video_20250305_000000_00000002", "newest"), record("video_20250301_000000_00000001", "old")
-    table = views.history_table([newest, older], "en")
-    assert table["headers"] == ["Created", "Prompt", "Resolution", "Frames", "FPS", "Steps", "Guidance", "Seed",
-                                "File"]
-    assert [row[1] for row in table["data"]] == ["newest", "old"]
-    assert table["data"][0] == ["2025-03-04 05:06:07", "newest", "512p", 16, 8, 50, 9.0, 1234,
-                                "video_20250305_000000_00000002.mp4"]
+def test_the_gallery_describes_the_delivered_video_not_the_request():
+    # A 512p, 16-frame request looped, interpolated and upscaled: the gallery names the video delivered.
+    made = record()
+    made["video_info"] = {"width": 1024, "height": 1024, "frames": 120, "fps": 24.0, "duration_s": 5.0}
+    assert views.gallery_caption(made, "en") == "1024×1024 · 120 frames · 24 fps · seed 1234"
+    assert views.gallery_caption(made, "zh-CN") == "1024×1024 · 120 帧 · 24 fps · 种子 1234"
+    assert views.gallery_caption({"video": "video_x.mp4", "record_missing": True}, "en") == "(record missing)"
 
 
 def test_the_result_names_16_frames_at_8_fps_the_seed_and_both_files():

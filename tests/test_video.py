@@ -103,3 +103,13 @@ def test_cancel_stops_the_encoder_at_once_and_leaves_no_file(tmp_path, monkeypat
         write_video(frames(30, 64, 64), out / "v.mp4", fps=1, cancel=cancel)
     assert time.monotonic() - began < 2.5
     assert not list(out.iterdir())  # neither the video nor its temporary file
+
+
+def test_a_higher_crf_makes_a_smaller_mp4_and_the_writer_counts_its_frames(tmp_path):
+    # Issue 24 (4, 10): the MP4's quality is a setting; encoding reports the frames it handed on.
+    clip = frames(24, 96, 128)
+    counted = []
+    write_video(clip, tmp_path / "best.mp4", fps=8, crf=10, progress=lambda done, total: counted.append((done, total)))
+    write_video(clip, tmp_path / "small.mp4", fps=8, crf=40)
+    assert (tmp_path / "small.mp4").stat().st_size < (tmp_path / "best.mp4").stat().st_size / 2
+    assert counted and counted[-1] == (24, 24) and all(total == 24 for _, total in counted)

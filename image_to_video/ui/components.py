@@ -307,6 +307,14 @@ class Inputs:
     model_note: Any = None
     #: How "smoother motion" adds its frames (``interpolate_method``: RIFE or ffmpeg), in the finishing box.
     interpolate_method: Any = None
+    #: The MP4's quality (its CRF), in the finishing box.
+    crf: Any = None
+    #: Beside Generate: one line naming every option the next video gets (``views.options_summary``), and
+    #: the button that sets them all back to a plain video.
+    summary: Any = None
+    plain: Any = None
+    #: "Cancel all (N)": every unfinished job of this page (``cancel``: only the job the video area shows).
+    cancel_all: Any = None
 
 
 @dataclass
@@ -322,6 +330,9 @@ class Outputs:
     #: "Continue this video" under the result, and the name of the video shown (for it).
     continue_video: Any = None
     shown: Any = None
+    #: The job the video area follows (a ``gr.State``, never the browser's word): ``{"job": id,
+    #: "final": whether its end is shown, "quiet": its progress is shown by Generate itself}``.
+    following: Any = None
 
 
 @dataclass
@@ -332,13 +343,15 @@ class JobsTab:
     selected: Any
     message: Any
     retry: Any
+    #: Cancel the selected job only.
+    cancel: Any = None
 
 
 @dataclass
 class HistoryTab:
-    """"All videos": every video in the output folder, and what can be done with one."""
+    """"All videos": a gallery of the finished videos, newest first, and what can be done with one."""
 
-    table: Any
+    gallery: Any
     picked: Any
     actions: Any
     reuse: Any
@@ -346,6 +359,12 @@ class HistoryTab:
     delete: Any
     message: Any
     continue_video: Any = None
+    #: The names the gallery shows, in its order (a ``gr.State``: a click's index is looked up here).
+    names: Any = None
+    #: Delete asks first: the question and its two answers.
+    confirm: Any = None
+    confirm_delete: Any = None
+    keep: Any = None
 
 
 @dataclass

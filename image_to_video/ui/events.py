@@ -16,6 +16,7 @@ import os
 import secrets
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -26,15 +27,15 @@ from PIL import Image
 from .. import families
 from ..config import PARAMETER_NAMES, PARAMETERS, AppConfig, GenerationSettings
 from ..errors import AppError
-from ..estimates import estimate
+from ..estimates import LEARNED_FILE, LearnedTimes, estimate, machine_key, plan_of
 from ..finishing import last_frame
 from ..i18n import localized, normalise_language, preset_label, t
 from ..job_queue import JobQueue
 from ..job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, Job
 from ..model_status import ModelStatus
-from ..outputs import DERIVED, OutputFolder, VideoFiles
+from ..outputs import DERIVED, OutputFolder, VideoFiles, everything_zip
 from ..progress import Progress
-from ..request import clean_prompt
+from ..request import QUALITIES, clean_prompt
 from . import views
 from .components import Outputs, Page, uploaded_file
 
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 RANDOM_SEED = -1
 #: Rows of the "Your jobs" table.
 JOBS_SHOWN = 50
+#: Videos in the gallery (newest first).
+GALLERY_SHOWN = 24
+#: A job Generate follows itself: for this long after it ends, the tick leaves showing it to Generate.
+OWN_RESULT_GRACE_S = 5.0
 #: How long one wait for a job's change lasts before the live preview is looked at again.
 PREVIEW_EVERY_S = 0.5
 #: A second Generate with the same picture and settings within this time follows the first job.
@@ -148,16 +153,42 @@ def finished_job(job: Job, out: Outputs, lang: str) -> dict:
         info = views.result_text({**record, "record_path": job.metadata_path}, lang)
     except (OSError, TypeError, ValueError, KeyError):
         info = t("err_record_missing", lang)
-    return {out.video: job.video_path, out.info: info, out.files: downloads(job.video_path, job.metadata_path),
+    return {out.video: job.video_path, out.info: info,
+            out.files: shown_files(downloads(job.video_path, job.metadata_path)),
             out.continue_video: gr.Button(visible=True), out.shown: Path(job.video_path).name}
 
 
+def shown_files(paths: list[str]) -> list[str]:
+    """The downloads under the video, as a plain list (what /generate's API callers get)."""
+    return paths
+
+
+def no_files() -> None:
+    """No downloads."""
+    return None
+
+
+def following_text(job: Job, position: int | None, lang: str) -> str:
+    """A job the video area follows while it waits or runs: its state (place in the queue, stage and
+    steps) and its id."""
+    return "⏳ " + t("following_job", lang, state=f"**{views.job_state_text(job, position, lang)}**", job=job.id)
+
+
+def cleared(out: Outputs, info: str) -> dict:
+    """The video area with no result: the old video, its files and its buttons gone, ``info`` said."""
+    return {out.video: None, out.info: info, out.files: no_files(), out.continue_video: gr.Button(visible=False),
+            out.reuse_seed: gr.Button(visible=False), out.shown: None,
+            out.preview: gr.Image(value=None, visible=False)}
+
+
 def downloads(video_path: str, record_path: str | None) -> list[str]:
-    """A video's files to download: the video, what was derived beside it, its record."""
+    """A video's files to download: the video, what was derived beside it, its record, and all of them in
+    one zip (``outputs.everything_zip``)."""
     video = Path(video_path)
     files = VideoFiles(video.parent, video.stem)
     derived = [str(path) for kind in DERIVED if (path := files.companion(kind)).is_file()]
-    return [video_path, *derived, *([record_path] if record_path else [])]
+    everything = everything_zip(files)
+    return [video_path, *derived, *([record_path] if record_path else []), *([str(everything)] if everything else [])]
 
 
 def read_manual(docs_dir: Path, lang: str) -> str:
@@ -181,8 +212,13 @@ class Tables:
         listed = self.queue.list(owner=owner, limit=JOBS_SHOWN) if owner else []
         return views.job_table(listed, self.queue.position, lang)
 
-    def history(self, lang: str) -> dict:
-        return views.history_table(self.outputs.history(), lang)
+    def gallery(self, lang: str) -> tuple[list[tuple[str, str]], list[str]]:
+        """The gallery's items (a thumbnail: the video's input picture, else the video itself; its caption)
+        newest first, and the videos' names in that order."""
+        records = self.outputs.history(limit=GALLERY_SHOWN)
+        items = [(record["image_path"] or record["video_path"], views.gallery_caption(record, lang))
+                 for record in records]
+        return items, [record["video"] for record in records]
 
     def workers(self, lang: str) -> str:
         return views.workers_markdown(self.list_workers() if self.list_workers else [], lang)
@@ -201,9 +237,78 @@ class Live:
         """On load: the token the browser kept if the server signed it, else a fresh one."""
         return {self.page.owner: self.owners.kept_or_new(token)}
 
-    def tick(self, owner, lang) -> dict:
-        return {self.page.status: views.status_text(self.model.status, lang),
-                self.page.jobs.table: self.tables.jobs(self.owners.owner(owner), lang)}
+    def tick(self, owner, lang, following=None, names=None, shown=None) -> dict:
+        """Every two seconds (and on load): the model's status, this browser's jobs and how many can be
+        cancelled, the video area following its latest job (``follow``), the gallery when it changed, and
+        the player emptied when the video it shows (``shown``) was deleted meanwhile (another tab, the API)."""
+        lang = normalise_language(lang)
+        verified = self.owners.owner(owner)
+        listed = self.tables.queue.list(owner=verified, limit=JOBS_SHOWN) if verified else []
+        unfinished = sum(not job.finished_state for job in listed)
+        updates = {self.page.status: views.status_text(self.model.status, lang),
+                   self.page.jobs.table: views.job_table(listed, self.tables.queue.position, lang)}
+        if self.page.inputs.cancel_all is not None:
+            updates[self.page.inputs.cancel_all] = gr.Button(value=t("cancel_all", lang, count=unfinished),
+                                                             interactive=unfinished > 0)
+        updates.update(self.follow(listed, following, lang))
+        if self.page.outputs.shown not in updates and isinstance(shown, str) and shown and \
+                not self._still_there(shown):
+            updates.update(cleared(self.page.outputs, t("err_video_gone", lang)))
+        history = self.page.history
+        if history.names is not None:
+            items, shown_names = self.tables.gallery(lang)
+            if shown_names != names:
+                updates.update({history.gallery: items, history.names: shown_names})
+        return updates
+
+    def _still_there(self, name: str) -> bool:
+        try:
+            return self.outputs.files(name).video.is_file()
+        except AppError:
+            return False
+
+    def follow(self, jobs: list[Job], following, lang: str) -> dict:
+        """The video area follows this browser's latest job, whatever started it (Generate, Retry, Many
+        pictures, another tab, a page loaded while it runs): the job it follows while that one is
+        unfinished (its state and progress), else the one running or next in the queue, else the one that
+        ended last; a job not shown yet is shown at once (the old result cleared), and its video when done.
+        ``following`` is the page's own state (``Outputs.following``), never the browser's word."""
+        out = self.page.outputs
+        if out.following is None:
+            return {}
+        following = following if isinstance(following, dict) else {}
+        current = next((job for job in jobs if job.id == following.get("job")), None)
+        if current is not None and not current.finished_state:
+            if following.get("own"):
+                return {}  # Generate says how its own job stands, in order with its result
+            return {out.info: following_text(current, self.tables.queue.position(current.id), lang)}
+        if current is not None and following.get("own") and not following.get("final") and \
+                time.time() - (current.finished or 0) < OWN_RESULT_GRACE_S:
+            return {}  # Generate shows its own job's end
+        unfinished = [job for job in jobs if not job.finished_state]
+        if unfinished:
+            running = [job for job in unfinished if job.state == RUNNING]
+            pick = min(running or unfinished, key=lambda job: job.created)
+        elif jobs:
+            pick = max(jobs, key=lambda job: job.finished or job.created)
+        else:
+            return {}
+        final = bool(pick.finished_state)
+        if following.get("job") == pick.id and bool(following.get("final")) == final:
+            return {}
+        return {**self.show(pick, lang), out.following: {"job": pick.id, "final": final}}
+
+    def show(self, job: Job, lang: str) -> dict:
+        """``job`` in the video area: its video when it is done, else its state (the old result cleared)."""
+        out = self.page.outputs
+        if job.state == DONE and job.video_path and Path(job.video_path).is_file():
+            return {**finished_job(job, out, lang), out.preview: gr.Image(value=None, visible=False),
+                    out.last_seed: job.params.get("seed"), out.reuse_seed: gr.Button(visible=True)}
+        if job.finished_state:
+            info = views.job_message(job, None, lang)
+        else:
+            info = following_text(job, self.tables.queue.position(job.id), lang)
+        return cleared(out, info)
 
     def workers(self, lang) -> dict:
         return {self.page.workers: self.tables.workers(normalise_language(lang))}
@@ -222,8 +327,11 @@ class Live:
                 page.outputs.info: views.result_text(record, lang) if record else t("video_placeholder", lang)}
 
     def both_tables(self, owner, lang) -> dict:
-        return {self.page.jobs.table: self.tables.jobs(self.owners.owner(owner), lang),
-                self.page.history.table: self.tables.history(lang)}
+        """Your jobs and the gallery in ``lang`` (its captions)."""
+        items, names = self.tables.gallery(lang)
+        history = self.page.history
+        return {self.page.jobs.table: self.tables.jobs(self.owners.owner(owner), lang), history.gallery: items,
+                history.names: names}
 
 
 
@@ -233,13 +341,19 @@ class Settings:
 
     def __init__(self, page: Page, settings: GenerationSettings, model: ModelInfo, queue: JobQueue | None = None,
                  *, card: families.Card | None = None, offered: Mapping[str, AppConfig] | None = None,
-                 models: Callable[[], list[dict]] | None = None, logo_svg: str = ""):
+                 models: Callable[[], list[dict]] | None = None, logo_svg: str = "",
+                 learned: LearnedTimes | None = None, default_crf: int | None = None):
         """``offered``: every model's config (``AppConfig.offered``); ``models``: how each stands now
-        (``catalogue.model_list``); ``logo_svg``: the title's logo."""
+        (``catalogue.model_list``); ``logo_svg``: the title's logo; ``default_crf``: the MP4 quality a job
+        gets when it names none (the options summary names any other)."""
         self.inputs, self.settings, self.model, self.queue = page.inputs, settings, model, queue
+        self.default_crf = default_crf
         self.card = card or families.CARDS[families.DEFAULT]
         self.page, self.logo_svg = page, logo_svg
         self.models = models or (lambda: [])
+        #: The times of the jobs made on this machine (``service`` writes them), for the estimate.
+        self.learned = learned or (LearnedTimes(queue.config.paths.state_dir / LEARNED_FILE)
+                                   if queue is not None and getattr(queue, "config", None) is not None else None)
         #: name -> (card, generation settings) of every model the picker offers, the server's own first.
         self.choices = {self.card.name: (self.card, settings)}
         for name, config in (offered or {}).items():
@@ -340,12 +454,27 @@ class Settings:
         settings = self._of(values[len(PARAMETERS)] if len(values) > len(PARAMETERS) else None)[1]
         return {self.inputs.preset: settings.preset_for(values[:len(PARAMETERS)])}
 
-    def estimate(self, lang, resolution, frames, steps, model=None) -> dict:
+    def estimate(self, lang, resolution, frames, steps, model=None, fps=None, continue_from=None, segments=1,
+                 loop="none", interpolate_fps=0, formats=None, upscale=1) -> dict:
+        """The estimate for these settings: the whole job's time (segments and finishing steps too, at the
+        output's frames and size), learned from the jobs made on this machine once one ran."""
         info, (card, settings) = self.model, self._of(model)
+        plan = key = None
+        side = settings.resolutions.get(resolution)
+        try:
+            if side is not None:
+                plan = plan_of(side, side, int(frames), int(steps), segments=segments, loop=loop,
+                               interpolate_fps=interpolate_fps, fps=fps or settings.defaults.fps,
+                               formats=formats or "mp4", upscale=upscale, continued_frames=0)
+                if continue_from:
+                    plan = replace(plan, finishing=tuple(dict.fromkeys((*plan.finishing, "joining"))))
+                key = machine_key(card.name, demo=bool(info.status.is_demo), gpu_name=info.gpu_name)
+        except (TypeError, ValueError):
+            plan = None
         return {self.inputs.estimate: views.estimate_text(
             settings, lang, resolution, frames, steps, gpu_gb=info.gpu_memory_gb,
             gpu_name=info.gpu_name, demo=info.status.is_demo, untraced=untraced(card),
-            needs=table_needs(card, resolution, frames))}
+            needs=table_needs(card, resolution, frames), plan=plan, learned=self.learned, key=key)}
 
     def fitting_defaults(self) -> dict:
         """The default settings, or on a GPU too small for them the largest preset that fits in it."""
@@ -371,6 +500,39 @@ class Settings:
     def reuse_seed(self, seed) -> dict:
         return {self.inputs.random_seed: False, self.inputs.seed: seed}
 
+    def summary(self, lang, seed, random_seed, fps, aspect, continue_from, segments, loop, interpolate_fps,
+                formats, upscale, model=None, interpolate_method=None, crf=None) -> dict:
+        """Beside Generate: every option the next video gets, and "Plain video" when any is more than plain
+        (the MP4's quality, ``crf``, is named when it is not the server's default)."""
+        lang = normalise_language(lang)
+        options = dict(seed=seed, random_seed=random_seed, continue_from=continue_from, segments=segments, loop=loop,
+                       interpolate_fps=interpolate_fps, formats=formats if isinstance(formats, (list, str)) else [],
+                       upscale=upscale)
+        title = self.title(model) if len(self.choices) > 1 else ""
+        text = views.options_summary(lang, fps=fps, aspect=aspect, model=title,
+                                     interpolate_method=interpolate_method, **options)
+        if crf not in (None, "", self.default_crf):
+            word = next((word for word, value in QUALITIES.items() if value == crf), None)
+            text += f" · {t('crf', lang)}: " + (t(f"quality_{word}", lang, crf=crf) if word else f"CRF {crf}")
+        return {self.inputs.summary: text, self.inputs.plain: gr.Button(visible=not views.is_plain(**options))}
+
+    def after_continuing(self, continue_from, lang) -> dict:
+        """With Generate: once a continuation is asked for, the form goes back to a random seed and no
+        continuation, so that the next video is a plain one unless the summary says otherwise (Generate
+        has read the form already)."""
+        form = self.inputs
+        if not continue_from:
+            return {form.random_seed: gr.update()}
+        return {form.finishing[0]: "", form.continuing: "", form.random_seed: True,
+                form.stop_continuing: gr.Button(visible=False)}
+
+    def plain_video(self, lang) -> dict:
+        """"Plain video": a random seed, no continuation, none of the steps after the model."""
+        form = self.inputs
+        continue_from, segments, loop, interpolate, formats, upscale = form.finishing
+        return {form.random_seed: True, continue_from: "", segments: 1, loop: "none", interpolate: 0, formats: [],
+                upscale: 1, form.continuing: "", form.stop_continuing: gr.Button(visible=False)}
+
 
 class Generation:
     """Generate and Cancel: submit a job for this browser and follow it until it has finished.
@@ -393,7 +555,7 @@ class Generation:
     def generate(self, image, prompt, negative_prompt=None, resolution=None, num_frames=None, fps=None, steps=None,
                  guidance=None, seed=None, random_seed=True, owner=None, lang="en", continue_from=None, segments=None, loop=None, interpolate_fps=None,
                  formats=None, upscale=None, aspect=None, last_image=None, model=None, interpolate_method=None,
-                 progress=gr.Progress()):  # noqa: B008
+                 crf=None, progress=gr.Progress()):  # noqa: B008
         """Queue a job for this browser and follow it; every failure becomes a message. A call without a
         page id (``gradio_client``'s ``predict(image, prompt, api_name="/generate")``, as Gradio teaches)
         gets a fresh one of its own: its job is private to that call. A page id that is not the server's
@@ -403,7 +565,7 @@ class Generation:
             raise gr.Error(t("err_page_id", lang), print_exception=False)
         settings = dict(zip(PARAMETER_NAMES, (resolution, num_frames, fps, steps, guidance)))
         finishing = dict(continue_from=continue_from, segments=segments, loop=loop, interpolate_fps=interpolate_fps,
-                         formats=formats, upscale=upscale, interpolate_method=interpolate_method)
+                         formats=formats, upscale=upscale, interpolate_method=interpolate_method, crf=crf)
         asked = dict(prompt=prompt, negative_prompt=negative_prompt, seed=RANDOM_SEED if random_seed else seed,
                      aspect=aspect, **settings, **finishing, **({"last_image": last_image} if last_image else {}),
                      **({"model": model} if model else {}))
@@ -433,8 +595,18 @@ class Generation:
             self._recent[key] = (job.id, now)
             return job
 
+    def _started(self, job: Job, owner: str, lang: str) -> dict:
+        """At once when the job is queued: the old result cleared, the video area following this job."""
+        out = self.page.outputs
+        started = {**cleared(out, following_text(job, self.queue.position(job.id), lang)),
+                   self.page.jobs.table: self.tables.jobs(owner, lang)}
+        if out.following is not None:
+            started[out.following] = {"job": job.id, "final": False, "own": True}
+        return started
+
     def _follow(self, job: Job, owner: str, lang: str, progress):
         out = self.page.outputs
+        yield self._started(job, owner, lang)
         shown_progress = [None]
 
         def report(current: Job) -> None:
@@ -449,7 +621,7 @@ class Generation:
                 step = Progress(current.stage or "", current.done, current.total, 0.0, current.eta)
                 progress((current.done, current.total), desc=views.progress_text(step, lang))
 
-        shown_preview = None
+        shown_preview, shown_state = None, None
         while True:
             job = self.queue.wait(job.id, on_update=report, timeout=PREVIEW_EVERY_S)
             preview = self.queue.preview(job.id)
@@ -458,27 +630,59 @@ class Generation:
                 yield {out.preview: gr.Image(value=preview, visible=True)}
             if job.finished_state:
                 break
+            # Its state under the video too (only from here, in order: the tick leaves this job to Generate).
+            state = following_text(job, self.queue.position(job.id), lang)
+            if state != shown_state:
+                shown_state = state
+                yield {out.info: state}
         finished = {self.page.jobs.table: self.tables.jobs(owner, lang),
                     out.preview: gr.Image(value=None, visible=False)}
+        if out.following is not None:
+            finished[out.following] = {"job": job.id, "final": True}
         if job.state == DONE:
             yield {**finished, **finished_job(job, out, lang), out.last_seed: job.params["seed"],
-                   out.reuse_seed: gr.Button(visible=True), self.page.history.table: self.tables.history(lang)}
+                   out.reuse_seed: gr.Button(visible=True)}
         elif job.state == CANCELLED:
-            yield {**finished, out.video: None, out.info: t("cancelled_info", lang), out.files: None,
+            yield {**finished, out.video: None, out.info: t("cancelled_info", lang), out.files: no_files(),
                    out.last_seed: None, out.reuse_seed: gr.Button(visible=False),
                    out.continue_video: gr.Button(visible=False), out.shown: None}
         else:
             raise gr.Error(job.localized_message(lang) or t("err_something_wrong", lang), print_exception=False)
 
     def cancel(self, owner, lang) -> dict:
-        """Cancel this browser's unfinished jobs: queued ones at once, the running one at its next step."""
+        """"Cancel all (N)": this browser's unfinished jobs, queued ones at once, the running one at its next
+        step; says how many."""
         owner = self.owners.owner(owner)
         cancelled = 0
         for job in self.queue.list(owner=owner, limit=self.max_listed) if owner else []:
             if not job.finished_state:
                 self.queue.cancel(job.id, owner=owner)
                 cancelled += 1
-        return {self.page.outputs.info: t("cancelled_info" if cancelled else "nothing_to_cancel", lang)}
+        return {self.page.outputs.info: t("cancelled_all", lang, count=cancelled) if cancelled
+                else t("nothing_to_cancel", lang)}
+
+    def cancel_shown(self, following, owner, lang) -> dict:
+        """"Cancel": only the job the video area follows (the page's own state); the others stay queued."""
+        job_id = following.get("job") if isinstance(following, dict) else None
+        return {self.page.outputs.info: cancel_one(self.queue, self.owners, job_id, owner, lang)}
+
+
+def cancel_one(queue: JobQueue, owners: PageOwners, job_id, owner, lang) -> str:
+    """Cancel one of this browser's jobs if it is unfinished; what happened, with how many others are left."""
+    owner = owners.owner(owner)
+    if owner is None:
+        return t("err_page_id", lang)
+    if not isinstance(job_id, str) or not job_id:
+        return t("nothing_to_cancel", lang)
+    try:
+        job = queue.get(job_id, owner=owner)
+        if job.finished_state:
+            return t("nothing_to_cancel", lang)
+        queue.cancel(job.id, owner=owner)
+    except AppError as error:
+        return localized(error, lang)
+    left = sum(not other.finished_state for other in queue.list(owner=owner, limit=JOBS_SHOWN) if other.id != job.id)
+    return t("cancelled_one", lang, job=job.id, left=left)
 
 
 def _picture_digest(image) -> str:
@@ -500,13 +704,13 @@ class QueueMany:
 
     def queue_all(self, files, prompts, negative_prompt, resolution, num_frames, fps, steps, guidance, seed,
                   random_seed, owner, lang, segments=None, loop=None, interpolate_fps=None, formats=None,
-                  upscale=None, model=None, interpolate_method=None) -> dict:
+                  upscale=None, model=None, interpolate_method=None, crf=None) -> dict:
         settings = dict(zip(PARAMETER_NAMES, (resolution, num_frames, fps, steps, guidance)))
         try:
             result = self.many.queue_all(files, prompts, owner, lang, negative_prompt=negative_prompt,
                                          seed=RANDOM_SEED if random_seed else seed, segments=segments, loop=loop,
                                          interpolate_fps=interpolate_fps, formats=formats, upscale=upscale,
-                                         interpolate_method=interpolate_method,
+                                         interpolate_method=interpolate_method, crf=crf,
                                          **({"model": model} if model else {}), **settings)
         except AppError as error:
             raise _error(error, lang) from None
@@ -532,6 +736,8 @@ class JobActions:
         tab = self.page.jobs
         shown = {tab.selected: job.id,
                  tab.retry: gr.Button(visible=job.state in (FAILED, CANCELLED, INTERRUPTED))}
+        if tab.cancel is not None:
+            shown[tab.cancel] = gr.Button(visible=not job.finished_state)
         if job.state == DONE and job.video_path and Path(job.video_path).is_file():
             return {**shown, **finished_job(job, self.page.outputs, lang), tab.message: ""}
         return {**shown, tab.message: views.job_message(job, self.queue.position(job.id), lang)}
@@ -551,6 +757,14 @@ class JobActions:
         return {tab.message: t("queued_again", lang, job=job.id), tab.retry: hidden,
                 tab.table: self.tables.jobs(owner, lang)}
 
+    def cancel(self, job_id, owner, lang) -> dict:
+        """"Cancel this job": the selected job only; the others stay queued."""
+        tab = self.page.jobs
+        message = cancel_one(self.queue, self.owners, job_id, owner, lang)
+        verified = self.owners.owner(owner)
+        return {tab.message: message, tab.cancel: gr.Button(visible=False),
+                tab.table: self.tables.jobs(verified, lang)}
+
 
 class HistoryActions:
     """"All videos": open a past video, fill the form with its settings, delete it."""
@@ -568,14 +782,20 @@ class HistoryActions:
             raise gr.Error(t("err_video_gone", lang), print_exception=False)
         return record
 
-    def open(self, lang, event: gr.SelectData) -> dict:
-        name = (event.row_value or [""])[-1]
+    def open(self, names, lang, event: gr.SelectData) -> dict:
+        """A click on the gallery: that video in the player (``names``: the page's own list of what the
+        gallery shows, in its order; the click gives only the index)."""
+        index = event.index if isinstance(event.index, int) and not isinstance(event.index, bool) else -1
+        name = names[index] if isinstance(names, list) and 0 <= index < len(names) else ""
         record = self._record(name, lang)
-        out = self.page.outputs
-        return {out.video: record["video_path"], out.info: views.result_text(record, lang),
-                out.files: downloads(record["video_path"], record["record_path"]), self.page.history.picked: name,
-                self.page.history.actions: gr.Row(visible=True),
-                out.continue_video: gr.Button(visible=not record.get("record_missing")), out.shown: name}
+        out, tab = self.page.outputs, self.page.history
+        opened = {out.video: record["video_path"], out.info: views.result_text(record, lang),
+                  out.files: shown_files(downloads(record["video_path"], record["record_path"])), tab.picked: name,
+                  tab.actions: gr.Row(visible=True), tab.message: "",
+                  out.continue_video: gr.Button(visible=not record.get("record_missing")), out.shown: name}
+        if tab.confirm is not None:
+            opened[tab.confirm] = gr.Row(visible=False)
+        return opened
 
     def reuse_settings(self, name, lang) -> dict:
         return self._reuse(name, lang, keep_prompt=True)
@@ -603,8 +823,19 @@ class HistoryActions:
                 filled[form.aspect] = p["aspect"]
         filled.update({form.prompt: p["prompt"] if keep_prompt else "", form.negative_prompt: p["negative_prompt"],
                        **dict(zip(form.parameters, values)), form.random_seed: False, form.seed: p["seed"],
-                       form.preset: gr.update(**filled.get(form.preset, {}), value=settings.preset_for(values)),
+                       form.preset: gr.update(**{**filled.get(form.preset, {}), "value": settings.preset_for(values)}),
                        self.page.history.message: message})
+        if form.finishing:  # the steps after the model too, as the record has them (the video's own last)
+            _continue_from, segments, loop, interpolate, formats, upscale = form.finishing
+            filled.update({segments: p.get("segments", 1), loop: p.get("loop", "none"),
+                           interpolate: p.get("interpolate_fps", 0), formats: views._format_list(p.get("formats")),
+                           upscale: p.get("upscale", 1)})
+            if form.interpolate_method is not None and p.get("interpolate_method"):
+                filled[form.interpolate_method] = p["interpolate_method"]
+            if getattr(form, "crf", None) is not None and p.get("crf"):
+                filled[form.crf] = p["crf"]
+            if form.aspect is not None:
+                filled[form.aspect] = p.get("aspect") or families.AUTO
         if record["image_path"]:
             filled[form.image] = record["image_path"]
         return filled
@@ -620,6 +851,8 @@ class HistoryActions:
             filled[form.image] = last_frame(source)
         except (AppError, TypeError):
             raise gr.Error(t("err_continue_missing", lang, value=record["video"]), print_exception=False) from None
+        if form.finishing:  # a continuation starts plain: whatever finishing it gets, the summary names
+            filled.update(dict(zip(form.finishing[1:], (1, "none", 0, [], 1))))
         filled.update({form.finishing[0]: record["video"], form.continuing: t("continuing", lang, video=record["video"]),
                        form.stop_continuing: gr.Button(visible=True), form.finishing_box: gr.Accordion(open=True),
                        self.page.history.message: t("continuing", lang, video=record["video"])})
@@ -629,13 +862,32 @@ class HistoryActions:
         form = self.page.inputs
         return {form.finishing[0]: "", form.continuing: "", form.stop_continuing: gr.Button(visible=False)}
 
-    def delete(self, name, lang) -> dict:
+    def ask_delete(self, name, lang) -> dict:
+        """Delete asks first: which video, for good."""
+        record = self._record(name, lang)
+        tab = self.page.history
+        return {tab.confirm: gr.Row(visible=True), tab.message: t("delete_confirm", lang, video=record["video"])}
+
+    def keep(self, lang) -> dict:
+        tab = self.page.history
+        return {tab.confirm: gr.Row(visible=False), tab.message: ""}
+
+    def delete(self, name, lang, shown=None) -> dict:
+        """Delete the picked video; the player stops and empties when it shows that video (``shown``)."""
         if name:
             try:
                 self.outputs.delete(name)
             except AppError as error:
                 raise _error(error, lang) from None
         tab, out = self.page.history, self.page.outputs
-        return {tab.table: self.tables.history(lang), tab.message: t("deleted", lang, video=name),
-                tab.actions: gr.Row(visible=False), out.video: None, out.files: None,
-                out.continue_video: gr.Button(visible=False), out.shown: None}
+        items, names = self.tables.gallery(lang)
+        deleted = {tab.gallery: items, tab.message: t("deleted", lang, video=name), tab.actions: gr.Row(visible=False),
+                   tab.picked: None}
+        if tab.names is not None:
+            deleted[tab.names] = names
+        if tab.confirm is not None:
+            deleted[tab.confirm] = gr.Row(visible=False)
+        if shown in (None, "") or shown == name:
+            deleted.update({out.video: None, out.files: no_files(), out.continue_video: gr.Button(visible=False),
+                            out.shown: None, out.info: t("deleted", lang, video=name)})
+        return deleted

@@ -15,6 +15,7 @@ from ..config import INTERPOLATE_METHODS, LOOPS, PARAMETERS, PROJECT_DIR, STATIC
 from ..examples import ensure_examples
 from ..i18n import LANGUAGES, preset_label, t
 from ..job_queue import JobQueue
+from ..request import QUALITIES
 from ..outputs import OutputFolder
 from . import events, views
 from .many import ManyPictures
@@ -62,6 +63,11 @@ def _interpolate_method_choices(lang: str) -> list[tuple[str, str]]:
     return [(t(f"interpolate_{method}", lang), method) for method in INTERPOLATE_METHODS]
 
 
+def _quality_choices(lang: str) -> list[tuple[str, int]]:
+    """The MP4's quality (its CRF, ``request.QUALITIES``) in words, best first."""
+    return [(t(f"quality_{word}", lang, crf=crf), crf) for word, crf in QUALITIES.items()]
+
+
 def _format_choices(lang: str) -> list[tuple[str, str]]:
     """The files besides the MP4: GIF and WebM by their names, the PNG frames in the page's language."""
     return [("GIF", "gif"), ("WebM", "webm"), (t("format_png", lang), "png")]
@@ -99,20 +105,27 @@ class _Layout:
         self.translations = Translations()
         self.say = self.translations.say
         self.logo_svg = (STATIC_DIR / "logo.svg").read_text()
+        #: The Workers panel is an operator's: shown only where several workers (or a Ray cluster) serve.
+        self.operators = layout_shows_workers(config)
 
     def build(self) -> Page:
+        """A short page: the form (presets first, settings collapsed) beside the result, with your jobs,
+        the gallery and Many pictures under the result; the examples, the Workers panel (operators only)
+        and the manual below."""
         subtitle, lang, status, timer = self._header()
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 inputs = self._inputs()
             with gr.Column(scale=6):
                 outputs = self._outputs()
+                jobs, history = self._jobs_tab(), self._history_tab()
+                many = self._many_tab()
+        self._examples(inputs)
         # This page's id as the server signed it (events.PageOwners), kept in local storage.
         owner = gr.Textbox(visible=False, elem_id="page-owner")
-        jobs, history = self._jobs_tab(), self._history_tab()
-        many = self._many_tab()
-        with self.say(gr.Accordion(t("workers_title"), open=False, elem_id="workers-panel"), label="workers_title"):
-            workers = gr.Markdown(self.tables.workers("en"), elem_id="workers")
+        with self.say(gr.Accordion(t("workers_title"), open=False, elem_id="workers-panel",
+                                   visible=self.operators), label="workers_title"):
+            workers = gr.Markdown(self.tables.workers("en") if self.operators else "", elem_id="workers")
         with self.say(gr.Accordion(t("help"), open=False, elem_id="help"), label="help"):
             manual = gr.Markdown(events.read_manual(_DOCS, "en"), elem_id="manual")
         return Page(lang=lang, owner=owner, subtitle=subtitle, status=status, timer=timer, manual=manual,
@@ -146,10 +159,13 @@ class _Layout:
                            elem_id="model-picker", visible=len(offered) > 1),
                     label="model_picker", info="model_picker_help")
         model_note = gr.Markdown("", elem_id="model-note", visible=len(offered) > 1)
-        image = say(UploadedImage(label=t("image"), type="filepath", sources=["upload", "clipboard"], height=320,
+        preset = say(Choice(self._preset_choices("en"), label=t("preset"), value=s.preset_for(d.values()),
+                            info=t("preset_help"), elem_id="preset"),
+                     label="preset", info="preset_help")  # its choices follow the model too: settings.model_texts
+        image = say(UploadedImage(label=t("image"), type="filepath", sources=["upload", "clipboard"], height=280,
                                   elem_id="image"),
                     label="image")
-        say(gr.Markdown(t("image_help")), value="image_help")
+        say(gr.Markdown(t("image_help"), elem_id="image-help"), value="image_help")
         crop_note = gr.Markdown("", elem_id="crop-note")
         last_image = say(UploadedImage(label=t("end_frame"), type="filepath", sources=["upload", "clipboard"], height=160,
                                        elem_id="end-frame", visible=self.card.end_frame),
@@ -159,16 +175,20 @@ class _Layout:
                                 max_length=s.max_prompt_chars, placeholder="the waves roll in slowly"),
                      label="prompt")  # its help names the languages the picked model reads: settings.model_texts
         prompt_note = gr.Markdown("", elem_id="prompt-note")
-        negative = say(gr.Textbox(label=t("negative"), info=t("negative_help"), value=d.negative_prompt,
-                                  max_length=s.max_prompt_chars), label="negative", info="negative_help")
-        preset = say(Choice(self._preset_choices("en"), label=t("preset"), value=s.preset_for(d.values()),
-                              info=t("preset_help"), elem_id="preset"),
-                     label="preset", info="preset_help")  # its choices follow the model too: settings.model_texts
-        with gr.Row():
-            generate = say(gr.Button(t("generate"), variant="primary", elem_id="generate-button", scale=3),
-                           value="generate")
-            cancel = say(gr.Button(t("cancel"), variant="stop", scale=1, elem_id="cancel-button"), value="cancel")
-        with say(gr.Accordion(t("settings"), open=True), label="settings"):
+        with gr.Row(elem_id="generate-row"):
+            generate = say(gr.Button(t("generate"), variant="primary", elem_id="generate-button", scale=3,
+                                     min_width=120), value="generate")
+            cancel = say(gr.Button(t("cancel"), variant="stop", scale=1, elem_id="cancel-button", min_width=80),
+                         value="cancel")
+            cancel_all = gr.Button(t("cancel_all", count=0), scale=1, elem_id="cancel-all", min_width=80,
+                                   interactive=False)
+        with gr.Row(equal_height=True, elem_id="summary-row"):
+            summary = gr.Markdown("", elem_id="options-summary")
+            plain = say(gr.Button(t("plain_video"), size="sm", visible=False, elem_id="plain-video", scale=0,
+                                  min_width=120), value="plain_video")
+        with say(gr.Accordion(t("settings"), open=False, elem_id="settings"), label="settings"):
+            negative = say(gr.Textbox(label=t("negative"), info=t("negative_help"), value=d.negative_prompt,
+                                      max_length=s.max_prompt_chars), label="negative", info="negative_help")
             parameters = tuple(self._parameter(p, value) for p, value in zip(PARAMETERS, d.values()))
             aspect = say(Choice(self._aspect_choices("en"), value=families.AUTO, label=t("aspect"),
                                 info=t("aspect_help"), elem_id="aspect"),
@@ -185,15 +205,19 @@ class _Layout:
                                       label=t("seed"), info=t("seed_help"), interactive=d.seed != events.RANDOM_SEED),
                            label="seed", info="seed_help")
         finishing_box, finishing, continuing, stop_continuing, interpolate_method = self._finishing()
-        shown = gr.Examples([[str(path), text] for path, text in ensure_examples(STATIC_DIR / "examples")],
-                            [image, prompt], label=t("examples"), api_visibility="private")
-        say(shown.dataset, label="examples", headers=["image", "prompt"])
         return Inputs(image=image, prompt=prompt, negative_prompt=negative, preset=preset, generate=generate,
                       cancel=cancel, parameters=parameters, estimate=estimate, random_seed=random_seed, seed=seed,
                       prompt_note=prompt_note, finishing=finishing, finishing_box=finishing_box,
                       continuing=continuing, stop_continuing=stop_continuing, aspect=aspect, last_image=last_image,
                       crop_note=crop_note, model=model, model_note=model_note,
-                      interpolate_method=interpolate_method)
+                      interpolate_method=interpolate_method, crf=self.crf, summary=summary, plain=plain,
+                      cancel_all=cancel_all)
+
+    def _examples(self, inputs: Inputs) -> None:
+        """The example pictures and prompts, below the form and the result (a phone reaches the video first)."""
+        shown = gr.Examples([[str(path), text] for path, text in ensure_examples(STATIC_DIR / "examples")],
+                            [inputs.image, inputs.prompt], label=t("examples"), api_visibility="private")
+        self.say(shown.dataset, label="examples", headers=["image", "prompt"])
 
     def _finishing(self):
         """The steps after the model: continue a video, segments, loop, smoother motion, formats, upscale."""
@@ -219,6 +243,9 @@ class _Layout:
                                   elem_id="formats"), label="formats", info="formats_help", choices=_format_choices)
             upscale = say(Choice([("1×", 1), ("2×", 2)], value=1, label=t("upscale"), info=t("upscale_help"),
                                  elem_id="upscale"), label="upscale", info="upscale_help")
+            self.crf = say(Choice(_quality_choices("en"), value=limits.crf if limits.crf in QUALITIES.values() else 18,
+                                  label=t("crf"), info=t("crf_help"), elem_id="crf"),
+                           label="crf", info="crf_help", choices=_quality_choices)  # issue 24: the MP4's quality
             say(gr.Markdown(t("finishing_costs")), value="finishing_costs")
         return box, (continue_from, segments, loop, interpolate, formats, upscale), continuing, stop, method
 
@@ -250,13 +277,15 @@ class _Layout:
         preview = say(gr.Image(label=t("preview"), visible=False, interactive=False, height=160,
                                elem_id="live-preview", buttons=[]), label="preview")
         info = gr.Markdown(t("video_placeholder"), elem_classes=["result-info"], elem_id="result-info")
-        files = say(gr.File(label=t("downloads"), file_count="multiple", interactive=False), label="downloads")
+        files = say(gr.File(label=t("downloads"), file_count="multiple", interactive=False, elem_id="downloads"),
+                    label="downloads")
         with gr.Row():
             reuse_seed = say(gr.Button(t("reuse_seed"), visible=False, size="sm"), value="reuse_seed")
             continue_video = say(gr.Button(t("continue_video"), visible=False, size="sm", elem_id="continue-button"),
                                  value="continue_video")
         return Outputs(video=video, preview=preview, info=info, files=files, reuse_seed=reuse_seed,
-                       last_seed=gr.State(None), continue_video=continue_video, shown=gr.State(None))
+                       last_seed=gr.State(None), continue_video=continue_video, shown=gr.State(None),
+                       following=gr.State(None))
 
     def _jobs_tab(self) -> JobsTab:
         say = self.say
@@ -266,9 +295,11 @@ class _Layout:
                                      max_height=360, elem_id="your-jobs", label=t("your_jobs_help")),
                         label="your_jobs_help")
             with gr.Row():
-                message = gr.Markdown("")
-                retry = say(gr.Button(t("retry"), visible=False, size="sm"), value="retry")
-        return JobsTab(table=table, selected=selected, message=message, retry=retry)
+                message = gr.Markdown("", elem_id="job-message")
+                retry = say(gr.Button(t("retry"), visible=False, size="sm", elem_id="retry-job"), value="retry")
+                cancel = say(gr.Button(t("cancel_job"), visible=False, size="sm", variant="stop", elem_id="cancel-job"),
+                             value="cancel_job")
+        return JobsTab(table=table, selected=selected, message=message, retry=retry, cancel=cancel)
 
     def _many_tab(self) -> ManyTab:
         """Many pictures at once: one job each, with the form's settings."""
@@ -287,9 +318,10 @@ class _Layout:
     def _history_tab(self) -> HistoryTab:
         say = self.say
         with say(gr.Tab(t("all_videos")), label="all_videos"):
-            table = say(gr.Dataframe(value=lambda: self.tables.history("en"), interactive=False, wrap=True,
-                                     max_height=360, elem_id="all-videos", label=t("all_videos_help")),
-                        label="all_videos_help")
+            # Filled on load and kept live by the tick (events.Live.tick), newest first.
+            say(gr.Markdown(t("all_videos_help"), elem_id="gallery-help"), value="all_videos_help")
+            gallery = gr.Gallery(show_label=False, columns=4, height=320, allow_preview=False, fit_columns=False,
+                                 object_fit="cover", interactive=False, elem_id="gallery", buttons=[])
             picked = gr.State(None)
             with gr.Row(visible=False) as actions:
                 reuse = say(gr.Button(t("reuse_settings"), size="sm", elem_id="reuse-settings"),
@@ -299,9 +331,14 @@ class _Layout:
                                      value="continue_video")
                 delete = say(gr.Button(t("delete"), size="sm", variant="stop", elem_id="delete-video"),
                              value="delete")
-            message = gr.Markdown("")
-        return HistoryTab(table=table, picked=picked, actions=actions, reuse=reuse, same_seed=same_seed,
-                          delete=delete, message=message, continue_video=continue_video)
+            message = gr.Markdown("", elem_id="gallery-message")
+            with gr.Row(visible=False) as confirm:
+                confirm_delete = say(gr.Button(t("delete_yes"), size="sm", variant="stop", elem_id="confirm-delete"),
+                                     value="delete_yes")
+                keep = say(gr.Button(t("delete_keep"), size="sm", elem_id="keep-video"), value="delete_keep")
+        return HistoryTab(gallery=gallery, picked=picked, actions=actions, reuse=reuse, same_seed=same_seed,
+                          delete=delete, message=message, continue_video=continue_video, names=gr.State(None),
+                          confirm=confirm, confirm_delete=confirm_delete, keep=keep)
 
 
 def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outputs: OutputFolder,
@@ -309,7 +346,8 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     """Connect every event to its handler; the outputs listed are those the handler may update."""
     settings = events.Settings(page, config.generation, model, queue, card=families.served_card(config),
                                offered=config.offered, logo_svg=logo_svg,
-                               models=lambda: catalogue.model_list(config, catalogue.engines_of(model)))
+                               models=lambda: catalogue.model_list(config, catalogue.engines_of(model)),
+                               default_crf=config.finishing.crf)
     owners = events.PageOwners(config.paths.state_dir / OWNER_KEY_FILE)
     live = events.Live(page, tables, outputs, model, owners, logo_svg=logo_svg, docs_dir=_DOCS,
                        model_title=settings.title)
@@ -317,20 +355,26 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     jobs = events.JobActions(page, queue, tables, owners)
     history = events.HistoryActions(page, outputs, config.generation, tables, models=settings)
     i, o, lang, owner = page.inputs, page.outputs, page.lang, page.owner
+    past = page.history
     params = list(i.parameters)
     browser = [owner, lang]
+    # The tick: the status, your jobs, "Cancel all (N)", the video area following your latest job, the gallery.
+    ticked = [owner, lang, o.following, past.names, o.shown]
+    ticks = [page.status, page.jobs.table, i.cancel_all, o.video, o.info, o.files, o.continue_video, o.reuse_seed,
+             o.last_seed, o.shown, o.preview, o.following, past.gallery, past.names]
 
     demo.load(None, None, browser, js=_BROWSER_JS, **_QUICK).then(
         # Public: an API caller of /generate gets its page id here, as a browser does.
         live.page_owner, owner, owner, api_name="page_owner", **{**_QUICK, "api_visibility": "public"}).then(
         None, owner, owner, js=_KEEP_OWNER_JS, **_QUICK).then(
-        live.tick, browser, [page.status, page.jobs.table], **_QUICK)
+        live.tick, ticked, ticks, **_QUICK)
     lang.change(live.relabel, [lang, o.video, i.model],
                 [*page.translations.components, page.subtitle, page.manual, page.status, o.info],
                 js=_REMEMBER_LANGUAGE_JS, **_QUICK).then(
-        live.both_tables, browser, [page.jobs.table, page.history.table], **_QUICK)
-    page.timer.tick(live.tick, browser, [page.status, page.jobs.table], **_QUICK)
-    page.timer.tick(live.workers, lang, page.workers, **_QUICK)
+        live.both_tables, browser, [page.jobs.table, past.gallery, past.names], **_QUICK)
+    page.timer.tick(live.tick, ticked, ticks, **_QUICK)
+    if page.workers is not None and layout_shows_workers(config):
+        page.timer.tick(live.workers, lang, page.workers, **_QUICK)
 
     # The model picker: every control that depends on the model follows it (and the language).
     model_controls = [*params, i.preset, i.negative_prompt, i.last_image, i.aspect, i.prompt, page.subtitle,
@@ -347,8 +391,9 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     i.random_seed.change(settings.seed_box, i.random_seed, i.seed, **_QUICK)
     by_name = dict(zip((p.name for p in PARAMETERS), params))
     sizing = [by_name["resolution"], by_name["num_frames"], by_name["num_inference_steps"]]
-    for trigger in [component.change for component in sizing] + [lang.change]:
-        trigger(settings.estimate, [lang, *sizing, i.model], i.estimate, **_QUICK)
+    timing = [*sizing, by_name["fps"], *i.finishing]  # the estimate counts the finishing steps too
+    for trigger in [component.change for component in timing] + [lang.change]:
+        trigger(settings.estimate, [lang, *sizing, i.model, by_name["fps"], *i.finishing], i.estimate, **_QUICK)
     # On a GPU too small for the default settings, start from the largest preset that fits.
     demo.load(settings.fitting_defaults, None, [*params, i.preset], **_QUICK)
 
@@ -359,33 +404,48 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     i.generate.click(
         generation.generate,
         [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang, *i.finishing, i.aspect,
-         i.last_image, i.model, i.interpolate_method],
-        [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, page.history.table, o.preview,
-         o.continue_video, o.shown],
+         i.last_image, i.model, i.interpolate_method, i.crf],
+        [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, o.preview,
+         o.continue_video, o.shown, o.following],
         api_name="generate", concurrency_limit=config.jobs.max_queued + 2, trigger_mode="once",
         show_progress_on=[o.video], js=_GENERATE_CLICKED_JS)
-    i.cancel.click(generation.cancel, browser, o.info, queue=False, api_name="cancel")
+    # The same click, beside it: a continuation is asked for once (the seed it locked unlocked again).
+    i.generate.click(settings.after_continuing, [i.finishing[0], lang],
+                     [i.finishing[0], i.continuing, i.stop_continuing, i.random_seed], **_QUICK)
+    # "Cancel": the job the video area shows; "Cancel all (N)": every unfinished job of this page (the API's).
+    i.cancel.click(generation.cancel_shown, [o.following, owner, lang], o.info, **_QUICK)
+    i.cancel_all.click(generation.cancel, browser, o.info, queue=False, api_name="cancel")
     o.reuse_seed.click(settings.reuse_seed, o.last_seed, [i.random_seed, i.seed], **_QUICK)
+
+    # Beside Generate: every option the next video gets, and "Plain video" to drop them all.
+    summarised = [lang, i.seed, i.random_seed, by_name["fps"], i.aspect, *i.finishing, i.model, i.interpolate_method,
+                  *([i.crf] if i.crf is not None else [])]
+    gr.on([component.change for component in summarised] + [demo.load], settings.summary, summarised,
+          [i.summary, i.plain], **_QUICK)
+    i.plain.click(settings.plain_video, lang, [i.random_seed, *i.finishing, i.continuing, i.stop_continuing],
+                  **_QUICK)
 
     many = page.many
     queue_many = events.QueueMany(page, tables, owners, ManyPictures(
         queue, owners, max_pictures=config.jobs.max_queued, max_upload_bytes=int(config.server.max_upload_mb * 2**20)))
     many.queue_all.click(queue_many.queue_all, [many.files, many.prompts, i.negative_prompt, *params, i.seed,
                                                  i.random_seed, owner, lang, *i.finishing[1:], i.model,
-                                                 i.interpolate_method],
+                                                 i.interpolate_method, i.crf],
                          [many.summary, page.jobs.table], api_name="queue_many", concurrency_limit=2,
                          trigger_mode="once")
 
     tab = page.jobs
     tab.table.select(jobs.open, browser, [o.video, o.info, o.files, tab.selected, tab.message, tab.retry,
-                                          o.continue_video, o.shown], **_QUICK)
+                                          o.continue_video, o.shown, tab.cancel], **_QUICK)
     tab.retry.click(jobs.retry, [tab.selected, *browser], [tab.message, tab.retry, tab.table], **_QUICK)
+    tab.cancel.click(jobs.cancel, [tab.selected, *browser], [tab.message, tab.cancel, tab.table], **_QUICK)
 
-    past = page.history
-    past.table.select(history.open, lang, [o.video, o.info, o.files, past.picked, past.actions, o.continue_video,
-                                           o.shown], **_QUICK)
+    past.gallery.select(history.open, [past.names, lang],
+                        [o.video, o.info, o.files, past.picked, past.actions, past.message, o.continue_video,
+                         o.shown, past.confirm], **_QUICK)
     form = [i.image, i.prompt, i.negative_prompt, *params, i.random_seed, i.seed, i.preset, past.message, i.model,
-            i.last_image, i.aspect, page.subtitle, i.model_note]
+            i.last_image, i.aspect, page.subtitle, i.model_note, *i.finishing[1:], i.interpolate_method,
+            *([i.crf] if i.crf is not None else [])]
     continuing = [*form, i.finishing[0], i.continuing, i.stop_continuing, i.finishing_box]
     o.continue_video.click(history.continue_video, [o.shown, lang], continuing, **_QUICK)
     past.continue_video.click(history.continue_video, [past.picked, lang], continuing, **_QUICK)
@@ -395,5 +455,14 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     i.image.upload(history.stop_continuing, lang, [i.finishing[0], i.continuing, i.stop_continuing], **_QUICK)
     past.reuse.click(history.reuse_settings, [past.picked, lang], form, **_QUICK)
     past.same_seed.click(history.same_seed, [past.picked, lang], form, **_QUICK)
-    past.delete.click(history.delete, [past.picked, lang],
-                      [past.table, past.message, past.actions, o.video, o.files, o.continue_video, o.shown], **_QUICK)
+    # Delete asks first; the player empties when it showed the deleted video.
+    past.delete.click(history.ask_delete, [past.picked, lang], [past.confirm, past.message], **_QUICK)
+    past.keep.click(history.keep, lang, [past.confirm, past.message], **_QUICK)
+    past.confirm_delete.click(history.delete, [past.picked, lang, o.shown],
+                              [past.gallery, past.names, past.message, past.actions, past.picked, past.confirm,
+                               o.video, o.files, o.continue_video, o.shown, o.info], **_QUICK)
+
+
+def layout_shows_workers(config: AppConfig) -> bool:
+    """Whether the page shows the Workers panel: an operator's, only where several workers (or Ray) serve."""
+    return config.jobs.workers != "1" or config.jobs.backend == "ray"

@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import PARAMETERS, GenerationSettings
-from ..estimates import estimate, nearest_fitting
+from ..config import GenerationSettings
+from ..estimates import LearnedTimes, Plan, estimate, nearest_fitting
 from ..i18n import format_seconds, normalise_language, t
 from ..job_store import QUEUED, RUNNING, Job
 from ..model_status import ModelState, ModelStatus
@@ -22,8 +22,6 @@ from ..translate import needs_translation
 
 #: The "Your jobs" table; the job id is last (a click opens the job of that row).
 JOB_COLUMNS = ("created", "prompt", "resolution", "frames", "seed", "state", "job")
-#: The "All videos" table: every generation setting, in the page's order; the file name is last.
-HISTORY_COLUMNS = ("created", "prompt", *(p.text for p in PARAMETERS), "seed", "file")
 
 _ICONS = {ModelState.READY: "🟢", ModelState.ERROR: "🔴", ModelState.DOWNLOADING: "⬇️",
           ModelState.LOADING: "⏳", ModelState.NOT_LOADED: "⏳"}
@@ -58,8 +56,11 @@ def status_text(status: ModelStatus, lang: str) -> str:
 
 def estimate_text(settings: GenerationSettings, lang: str, resolution: str, frames, steps, *,
                   gpu_gb: float | None, gpu_name: str | None, demo: bool, untraced: str = "",
-                  needs: Mapping[str, float] | None = None) -> str:
-    """Peak GPU memory and time per video for these settings; a warning with the nearest fitting
+                  needs: Mapping[str, float] | None = None, plan: Plan | None = None,
+                  learned: LearnedTimes | None = None, key: str | None = None) -> str:
+    """Peak GPU memory and time per video for these settings (``plan``: the whole job's work, finishing
+    steps included; ``learned``/``key``: the times learned from jobs made on this machine; on a CPU only
+    the time); a warning with the nearest fitting
     setting when they will not fit in the GPU. Empty for an unknown resolution; for a model whose
     memory is not traced by ``estimates`` (``untraced``: its name), the peak its own traced table gives
     (``needs``: GB per memory mode, fastest first) and the mode that fits this GPU, else says it has none."""
@@ -76,11 +77,18 @@ def estimate_text(settings: GenerationSettings, lang: str, resolution: str, fram
         return text
     if untraced:
         return t("estimate_untraced", lang, model=untraced)
-    guess = estimate(side, int(frames), int(steps), gpu_gb=gpu_gb, demo=demo, gpu_name=gpu_name)
-    if guess.time_measured_on:
+    guess = estimate(side, int(frames), int(steps), gpu_gb=gpu_gb, demo=demo, gpu_name=gpu_name, plan=plan,
+                     learned=learned, key=key)
+    if guess.learned_jobs:
+        where = t("estimate_where_learned", lang, count=guess.learned_jobs)
+    elif guess.time_measured_on:
         where = t("estimate_where_measured", lang, gpu=guess.time_measured_on)
     else:
         where = t("estimate_where_demo" if demo else "estimate_where_gpu", lang)
+    if plan is not None and len(plan.finishing) > 1:
+        where += t("estimate_with_finishing", lang, frames=plan.output_frames)
+    if not gpu_gb:  # a CPU: no GPU memory to speak of
+        return t("estimate_cpu", lang, time=format_seconds(guess.seconds, lang), where=where)
     text = t("estimate", lang, peak=f"{guess.peak_gb:.1f}", time=format_seconds(guess.seconds, lang),
              gpu=t("estimate_gpu", lang, gpu=f"{gpu_gb:.0f}") if gpu_gb else "", where=where)
     if guess.peak_measured_on:
@@ -176,18 +184,6 @@ def job_table(jobs: Iterable[Job], position: Callable[[str], int | None], lang: 
     return {"headers": headers(JOB_COLUMNS, lang), "data": rows}
 
 
-def history_table(records: Iterable[Mapping[str, Any]], lang: str) -> dict:
-    """The "All videos" table, one row per video record, in the order given (newest first)."""
-    rows = []
-    for record in records:
-        p = record.get("parameters", {})
-        prompt = t("record_missing", lang) if record.get("record_missing") else p.get("prompt", "")
-        rows.append([record.get("created", "")[:19].replace("T", " "), prompt,
-                     *(p.get(parameter.name) for parameter in PARAMETERS), p.get("seed"),
-                     record.get("video", "")])
-    return {"headers": headers(HISTORY_COLUMNS, lang), "data": rows}
-
-
 def waiting_text(position: int | None, lang: str) -> str:
     return t("waiting", lang, position=position or 1)
 
@@ -220,6 +216,8 @@ def _finishing_lines(record: Mapping[str, Any], lang: str) -> list[str]:
     p, timing, lines = record["parameters"], record.get("timings_s", {}), []
     if p.get("prompt_en"):
         lines.append(t("done_translated", lang, english=p["prompt_en"]))
+    if record.get("untranslated"):
+        lines.append("⚠️ " + t("msg_untranslated", lang, fields=", ".join(record["untranslated"])))
     if p.get("continue_from"):
         lines.append(t("done_continued", lang, video=p["continue_from"]))
     steps = [t("done_step", lang, step=t(f"stage_{stage}", lang), time=f"{timing[key]:.1f}")
@@ -281,3 +279,61 @@ def workers_markdown(workers: list[Mapping[str, Any]], lang: str) -> str:
                  t(f"worker_state_{worker['state']}", lang), worker["current_job"] or "–", worker["jobs_done"])
         lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
+
+
+def _format_list(formats: Any) -> list[str]:
+    """The files besides the MP4 a ``formats`` value asks for (a list from the page, "mp4,gif" from a record)."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats or [])
+    return [str(item) for item in items if item and item != "mp4"]
+
+
+def options_summary(lang: str, *, seed=None, random_seed=True, fps=None, aspect=None, continue_from="",
+                    segments=1, loop="none", interpolate_fps=0, interpolate_method="rife", formats=(),
+                    upscale=1, model: str = "") -> str:
+    """Beside Generate: one line naming every option the next video gets, so that none applies unseen."""
+    parts = [model] if model else []
+    parts.append(t("summary_random_seed", lang) if random_seed or seed in (None, "")
+                 else t("summary_seed", lang, seed=seed))
+    if fps not in (None, ""):
+        parts.append(t("summary_fps", lang, fps=fps))
+    if aspect not in (None, "", "auto"):
+        parts.append(t("summary_aspect", lang, aspect=aspect))
+    finishing = []
+    if continue_from:
+        finishing.append(t("summary_continues", lang, video=continue_from))
+    if segments not in (None, "", 1, "1"):
+        finishing.append(t("summary_segments", lang, segments=segments))
+    if loop not in (None, "", "none"):
+        finishing.append(t("summary_loop", lang, loop=t(f"loop_{loop}", lang)))
+    if interpolate_fps not in (None, "", 0, "0"):
+        method = t(f"interpolate_{interpolate_method}", lang) if interpolate_method else ""
+        finishing.append(t("summary_interpolate", lang, fps=interpolate_fps, method=method))
+    extra = _format_list(formats)
+    if extra:
+        names = {"gif": "GIF", "webm": "WebM", "png": t("format_png", lang)}
+        finishing.append(t("summary_formats", lang, formats=", ".join(names.get(item, item) for item in extra)))
+    if upscale not in (None, "", 1, "1"):
+        finishing.append(t("summary_upscale", lang, factor=upscale))
+    parts += finishing or [t("summary_plain", lang)]
+    return f"{t('summary_title', lang)} " + " · ".join(str(part) for part in parts)
+
+
+def is_plain(*, random_seed=True, continue_from="", segments=1, loop="none", interpolate_fps=0, formats=(),
+             upscale=1, **_ignored) -> bool:
+    """Whether the next video is a plain one: a random seed, no continuation, no finishing."""
+    return bool(random_seed) and not continue_from and segments in (None, "", 1, "1") and \
+        loop in (None, "", "none") and interpolate_fps in (None, "", 0, "0") and not _format_list(formats) and \
+        upscale in (None, "", 1, "1")
+
+
+def gallery_caption(record: Mapping[str, Any], lang: str) -> str:
+    """A finished video under its thumbnail: the delivered video's size, frames, rate and seed (from its
+    record's ``video_info``, not the request's settings); its file name where the record cannot say."""
+    if record.get("record_missing"):
+        return t("record_missing", lang)
+    v, p = record.get("video_info") or {}, record.get("parameters") or {}
+    try:
+        return t("gallery_caption", lang, width=v["width"], height=v["height"], frames=v["frames"],
+                 fps=f"{float(v['fps']):g}", seed=p.get("seed"))
+    except (KeyError, TypeError, ValueError):
+        return str(record.get("video", ""))
