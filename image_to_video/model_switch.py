@@ -56,16 +56,10 @@ class ModelSwitch:
         return engine.ready or engine.status.state is ModelState.ERROR
 
     def __getattr__(self, name: str):
-        """The loaded engine's: status, device, memory_mode, card, settings, model_path, gpu_name, ..."""
+        """The loaded engine's: start_loading, load, status, device, memory_mode, card, model_path, ..."""
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self._engine, name)
-
-    def start_loading(self) -> threading.Thread:
-        return self._engine.start_loading()
-
-    def load(self) -> None:
-        self._engine.load()
 
     def generate(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
                  cancel: threading.Event | None = None) -> Frames:

@@ -57,6 +57,22 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=rank)
 
 
+@pytest.fixture(scope="module")
+def wan_5b(tmp_path_factory):
+    """A tiny random Wan2.2-TI2V-5B folder (diffusers' dummy shapes), saved with ``save_pretrained``."""
+    from image_to_video.families.wan import demo
+
+    return demo.build_demo_model(tmp_path_factory.mktemp("wan") / "ti2v-5b", "ti2v-5b")
+
+
+@pytest.fixture(scope="module")
+def wan_a14b(tmp_path_factory):
+    """The same for Wan2.2-I2V-A14B's two-expert layout."""
+    from image_to_video.families.wan import demo
+
+    return demo.build_demo_model(tmp_path_factory.mktemp("wan") / "i2v-a14b", "i2v-a14b")
+
+
 @pytest.fixture
 def small_config(tmp_path, demo_dir):
     """A config with small sizes, pointing at the session's demo model and temp folders."""

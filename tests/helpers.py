@@ -401,3 +401,18 @@ def profiler_peak_bytes(run, *, tensors_only: bool = False) -> int:
         elif action == Action.DESTROY:
             live -= size
     return peak
+
+
+def served_wan(folder, models_dir):
+    """The config a server on the Wan folder ``folder`` validates with (models in ``models_dir``), and its
+    engine, loaded through the app's own loading code (on the CPU, float32)."""
+    from image_to_video import families
+    from image_to_video.config import load_config
+    from image_to_video.engine_host import engine_for
+
+    config = families.served_config(load_config(overrides={
+        "model.source": str(folder), "paths.models_dir": str(models_dir), "model.device": "cpu"}))
+    engine = engine_for(config)
+    engine.load()
+    assert engine.ready, engine.status.message
+    return config, engine

@@ -24,7 +24,6 @@ from PIL import Image
 
 from image_to_video import batch, cli, families, gpu, loras
 from image_to_video.config import load_config
-from image_to_video.engine_host import engine_for
 from image_to_video.errors import InvalidInput
 from image_to_video.families.wan import demo
 from image_to_video.job_queue import JobQueue
@@ -36,30 +35,10 @@ from image_to_video.request import build_request
 from image_to_video.server import create_app
 
 from .app_process import AppProcess, free_port
-from .helpers import call, largest_difference, png, submit, wait_done
+from .helpers import call, largest_difference, png, served_wan, submit, wait_done
 
 #: The cheapest video the cards allow: 5 frames (4k+1), 2 steps, 480p (run at 256x160 by ``small``).
 CHEAP = dict(resolution="480p", num_frames=5, num_inference_steps=2)
-
-
-@pytest.fixture(scope="module")
-def wan_5b(tmp_path_factory):
-    return demo.build_demo_model(tmp_path_factory.mktemp("wan") / "ti2v-5b", "ti2v-5b")
-
-
-@pytest.fixture(scope="module")
-def wan_a14b(tmp_path_factory):
-    return demo.build_demo_model(tmp_path_factory.mktemp("wan") / "i2v-a14b", "i2v-a14b")
-
-
-def served(folder, models):
-    """The config of a server on ``folder`` whose models folder is ``models``, and its engine, loaded."""
-    config = families.served_config(load_config(overrides={
-        "model.source": str(folder), "paths.models_dir": str(models), "model.device": "cpu"}))
-    engine = engine_for(config)
-    engine.load()
-    assert engine.ready, engine.status.message
-    return config, engine
 
 
 def lora_layers(transformer, *, seed, rank=4, alpha=8):
@@ -118,7 +97,7 @@ def lora_layers_in(module) -> int:
 
 def test_a_lora_changes_the_frames_as_plain_diffusers_and_leaves_nothing_once_a_job_has_none(wan_5b, tmp_path):
     models = tmp_path / "models"
-    config, engine = served(wan_5b, models)
+    config, engine = served_wan(wan_5b, models)
     style = save_lora(wan_5b, models, "style")  # put there after the server started: offered at once
 
     def make(wanted):
@@ -138,7 +117,7 @@ def test_a_lora_changes_the_frames_as_plain_diffusers_and_leaves_nothing_once_a_
 
 def test_several_loras_at_once_and_a_dropped_one_give_plain_diffusers_frames(wan_5b, tmp_path):
     models = tmp_path / "models"
-    config, engine = served(wan_5b, models)
+    config, engine = served_wan(wan_5b, models)
     style, motion = save_lora(wan_5b, models, "style", seed=1), save_lora(wan_5b, models, "motion", seed=2)
     request = small(build_request(config, image=picture(seed=3), prompt="waves", seed=5, **CHEAP))
     both = engine.generate(dataclasses.replace(request, loras=loras.check("style:0.5, motion:-1", models,
@@ -151,7 +130,7 @@ def test_several_loras_at_once_and_a_dropped_one_give_plain_diffusers_frames(wan
 
 def test_a14b_takes_a_lora_into_both_experts_when_it_has_weights_for_both(wan_a14b, tmp_path):
     models = tmp_path / "models"
-    config, engine = served(wan_a14b, models)
+    config, engine = served_wan(wan_a14b, models)
     save_lora(wan_a14b, models, "both", seed=4, experts=("transformer", "transformer_2"))
     high, low = save_lora(wan_a14b, tmp_path / "plain", "high", seed=4), save_lora(wan_a14b, tmp_path / "plain",
                                                                                     "low", seed=5)
@@ -170,7 +149,7 @@ def test_a14b_takes_a_lora_into_both_experts_when_it_has_weights_for_both(wan_a1
 
 def test_a_lora_loads_and_unloads_under_group_offload_with_the_same_frames(wan_5b, tmp_path, offload_on_the_cpu):
     models = tmp_path / "models"
-    config, engine = served(wan_5b, models)
+    config, engine = served_wan(wan_5b, models)
     save_lora(wan_5b, models, "style")
     request = small(build_request(config, image=picture(), prompt="waves", seed=2, **CHEAP))
     styled = dataclasses.replace(request, loras=loras.check("style:0.8", models, engine.card))
@@ -184,7 +163,7 @@ def test_a_lora_loads_and_unloads_under_group_offload_with_the_same_frames(wan_5
 
 def test_a_lora_for_other_shapes_or_another_model_is_refused_by_name_before_a_step_runs(wan_5b, tmp_path):
     models = tmp_path / "models"
-    config, engine = served(wan_5b, models)
+    config, engine = served_wan(wan_5b, models)
     request = small(build_request(config, image=picture(), prompt="waves", seed=2, **CHEAP))
     fresh = engine.generate(request).frames
     wider = dict(demo.build_transformer("ti2v-5b").config, attention_head_dim=16)  # 32 wide, not 24

@@ -17,33 +17,12 @@ from image_to_video import families, gpu
 from image_to_video.config import load_config
 from image_to_video.engine_host import engine_for
 from image_to_video.errors import Cancelled
-from image_to_video.families.wan import demo
 from image_to_video.request import build_request
 
-from .helpers import call, largest_difference, png, submit, wait_done
+from .helpers import call, largest_difference, png, served_wan, submit, wait_done
 
 #: The cheapest video the cards allow: 5 frames (4k+1), 2 steps, 480p.
 CHEAP = dict(resolution="480p", num_frames=5, num_inference_steps=2)
-
-
-@pytest.fixture(scope="module")
-def wan_5b(tmp_path_factory):
-    return demo.build_demo_model(tmp_path_factory.mktemp("wan") / "ti2v-5b", "ti2v-5b")
-
-
-@pytest.fixture(scope="module")
-def wan_a14b(tmp_path_factory):
-    return demo.build_demo_model(tmp_path_factory.mktemp("wan") / "i2v-a14b", "i2v-a14b")
-
-
-def served(folder, tmp_path):
-    """The config a server on ``folder`` validates with, and its engine, loaded (on the CPU, float32)."""
-    config = families.served_config(load_config(overrides={
-        "model.source": str(folder), "paths.models_dir": str(tmp_path / "models"), "model.device": "cpu"}))
-    engine = engine_for(config)
-    engine.load()
-    assert engine.ready, engine.status.message
-    return config, engine
 
 
 def small(request, width=256, height=160):
@@ -70,7 +49,7 @@ def plain_diffusers(folder, request, **extra):
 
 
 def test_5b_makes_plain_diffusers_frames_with_progress_and_a_preview(wan_5b, tmp_path):
-    config, engine = served(wan_5b, tmp_path)
+    config, engine = served_wan(wan_5b, tmp_path / "models")
     assert engine.card.name == "wan2.2-ti2v-5b"
     request = small(build_request(config, image=picture(600, 340), prompt="the waves roll in slowly", seed=11,
                                   **CHEAP))
@@ -86,7 +65,7 @@ def test_5b_makes_plain_diffusers_frames_with_progress_and_a_preview(wan_5b, tmp
 
 
 def test_cancel_stops_wan_at_the_next_step(wan_5b, tmp_path):
-    config, engine = served(wan_5b, tmp_path)
+    config, engine = served_wan(wan_5b, tmp_path / "models")
     request = small(build_request(config, image=picture(600, 340), prompt="waves", seed=1,
                                   **dict(CHEAP, num_inference_steps=4)))
     cancel = threading.Event()
@@ -103,7 +82,7 @@ def test_cancel_stops_wan_at_the_next_step(wan_5b, tmp_path):
 
 
 def test_a_chinese_prompt_reaches_umt5_as_written(wan_5b, tmp_path):
-    config, engine = served(wan_5b, tmp_path)
+    config, engine = served_wan(wan_5b, tmp_path / "models")
     read = []
     tokenizer = engine.pipeline.tokenizer
     original = type(tokenizer).__call__
@@ -117,7 +96,7 @@ def test_a_chinese_prompt_reaches_umt5_as_written(wan_5b, tmp_path):
 
 
 def test_a14b_ends_on_the_chosen_picture_as_plain_diffusers_does(wan_a14b, tmp_path):
-    config, engine = served(wan_a14b, tmp_path)
+    config, engine = served_wan(wan_a14b, tmp_path / "models")
     assert engine.card.name == "wan2.2-i2v-a14b" and len(engine.family.experts) == 2
     request = small(build_request(config, image=picture(600, 340, seed=1), prompt="waves", seed=5,
                                   last_image=picture(600, 340, seed=2), **CHEAP))
@@ -127,7 +106,7 @@ def test_a14b_ends_on_the_chosen_picture_as_plain_diffusers_does(wan_a14b, tmp_p
 
 
 def test_wans_group_offload_moves_both_kinds_of_parts_and_keeps_the_frames(wan_5b, tmp_path, offload_on_the_cpu):
-    config, engine = served(wan_5b, tmp_path)
+    config, engine = served_wan(wan_5b, tmp_path / "models")
     request = small(build_request(config, image=picture(600, 340), prompt="waves", seed=2, **CHEAP))
     before = engine.generate(request).frames
     gpu.enable_group_offload(engine.pipeline, torch.device("cpu"))

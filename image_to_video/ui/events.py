@@ -381,8 +381,7 @@ class Settings:
             limits = settings.limits(parameter.name)
             step = card.frame_step if parameter.name == "num_frames" else parameter.step
             updates[control] = gr.update(minimum=limits.min, maximum=limits.max, step=step, value=value)
-        updates[form.preset] = gr.update(choices=[(preset_label(name, lang), name) for name in settings.presets],
-                                          value=settings.preset_for(d.values()))
+        updates[form.preset] = gr.update(**updates[form.preset], value=settings.preset_for(d.values()))  # its choices
         updates.update(self.estimate(lang, d.resolution, d.num_frames, d.num_inference_steps, model))
         return updates
 
