@@ -2,7 +2,8 @@
 
 Each offered model (``model.offer``, ``AppConfig.offered``) is ready or loading on a worker, on disk,
 or not downloaded yet (with its download size); with what its default video needs of GPU memory in
-each memory mode, so a creator sees before choosing whether it fits the card here.
+each memory mode, so a creator sees before choosing whether it fits the card here. Each model's Fast
+preset names LoRA files to download once (``fast_presets``, ``lora_sources``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import estimates, families, model_store
+from . import estimates, families, loras, model_store
 from .config import AppConfig
+from .errors import InvalidInput, shown
 from .model_status import ModelState
 from .workers import loaded_model
 
@@ -82,3 +84,26 @@ def _memory_gb(card: families.Card, config: AppConfig) -> dict[str, float]:
         width, height = families.served_card(config).size(defaults.resolution, "1:1")
         needs = estimates.memory_needs_gb(max(width, height), defaults.num_frames)
     return {mode: round(gb, 1) for mode, gb in needs.items()}
+
+
+def fast_presets(models_dir: Path) -> dict[str, dict]:
+    """Each model's Fast preset: its ``loras`` as a job names them, their size, and whether all are on disk."""
+    on_disk = loras.available(models_dir)
+    return {card.name: {"preset": card.fast.preset, "loras": card.fast.loras_text(),
+                        "size_gb": round(card.fast.size_gb(), 2),
+                        "on_disk": all(name in on_disk for name in card.fast.names())}
+            for card in families.CARDS.values() if card.fast}
+
+
+def lora_sources(fast, repo, file, name) -> list[tuple]:
+    """What ``POST /api/loras`` (and ``main.py loras fetch``) asks to download: a model's Fast LoRAs, or one
+    file of a repo. Raises ``InvalidInput`` for anything else."""
+    if fast not in (None, ""):
+        card = families.CARDS.get(str(fast).strip().lower())
+        if card is None or card.fast is None:
+            raise InvalidInput(key="err_lora_fetch_no_fast", model=shown(fast), allowed=", ".join(
+                card.name for card in families.CARDS.values() if card.fast))
+        return [(lora.repo, lora.file, lora.name) for lora in card.fast.loras]
+    if repo in (None, "") or file in (None, ""):
+        raise InvalidInput(key="err_lora_fetch_what")
+    return [(repo, file, name)]

@@ -4,6 +4,7 @@
     python main.py generate --image photo.jpg --prompt "the waves roll in slowly" [...]
     python main.py generate --batch jobs.jsonl [...]
     python main.py build-demo [--force]
+    python main.py loras list | fetch --fast MODEL | fetch REPO FILE [--name NAME]
 
 One parser with a subcommand each; the options every command shares (config file,
 model, folders, log level) come from one parent parser. Without a subcommand the
@@ -24,7 +25,7 @@ from .config import (DEFAULT_CONFIG_FILE, INTERPOLATE_METHODS, LOOPS, PARAMETERS
 from .errors import AlreadyRunning, ConfigError
 from .processes import claim_data_folder
 
-COMMANDS = ("serve", "generate", "build-demo")
+COMMANDS = ("serve", "generate", "build-demo", "loras")
 
 # Command-line flag -> config key. Every key can also be set as I2V_<SECTION>_<KEY>.
 _FLAG_KEYS = {
@@ -64,7 +65,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     shared = _shared_options()
     parser = argparse.ArgumentParser(prog="python main.py", description="Image-to-Video.")
     parser.add_argument("--version", action="version", version=f"Image-to-Video {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,generate,build-demo}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,generate,build-demo,loras}")
     serve = commands.add_parser(
         "serve", parents=[shared], prog="python main.py [serve]", help="serve the page and the HTTP API (default)",
         description="Image-to-Video: serve the web UI that turns an image and a prompt into a video.",
@@ -78,7 +79,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     build_demo = commands.add_parser("build-demo", parents=[shared], help="write the demo model into models/",
                                      description="Write the demo model (tiny, random weights) into models/.")
     build_demo.add_argument("--force", action="store_true", help="rebuild even if it is already there")
-    return parser, {"serve": serve, "generate": generate, "build-demo": build_demo}
+    loras = commands.add_parser("loras", parents=[shared], help="list the LoRAs, or download one from the hub",
+                                description="The LoRA files in loras/ inside the models folder: list them, or "
+                                            "download one from the hub (HF_ENDPOINT honoured).")
+    loras.add_argument("action", choices=["list", "fetch"])
+    loras.add_argument("source", nargs="*", metavar="REPO FILE",
+                       help="with fetch: a hub repo id and the path of a .safetensors LoRA file in it")
+    loras.add_argument("--fast", metavar="MODEL", help="with fetch: the LoRAs of MODEL's Fast preset (wan2.2-ti2v-5b "
+                                                       "or wan2.2-i2v-a14b)")
+    loras.add_argument("--name", help="with fetch REPO FILE: keep it as loras/NAME.safetensors (default: its file name)")
+    return parser, {"serve": serve, "generate": generate, "build-demo": build_demo, "loras": loras}
 
 
 def _add_serve(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +156,8 @@ def parse_config(argv: Sequence[str]) -> tuple[argparse.Namespace, AppConfig]:
         command.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "generate" and args.image and not args.prompt:
         command.error("--prompt is needed with --image")
+    if args.command == "loras" and args.action == "fetch" and not args.fast and len(args.source) != 2:
+        command.error("fetch takes --fast MODEL, or a repo id and a file path")
     overrides = config_overrides(args)
     if args.command == "build-demo":
         overrides["model.demo"] = True
@@ -188,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = families.build_demo(families.served_card(config), Path(config.model_path), force=args.force)
         print(f"Demo model ready in {path}")
         return 0
+    if args.command == "loras":
+        return run_loras(args, config)
     try:  # the data folder before the heavy imports: a second server is told at once
         lock = claim_data_folder(config, "serve")
     except AlreadyRunning as error:
@@ -197,3 +211,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app.setup_logging(args.log_level or "INFO")
     return app.serve(config, pid_file=Path(args.pid_file) if args.pid_file else None, lock=lock)
+
+
+def run_loras(args: argparse.Namespace, config: AppConfig) -> int:
+    """``main.py loras list`` prints the LoRAs on disk; ``fetch`` downloads a Fast preset's or one file."""
+    from . import loras
+    from .errors import AppError
+
+    models_dir = config.paths.models_dir
+    if args.action == "list":
+        found = loras.listing(models_dir)
+        for entry in found:
+            print(f"{entry['name']}  ({entry['size_mb']:g} MB)")
+        print(f"{len(found)} LoRA(s) in {loras.folder(models_dir)}")
+        return 0
+    from .catalogue import lora_sources
+
+    try:
+        sources = lora_sources(args.fast, *(args.source or [None, None]), args.name)
+        for repo, file, name in sources:
+            print(f"Downloading {repo}/{file} as {name} ...", flush=True)
+            path = loras.fetch(repo, file, name, models_dir, progress=_print_progress())
+            print(f"{name}: {path}")
+    except AppError as error:
+        print(f"[ERROR] {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_progress():
+    """A progress callback that prints a line at most every 10 %."""
+    shown = {"tenth": -1}
+
+    def progress(done: int, total: int) -> None:
+        tenth = done * 10 // total
+        if tenth > shown["tenth"]:
+            shown["tenth"] = tenth
+            print(f"  {done / 1e6:.0f} of {total / 1e6:.0f} MB", flush=True)
+
+    return progress

@@ -570,6 +570,44 @@ TEXT: dict[str, dict[str, str]] = {
                                        "{wanted}。它是为其他模型（例如另一种规模的 Wan）制作的。"},
     "err_lora_not_loaded": {"en": "LoRA {name} could not be loaded into {model}: {error}",
                             "zh-CN": "无法把 LoRA {name} 加载到 {model}：{error}"},
+    "err_lora_expert_one": {"en": "LoRA {name}: {model} has one transformer, so a LoRA cannot be put into one "
+                                  "expert (@high, @low name the two experts of Wan2.2-I2V-A14B). Remove the @ and what "
+                                  "follows it.",
+                            "zh-CN": "LoRA {name}：{model} 只有一个 transformer，不能把 LoRA 只放进某一个专家（@high、@low "
+                                     "指的是 Wan2.2-I2V-A14B 的两个专家）。请去掉 @ 及其后面的内容。"},
+    "err_lora_expert_both": {"en": "LoRA {name} has weights for both experts already; name it without @high or @low.",
+                             "zh-CN": "LoRA {name} 已经包含两个专家的权重；请不带 @high 或 @low 使用它。"},
+    "err_lora_fast_missing": {"en": "LoRA {name} belongs to the Fast preset and is not downloaded yet ({size} GB "
+                                    "in all). Download it once: the Download button beside the Fast preset on the "
+                                    "page, or `python main.py loras fetch --fast {model}`, or POST /api/loras with "
+                                    "fast={model}; then start the job again.",
+                              "zh-CN": "LoRA {name} 属于“极速”预设，尚未下载（共 {size} GB）。请先下载一次：页面上“极速”预设旁的"
+                                       "下载按钮，或运行 `python main.py loras fetch --fast {model}`，或 POST /api/loras 并带 "
+                                       "fast={model}；然后重新开始任务。"},
+    "err_lora_fetch_repo": {"en": "{value} is not a hub repo id (owner/name, for example lightx2v/Wan2.2-Lightning).",
+                            "zh-CN": "{value} 不是 Hub 仓库名（所有者/名称，例如 lightx2v/Wan2.2-Lightning）。"},
+    "err_lora_fetch_file": {"en": "{value} is not the path of a .safetensors file in the repo (for example "
+                                  "folder/model.safetensors).",
+                            "zh-CN": "{value} 不是仓库中 .safetensors 文件的路径（例如 folder/model.safetensors）。"},
+    "err_lora_fetch_name": {"en": "{value} cannot name a LoRA: use letters, digits, - _ . and @ only inside, no "
+                                  "comma, colon or slash, and no ending @high or @low.",
+                            "zh-CN": "{value} 不能用作 LoRA 名称：不能含逗号、冒号或斜杠，也不能以 @high 或 @low 结尾。"},
+    "err_lora_fetch_taken": {"en": "A LoRA named {name} is already in the LoRA folder and came from elsewhere; it "
+                                   "is kept. Give the download another name.",
+                             "zh-CN": "LoRA 文件夹中已有名为 {name} 的 LoRA（来源不同），它会被保留。请给这次下载换一个名称。"},
+    "err_lora_fetch_big": {"en": "LoRA {name} is {size} GB; LoRA downloads stop at {limit} GB. Is it a whole model "
+                                 "rather than a LoRA?",
+                           "zh-CN": "LoRA {name} 有 {size} GB；LoRA 下载上限为 {limit} GB。它是否是完整模型而不是 LoRA？"},
+    "err_lora_fetch_disk": {"en": "LoRA {name} ({size} GB) does not fit on the disk of the models folder. Free some "
+                                  "space and download it again.",
+                            "zh-CN": "LoRA {name}（{size} GB）放不进模型文件夹所在的磁盘。请腾出空间后重新下载。"},
+    "err_lora_fetch_busy": {"en": "{count} LoRA downloads are already waiting. Wait for them to end, then ask again.",
+                            "zh-CN": "已有 {count} 个 LoRA 下载在排队。请等它们结束后再试。"},
+    "err_lora_fetch_what": {"en": "Say what to download: fast=<model> (its Fast preset's LoRAs), or repo and file "
+                                  "(and optionally name).",
+                            "zh-CN": "请说明要下载什么：fast=<模型>（其“极速”预设的 LoRA），或 repo 和 file（可选 name）。"},
+    "err_lora_fetch_no_fast": {"en": "{model} has no Fast preset. Models with one: {allowed}.",
+                               "zh-CN": "{model} 没有“极速”预设。有该预设的模型：{allowed}。"},
     "param_frames": {"en": "Frames", "zh-CN": "帧数"},
     "param_fps": {"en": "FPS", "zh-CN": "帧率"},
     "param_steps": {"en": "Steps", "zh-CN": "推理步数"},
@@ -916,7 +954,8 @@ TEXT: dict[str, dict[str, str]] = {
 
 
 #: The shipped presets' names in Chinese; presets added in the config show their own name.
-PRESET_NAMES = {"Quick preview": "快速预览", "Standard": "标准", "High quality": "高质量"}
+PRESET_NAMES = {"Quick preview": "快速预览", "Standard": "标准", "High quality": "高质量", "Fast": "极速",
+                "Short 720p": "720p 短片"}
 
 
 def preset_label(name: str, lang: str | None) -> str:

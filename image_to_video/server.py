@@ -67,13 +67,14 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
                credentials: Credentials | None = None, pid_file: Path | None = None,
                throttle: LoginThrottle | None = None,
                worker_healthy: Callable[[], bool] | None = None,
-               workers: WorkerBoard | None = None) -> FastAPI:
+               workers: WorkerBoard | None = None, lora_fetches: lora_files.Fetches | None = None) -> FastAPI:
     """The FastAPI app with the API under /api and the page at /. Starts nothing.
 
     ``engine`` is anything with the engine's ``status``, ``ready``, ``memory_mode`` and ``device_answers``;
     ``throttle`` counts wrong passwords per address (a new one when not given);
     ``worker_healthy`` says whether the job worker runs and reaches the store (without it, never ready);
-    ``workers`` is the board the workers report to (``GET /api/workers``; none: an empty list).
+    ``workers`` is the board the workers report to (``GET /api/workers``; none: an empty list);
+    ``lora_fetches`` runs the LoRA downloads (a new one when not given).
     """
 
     @contextlib.asynccontextmanager
@@ -124,12 +125,31 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         mode. A job for a model no worker holds loads it first (a worker holds one model at a time)."""
         return {"default": config.model.family, "models": catalogue.model_list(config, catalogue.engines_of(engine))}
 
+    fetches = lora_fetches or lora_files.Fetches(config.paths.models_dir)
+
     @app.get("/api/loras", tags=["server"], dependencies=[Depends(require_login)])
-    def list_loras() -> dict:
+    def list_loras(lang: str | None = None) -> dict:
         """The LoRAs a job's ``loras`` may name: the .safetensors files in loras/ inside the models folder,
-        read now (a file put there is offered at once), each with its size; and the models that take them."""
+        read now (a file put there is offered at once), each with its size; the models that take them; each
+        model's Fast preset (its LoRAs as a job names them, their size, whether all are on disk); and the
+        downloads asked for (``POST /api/loras``), with their state and, when one failed, why."""
         return {"loras": lora_files.listing(config.paths.models_dir),
-                "models": [card.name for card in families.CARDS.values() if card.loras]}
+                "models": [card.name for card in families.CARDS.values() if card.loras],
+                "fast": catalogue.fast_presets(config.paths.models_dir), "downloads": fetches.state(lang)}
+
+    @app.post("/api/loras", status_code=202, tags=["server"], dependencies=[Depends(require_login)])
+    def fetch_loras(fast: Annotated[str | None, Form(description=(
+                        "A model whose Fast preset's LoRAs to download (its card names them): "
+                        + ", ".join(card.name for card in families.CARDS.values() if card.fast)))] = None,
+                    repo: Annotated[str | None, Form(description="Or a hub repo id (owner/name) ...")] = None,
+                    file: Annotated[str | None, Form(description="... and the path of a .safetensors LoRA file in "
+                                                                 "it ...")] = None,
+                    name: Annotated[str | None, Form(description="... kept as loras/<name>.safetensors (default: "
+                                                                 "the file's name)")] = None) -> dict:
+        """Download LoRA files from the hub (``HF_ENDPOINT`` honoured) into loras/ inside the models folder, one
+        at a time in the background: ``GET /api/loras`` shows each download's progress. A file already fetched
+        from there is not fetched again; a LoRA of that name from elsewhere is never replaced."""
+        return {"downloads": fetches.start(catalogue.lora_sources(fast, repo, file, name))}
 
     app.post("/api/jobs", status_code=202, tags=["jobs"], dependencies=[Depends(require_login)],
              summary="Submit")(_submit_route(config, queue, max_bytes))
@@ -188,7 +208,7 @@ def create_app(config: AppConfig, queue: JobQueue, outputs: OutputFolder, engine
         return {"workers": workers.list() if workers else []}
 
     _add_unknown_api_route(app)
-    demo = build_ui(config, queue, outputs, engine, workers=workers.list if workers else None)
+    demo = build_ui(config, queue, outputs, engine, workers=workers.list if workers else None, fetches=fetches)
     demo.queue(default_concurrency_limit=1, api_open=False)
     app = gr.mount_gradio_app(
         app, demo, path="/",

@@ -416,3 +416,22 @@ def served_wan(folder, models_dir):
     engine.load()
     assert engine.ready, engine.status.message
     return config, engine
+
+
+def point_hub_at(monkeypatch, tmp_path, url: str) -> None:
+    """Make huggingface_hub talk to ``url`` (a ``hub_server.HubServer``, or a dead address), online, with a
+    cache of this test's own, as ``HF_ENDPOINT`` would: it reads these once, at import, so what was derived
+    from them is set too. ``close_session`` (the client) again when the test ends."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no copy from a real cache
+    _http.close_session()  # a fresh client, built with this environment

@@ -35,7 +35,8 @@ from image_to_video.request import build_request
 from image_to_video.server import create_app
 
 from .app_process import AppProcess, free_port
-from .helpers import call, largest_difference, png, served_wan, submit, wait_done
+from .helpers import call, largest_difference, png, point_hub_at, served_wan, submit, wait_done
+from .hub_server import HubServer
 
 #: The cheapest video the cards allow: 5 frames (4k+1), 2 steps, 480p (run at 256x160 by ``small``).
 CHEAP = dict(resolution="480p", num_frames=5, num_inference_steps=2)
@@ -145,6 +146,49 @@ def test_a14b_takes_a_lora_into_both_experts_when_it_has_weights_for_both(wan_a1
     save_lora(wan_a14b, models, "first", seed=4)
     engine.generate(dataclasses.replace(request, loras=loras.check("first:1", models, engine.card)))
     assert lora_layers_in(engine.pipeline.transformer) > 0 and lora_layers_in(engine.pipeline.transformer_2) == 0
+
+
+def test_a14b_takes_one_file_per_expert_named_at_high_and_at_low_as_plain_diffusers(wan_a14b, tmp_path):
+    """A Lightning LoRA is two files, one per expert: ``name@high`` puts a file's weights into the noisy
+    steps' expert only, ``name@low`` into the later steps' (diffusers' ``load_into_transformer_2``)."""
+    models = tmp_path / "models"
+    config, engine = served_wan(wan_a14b, models)
+    high, low = save_lora(wan_a14b, models, "fast-high", seed=6), save_lora(wan_a14b, models, "fast-low", seed=7)
+    save_lora(wan_a14b, models, "both", seed=4, experts=("transformer", "transformer_2"))
+    make = lambda value: build_request(config, image=picture(seed=2), prompt="waves", seed=3,  # noqa: E731
+                                       loras=value, **CHEAP)
+    entries = make("fast-high@high:1, fast-low@low:0.6").loras
+    assert [(entry["name"], entry.get("expert"), entry["strength"]) for entry in entries] == [
+        ("fast-high", "high", 1.0), ("fast-low", "low", 0.6)]
+    assert entries[1]["sha256"] == hashlib.sha256(low.read_bytes()).hexdigest()
+    assert loras.text(entries) == "fast-high@high:1,fast-low@low:0.6"
+    assert make(list(entries)).loras == entries  # a record's entries (a retried job) read back with their expert
+    # the same file into each expert at its own strength is two LoRAs, not one named twice
+    assert len(make("fast-low@high:0.5,fast-low@low:1").loras) == 2
+    with pytest.raises(InvalidInput, match="LoRA 'fast-low@low' is named twice"):
+        make("fast-low@low:0.5,fast-low@low:1")
+    request = small(make("fast-high@high:1, fast-low@low:0.6"))
+    made = engine.generate(request).frames
+    expected = plain_diffusers(wan_a14b, small(make(None)), [("high", high, 1.0), ("low", low, 0.6)],
+                               into_second=("low",))
+    assert largest_difference(made, expected) <= 1
+    # the low-noise file alone: the second expert holds a LoRA, the first none
+    engine.generate(small(make("fast-low@low:1")))
+    assert lora_layers_in(engine.pipeline.transformer) == 0 and lora_layers_in(engine.pipeline.transformer_2) > 0
+    # a file with weights for both experts cannot be put into one: refused before a step, nothing loaded
+    with pytest.raises(InvalidInput, match="LoRA 'both' has weights for both experts already"):
+        engine.generate(small(make("both@low:1")))
+    assert lora_layers_in(engine.pipeline.transformer_2) == 0
+
+
+def test_a_model_with_one_transformer_refuses_an_expert_with_words(wan_5b, tmp_path):
+    models = tmp_path / "models"
+    config = families.served_config(load_config(overrides={"model.source": str(wan_5b),
+                                                           "paths.models_dir": str(models)}))
+    save_lora(wan_5b, models, "style")
+    with pytest.raises(InvalidInput, match="Wan2.2-TI2V-5B has one transformer, so a LoRA cannot be put into one "
+                                           "expert"):
+        build_request(config, image=picture(), prompt="waves", loras="style@low:1")
 
 
 def test_a_lora_loads_and_unloads_under_group_offload_with_the_same_frames(wan_5b, tmp_path, offload_on_the_cpu):
@@ -266,8 +310,11 @@ def test_the_api_describes_lists_and_checks_loras_and_a_job_keeps_them(wan_5b, t
     takes = {model["name"]: model["loras"] for model in client.get("/api/models").json()["models"]}
     assert takes["wan2.2-ti2v-5b"] is True and takes.get("i2vgen-xl", False) is False
     path = save_lora(wan_5b, models, "style")
-    assert client.get("/api/loras").json() == {"loras": [{"name": "style", "size_mb": 0.0}],
-                                               "models": ["wan2.2-ti2v-5b", "wan2.2-i2v-a14b"]}
+    listed = client.get("/api/loras").json()
+    assert (listed["loras"], listed["models"], listed["downloads"]) == (
+        [{"name": "style", "size_mb": 0.0}], ["wan2.2-ti2v-5b", "wan2.2-i2v-a14b"], [])
+    assert listed["fast"]["wan2.2-i2v-a14b"]["on_disk"] is False and "@low:1" in listed["fast"]["wan2.2-i2v-a14b"][
+        "loras"]
     photo = png(picture())
     refused = client.post("/api/jobs", data={"prompt": "waves", "loras": "gone:1"},
                           files={"image": ("p.png", photo)})
@@ -332,3 +379,96 @@ def test_the_card_says_which_models_take_loras():
     assert taking == {"i2vgen-xl": False, "wan2.2-ti2v-5b": True, "wan2.2-i2v-a14b": True}
     assert all("loras" in card.sources for card in families.CARDS.values())
 
+
+
+def test_the_fast_presets_loras_are_fetched_from_the_hub_once_and_never_over_a_users_file(
+        wan_a14b, tmp_path, monkeypatch):
+    """``POST /api/loras`` with ``fast=<model>`` downloads the files the card names (from a hub on loopback,
+    as ``HF_ENDPOINT`` points it), once; a Fast job before that is refused with what to do, after it is
+    taken with each file's expert; bad sources and a file of the same name from elsewhere are refused."""
+    card = families.CARDS["wan2.2-i2v-a14b"]
+    made = tmp_path / "made"
+    published = {lora.file: save_lora(wan_a14b, made, lora.name, seed=index).read_bytes()
+                 for index, lora in enumerate(card.fast.loras)}
+    repo = card.fast.loras[0].repo
+    models = tmp_path / "models"
+    config = families.served_config(load_config(overrides={
+        "model.source": str(wan_a14b), "paths.models_dir": str(models), "paths.output_dir": str(tmp_path / "o"),
+        "paths.state_dir": str(tmp_path / "d"), "outputs.min_free_gb": 0}))
+    queue = JobQueue(SQLiteJobStore(tmp_path / "j.sqlite3"), config, live=LiveJobs(), inputs_dir=tmp_path / "i")
+    fetches = loras.Fetches(models)
+    client = TestClient(create_app(config, queue, OutputFolder(tmp_path / "o", config.outputs), Model(),
+                                   lora_fetches=fetches))
+    photo = png(picture())
+    fast = dict(prompt="waves", loras=card.fast.loras_text(), **{
+        name: str(value) for name, value in zip(("resolution", "num_frames", "fps", "num_inference_steps",
+                                                 "guidance_scale"), card.generation.presets["Fast"].values())})
+    refused = client.post("/api/jobs", data=fast, files={"image": ("p.png", photo)})
+    assert refused.status_code == 400 and "belongs to the Fast preset and is not downloaded yet" in \
+        refused.json()["error"] and "python main.py loras fetch --fast wan2.2-i2v-a14b" in refused.json()["error"]
+    with HubServer(repo, published) as hub:
+        point_hub_at(monkeypatch, tmp_path, hub.url)
+        asked = client.post("/api/loras", data={"fast": "wan2.2-i2v-a14b"})
+        assert asked.status_code == 202, asked.text
+        assert [item["name"] for item in asked.json()["downloads"]] == list(card.fast.names())
+        assert fetches.wait(timeout=60)
+        listed = client.get("/api/loras").json()
+        assert [item["state"] for item in listed["downloads"]] == ["done", "done"], listed["downloads"]
+        assert listed["fast"]["wan2.2-i2v-a14b"]["on_disk"] is True
+        for lora in card.fast.loras:  # the published bytes, under the card's names
+            assert (loras.folder(models) / f"{lora.name}.safetensors").read_bytes() == published[lora.file]
+        fetched = [hit.path for hit in hub.take_hits() if hit.method == "GET" and hit.path in published]
+        assert sorted(fetched) == sorted(published)
+        # asked again: nothing fetched, nothing queued
+        assert client.post("/api/loras", data={"fast": "wan2.2-i2v-a14b"}).status_code == 202
+        assert fetches.wait(timeout=30) and not [hit for hit in hub.take_hits() if hit.path in published]
+        # a file of that name from elsewhere, or one the user put there, is never replaced
+        high = card.fast.loras[0]
+        with pytest.raises(InvalidInput, match=f"A LoRA named '{high.name}' is already in the LoRA folder"):
+            loras.fetch(repo, card.fast.loras[1].file, high.name, models)
+        mine = loras.folder(models) / "mine.safetensors"
+        mine.write_bytes(published[high.file])
+        refused = client.post("/api/loras", data={"repo": repo, "file": high.file, "name": "mine"})
+        assert refused.status_code == 400 and "A LoRA named 'mine' is already in the LoRA folder" in \
+            refused.json()["error"]
+        # bad sources: said with words, nothing fetched
+        for fields, words in [({"repo": "../etc", "file": "a.safetensors"}, "is not a hub repo id"),
+                              ({"repo": repo, "file": "../../secret.safetensors"}, "is not the path of a .safetensors"),
+                              ({"repo": repo, "file": "model.bin"}, "is not the path of a .safetensors"),
+                              ({"repo": repo, "file": high.file, "name": "a:b"}, "cannot name a LoRA"),
+                              ({"repo": repo, "file": high.file, "name": "x@low"}, "cannot name a LoRA"),
+                              ({"fast": "i2vgen-xl"}, "has no Fast preset"), ({}, "Say what to download")]:
+            answer = client.post("/api/loras", data=fields)
+            assert answer.status_code == 400 and words in answer.json()["error"], (fields, answer.text)
+        assert not [hit for hit in hub.take_hits() if hit.method == "GET" and hit.path in published]
+        # too big for a LoRA: not kept; a file the hub does not have: the download fails with the reason
+        with pytest.raises(InvalidInput, match="LoRA 'huge' is 0.0 GB; LoRA downloads stop at 1e-06 GB"):
+            loras.fetch(repo, high.file, "huge", models, max_bytes=1000)
+        assert "huge" not in loras.available(models)
+        client.post("/api/loras", data={"repo": repo, "file": "missing/lora.safetensors"})
+        assert fetches.wait(timeout=30)
+        failed = client.get("/api/loras?lang=zh-CN").json()["downloads"][-1]
+        assert failed["state"] == "failed" and repo in failed["error"] and "HF_ENDPOINT" in failed["error"]
+    # the Fast job is taken now, each file with its expert
+    job = client.post("/api/jobs", data=fast, files={"image": ("p.png", photo)})
+    assert job.status_code == 202, job.text
+    assert [(entry["name"], entry["expert"], entry["strength"]) for entry in job.json()["loras"]] == [
+        (lora.name, lora.expert, 1.0) for lora in card.fast.loras]
+    assert (job.json()["params"]["num_inference_steps"], job.json()["params"]["guidance_scale"]) == (4, 1.0)
+
+
+def test_the_command_line_lists_and_fetches_loras(wan_5b, tmp_path, monkeypatch, capsys):
+    card = families.CARDS["wan2.2-ti2v-5b"]
+    lora = card.fast.loras[0]
+    data = save_lora(wan_5b, tmp_path / "made", "x").read_bytes()
+    models = tmp_path / "models"
+    with HubServer(lora.repo, {lora.file: data}) as hub:
+        point_hub_at(monkeypatch, tmp_path, hub.url)
+        assert cli.main(["loras", "fetch", "--fast", card.name, "--models-dir", str(models)]) == 0
+        assert cli.main(["loras", "fetch", lora.repo, lora.file, "--name", "again", "--models-dir", str(models)]) == 0
+    assert cli.main(["loras", "list", "--models-dir", str(models)]) == 0
+    out = capsys.readouterr().out
+    assert f"{lora.name}  (" in out and "again  (" in out and "2 LoRA(s) in" in out
+    assert (loras.folder(models) / f"{lora.name}.safetensors").read_bytes() == data
+    assert cli.main(["loras", "fetch", "--fast", "i2vgen-xl", "--models-dir", str(models)]) == 1
+    assert "i2vgen-xl' has no Fast preset" in capsys.readouterr().err

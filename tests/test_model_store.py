@@ -7,6 +7,7 @@ import pytest
 from image_to_video import model_store
 from image_to_video.errors import ModelUnavailable
 
+from .helpers import point_hub_at
 from .hub_server import HubServer
 
 
@@ -64,20 +65,9 @@ def hub(monkeypatch, tmp_path):
     from huggingface_hub.utils import _http
 
     with HubServer(REPO, _repo_files()) as server:
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        # huggingface_hub reads these once, at import: set what was derived from them too.
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no copy from a real cache
+        point_hub_at(monkeypatch, tmp_path, server.url)
         # Bytes reach the file 10 MB at a time; smaller pieces let a few-hundred-KB file be cut part-way.
         monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
-        _http.close_session()  # a fresh client, built with this environment
         yield server
         _http.close_session()
 

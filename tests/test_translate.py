@@ -17,7 +17,7 @@ from image_to_video.errors import ConfigError, ModelUnavailable
 from image_to_video.i18n import localized
 from image_to_video.translate import Translator, TranslatorStatus, needs_translation
 
-from .helpers import CHINESE
+from .helpers import CHINESE, point_hub_at
 from .helpers import translation_settings as settings
 from .hub_server import HubServer
 
@@ -238,18 +238,10 @@ def test_offline_it_is_unavailable_at_once(tmp_path, monkeypatch):
 @pytest.fixture
 def online(monkeypatch, tmp_path):
     """Point huggingface_hub at ``url`` (the fake hub, or a dead address), online, for this test."""
-    from huggingface_hub import constants
     from huggingface_hub.utils import _http
 
     def point(url: str):
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        monkeypatch.setattr(constants, "ENDPOINT", url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-        _http.close_session()
+        point_hub_at(monkeypatch, tmp_path, url)
 
     yield point
     _http.close_session()

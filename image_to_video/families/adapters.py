@@ -10,8 +10,11 @@ again), so its frames are those of a pipeline that never held one. Loaded LoRAs 
 requests keep asking for them (a new one is added); a request that drops one unloads all and loads its own.
 
 Each expert takes the weights under its own prefix: ``transformer.*`` (what ``save_lora_weights`` writes,
-and what diffusers loads by default) into the first, ``transformer_2.*`` into Wan2.2-I2V-A14B's second
-(what ``load_into_transformer_2=True`` does). Before anything is loaded, every weight is checked against
+and what diffusers loads by default) into the first, ``transformer_2.*`` into Wan2.2-I2V-A14B's second.
+A LoRA named with an expert (``@high``, ``@low``: a request's ``"expert"``) puts its ``transformer.*``
+weights into that expert alone, as ``load_lora_weights`` does without and with
+``load_into_transformer_2=True``
+(the two files of a Lightning LoRA, one per expert). Before anything is loaded, every weight is checked against
 the layer it changes: a LoRA for another model is refused with ``InvalidInput`` naming it and the layer.
 """
 
@@ -31,9 +34,15 @@ from ..errors import InvalidInput, shown
 log = logging.getLogger(__name__)
 
 
+#: A request's expert -> the pipeline module it names (``loras.EXPERTS``).
+EXPERT_MODULES = {"high": "transformer", "low": "transformer_2"}
+
+
 def adapter_name(entry: Mapping[str, Any]) -> str:
-    """The adapter's name in the pipeline: one per LoRA name and file content (a changed file is a new one)."""
-    return "lora_" + hashlib.sha256(f"{entry['name']}\0{entry['sha256']}".encode()).hexdigest()[:16]
+    """The adapter's name in the pipeline: one per LoRA name, file content (a changed file is a new one) and
+    expert."""
+    key = f"{entry['name']}\0{entry['sha256']}\0{entry.get('expert') or ''}"
+    return "lora_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class Adapters:
@@ -80,10 +89,10 @@ class Adapters:
         except Exception as error:  # not a LoRA diffusers can read
             raise InvalidInput(key="err_lora_not_loaded", name=shown(entry["name"]), model=self.title,
                                error=f"{type(error).__name__}: {error}") from None
-        parts = self._check(entry["name"], state)
+        parts = self._check(entry, state)
         try:
-            for prefix in parts:  # load_lora_into_transformer's call, with the expert's prefix
-                self.experts[prefix].load_lora_adapter(
+            for module, prefix in parts:  # load_lora_into_transformer's call, with the expert's prefix
+                self.experts[module].load_lora_adapter(
                     state, prefix=prefix, adapter_name=name, metadata=metadata, _pipeline=pipe,
                     low_cpu_mem_usage=_LOW_CPU_MEM_USAGE_DEFAULT_LORA)
         except Exception as error:  # nothing is left half-loaded
@@ -97,29 +106,37 @@ class Adapters:
             raise InvalidInput(key="err_lora_not_loaded", name=shown(entry["name"]), model=self.title,
                                error=f"{type(error).__name__}: {error}") from None
         self.loaded.append(name)
-        for prefix in parts:
-            self.experts[prefix].requires_grad_(False)  # as gpu.inference_only leaves the rest
-        log.info("Loaded LoRA %s (%s) into %s", entry["name"], path.name, ", ".join(parts))
+        for module, _prefix in parts:
+            self.experts[module].requires_grad_(False)  # as gpu.inference_only leaves the rest
+        log.info("Loaded LoRA %s (%s) into %s", entry["name"], path.name, ", ".join(module for module, _ in parts))
 
-    def _check(self, lora: str, state: Mapping[str, torch.Tensor]) -> list[str]:
-        """The prefixes (experts) ``state`` has weights for, once each weight fits the layer it changes."""
-        lora = shown(lora)
+    def _check(self, entry: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> list[tuple[str, str]]:
+        """(module, prefix) of each expert ``state`` goes into, once each weight fits the layer it changes:
+        every prefix into its own module, or with an expert named, ``transformer.*`` into that expert."""
+        lora = shown(entry["name"])
         if not state or not all("lora" in key for key in state):  # load_lora_weights' own check
             raise InvalidInput(key="err_lora_not_loaded", name=lora, model=self.title,
                                error="not every weight in it is a LoRA weight (lora_A, lora_B)")
         prefixes = {key.split(".", 1)[0] for key in state}
-        parts = [prefix for prefix in self.experts if prefix in prefixes]
+        parts = [(prefix, prefix) for prefix in self.experts if prefix in prefixes]
         others = sorted(prefixes - set(self.experts))
         if not parts or others:
             raise InvalidInput(key="err_lora_other_model", name=lora, model=self.title,
                                parts=", ".join(others or sorted(prefixes)))
+        expert = EXPERT_MODULES.get(entry.get("expert") or "")
+        if entry.get("expert"):
+            if expert not in self.experts:
+                raise InvalidInput(key="err_lora_expert_one", name=lora, model=self.title)
+            if prefixes != {"transformer"}:
+                raise InvalidInput(key="err_lora_expert_both", name=lora)
+            parts = [(expert, "transformer")]
         for key, tensor in state.items():
             prefix, rest = key.split(".", 1)
             layer, _, kind = rest.partition(".lora_")
             if not kind:
                 continue  # not a LoRA weight (diffusers keeps only those; an alpha, say): peft reads it
             try:
-                module = self.experts[prefix].get_submodule(layer)
+                module = self.experts[expert or prefix].get_submodule(layer)
                 module = getattr(module, "base_layer", module)  # a layer that already holds a LoRA: its own
             except AttributeError:
                 raise InvalidInput(key="err_lora_other_layers", name=lora, model=self.title, layer=layer) from None

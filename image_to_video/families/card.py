@@ -25,6 +25,39 @@ def ratio(aspect: str) -> float:
 
 
 @dataclass(frozen=True)
+class HubLora:
+    """A LoRA file published on the hub that a preset uses, kept as ``loras/<name>.safetensors``."""
+
+    name: str
+    repo: str
+    file: str
+    #: The expert it goes into alone ("high", "low"), or None: as the file says.
+    expert: str | None
+    #: Its size, for the page's "download" button and the memory it adds.
+    size_mb: float
+
+
+@dataclass(frozen=True)
+class Fast:
+    """A few-step preset: the step-distillation LoRAs its model card publishes, applied at full strength,
+    with the steps and guidance they were distilled for (the preset ``preset`` of the card's generation
+    settings holds those)."""
+
+    preset: str
+    loras: tuple[HubLora, ...]
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(lora.name for lora in self.loras)
+
+    def loras_text(self) -> str:
+        """The request's ``loras`` that apply it: ``name@expert:1,...``."""
+        return ",".join(f"{lora.name}{'@' + lora.expert if lora.expert else ''}:1" for lora in self.loras)
+
+    def size_gb(self) -> float:
+        return sum(lora.size_mb for lora in self.loras) / 1000
+
+
+@dataclass(frozen=True)
 class Card:
     """One model of a family (the name a user picks), with its published figures."""
 
@@ -70,6 +103,8 @@ class Card:
     #: Whether it takes LoRAs (``loras/`` in the models folder; its pipeline code loads them before denoising).
     #: Why, or why not: ``sources["loras"]``.
     loras: bool = False
+    #: Its few-step preset, when a step-distillation LoRA for it is published (``sources["fast"]``).
+    fast: Fast | None = None
     #: Where each figure above comes from.
     sources: dict[str, str] = field(default_factory=dict)
 

@@ -30,9 +30,9 @@ __all__ = ["ModelInfo", "build_ui"]
 
 
 def build_ui(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: ModelInfo,
-             workers: Callable[[], list] | None = None) -> gr.Blocks:
+             workers: Callable[[], list] | None = None, fetches=None) -> gr.Blocks:
     """The page, with ``model`` (anything with ``status``, ``gpu_memory_gb`` and ``gpu_name``: the
-    engine) for its status line and estimates, and ``workers`` (what ``GET /api/workers`` lists)
-    for its Workers panel. Nothing is started or loaded here; ``server`` mounts the result with
-    the queue and server settings the app needs."""
-    return build_page(config, queue, outputs, model, workers=workers)
+    engine) for its status line and estimates, ``workers`` (what ``GET /api/workers`` lists) for its
+    Workers panel, and ``fetches`` (``loras.Fetches``) for the LoRA downloads it starts. Nothing is
+    started or loaded here; ``server`` mounts the result with the queue and server settings the app needs."""
+    return build_page(config, queue, outputs, model, workers=workers, fetches=fetches)

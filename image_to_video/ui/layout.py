@@ -74,7 +74,7 @@ def _format_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def build_page(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model: events.ModelInfo, *,
-               workers=None) -> gr.Blocks:
+               workers=None, fetches=None) -> gr.Blocks:
     """The page with its events wired; ``workers()`` lists the workers for the Workers panel.
     Nothing is started or loaded here."""
     tables = events.Tables(queue, outputs, workers)
