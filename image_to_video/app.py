@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cpu_threads, families
+from .brought import brought_videos
 from .config import AppConfig
 from .engine import Engine
 from .engine_host import engine_for, takes_jobs
@@ -124,8 +125,9 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
     reads_chinese = all("zh" in families.CARDS[name].prompt_languages for name in config.offered or
                         (families.served_card(config).name,))
     translator = None if reads_chinese else Translator(config.translation, config.paths.models_dir)
+    brought = brought_videos(config)
     queue = JobQueue(store, config, live=live, inputs_dir=config.paths.state_dir / "inputs",
-                     check_disk=outputs.check_free_space, outputs=outputs, translator=translator)
+                     check_disk=outputs.check_free_space, outputs=outputs, translator=translator, brought=brought)
     board = WorkerBoard()
     services, workers = [], []
     common = dict(only_owner=only_owner, after_job=queue.prune_inputs, board=board,
@@ -139,7 +141,7 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
         name = worker_name(worker_devices(config.model.device, 1, _cuda_devices())[0], 0)
         board.add(name, device=config.model.device, engine=engine)
         services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb,
-                                     learned=learned))
+                                     learned=learned, brought=brought))
         workers.append(Worker(store, live, services[0].make_video, model_ready=lambda: takes_jobs(engine),
                               on_fatal=on_fatal, name=name, loaded_model=lambda: loaded_model(engine), **common))
     else:
@@ -148,7 +150,7 @@ def build(config: AppConfig, *, only_owner: str | None = None, on_fatal=None,
             board.add(channel.name, device=channel.device, engine=engine)
             # The steps after the model run here, in the server: RIFE on its CPU, not on a worker's GPU.
             services.append(VideoService(engine, outputs, config.model, gif_max_mb=config.finishing.gif_max_mb,
-                                         interpolation_device="cpu", learned=learned))
+                                         interpolation_device="cpu", learned=learned, brought=brought))
             workers.append(Worker(store, live, services[-1].make_video, model_ready=engine.check,
                                   on_fatal=engine.restart, name=channel.name, engine_lost=lambda e=engine: e.lost,
                                   restart=engine.restart, loaded_model=lambda e=engine: loaded_model(e), **common))

@@ -19,6 +19,7 @@ from PIL import Image
 
 from . import families
 from .config import PARAMETER_NAMES, AppConfig
+from .brought import BroughtVideos, is_brought
 from .errors import AppError, GenerationFailed, InvalidInput, JobNotFound, ModelUnavailable, shown
 from .job_store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, Job, JobStore, end_frame_path
 from .finishing import last_frame
@@ -36,12 +37,14 @@ class JobQueue:
 
     def __init__(self, store: JobStore, config: AppConfig, *, live: LiveJobs, inputs_dir: Path,
                  check_disk: Callable[[], None] | None = None, outputs: OutputFolder | None = None,
-                 translator=None):
+                 translator=None, brought: BroughtVideos | None = None):
         """``check_disk`` raises (an ``AppError`` saying what to free) when there is too little disk
         for a new video: a job is refused at once rather than accepted to fail later. ``outputs``:
         the videos a job may continue. ``translator`` (``translate.Translator``): turns a prompt that
-        is not English into the English the model reads, when it is ready."""
+        is not English into the English the model reads, when it is ready. ``brought``: the videos a page
+        brought to continue (each continued only by its owner)."""
         self.store = store
+        self.brought = brought
         self.outputs = outputs
         self.translator = translator
         self.config = config
@@ -98,9 +101,7 @@ class JobQueue:
         that video as its picture, the video's prompt and settings (and seed) wherever the caller
         left one empty, and how many frames it has. Its size and frame rate cannot change: the
         segments are joined into one video."""
-        name = self._video_to_continue(params["continue_from"], owner)
-        path = self.outputs.model_frames_file(name)
-        record = self.outputs.find(name) or {}
+        name, path, record = self._source(params["continue_from"], owner)
         old = record.get("parameters") or {}
         carried = dict(params, continue_from=name)
         for key in (*PARAMETER_NAMES, "negative_prompt", "seed", "aspect", "model", "loras"):
@@ -118,6 +119,25 @@ class JobQueue:
         except GenerationFailed:
             raise InvalidInput(key="err_continue_missing", value=shown(name)) from None
         return picture, prompt if prompt not in (None, "") else old.get("prompt"), carried, frames
+
+    def _source(self, value: Any, owner: str) -> tuple[str, Path | None, dict[str, Any]]:
+        """The video a job continues (name, file of the model's frames, record): one a page brought, only
+        for its owner, else one of this server's."""
+        if self.brought is not None and is_brought(value):
+            record = self.brought.find(value, owner)
+            if record is None:
+                raise InvalidInput(key="err_continue_missing", value=shown(value))
+            path = Path(record["video_path"])
+            return path.name, path, record
+        name = self._video_to_continue(value, owner)
+        return name, self.outputs.model_frames_file(name), self.outputs.find(name) or {}
+
+    def bring(self, path: Any, *, owner: str, model: Any = None, resolution: Any = None, aspect: Any = None,
+              original_name: str = "") -> dict[str, Any]:
+        """Keep a video the page brought (``path``: its own upload, checked) for ``owner`` to continue, at
+        ``model``'s size and frame rate (``_bring_settings``); its record, or ``InvalidInput`` saying why not."""
+        return self.brought.take(path, owner, original_name=original_name,
+                                 **_bring_settings(self.config, model, resolution, aspect))
 
     def _video_to_continue(self, value: Any, owner: str) -> str:
         """The name of the video ``value`` names: one of ``owner``'s done jobs (by id), or a video of
@@ -262,6 +282,25 @@ class JobQueue:
             if left <= 0:
                 return job
             version = self.live.wait_for_change(version, left)
+
+
+def _bring_settings(config: AppConfig, model: Any, resolution: Any, aspect: Any) -> dict[str, Any]:
+    """How a brought video is kept for ``model`` (``BroughtVideos.take``): its frames at the model's size for
+    ``resolution`` (the model's default when it has no such size) and ``aspect`` ("auto" or empty: the one
+    nearest the video's shape), its frame rate the nearest the model takes."""
+    config = families.config_for(config, model)
+    card, settings = families.served_card(config), config.generation
+    if not (isinstance(resolution, str) and resolution in settings.resolutions):
+        resolution = settings.defaults.resolution
+    wanted = aspect if isinstance(aspect, str) and aspect in card.aspects else None
+
+    def size_for(width: int, height: int) -> tuple[str, tuple[int, int]]:
+        chosen = wanted or card.nearest_aspect(width, height)
+        return chosen, card.size(resolution, chosen)
+
+    fps = settings.limits("fps")
+    return dict(size_for=size_for, fps_range=(int(fps.min), int(fps.max)),
+                parameters={"resolution": resolution, "model": card.name})
 
 
 def _frames_of(record: dict[str, Any], path: Path) -> int:

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from . import __version__, families, finishing
+from .brought import BroughtVideos
 from .config import ModelSettings
 from .estimates import LearnedTimes, machine_key
 from .errors import AppError, GenerationFailed
@@ -70,13 +71,15 @@ class VideoService:
 
     def __init__(self, engine, outputs: OutputFolder, model: ModelSettings, *, faults=None,
                  gif_max_mb: float = 15.0, interpolation_device: str | None = None,
-                 learned: LearnedTimes | None = None):
+                 learned: LearnedTimes | None = None, brought: BroughtVideos | None = None):
         """``gif_max_mb``: a GIF is made smaller until it fits (``finishing.gif_max_mb``).
         ``interpolation_device``: where RIFE runs (None: the engine's own device, when it runs in this
         process; "cpu" for an engine in another process, whose GPU this process must leave alone).
         ``learned``: where each finished job's times go, so that the page's estimates learn them."""
         self.engine = engine
         self.learned = learned
+        #: The videos pages brought to continue (``brought``), beside the output folder's own.
+        self.brought = brought
         self.interpolation_device = interpolation_device
         self.outputs = outputs
         self.model = model
@@ -188,7 +191,8 @@ class VideoService:
         """The model's frames of the video this request continues (None when it continues none)."""
         if not request.continue_from:
             return None
-        source = self.outputs.model_frames_file(request.continue_from)
+        brought = self.brought.frames_file(request.continue_from) if self.brought is not None else None
+        source = brought or self.outputs.model_frames_file(request.continue_from)
         if source is None:
             raise GenerationFailed(key="err_continue_gone", video=request.continue_from)
         frames = finishing.decode_frames(source)

@@ -1,7 +1,8 @@
 """What creators expect of a web tool, done in the browser: progress and "done" in the tab's title, a
 notification when a long job ends (permission asked once, only after the user's first Generate), and
-Ctrl+Enter (Cmd+Enter on a Mac) to generate, and a click on a file's name downloads it (Gradio links only
-its size).
+Ctrl+Enter (Cmd+Enter on a Mac) to generate, a click on a file's name downloads it (Gradio links only
+its size) and the downloads list shows no "×" (Gradio's, which only hides a row, reads as delete), and a
+gallery thumbnail plays its video while pointed at or focused.
 
 ``head()`` is a ``<script>`` for the page's ``<head>`` (``server`` mounts the page with it). It only
 reads the page: the progress Gradio shows on the result video (``#result-video``: "Denoising 12/50 ·
@@ -23,6 +24,9 @@ _KEYS = ("tab_working", "tab_done", "tab_finished", "notify_done_title", "notify
 
 _SCRIPT = """<style>
   .file-preview td.filename { cursor: pointer; text-decoration: underline; }
+  /* The downloads list holds downloads only: no "×" that reads as delete (it only hid a row), an arrow instead. */
+  #downloads .file-preview td:has(> .label-clear-button) { display: none; }
+  #downloads .file-preview td.filename::before { content: "⬇\\00a0"; text-decoration: none; display: inline-block; }
 </style>
 <script>
 (() => {
@@ -56,6 +60,31 @@ _SCRIPT = """<style>
     const link = row && row.querySelector("td.download a[href]");
     if (link) { event.preventDefault(); link.click(); }
   }, true);
+  // The gallery: a thumbnail pointed at (or focused) plays its video in place, muted and looped; leaving it
+  // stops it and shows its first frame again. The video is the one the gallery already shows.
+  const thumbnail = (node) => node && node.closest ? node.closest("#gallery .thumbnail-item") : null;
+  const play = (item) => {
+    const video = item && item.querySelector("video");
+    if (!video) return;
+    video.muted = true;
+    video.loop = true;
+    const started = video.play();
+    if (started && started.catch) started.catch(() => { /* gone meanwhile, or not playable */ });
+  };
+  const rest = (item) => {
+    const video = item && item.querySelector("video");
+    if (video) { video.pause(); video.currentTime = 0; }
+  };
+  document.addEventListener("mouseover", (event) => {
+    const item = thumbnail(event.target);
+    if (item && !item.contains(event.relatedTarget)) play(item);
+  }, true);
+  document.addEventListener("mouseout", (event) => {
+    const item = thumbnail(event.target);
+    if (item && !item.contains(event.relatedTarget)) rest(item);
+  }, true);
+  document.addEventListener("focusin", (event) => play(thumbnail(event.target)), true);
+  document.addEventListener("focusout", (event) => rest(thumbnail(event.target)), true);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && ended) { ended = ""; document.title = plain(); }
   });
