@@ -125,7 +125,9 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
                         help="a picture the video ends on (Wan2.2-I2V-A14B only; others refuse it)")
     parser.add_argument("--loras", metavar="LIST", help="LoRAs to apply (Wan only): a comma-separated list of "
                                                        "name:strength, e.g. style:0.8,motion:1; each name is a "
-                                                       ".safetensors file in loras/ inside the models folder")
+                                                       ".safetensors file in loras/ inside the models folder "
+                                                       "(python main.py loras list); name@high or name@low puts "
+                                                       "it into one expert of Wan2.2-I2V-A14B")
     finishing = parser.add_argument_group("after the model (each adds time; see the README)")
     finishing.add_argument("--segments", metavar="N", help="segments to make, each from the last frame of the one "
                                                           "before (default 1)")

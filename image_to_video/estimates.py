@@ -238,6 +238,7 @@ def estimate(side: int, frames: int, steps: int, *, gpu_gb: float | None, demo: 
     learned from the jobs made here (``learned``, the table ``key``) once one ran, else measured where the
     table (``measured``, else docs/performance-gpu.json) covers it, else computed. With a ``plan`` the time
     is the whole job's: its segments and finishing steps too, scaled to the output frames and size."""
+    steps = steps * plan.passes / 2 if plan is not None else steps  # steps of two passes (with guidance)
     result = _model_estimate(side, frames, steps, gpu_gb=gpu_gb, demo=demo, gpu_name=gpu_name, measured=measured)
     if plan is None:
         return result
@@ -316,6 +317,9 @@ class Plan:
     output_frames: int = 0
     output_pixels: int = 0
     finishing: tuple[str, ...] = ("encoding",)
+    #: The model's passes per step: 2 with guidance (the prompt and the negative prompt), 1 at guidance 1,
+    #: where the pipelines skip the second (a Fast preset's distilled steps).
+    passes: int = 2
 
     def unit(self) -> float:
         return self.width * self.height * self.frames / _UNIT
@@ -325,8 +329,9 @@ class Plan:
 
 
 def plan_of(width: int, height: int, frames: int, steps: int, *, segments=1, loop="none", interpolate_fps=0,
-            fps=8, formats="mp4", upscale=1, continued_frames: int = 0) -> Plan:
-    """The work of a request with these settings (as the page's form or a record's parameters give them)."""
+            fps=8, formats="mp4", upscale=1, continued_frames: int = 0, guidance=None) -> Plan:
+    """The work of a request with these settings (as the page's form or a record's parameters give them);
+    ``guidance`` 1 or below: one pass of the model per step (diffusers' pipelines guide only above 1)."""
     segments = max(1, int(segments or 1))
     # as request.finished_frames counts them: each later part without its seam frame, then the loop
     total = (continued_frames + segments * (frames - 1)) if continued_frames else frames + (segments - 1) * (frames - 1)
@@ -346,7 +351,8 @@ def plan_of(width: int, height: int, frames: int, steps: int, *, segments=1, loo
     names = [f.strip().lower() for f in str(formats or "mp4").split(",")] if not isinstance(formats, (list, tuple)) \
         else [str(f).lower() for f in formats]
     done += [name for name in ("gif", "webm", "png") if name in names]
-    return Plan(width, height, frames, steps, segments, total, width * height * scale * scale, tuple(done))
+    passes = 1 if guidance is not None and float(guidance) <= 1 else 2
+    return Plan(width, height, frames, steps, segments, total, width * height * scale * scale, tuple(done), passes)
 
 
 def plan_of_record(record: Mapping) -> Plan | None:
@@ -356,7 +362,8 @@ def plan_of_record(record: Mapping) -> Plan | None:
         plan = plan_of(int(p["width"]), int(p["height"]), int(p["num_frames"]), int(p["num_inference_steps"]),
                        segments=p.get("segments", 1), loop=p.get("loop", "none"),
                        interpolate_fps=p.get("interpolate_fps", 0), fps=p.get("fps", 8),
-                       formats=p.get("formats", "mp4"), upscale=p.get("upscale", 1))
+                       formats=p.get("formats", "mp4"), upscale=p.get("upscale", 1),
+                       guidance=p.get("guidance_scale"))
         info = record.get("video_info") or {}
         if info.get("frames") and info.get("width") and info.get("height"):
             plan = replace(plan, output_frames=int(info["frames"]),
@@ -397,7 +404,8 @@ class LearnedTimes:
         segments = plan.segments
         measured: dict[str, float] = {}
         if timings.get("denoise") is not None and plan.steps:
-            measured["denoise"] = float(timings["denoise"]) / (plan.steps * segments * plan.unit())
+            # per step of two passes (with guidance): a job at guidance 1 did half the work a step
+            measured["denoise"] = float(timings["denoise"]) / (plan.steps * plan.passes / 2 * segments * plan.unit())
         if timings.get("decode") is not None:
             measured["decode"] = float(timings["decode"]) / (segments * plan.unit())
         for stage in FINISHING_SECONDS_512_16:
@@ -434,7 +442,8 @@ class LearnedTimes:
 
 
 def model_seconds(entry: Mapping, plan: Plan) -> float:
-    return plan.segments * plan.unit() * (plan.steps * float(entry["denoise"]) + float(entry.get("decode", 0.0)))
+    return plan.segments * plan.unit() * (plan.steps * plan.passes / 2 * float(entry["denoise"])
+                                          + float(entry.get("decode", 0.0)))
 
 
 def finishing_seconds(plan: Plan, learned: Mapping | None = None) -> float:

@@ -37,9 +37,12 @@ TEXT: dict[str, dict[str, str]] = {
     "crop_top_bottom": {"en": "{percent}% of the picture's height is cut from its top and bottom",
                         "zh-CN": "图片上下共裁去 {percent}% 的高度"},
     "estimate_table": {"en": "Peak GPU memory for {model}: about {peak} GB with everything on the GPU, {lowest} GB in "
-                             "its lowest-memory mode (traced from the model's real shapes; no time estimate yet).",
+                             "its lowest-memory mode (traced from the model's real shapes).",
                        "zh-CN": "{model} 的显存峰值：全部放在显卡上约 {peak} GB，最省显存的模式约 {lowest} GB（按模型真实"
-                                "形状追踪；暂无时间估算）。"},
+                                "形状追踪）。"},
+    "estimate_no_time_yet": {"en": "No time estimate for {model} here yet: the first video made on this machine "
+                                   "teaches it.",
+                             "zh-CN": "此处暂无 {model} 的时间估算：本机做出第一个视频后即可得出。"},
     "model_picker": {"en": "Model", "zh-CN": "模型"},
     "model_picker_help": {"en": "Each model has its own sizes, frame counts and defaults. A model not loaded yet loads "
                                 "when your job starts (the first time it downloads).",
@@ -608,6 +611,28 @@ TEXT: dict[str, dict[str, str]] = {
                             "zh-CN": "请说明要下载什么：fast=<模型>（其“极速”预设的 LoRA），或 repo 和 file（可选 name）。"},
     "err_lora_fetch_no_fast": {"en": "{model} has no Fast preset. Models with one: {allowed}.",
                                "zh-CN": "{model} 没有“极速”预设。有该预设的模型：{allowed}。"},
+    "lora_picker": {"en": "LoRAs on this server", "zh-CN": "本服务器上的 LoRA"},
+    "lora_picker_help": {"en": "Pick one or several (files in loras/ inside the models folder); set each one's "
+                               "strength in the box below.",
+                         "zh-CN": "可选一个或多个（模型文件夹中 loras/ 里的文件）；在下面的输入框里设置各自的强度。"},
+    "loras_help": {"en": "name:strength, separated by commas (strength from -4 to 4; 1 is the LoRA as made). On "
+                         "Wan2.2-I2V-A14B, name@high or name@low puts a LoRA into one of its two experts.",
+                   "zh-CN": "名称:强度，用逗号分隔（强度 -4 到 4；1 为原始强度）。在 Wan2.2-I2V-A14B 上，name@high 或 "
+                            "name@low 只把 LoRA 放进它两个专家中的一个。"},
+    "fast_download": {"en": "⬇️ Download the Fast LoRAs ({size} GB)", "zh-CN": "⬇️ 下载“极速”LoRA（{size} GB）"},
+    "fast_missing": {"en": "The Fast preset needs {names} ({size} GB in all), not downloaded yet: download "
+                           "them once with the button below (or `python main.py loras fetch --fast {model}`).",
+                     "zh-CN": "“极速”预设需要 {names}（共 {size} GB），尚未下载：请用下面的按钮下载一次（或运行 "
+                              "`python main.py loras fetch --fast {model}`）。"},
+    "fast_ready": {"en": "✅ The Fast LoRAs are downloaded: Generate uses them.",
+                   "zh-CN": "✅ “极速”LoRA 已下载：点击生成即可使用。"},
+    "fast_waiting": {"en": "{name}: waiting", "zh-CN": "{name}：等待中"},
+    "fast_starting": {"en": "{name}: starting", "zh-CN": "{name}：开始下载"},
+    "fast_progress": {"en": "{name}: {done} of {total} MB", "zh-CN": "{name}：已下载 {done} / {total} MB"},
+    "summary_loras": {"en": "LoRAs {loras}", "zh-CN": "使用 LoRA {loras}"},
+    "estimate_loras": {"en": "(the LoRAs' {gb} GB included)", "zh-CN": "（含 LoRA 的 {gb} GB）"},
+    "estimate_learned_time": {"en": "About {time} per video here (learned from {count} job(s) on this machine).",
+                              "zh-CN": "在此每个视频约 {time}（根据本机 {count} 个任务得出）。"},
     "param_frames": {"en": "Frames", "zh-CN": "帧数"},
     "param_fps": {"en": "FPS", "zh-CN": "帧率"},
     "param_steps": {"en": "Steps", "zh-CN": "推理步数"},
@@ -729,6 +754,39 @@ TEXT: dict[str, dict[str, str]] = {
                    "zh-CN": "正在续接 `{video}`：以它的最后一帧为图片，新生成的片段会拼接在它后面。它的提示词、参数和种子已"
                             "填入表单；分辨率和帧率保持不变。"},
     "stop_continuing": {"en": "Start from a picture instead", "zh-CN": "改为从图片开始"},
+    # -- A video of your own to continue (brought.py; issue 24) ------------------------
+    "brought_label": {"en": "Or continue a video of your own (MP4 or WebM)", "zh-CN": "或续接你自己的视频（MP4 或 WebM）"},
+    "brought_help": {"en": "Drop or pick a video: the server checks it, keeps its frames at this model's size nearest "
+                           "its shape (the resolution above) and a frame rate the model takes, for this page only, and "
+                           "the next Generate continues it from its last frame. Write what happens next in the prompt.",
+                     "zh-CN": "拖入或选择一个视频：服务器会检查它，按本模型最接近其形状的尺寸（上面的分辨率）和模型支持的帧率"
+                              "保存它的各帧，仅供本页面使用；下一次生成会从它的最后一帧续接。请在提示词里写接下来发生什么。"},
+    "continuing_brought": {"en": "Continuing your video `{name}` ({frames} frames at {fps} fps, {width}x{height}): its "
+                                 "last frame is the picture, and the new segment(s) are joined onto it. Resolution and "
+                                 "FPS stay as they are.",
+                           "zh-CN": "正在续接你的视频 `{name}`（{frames} 帧，{fps} fps，{width}x{height}）：以它的最后一帧为"
+                                    "图片，新生成的片段会拼接在它后面。分辨率和帧率保持不变。"},
+    "err_brought_not_video": {"en": "This file is not a video we can read. Drop an MP4 (H.264) or WebM video file, as a "
+                                    "phone or an editor saves it.",
+                              "zh-CN": "无法识别这个文件为视频。请拖入 MP4（H.264）或 WebM 视频文件，例如手机或剪辑软件保存的视频。"},
+    "err_brought_too_big": {"en": "This video is {size} MB; at most {limit} MB can be continued. Trim it or save it "
+                                  "smaller, then drop it again.",
+                            "zh-CN": "这个视频有 {size} MB，可续接的视频最大 {limit} MB。请剪短或压缩后再拖入。"},
+    "err_brought_too_long": {"en": "This video has {frames} frames at {fps} fps; at most {limit} ({seconds} s) can be "
+                                   "continued. Trim it to its last seconds, then drop it again.",
+                             "zh-CN": "这个视频按 {fps} fps 有 {frames} 帧，可续接的最多 {limit} 帧（{seconds} 秒）。"
+                                      "请只保留最后几秒，再拖入。"},
+    "err_brought_shape": {"en": "This video is {width}x{height}: a video to continue needs sides of at least {min_side} "
+                                "pixels, at most {limit} million pixels and a shape no longer than {ratio}:1. Crop or "
+                                "resize it, then drop it again.",
+                          "zh-CN": "这个视频为 {width}x{height}：可续接的视频每边至少 {min_side} 像素，最多 {limit} 百万像素，"
+                                   "长宽比不超过 {ratio}:1。请裁剪或缩放后再拖入。"},
+    "err_brought_upload_again": {"en": "Drop the video again: the page sent a file that was not uploaded to this "
+                                       "server (or is no longer there).",
+                                 "zh-CN": "请重新拖入视频：页面发送的文件不是上传到本服务器的（或已不存在）。"},
+    "err_brought_slow": {"en": "Reading this video took longer than {seconds} s, so it was stopped. Drop a shorter or "
+                               "smaller video.",
+                         "zh-CN": "读取这个视频超过了 {seconds} 秒，已停止。请拖入更短或更小的视频。"},
     "prompt_not_translated": {"en": "⚠️ This prompt is not in English, and the model reads English only: write it in "
                                     "English.",
                               "zh-CN": "⚠️ 这条提示词不是英文，而模型只读英文：请用英文书写。"},

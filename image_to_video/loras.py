@@ -146,6 +146,33 @@ def check(value: Any, models_dir: Path, card: Any) -> tuple[dict[str, Any], ...]
     return tuple(checked)
 
 
+def weights_gb(value: Any, models_dir: Path, *, bytes_per_value: int) -> float:
+    """GB the LoRAs ``value`` names (as a request gives them) take once loaded at ``bytes_per_value`` per
+    weight, read from their files' headers; nothing for a value that does not parse or a name not on disk
+    (the request's own check says what is wrong). A file put into both experts counts once for each."""
+    try:
+        wanted = _parse(value)
+    except InvalidInput:
+        return 0.0
+    on_disk, total = available(models_dir), 0
+    for given, _strength in wanted:
+        path = on_disk.get(_expert(given)[0])
+        if path is not None:
+            total += _weight_count(path) * bytes_per_value
+    return total / 2**30
+
+
+def _weight_count(path: Path) -> int:
+    """How many weights the safetensors file at ``path`` holds (its header only; 0 if unreadable)."""
+    try:
+        with open(path, "rb") as file:
+            size = int.from_bytes(file.read(8), "little")
+            header = json.loads(file.read(size)) if 2 <= size <= 100_000_000 else {}
+        return sum(math.prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        return 0
+
+
 def _expert(given: str) -> tuple[str, str | None]:
     """``"style@low"`` -> ("style", "low"); a name without an expert -> (name, None)."""
     name, at, expert = given.rpartition("@")

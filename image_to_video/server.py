@@ -288,7 +288,9 @@ def _submit_route(config: AppConfig, queue: JobQueue, max_bytes: int):
                       f"{exact(lora_files.MAX_STRENGTH)}, at most {lora_files.MAX_LORAS}. A name is a .safetensors "
                       "file in loras/ inside the models folder (GET /api/loras lists them). Only models that take "
                       f"LoRAs ({', '.join(c.title for c in families.CARDS.values() if c.loras)}); empty: none. The "
-                      "job's record lists each with its strength and its file's sha256."),
+                      "job's record lists each with its strength and its file's sha256. On Wan2.2-I2V-A14B, "
+                      "name@high:1 or name@low:1 puts a file into one of its two experts. A model's Fast preset "
+                      "is its LoRAs (GET /api/loras, 'fast') with its steps and guidance."),
         *[form(name, description) for name, description in _finishing_fields(config)],
     ])
     return submit

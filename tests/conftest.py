@@ -45,7 +45,8 @@ def _servers_share_the_demo_model(demo_dir):
 #: The test files that take longest (CI's log lists the slowest tests), started first: with the suite spread
 #: over two processes (tests/run.sh), a long file started last would run on alone at the end.
 LONGEST_FIRST = ("test_start_app.py", "test_browser.py", "test_api.py", "test_ray_backend.py", "test_speedups.py",
-                 "test_performance.py", "test_hostile.py", "test_ui.py", "test_wan.py")
+                 "test_performance.py", "test_hostile.py", "test_ui.py", "test_wan.py", "test_loras.py",
+                 "test_model_switch.py", "test_rife.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

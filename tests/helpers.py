@@ -30,7 +30,7 @@ from image_to_video.model_status import ModelState, ModelStatus
 from image_to_video.outputs import OutputFolder
 from image_to_video.request import GenerationRequest
 from image_to_video.service import VideoService
-from image_to_video.video import probe_video
+from image_to_video.video import probe_video, write_video
 from image_to_video.worker import Worker
 
 # -- settings and waiting ----------------------------------------------------------------------------
@@ -435,3 +435,47 @@ def point_hub_at(monkeypatch, tmp_path, url: str) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no copy from a real cache
     _http.close_session()  # a fresh client, built with this environment
+
+
+def own_video(path, frames: int = 30, fps: int = 30, size=(320, 240)):
+    """A video of a creator's own (a real H.264 MP4 with moving content): ``frames`` frames of ``size`` at
+    ``fps``, as a phone might make (30 fps: more than the model takes)."""
+    width, height = size
+    ramp = np.arange(width)[None, :, None]
+    made = np.stack([np.broadcast_to((ramp + 8 * i) % 256, (height, width, 3)).astype(np.uint8)
+                     for i in range(frames)])
+    write_video(made, path, fps)
+    return path
+
+
+def lora_layers(transformer, *, seed, rank=4, alpha=8):
+    """A LoRA on ``transformer``'s attention projections as peft makes one, with random (not zero) weights
+    so that it changes the frames; alpha is not the rank, so the file's metadata matters. Its state dict
+    and its adapter metadata."""
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                        init_lora_weights=False)
+    torch.manual_seed(seed)
+    transformer.add_adapter(config)
+    return get_peft_model_state_dict(transformer), transformer.peft_config["default"].to_dict()
+
+
+def save_lora(folder, models, name, *, seed=0, experts=("transformer",), transformer=None):
+    """``models/loras/<name>.safetensors``: a LoRA for the Wan folder ``folder``'s transformer (or
+    ``transformer``), with weights for each of ``experts`` (different ones for each), written by diffusers'
+    own saving code."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    from image_to_video import loras
+
+    layers, metadata = {}, {}
+    for index, expert in enumerate(experts):
+        model = transformer() if transformer else WanTransformer3DModel.from_pretrained(folder / "transformer")
+        layers[expert], metadata[expert] = lora_layers(model, seed=seed + index)
+    WanImageToVideoPipeline._save_lora_weights(  # what save_lora_weights calls, here with both experts
+        save_directory=loras.folder(models), lora_layers=layers, lora_metadata=metadata,
+        weight_name=f"{name}.safetensors")
+    return loras.folder(models) / f"{name}.safetensors"

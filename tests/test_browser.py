@@ -19,7 +19,7 @@ from PIL import Image
 from image_to_video.config import PROJECT_DIR
 
 from .app_process import AppProcess
-from .helpers import FAST_JOB, PHOTO, submit, wait_done
+from .helpers import FAST_JOB, PHOTO, call, own_video, save_lora, submit, wait_done
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("I2V_SCREENSHOT_DIR", PROJECT_DIR / "docs" / "screenshots"))
@@ -199,6 +199,16 @@ def test_login_upload_generate_and_the_video_plays(page):
                            "error: v.error && v.error.code})")
     assert facts == {"duration": 1, "width": 512, "height": 512, "error": None}  # 8 frames at 8 fps
     assert "seed" in page.locator("#result-info").inner_text()
+    # The downloads list holds downloads only: each name with a download arrow, nothing that reads as delete.
+    downloads = page.locator("#downloads")
+    assert downloads.locator(".file-preview tr").count() >= 3  # the video, its record, the zip
+    looks_like_delete = downloads.evaluate("""d => [...d.querySelectorAll('button, [role=button], [aria-label]')]
+        .filter(e => e.getClientRects().length && (/remove|delete|clear/i.test(e.getAttribute('aria-label') || '')
+                                                   || e.textContent.trim() === '×')).length""")
+    assert looks_like_delete == 0
+    arrows = downloads.locator(".file-preview td.filename").evaluate_all(
+        "cells => cells.map(c => getComputedStyle(c, '::before').content)")
+    assert arrows and all("⬇" in arrow for arrow in arrows), arrows
     shot(page, "3-result")
 
 
@@ -268,9 +278,22 @@ def test_the_gallery_shows_an_api_video_reuses_every_setting_and_delete_stops_th
                                                      f"{v['fps']:g} fps · seed 5")
     sync_api.expect(item).to_have_count(1, timeout=60000)  # newest first, without a reload
     sync_api.expect(gallery.locator("button").first).to_contain_text("seed 5")
-    sync_api.expect(item.locator("img")).to_be_visible()  # its thumbnail
+    thumbnail = item.locator("video")  # the video itself: its first frame is the thumbnail
+    sync_api.expect(thumbnail).to_be_visible()
+    page.wait_for_function("v => v.readyState >= 2", arg=thumbnail.element_handle(), timeout=60000)
     assert v["frames"] > int(FAST_JOB["num_frames"])
     shot(page, "12-gallery", at="#gallery")
+    # Pointed at, it plays in place, muted and looped; left, it stops and shows its first frame again.
+    assert thumbnail.evaluate("v => v.paused")
+    item.hover()
+    page.wait_for_function("v => !v.paused && v.currentTime > 0 && v.muted && v.loop",
+                           arg=thumbnail.element_handle(), timeout=60000)
+    page.mouse.move(1, 1)
+    page.wait_for_function("v => v.paused && v.currentTime === 0", arg=thumbnail.element_handle(), timeout=30000)
+    item.focus()  # the keyboard's way to the same
+    page.wait_for_function("v => !v.paused", arg=thumbnail.element_handle(), timeout=60000)
+    page.locator("#prompt textarea").focus()
+    page.wait_for_function("v => v.paused", arg=thumbnail.element_handle(), timeout=30000)
     item.click()
     page.wait_for_function("document.querySelector('#result-video video') && "
                            "document.querySelector('#result-video video').readyState >= 2", timeout=120000)
@@ -418,6 +441,45 @@ def test_continue_a_video_as_a_boomerang_with_a_gif(page, app):
         "", "none", "mp4", True), params
 
 
+def test_a_video_of_your_own_is_checked_then_continued(page, app, tmp_path):
+    page.locator("#prompt textarea").fill("the waves roll in slowly")
+    pick_preset(page, "Quick preview")  # 8 new frames; the frame rate comes from the video
+    set_steps(page, FEWEST_STEPS)
+    page.get_by_test_id("256p-radio-label").click()
+    finishing_open(page)
+    drop = page.locator("#bring-video input[type=file]")
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("this is not a video")
+    drop.set_input_files(str(fake))
+    page.get_by_text("This file is not a video we can read").first.wait_for(timeout=120000)
+    sync_api.expect(page.locator("#continuing")).to_have_text("")  # nothing else changed
+    sync_api.expect(page.locator("#options-summary")).not_to_contain_text("continues")
+    assert not list((app.root / "data" / "brought").glob("*.mp4"))
+    page.locator("button.toast-close").first.click()  # read
+
+    drop.set_input_files(str(own_video(tmp_path / "phone.mp4")))  # 30 frames at 30 fps, 320x240
+    continuing = page.locator("#continuing")
+    sync_api.expect(continuing).to_contain_text("Continuing your video phone.mp4 (24 frames at 24 fps",
+                                                timeout=120000)  # the model takes 24 fps at most
+    sync_api.expect(page.locator("#options-summary")).to_contain_text("continues", timeout=60000)
+    shot(page, "13-own-video", at="#continuing")
+    made = set((app.root / "outputs").glob("video_*.mp4"))
+    page.get_by_role("button", name="Generate").click()
+    info = page.locator("#result-info")
+    sync_api.expect(info).to_contain_text("Continues brought_", timeout=JOB_TIMEOUT_MS)
+    sync_api.expect(info).to_contain_text("Done in")
+    (video,) = {path for path in set((app.root / "outputs").glob("video_*.mp4")) - made
+                if not path.stem.endswith(("_model", "_segment"))}
+    p = json.loads(video.with_suffix(".json").read_text())["parameters"]
+    page.wait_for_function("document.querySelector('#result-video video').readyState >= 1", timeout=120000)
+    facts = page.locator("#result-video video").evaluate(
+        "v => ({duration: v.duration, width: v.videoWidth, height: v.videoHeight})")
+    # Its 24 frames, then 8 new ones sharing its last: 31 frames at 24 fps, at the model's size for its shape.
+    assert abs(facts["duration"] - 31 / 24) <= 0.05 and (facts["width"], facts["height"]) == (
+        p["width"], p["height"]), (facts, p)
+    assert p["fps"] == 24 and p["aspect"] == "4:3", p
+
+
 def test_many_pictures_queue_one_job_each(page):
     pick_preset(page, "Quick preview")  # the settings the queued jobs get
     page.get_by_role("tab", name="Many pictures").click()
@@ -463,12 +525,16 @@ def test_a_chinese_prompt_says_there_is_no_translator(page):
     sync_api.expect(note).to_have_text("")  # an English prompt needs no note
 
 
-def test_the_model_picker_switches_to_wan_keeps_a_landscape_pictures_shape_and_back(browser, app, tmp_path):
+def test_the_model_picker_switches_to_wan_keeps_a_landscape_pictures_shape_and_back(browser, app, tmp_path,
+                                                                                    wan_5b):
     # One server offers every model (its demos here): pick Wan, see how it stands, make a video, switch back.
     context, page = open_page(browser, app, "en-US", "Generate")
+    lora = None
     try:
         note = page.locator("#model-note")
         sync_api.expect(note).to_contain_text("I2VGen-XL", timeout=60000)
+        assert not page.locator("#lora-box").first.is_visible()  # I2VGen-XL takes no LoRAs
+        lora = save_lora(wan_5b, Path(app.env["I2V_PATHS_MODELS_DIR"]), "style")  # in the Wan demo's shapes, now
         page.get_by_test_id("Wan2.2-TI2V-5B-radio-label").click()
         sync_api.expect(page.locator(".app-header")).to_contain_text("Wan2.2-TI2V-5B", timeout=60000)
         sync_api.expect(note).to_contain_text("loads when a job asks for it", timeout=60000)  # not loaded yet
@@ -482,6 +548,26 @@ def test_the_model_picker_switches_to_wan_keeps_a_landscape_pictures_shape_and_b
         sync_api.expect(page.locator("#crop-note")).to_contain_text("832x480", timeout=60000)
         page.locator("#prompt textarea").fill("海浪缓缓涌来")
         sync_api.expect(page.locator("#prompt-note")).to_contain_text("as written", timeout=60000)
+        # LoRAs: pick one, set its strength; the Fast preset adds its LoRA and offers its download
+        page.locator("#lora-picker input").click()
+        page.get_by_role("option", name="style").click()
+        loras = page.locator("#loras textarea")
+        sync_api.expect(loras).to_have_value("style:1", timeout=30000)
+        loras.fill("style:0.5")
+        loras.blur()
+        sync_api.expect(page.locator("#options-summary")).to_contain_text("LoRAs style:0.5", timeout=30000)
+        steps = page.get_by_role("spinbutton", name="number input for Steps")
+        page.get_by_test_id("Fast-radio-label").click()  # Wan2.2-TI2V-5B's Fast: 3 steps, guidance 1
+        sync_api.expect(steps).to_have_value("3", timeout=60000)
+        sync_api.expect(loras).to_have_value("fastwan-ti2v-5b:1,style:0.5", timeout=30000)
+        sync_api.expect(page.locator("#lora-note")).to_contain_text("not downloaded yet", timeout=30000)
+        sync_api.expect(page.locator("#fast-download")).to_be_visible()
+        shot(page, "10-loras", at="#preset")
+        page.get_by_test_id("Quick preview-radio-label").click()  # another preset takes the Fast LoRA out
+        sync_api.expect(steps).to_have_value("30", timeout=60000)
+        sync_api.expect(loras).to_have_value("style:0.5", timeout=30000)
+        sync_api.expect(page.locator("#fast-download")).to_be_hidden()
+        page.get_by_test_id("480p-radio-label").click()
         set_steps(page, 2)
         set_steps(page, 5, "Frames")
         shot(page, "9-wan", at="#crop-note")
@@ -491,6 +577,8 @@ def test_the_model_picker_switches_to_wan_keeps_a_landscape_pictures_shape_and_b
         facts = page.locator("#result-video video").evaluate("v => ({width: v.videoWidth, height: v.videoHeight})")
         assert facts == {"width": 832, "height": 480}
         sync_api.expect(note).to_contain_text("ready", timeout=60000)  # the worker holds Wan now
+        made = call(app, "GET", "/api/jobs?limit=1", token=app.password)[1]["jobs"][0]
+        assert [(entry["name"], entry["strength"]) for entry in made["params"]["loras"]] == [("style", 0.5)]
         shot(page, "9-model-picker", at="#model-picker")
         end_frame = page.locator("#end-frame")
         assert not end_frame.is_visible()  # TI2V-5B cannot end on a picture ...
@@ -510,6 +598,8 @@ def test_the_model_picker_switches_to_wan_keeps_a_landscape_pictures_shape_and_b
         sync_api.expect(note).to_contain_text("ready", timeout=60000)
     finally:
         context.close()
+        if lora is not None:  # the models folder may be the session's shared one
+            lora.unlink(missing_ok=True)
 
 
 def _contrast(page, selector: str) -> float:

@@ -262,3 +262,22 @@ def test_learned_times_replace_the_figures_and_scale_with_pixels_and_frames(tmp_
     assert learned.seconds("k", double) == pytest.approx(40 + 4 + 8 + 2 + 1)
     assert "GPU memory" not in estimate_text(GenerationSettings(), "en", "256p", 16, 10, gpu_gb=None, gpu_name=None,
                                       demo=True, plan=same, learned=learned, key="k")
+
+
+def test_a_step_at_guidance_1_is_one_pass_of_the_model_learned_and_computed(tmp_path):
+    """The pipelines guide only above guidance 1 (two passes a step: prompt and negative prompt); a Fast
+    preset's steps at guidance 1 are one pass, so they take about half a guided step's time."""
+    from image_to_video.estimates import LearnedTimes, estimate, plan_of
+
+    learned = LearnedTimes(tmp_path / "learned.json")
+    record = {"parameters": {"width": 256, "height": 256, "num_frames": 16, "num_inference_steps": 4,
+                             "guidance_scale": 1.0},
+              "video_info": {"frames": 16, "width": 256, "height": 256},
+              "timings_s": {"denoise": 4.0, "decode": 2.0, "encode": 1.0, "total": 7.0}}
+    learned.learn("k", record)
+    assert learned.seconds("k", plan_of(256, 256, 16, 4, guidance=1.0)) == pytest.approx(7.0)
+    assert learned.seconds("k", plan_of(256, 256, 16, 4, guidance=5.0)) == pytest.approx(8 + 2 + 1)
+    assert learned.seconds("k", plan_of(256, 256, 16, 4)) == pytest.approx(8 + 2 + 1)  # guidance not said: guided
+    computed = [estimate(256, 16, 40, gpu_gb=None, demo=True, plan=plan_of(256, 256, 16, 40, guidance=g)).seconds
+                for g in (1.0, 9.0)]
+    assert computed[0] < 0.6 * computed[1]

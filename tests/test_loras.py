@@ -17,9 +17,7 @@ import pytest
 import torch
 from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 from fastapi.testclient import TestClient
-from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
-from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
 from image_to_video import batch, cli, families, gpu, loras
@@ -35,35 +33,11 @@ from image_to_video.request import build_request
 from image_to_video.server import create_app
 
 from .app_process import AppProcess, free_port
-from .helpers import call, largest_difference, png, point_hub_at, served_wan, submit, wait_done
+from .helpers import call, largest_difference, png, point_hub_at, save_lora, served_wan, submit, wait_done
 from .hub_server import HubServer
 
 #: The cheapest video the cards allow: 5 frames (4k+1), 2 steps, 480p (run at 256x160 by ``small``).
 CHEAP = dict(resolution="480p", num_frames=5, num_inference_steps=2)
-
-
-def lora_layers(transformer, *, seed, rank=4, alpha=8):
-    """A LoRA on ``transformer``'s attention projections as peft makes one, with random (not zero) weights
-    so that it changes the frames; alpha is not the rank, so the file's metadata matters. Its state dict
-    and its adapter metadata."""
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                        init_lora_weights=False)
-    torch.manual_seed(seed)
-    transformer.add_adapter(config)
-    return get_peft_model_state_dict(transformer), transformer.peft_config["default"].to_dict()
-
-
-def save_lora(folder, models, name, *, seed=0, experts=("transformer",), transformer=None):
-    """``models/loras/<name>.safetensors``: a LoRA for ``folder``'s transformer (or ``transformer``), with
-    weights for each of ``experts`` (different ones for each), written by diffusers' own saving code."""
-    layers, metadata = {}, {}
-    for index, expert in enumerate(experts):
-        model = transformer() if transformer else WanTransformer3DModel.from_pretrained(folder / "transformer")
-        layers[expert], metadata[expert] = lora_layers(model, seed=seed + index)
-    WanImageToVideoPipeline._save_lora_weights(  # what save_lora_weights calls, here with both experts
-        save_directory=loras.folder(models), lora_layers=layers, lora_metadata=metadata,
-        weight_name=f"{name}.safetensors")
-    return loras.folder(models) / f"{name}.safetensors"
 
 
 def small(request, width=256, height=160):
@@ -472,3 +446,59 @@ def test_the_command_line_lists_and_fetches_loras(wan_5b, tmp_path, monkeypatch,
     assert (loras.folder(models) / f"{lora.name}.safetensors").read_bytes() == data
     assert cli.main(["loras", "fetch", "--fast", "i2vgen-xl", "--models-dir", str(models)]) == 1
     assert "i2vgen-xl' has no Fast preset" in capsys.readouterr().err
+
+
+def test_the_pages_lora_box_picks_several_keeps_strengths_and_the_fast_preset_fetches_its_loras(
+        wan_a14b, tmp_path, monkeypatch):
+    """The page's LoRA handlers (ui/lora_picker.py): picking adds a LoRA at strength 1 and keeps the
+    strengths typed, the Fast preset puts its LoRAs into the box (another preset takes them out), the note
+    offers their download while they are missing, and the button fetches them with progress."""
+    from image_to_video.ui import lora_picker
+
+    models = tmp_path / "models"
+    save_lora(wan_a14b, models, "style", seed=1)
+    save_lora(wan_a14b, models, "motion", seed=2)
+    cards = {card.name: card for card in families.CARDS.values()}
+    box = lora_picker.LoraBox(box="box", picker="picker", text="text", note="note", download="download")
+    events = lora_picker.LoraEvents(box, models, lambda model: cards[model], loras.Fetches(models),
+                                    lambda model: cards[model].generation.presets)
+    assert events.picked(["style", "motion"], "style:0.5")["text"] == "style:0.5,motion:1"
+    assert events.picked(["motion"], "style:0.5,motion@low:0.3")["text"] == "motion@low:0.3"
+    assert events.picked([], "style:0.5")["text"] == ""
+    shown = events.for_model("wan2.2-i2v-a14b", "en", "style:0.5")
+    assert shown["box"]["visible"] is True and shown["picker"]["choices"] == ["motion", "style"]
+    assert shown["picker"]["value"] == ["style"] and shown["note"] == ""
+    assert events.for_model("i2vgen-xl", "en")["box"]["visible"] is False
+    # the Fast preset: its LoRAs first, at full strength, each into its expert; the note offers the download
+    fast = events.preset("Fast", "wan2.2-i2v-a14b", "style:0.5", "en")
+    assert fast["text"] == "lightning-i2v-a14b-high@high:1,lightning-i2v-a14b-low@low:1,style:0.5"
+    assert "The Fast preset needs lightning-i2v-a14b-high, lightning-i2v-a14b-low (2.5 GB in all)" in fast["note"]
+    assert fast["download"]["visible"] is True and "2.5 GB" in fast["download"]["value"]
+    assert "下载" in events.note("wan2.2-i2v-a14b", "zh-CN", fast["text"])["note"]
+    assert events.preset("Standard", "wan2.2-i2v-a14b", fast["text"], "en")["text"] == "style:0.5"
+    # the button: both files fetched from the hub, with progress, then the note says they are ready
+    card = cards["wan2.2-i2v-a14b"]
+    published = {lora.file: save_lora(wan_a14b, tmp_path / "made", lora.name, seed=3).read_bytes()
+                 for lora in card.fast.loras}
+    monkeypatch.setattr(lora_picker, "PROGRESS_EVERY_S", 0.05)
+    with HubServer(card.fast.loras[0].repo, published) as hub:
+        point_hub_at(monkeypatch, tmp_path, hub.url)
+        said = list(events.download("wan2.2-i2v-a14b", "en", fast["text"]))
+    assert said[-1]["note"] == "✅ The Fast LoRAs are downloaded: Generate uses them."
+    assert said[-1]["download"]["visible"] is False
+    assert set(card.fast.names()) <= set(loras.available(models))
+    assert events.note("wan2.2-i2v-a14b", "en", fast["text"])["note"] == ""
+
+
+def test_the_estimate_counts_the_loras_weights(wan_a14b, tmp_path):
+    models = tmp_path / "models"
+    path = save_lora(wan_a14b, models, "style")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as file:
+        weights = sum(file.get_tensor(key).numel() for key in file.keys())
+    assert loras.weights_gb("style:0.8", models, bytes_per_value=2) == pytest.approx(weights * 2 / 2**30)
+    assert loras.weights_gb("style@high:1,style@low:1", models, bytes_per_value=4) == pytest.approx(
+        2 * weights * 4 / 2**30)  # once in each expert
+    assert loras.weights_gb("gone:1", models, bytes_per_value=2) == loras.weights_gb("::", models,
+                                                                                    bytes_per_value=2) == 0

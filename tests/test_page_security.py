@@ -90,9 +90,10 @@ def owner_token(app: AppProcess) -> str:
 def generate_data(image, owner, prompt="the waves roll in slowly", seed=3, random_seed=False, **settings):
     s = {**FAST, **settings}
     # ... then the steps after the model, as the page sends them by default (none), the aspect, no end frame,
-    # the model picked (the server's own), how smoother motion would add frames (RIFE) and the MP4's quality
+    # the model picked (the server's own), how smoother motion would add frames (RIFE), the MP4's quality and
+    # the LoRAs (none)
     return [image, prompt, "", s["resolution"], s["num_frames"], 8, s["steps"], 9.0, seed, random_seed, owner, "en",
-            "", 1, "none", 0, [], 1, "auto", None, "i2vgen-xl", "rife", 18]
+            "", 1, "none", 0, [], 1, "auto", None, "i2vgen-xl", "rife", 18, ""]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from image_to_video.ui import build_ui
 from image_to_video.ui.events import PageOwners
 from image_to_video.ui.layout import OWNER_KEY_FILE
 
-from .helpers import FakeModel, wait_for
+from .helpers import FakeModel, own_video, wait_for
 
 UI_DIR = Path(__file__).resolve().parent.parent / "image_to_video" / "ui"
 
@@ -86,7 +86,7 @@ def test_the_api_keeps_its_inputs_and_outputs_in_order(app):
     # then the page id and language, then the steps after the model, in the API's order
     assert [getattr(c, "elem_id", None) for c in generate.inputs[12:]] == [
         "continue-from", "segments", "loop", "interpolate", "formats", "upscale", "aspect", "end-frame",
-        "model-picker", "interpolate-method", "crf"]
+        "model-picker", "interpolate-method", "crf", "loras"]
     assert [type(c).__name__ for c in generate.outputs] == ["Video", "Markdown", "File", "State", "Button",
                                                             "Dataframe", "Image", "Button", "State", "State"]
     assert generate.trigger_mode == "once"
@@ -232,8 +232,9 @@ def test_the_ui_modules_are_layers_without_cycles():
     assert imports("components", 1)[0] == set()
     assert imports("events", 1)[0] == {"views", "components"}
     assert imports("many", 1)[0] == {"components"}
-    assert imports("layout", 1)[0] == {"events", "views", "components", "many"}
-    for module in ("views", "components", "events", "many", "layout", "__init__"):
+    assert imports("lora_picker", 1)[0] == set()
+    assert imports("layout", 1)[0] == {"events", "views", "components", "many", "lora_picker"}
+    for module in ("views", "components", "events", "many", "lora_picker", "layout", "__init__"):
         modules, tree = imports(module, 2)
         assert not modules & {"engine", "service", "server", "cli"}, module  # the model is handed in
         reached = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
@@ -490,12 +491,17 @@ def test_reuse_restores_every_field_of_the_record(app):
     record_path = page.folder / name.replace(".mp4", ".json")
     record = json.loads(record_path.read_text())
     record["parameters"].update(loop="boomerang", formats="mp4,gif,webm", upscale=2, interpolate_fps=16,
-                                interpolate_method="ffmpeg", segments=2, aspect="16:9")
+                                interpolate_method="ffmpeg", segments=2, aspect="16:9", loras=[
+                                    {"name": "style", "strength": 0.8, "sha256": "ab" * 32},
+                                    {"name": "fast", "strength": 1.0, "sha256": "cd" * 32, "expert": "low"}])
     record_path.write_text(json.dumps(record))
     form = call(page.demo, "HistoryActions.reuse_settings", name, "en")
     assert (by_id(form, "loop"), by_id(form, "formats"), by_id(form, "upscale"), by_id(form, "interpolate"),
-            by_id(form, "interpolate-method"), by_id(form, "segments"), by_id(form, "aspect")) == (
-        "boomerang", ["gif", "webm"], 2, 16, "ffmpeg", 2, "16:9")
+            by_id(form, "interpolate-method"), by_id(form, "segments"), by_id(form, "aspect"), by_id(form, "loras")) == (
+        "boomerang", ["gif", "webm"], 2, 16, "ffmpeg", 2, "16:9", "style:0.8,fast@low:1")
+    record["parameters"]["loras"] = [{"strength": "edited"}]  # an edited record's that do not read: none
+    record_path.write_text(json.dumps(record))
+    assert by_id(call(page.demo, "HistoryActions.reuse_settings", name, "en"), "loras") == ""
 
 
 def test_the_player_empties_when_its_video_is_deleted_elsewhere(app):
@@ -524,3 +530,14 @@ def test_the_estimate_learns_from_this_machines_jobs_and_counts_the_finishing_st
     with_gif = by_id(call(demo, "Settings.estimate", "en", "512p", 16, 50, None, 8, "", 1, "none", 0, ["gif"], 2),
                      "estimate")
     assert "finishing steps for 16 frames included" in with_gif and with_gif != learned
+
+
+def test_a_video_to_continue_is_read_only_from_this_pages_uploads(app, tmp_path):
+    # Issue 24: a dropped video is read only where the page's own uploads are, never at a path a caller names.
+    page = app()
+    elsewhere = own_video(tmp_path / "mine.mp4")
+    for path in (str(elsewhere), "/etc/passwd", "../../mine.mp4", None, 42):
+        with pytest.warns(UserWarning, match="Drop the video again"):  # the page's toast
+            result = call(page.demo, "Bringing.bring", path, page.token, "en")
+        assert list(result.values()) == [None] and by_id(result, "bring-video") is None  # the box emptied, no more
+    assert not (tmp_path / "data" / "brought").exists()  # nothing kept

@@ -183,3 +183,30 @@ def test_the_model_note_says_how_the_picked_model_stands_and_what_it_needs():
     failed = views.model_note({**entry, "state": "error", "message": "No space left on device"}, "en")
     assert "could not load: No space left on device" in failed
     assert views.model_note(None, "en") == ""
+
+
+def test_a_wan_estimate_speaks_of_time_on_a_cpu_and_of_memory_with_the_loras_on_a_gpu(tmp_path):
+    """Wan's estimate: on a CPU the time only (learned here once a job ran, else said to come), on a GPU its
+    traced memory with the LoRAs' weights named, the memory mode that fits, and the time."""
+    from image_to_video.estimates import LearnedTimes, plan_of
+    from image_to_video.families.wan import TI2V_5B
+
+    settings, needs = TI2V_5B.generation, {"gpu": 30.0, "model_offload": 20.0, "group_offload": 12.0,
+                                         "sequential_offload": 8.0}
+    plan = plan_of(832, 480, 33, 30, fps=24, guidance=5.0)
+    learned = LearnedTimes(tmp_path / "learned.json")
+    common = dict(gpu_name=None, demo=False, untraced="Wan2.2-TI2V-5B", needs=needs, plan=plan, learned=learned,
+                  key="k")
+    cpu = views.estimate_text(settings, "en", "480p", 33, 30, gpu_gb=None, **common)
+    assert cpu == "No time estimate for Wan2.2-TI2V-5B here yet: the first video made on this machine teaches it."
+    learned.learn("k", {"parameters": {"width": 832, "height": 480, "num_frames": 33, "num_inference_steps": 30,
+                                       "guidance_scale": 5.0, "fps": 24},
+                        "timings_s": {"denoise": 60.0, "decode": 5.0, "encode": 1.0, "total": 70.0}})
+    cpu = views.estimate_text(settings, "en", "480p", 33, 30, gpu_gb=None, **common)
+    assert cpu == "About 1 min 10 s per video here (learned from 1 job(s) on this machine)." and "GPU" not in cpu
+    gpu = views.estimate_text(settings, "en", "480p", 33, 30, gpu_gb=24, lora_gb=1.2,
+                              **{**common, "needs": {mode: gb + 1.2 for mode, gb in needs.items()}})
+    assert "about 31.2 GB with everything on the GPU, 9.2 GB in its lowest-memory mode" in gpu
+    assert "(the LoRAs' 1.2 GB included)" in gpu and "About 1 min 10 s per video here" in gpu
+    zh = views.estimate_text(settings, "zh-CN", "480p", 33, 30, gpu_gb=24, **common)
+    assert "显存峰值" in zh and "根据本机 1 个任务得出" in zh

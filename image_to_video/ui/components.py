@@ -315,6 +315,10 @@ class Inputs:
     plain: Any = None
     #: "Cancel all (N)": every unfinished job of this page (``cancel``: only the job the video area shows).
     cancel_all: Any = None
+    #: The LoRAs (``lora_picker.LoraBox``): the picker, the ``loras`` box, the Fast preset's note and download.
+    loras: Any = None
+    #: In the finishing box: a video of the creator's own to continue (MP4 or WebM), checked by the server.
+    bring: Any = None
 
 
 @dataclass

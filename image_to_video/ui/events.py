@@ -24,7 +24,7 @@ from typing import Protocol
 import gradio as gr
 from PIL import Image
 
-from .. import families
+from .. import families, loras
 from ..config import PARAMETER_NAMES, PARAMETERS, AppConfig, GenerationSettings
 from ..errors import AppError
 from ..estimates import LEARNED_FILE, LearnedTimes, estimate, machine_key, plan_of
@@ -213,11 +213,11 @@ class Tables:
         return views.job_table(listed, self.queue.position, lang)
 
     def gallery(self, lang: str) -> tuple[list[tuple[str, str]], list[str]]:
-        """The gallery's items (a thumbnail: the video's input picture, else the video itself; its caption)
-        newest first, and the videos' names in that order."""
+        """The gallery's items (the video itself: its first frame is the thumbnail, and pointed at it plays in
+        place, ``conventions``; its caption) newest first, and the videos' names in that order. The browser
+        gets each video as it gets the player's: a copy in Gradio's cache, served by Gradio's file route."""
         records = self.outputs.history(limit=GALLERY_SHOWN)
-        items = [(record["image_path"] or record["video_path"], views.gallery_caption(record, lang))
-                 for record in records]
+        items = [(record["video_path"], views.gallery_caption(record, lang)) for record in records]
         return items, [record["video"] for record in records]
 
     def workers(self, lang: str) -> str:
@@ -365,6 +365,8 @@ class Settings:
         return self.choices.get(model) if isinstance(model, str) and model in self.choices else \
             (self.card, self.settings)
 
+    of = _of
+
     def pick_model(self, model, lang) -> dict:
         """Every control that depends on the model, set for ``model`` with its defaults: the resolutions,
         each setting's range, step and value, the presets, the aspects, the end frame (only a model
@@ -454,9 +456,10 @@ class Settings:
         return {self.inputs.preset: settings.preset_for(values[:len(PARAMETERS)])}
 
     def estimate(self, lang, resolution, frames, steps, model=None, fps=None, continue_from=None, segments=1,
-                 loop="none", interpolate_fps=0, formats=None, upscale=1) -> dict:
+                 loop="none", interpolate_fps=0, formats=None, upscale=1, guidance=None, loras=None) -> dict:
         """The estimate for these settings: the whole job's time (segments and finishing steps too, at the
-        output's frames and size), learned from the jobs made on this machine once one ran."""
+        output's frames and size; one pass a step at guidance 1), learned from the jobs made on this machine
+        once one ran, and the memory with the LoRAs' weights."""
         info, (card, settings) = self.model, self._of(model)
         plan = key = None
         side = settings.resolutions.get(resolution)
@@ -464,16 +467,29 @@ class Settings:
             if side is not None:
                 plan = plan_of(side, side, int(frames), int(steps), segments=segments, loop=loop,
                                interpolate_fps=interpolate_fps, fps=fps or settings.defaults.fps,
-                               formats=formats or "mp4", upscale=upscale, continued_frames=0)
+                               formats=formats or "mp4", upscale=upscale, continued_frames=0, guidance=guidance)
                 if continue_from:
                     plan = replace(plan, finishing=tuple(dict.fromkeys((*plan.finishing, "joining"))))
                 key = machine_key(card.name, demo=bool(info.status.is_demo), gpu_name=info.gpu_name)
         except (TypeError, ValueError):
             plan = None
+        needs = table_needs(card, resolution, frames)
+        lora_gb = self._lora_gb(loras, card) if card.loras else 0.0
+        if needs and lora_gb:
+            needs = {mode: gb + lora_gb for mode, gb in needs.items()}
         return {self.inputs.estimate: views.estimate_text(
             settings, lang, resolution, frames, steps, gpu_gb=info.gpu_memory_gb,
             gpu_name=info.gpu_name, demo=info.status.is_demo, untraced=untraced(card),
-            needs=table_needs(card, resolution, frames), plan=plan, learned=self.learned, key=key)}
+            needs=needs, plan=plan, learned=self.learned, key=key, lora_gb=lora_gb)}
+
+    def _lora_gb(self, text, card) -> float:
+        """GB the LoRAs ``text`` names take beside the model, in its weights' dtype on this device (a
+        name not on disk counts nothing: the job's own check says what is wrong with it)."""
+        config = getattr(self.queue, "config", None)
+        if not text or config is None:
+            return 0.0
+        on_gpu = bool(self.model.gpu_memory_gb)
+        return loras.weights_gb(text, config.paths.models_dir, bytes_per_value=2 if on_gpu else 4)
 
     def fitting_defaults(self) -> dict:
         """The default settings, or on a GPU too small for them the largest preset that fits in it."""
@@ -500,9 +516,10 @@ class Settings:
         return {self.inputs.random_seed: False, self.inputs.seed: seed}
 
     def summary(self, lang, seed, random_seed, fps, aspect, continue_from, segments, loop, interpolate_fps,
-                formats, upscale, model=None, interpolate_method=None, crf=None) -> dict:
+                formats, upscale, model=None, interpolate_method=None, crf=None, loras=None) -> dict:
         """Beside Generate: every option the next video gets, and "Plain video" when any is more than plain
-        (the MP4's quality, ``crf``, is named when it is not the server's default)."""
+        (the MP4's quality, ``crf``, is named when it is not the server's default; the LoRAs when the picked
+        model takes them and the box names some)."""
         lang = normalise_language(lang)
         options = dict(seed=seed, random_seed=random_seed, continue_from=continue_from, segments=segments, loop=loop,
                        interpolate_fps=interpolate_fps, formats=formats if isinstance(formats, (list, str)) else [],
@@ -513,6 +530,8 @@ class Settings:
         if crf not in (None, "", self.default_crf):
             word = next((word for word, value in QUALITIES.items() if value == crf), None)
             text += f" · {t('crf', lang)}: " + (t(f"quality_{word}", lang, crf=crf) if word else f"CRF {crf}")
+        if loras and isinstance(loras, str) and loras.strip() and self._of(model)[0].loras:
+            text += " · " + t("summary_loras", lang, loras=loras.strip()[:200])
         return {self.inputs.summary: text, self.inputs.plain: gr.Button(visible=not views.is_plain(**options))}
 
     def after_continuing(self, continue_from, lang) -> dict:
@@ -554,7 +573,7 @@ class Generation:
     def generate(self, image, prompt, negative_prompt=None, resolution=None, num_frames=None, fps=None, steps=None,
                  guidance=None, seed=None, random_seed=True, owner=None, lang="en", continue_from=None, segments=None, loop=None, interpolate_fps=None,
                  formats=None, upscale=None, aspect=None, last_image=None, model=None, interpolate_method=None,
-                 crf=None, progress=gr.Progress()):  # noqa: B008
+                 crf=None, loras=None, progress=gr.Progress()):  # noqa: B008
         """Queue a job for this browser and follow it; every failure becomes a message. A call without a
         page id (``gradio_client``'s ``predict(image, prompt, api_name="/generate")``, as Gradio teaches)
         gets a fresh one of its own: its job is private to that call. A page id that is not the server's
@@ -567,7 +586,7 @@ class Generation:
                          formats=formats, upscale=upscale, interpolate_method=interpolate_method, crf=crf)
         asked = dict(prompt=prompt, negative_prompt=negative_prompt, seed=RANDOM_SEED if random_seed else seed,
                      aspect=aspect, **settings, **finishing, **({"last_image": last_image} if last_image else {}),
-                     **({"model": model} if model else {}))
+                     **({"model": model} if model else {}), **({"loras": loras} if loras else {}))
         try:
             job = self._submit_once(image, verified, asked)
         except AppError as error:
@@ -703,14 +722,15 @@ class QueueMany:
 
     def queue_all(self, files, prompts, negative_prompt, resolution, num_frames, fps, steps, guidance, seed,
                   random_seed, owner, lang, segments=None, loop=None, interpolate_fps=None, formats=None,
-                  upscale=None, model=None, interpolate_method=None, crf=None) -> dict:
+                  upscale=None, model=None, interpolate_method=None, crf=None, loras=None) -> dict:
         settings = dict(zip(PARAMETER_NAMES, (resolution, num_frames, fps, steps, guidance)))
         try:
             result = self.many.queue_all(files, prompts, owner, lang, negative_prompt=negative_prompt,
                                          seed=RANDOM_SEED if random_seed else seed, segments=segments, loop=loop,
                                          interpolate_fps=interpolate_fps, formats=formats, upscale=upscale,
                                          interpolate_method=interpolate_method, crf=crf,
-                                         **({"model": model} if model else {}), **settings)
+                                         **({"model": model} if model else {}), **({"loras": loras} if loras else {}),
+                                         **settings)
         except AppError as error:
             raise _error(error, lang) from None
         return {self.page.many.summary: result.text(lang),
@@ -763,6 +783,44 @@ class JobActions:
         verified = self.owners.owner(owner)
         return {tab.message: message, tab.cancel: gr.Button(visible=False),
                 tab.table: self.tables.jobs(verified, lang)}
+
+
+class Bringing:
+    """A video of the creator's own to continue: dropped (or picked) on the page, checked and kept by the
+    server for this page only (``JobQueue.bring``), then continued as a video of this server is."""
+
+    def __init__(self, page: Page, queue: JobQueue, owners: PageOwners):
+        self.page, self.queue, self.owners = page, queue, owners
+
+    def bring(self, path, owner, lang, model=None, resolution=None, aspect=None) -> dict:
+        """Fill the form to continue the dropped video: its last frame as the picture, its frame rate and
+        resolution, the finishing steps plain, and its kept name as the video the next Generate continues.
+        A file that is no acceptable video gets a message saying what to do, and the box is emptied for
+        another; nothing else changes."""
+        lang = normalise_language(lang)
+        form = self.page.inputs
+        path = uploaded_file(path)  # only a file this page uploaded, never a path the browser names
+        verified = self.owners.owner(owner)
+        try:
+            if path is None or verified is None:
+                raise AppError(key="err_brought_upload_again" if path is None else "err_page_id")
+            record = self.queue.bring(path, owner=verified, model=model, resolution=resolution, aspect=aspect,
+                                      original_name=Path(path).name)
+            picture = last_frame(Path(record["video_path"]))
+        except AppError as error:
+            gr.Warning(localized(error, lang))
+            return {form.bring: None}
+        p = record["parameters"]
+        by_name = dict(zip(PARAMETER_NAMES, form.parameters))
+        text = t("continuing_brought", lang, name=record["brought"], frames=record["model_frames"]["frames"],
+                 fps=p["fps"], width=p["width"], height=p["height"])
+        filled = {form.image: picture, by_name["fps"]: p["fps"], by_name["resolution"]: p["resolution"],
+                  form.finishing[0]: record["video"], form.continuing: text,
+                  form.stop_continuing: gr.Button(visible=True), form.bring: None}
+        filled.update(dict(zip(form.finishing[1:], (1, "none", 0, [], 1))))  # it starts plain, as Continue does
+        if form.aspect is not None:
+            filled[form.aspect] = p["aspect"]
+        return filled
 
 
 class HistoryActions:
@@ -835,6 +893,11 @@ class HistoryActions:
                 filled[form.crf] = p["crf"]
             if form.aspect is not None:
                 filled[form.aspect] = p.get("aspect") or families.AUTO
+        if getattr(form, "loras", None) is not None:  # its LoRAs as the job named them (one since gone is said
+            try:  # when the job is submitted); an edited record's that do not read: none
+                filled[form.loras.text] = loras.text(p.get("loras") or [])
+            except (AttributeError, KeyError, TypeError, ValueError):
+                filled[form.loras.text] = ""
         if record["image_path"]:
             filled[form.image] = record["image_path"]
         return filled

@@ -17,7 +17,7 @@ from ..i18n import LANGUAGES, preset_label, t
 from ..job_queue import JobQueue
 from ..request import QUALITIES
 from ..outputs import OutputFolder
-from . import events, views
+from . import events, lora_picker, views
 from .many import ManyPictures
 from .components import (CacheSweeper, Choice, Choices, HistoryTab, Inputs, JobsTab, Language, ManyTab, Outputs,
                          Page, PageBlocks, SeedNumber, Slider, Translations, UploadedImage)
@@ -81,7 +81,7 @@ def build_page(config: AppConfig, queue: JobQueue, outputs: OutputFolder, model:
     layout = _Layout(config, model, tables)
     with PageBlocks(title="Image-to-Video") as demo:
         page = layout.build()
-        _wire(demo, page, config, queue, outputs, model, tables, layout.logo_svg)
+        _wire(demo, page, config, queue, outputs, model, tables, layout.logo_svg, fetches)
     demo.lang_component = page.lang
     older_than_s = config.server.cache_max_age_min * 60
     every_s = min(600.0, older_than_s / 4)
@@ -162,6 +162,7 @@ class _Layout:
         preset = say(Choice(self._preset_choices("en"), label=t("preset"), value=s.preset_for(d.values()),
                             info=t("preset_help"), elem_id="preset"),
                      label="preset", info="preset_help")  # its choices follow the model too: settings.model_texts
+        lora_note, fast_download = lora_picker.build_note()  # under the presets: the Fast LoRAs to download
         image = say(UploadedImage(label=t("image"), type="filepath", sources=["upload", "clipboard"], height=280,
                                   elem_id="image"),
                     label="image")
@@ -204,6 +205,7 @@ class _Layout:
                 seed = say(SeedNumber(value=max(d.seed, 0), precision=0, minimum=0, maximum=2**32 - 1,
                                       label=t("seed"), info=t("seed_help"), interactive=d.seed != events.RANDOM_SEED),
                            label="seed", info="seed_help")
+            lora_box = lora_picker.build(say, self.card, self.config.paths.models_dir, lora_note, fast_download)
         finishing_box, finishing, continuing, stop_continuing, interpolate_method = self._finishing()
         return Inputs(image=image, prompt=prompt, negative_prompt=negative, preset=preset, generate=generate,
                       cancel=cancel, parameters=parameters, estimate=estimate, random_seed=random_seed, seed=seed,
@@ -211,7 +213,7 @@ class _Layout:
                       continuing=continuing, stop_continuing=stop_continuing, aspect=aspect, last_image=last_image,
                       crop_note=crop_note, model=model, model_note=model_note,
                       interpolate_method=interpolate_method, crf=self.crf, summary=summary, plain=plain,
-                      cancel_all=cancel_all)
+                      cancel_all=cancel_all, bring=self.bring, loras=lora_box)
 
     def _examples(self, inputs: Inputs) -> None:
         """The example pictures and prompts, below the form and the result (a phone reaches the video first)."""
@@ -227,6 +229,10 @@ class _Layout:
             stop = say(gr.Button(t("stop_continuing"), size="sm", visible=False, elem_id="stop-continuing"),
                        value="stop_continuing")
             continue_from = gr.Textbox("", visible=False, elem_id="continue-from")
+            # A video of the creator's own to continue: checked and kept by the server (events.Bringing).
+            self.bring = say(gr.File(label=t("brought_label"), file_types=[".mp4", ".webm"], type="filepath",
+                                     file_count="single", height=110, elem_id="bring-video"), label="brought_label")
+            say(gr.Markdown(t("brought_help"), elem_id="bring-help"), value="brought_help")
             segments = say(Slider(1, limits.max_segments, step=1, value=1, label=t("segments"),
                                   info=t("segments_help"), elem_id="segments"), label="segments", info="segments_help")
             loop = say(Choice(_loop_choices("en"), value="none", label=t("loop"), info=t("loop_help"), elem_id="loop"),
@@ -342,8 +348,9 @@ class _Layout:
 
 
 def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outputs: OutputFolder,
-          model: events.ModelInfo, tables: events.Tables, logo_svg: str) -> None:
-    """Connect every event to its handler; the outputs listed are those the handler may update."""
+          model: events.ModelInfo, tables: events.Tables, logo_svg: str, fetches=None) -> None:
+    """Connect every event to its handler; the outputs listed are those the handler may update
+    (``fetches``: the server's LoRA downloads, which the Fast preset's button starts)."""
     settings = events.Settings(page, config.generation, model, queue, card=families.served_card(config),
                                offered=config.offered, logo_svg=logo_svg,
                                models=lambda: catalogue.model_list(config, catalogue.engines_of(model)),
@@ -386,14 +393,17 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
         page.timer.tick(settings.model_note, [lang, i.model], i.model_note, **_QUICK)
 
     i.preset.input(settings.apply_preset, [i.preset, i.model], [*params, i.preset], **_QUICK)
+    _wire_loras(demo, page, settings, config, fetches)
     for component in params:
         component.input(settings.match_preset, [*params, i.model], i.preset, **_QUICK)
     i.random_seed.change(settings.seed_box, i.random_seed, i.seed, **_QUICK)
     by_name = dict(zip((p.name for p in PARAMETERS), params))
     sizing = [by_name["resolution"], by_name["num_frames"], by_name["num_inference_steps"]]
-    timing = [*sizing, by_name["fps"], *i.finishing]  # the estimate counts the finishing steps too
+    # the estimate counts the finishing steps too, the passes a step makes (guidance) and the LoRAs' memory
+    timing = [*sizing, by_name["fps"], *i.finishing, by_name["guidance_scale"], i.loras.text]
     for trigger in [component.change for component in timing] + [lang.change]:
-        trigger(settings.estimate, [lang, *sizing, i.model, by_name["fps"], *i.finishing], i.estimate, **_QUICK)
+        trigger(settings.estimate, [lang, *sizing, i.model, by_name["fps"], *i.finishing, by_name["guidance_scale"],
+                                    i.loras.text], i.estimate, **_QUICK)
     # On a GPU too small for the default settings, start from the largest preset that fits.
     demo.load(settings.fitting_defaults, None, [*params, i.preset], **_QUICK)
 
@@ -404,7 +414,7 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     i.generate.click(
         generation.generate,
         [i.image, i.prompt, i.negative_prompt, *params, i.seed, i.random_seed, owner, lang, *i.finishing, i.aspect,
-         i.last_image, i.model, i.interpolate_method, i.crf],
+         i.last_image, i.model, i.interpolate_method, i.crf, i.loras.text],
         [o.video, o.info, o.files, o.last_seed, o.reuse_seed, page.jobs.table, o.preview,
          o.continue_video, o.shown, o.following],
         api_name="generate", concurrency_limit=config.jobs.max_queued + 2, trigger_mode="once",
@@ -419,7 +429,7 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
 
     # Beside Generate: every option the next video gets, and "Plain video" to drop them all.
     summarised = [lang, i.seed, i.random_seed, by_name["fps"], i.aspect, *i.finishing, i.model, i.interpolate_method,
-                  *([i.crf] if i.crf is not None else [])]
+                  i.crf, i.loras.text]
     gr.on([component.change for component in summarised] + [demo.load], settings.summary, summarised,
           [i.summary, i.plain], **_QUICK)
     i.plain.click(settings.plain_video, lang, [i.random_seed, *i.finishing, i.continuing, i.stop_continuing],
@@ -430,7 +440,7 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
         queue, owners, max_pictures=config.jobs.max_queued, max_upload_bytes=int(config.server.max_upload_mb * 2**20)))
     many.queue_all.click(queue_many.queue_all, [many.files, many.prompts, i.negative_prompt, *params, i.seed,
                                                  i.random_seed, owner, lang, *i.finishing[1:], i.model,
-                                                 i.interpolate_method, i.crf],
+                                                 i.interpolate_method, i.crf, i.loras.text],
                          [many.summary, page.jobs.table], api_name="queue_many", concurrency_limit=2,
                          trigger_mode="once")
 
@@ -445,12 +455,18 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
                          o.shown, past.confirm], **_QUICK)
     form = [i.image, i.prompt, i.negative_prompt, *params, i.random_seed, i.seed, i.preset, past.message, i.model,
             i.last_image, i.aspect, page.subtitle, i.model_note, *i.finishing[1:], i.interpolate_method,
-            *([i.crf] if i.crf is not None else [])]
+            *([i.crf] if i.crf is not None else []), i.loras.text]
     continuing = [*form, i.finishing[0], i.continuing, i.stop_continuing, i.finishing_box]
     o.continue_video.click(history.continue_video, [o.shown, lang], continuing, **_QUICK)
     past.continue_video.click(history.continue_video, [past.picked, lang], continuing, **_QUICK)
     i.stop_continuing.click(history.stop_continuing, lang, [i.finishing[0], i.continuing, i.stop_continuing],
                             **_QUICK)
+    # A video of the creator's own: checked and kept by the server (it may take a while: in the queue).
+    bringing = events.Bringing(page, queue, owners)
+    i.bring.upload(bringing.bring, [i.bring, owner, lang, i.model, by_name["resolution"], i.aspect],
+                   [i.image, by_name["fps"], by_name["resolution"], *i.finishing, i.continuing, i.stop_continuing,
+                    i.bring, i.aspect], concurrency_limit=2, show_progress="minimal", show_progress_on=[i.bring],
+                   api_visibility="private")
     # A new picture is a new start: it is no longer a continuation.
     i.image.upload(history.stop_continuing, lang, [i.finishing[0], i.continuing, i.stop_continuing], **_QUICK)
     past.reuse.click(history.reuse_settings, [past.picked, lang], form, **_QUICK)
@@ -461,6 +477,23 @@ def _wire(demo: gr.Blocks, page: Page, config: AppConfig, queue: JobQueue, outpu
     past.confirm_delete.click(history.delete, [past.picked, lang, o.shown],
                               [past.gallery, past.names, past.message, past.actions, past.picked, past.confirm,
                                o.video, o.files, o.continue_video, o.shown, o.info], **_QUICK)
+
+
+def _wire_loras(demo: gr.Blocks, page: Page, settings: events.Settings, config: AppConfig, fetches) -> None:
+    """The LoRA picker and box follow the picked model and preset; the Fast preset's download button."""
+    i, lang = page.inputs, page.lang
+    box = i.loras
+    picking = lora_picker.LoraEvents(box, config.paths.models_dir, lambda model: settings.of(model)[0], fetches,
+                                     lambda model: settings.of(model)[1].presets)
+    shown = [box.box, box.picker, box.note, box.download]
+    box.picker.input(picking.picked, [box.picker, box.text], box.text, **_QUICK)
+    box.text.change(picking.note, [i.model, lang, box.text], [box.note, box.download], **_QUICK)
+    i.model.input(picking.switched, [i.model, lang], [box.text, *shown], **_QUICK)
+    i.preset.input(picking.preset, [i.preset, i.model, box.text, lang], [box.text, *shown], **_QUICK)
+    for trigger in (demo.load, lang.change):  # the files on disk now, the note in the page's language
+        trigger(picking.for_model, [i.model, lang, box.text], shown, **_QUICK)
+    box.download.click(picking.download, [i.model, lang, box.text], shown, concurrency_limit=4,
+                       api_visibility="private")
 
 
 def layout_shows_workers(config: AppConfig) -> bool:

@@ -57,24 +57,31 @@ def status_text(status: ModelStatus, lang: str) -> str:
 def estimate_text(settings: GenerationSettings, lang: str, resolution: str, frames, steps, *,
                   gpu_gb: float | None, gpu_name: str | None, demo: bool, untraced: str = "",
                   needs: Mapping[str, float] | None = None, plan: Plan | None = None,
-                  learned: LearnedTimes | None = None, key: str | None = None) -> str:
+                  learned: LearnedTimes | None = None, key: str | None = None, lora_gb: float = 0.0) -> str:
     """Peak GPU memory and time per video for these settings (``plan``: the whole job's work, finishing
     steps included; ``learned``/``key``: the times learned from jobs made on this machine; on a CPU only
     the time); a warning with the nearest fitting
     setting when they will not fit in the GPU. Empty for an unknown resolution; for a model whose
     memory is not traced by ``estimates`` (``untraced``: its name), the peak its own traced table gives
-    (``needs``: GB per memory mode, fastest first) and the mode that fits this GPU, else says it has none."""
+    (``needs``: GB per memory mode, fastest first, ``lora_gb`` of it the LoRAs') and the mode that fits
+    this GPU, else says it has none; with the time learned here once a job of it ran."""
     side = settings.resolutions.get(resolution)
     if side is None:
         return ""
     if untraced and needs:
+        seconds = learned.seconds(key, plan) if learned is not None and key and plan is not None else None
+        timing = t("estimate_learned_time", lang, time=format_seconds(seconds, lang), count=learned.jobs(key)) \
+            if seconds is not None else t("estimate_no_time_yet", lang, model=untraced)
+        if not gpu_gb:  # a CPU: no GPU memory to speak of
+            return timing
         text = t("estimate_table", lang, model=untraced, peak=f"{needs['gpu']:.1f}",
                  lowest=f"{min(needs.values()):.1f}")
-        if gpu_gb:
-            fitting = next((mode for mode, gb in needs.items() if gb <= gpu_gb * 0.92), None)
-            text += "  \n" + (t("estimate_table_mode", lang, gpu=f"{gpu_gb:.0f}", mode_key=f"mode_{fitting}")
-                              if fitting else t("estimate_table_none", lang, gpu=f"{gpu_gb:.0f}"))
-        return text
+        if lora_gb >= 0.05:
+            text += " " + t("estimate_loras", lang, gb=f"{lora_gb:.1f}")
+        fitting = next((mode for mode, gb in needs.items() if gb <= gpu_gb * 0.92), None)
+        text += "  \n" + (t("estimate_table_mode", lang, gpu=f"{gpu_gb:.0f}", mode_key=f"mode_{fitting}")
+                          if fitting else t("estimate_table_none", lang, gpu=f"{gpu_gb:.0f}"))
+        return text + "  \n" + timing
     if untraced:
         return t("estimate_untraced", lang, model=untraced)
     guess = estimate(side, int(frames), int(steps), gpu_gb=gpu_gb, demo=demo, gpu_name=gpu_name, plan=plan,
