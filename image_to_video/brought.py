@@ -243,11 +243,12 @@ def parse_header(text: str) -> Header:
     width, height = int(size.group(1)), int(size.group(2))
     if re.search(r"rotation of -?(90|270)\.", text):
         width, height = height, width
-    rate = re.search(r" (\d+(?:\.\d+)?)k? (?:fps|tbr)", stream)
+    rate = re.search(r" (\d+(?:\.\d+)?)(k?) (?:fps|tbr)", stream)  # "1k fps" is 1000 frames a second
     duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
     seconds = 3600 * int(duration.group(1)) + 60 * int(duration.group(2)) + float(duration.group(3)) \
         if duration else 0.0
-    return Header(width, height, float(rate.group(1)) if rate else 0.0, seconds)
+    fps = float(rate.group(1)) * (1000 if rate.group(2) else 1) if rate else 0.0
+    return Header(width, height, fps, seconds)
 
 
 def _too_long(frames: int, fps: int, most: int) -> InvalidInput:

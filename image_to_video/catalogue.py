@@ -106,4 +106,9 @@ def lora_sources(fast, repo, file, name) -> list[tuple]:
         return [(lora.repo, lora.file, lora.name) for lora in card.fast.loras]
     if repo in (None, "") or file in (None, ""):
         raise InvalidInput(key="err_lora_fetch_what")
+    repo, file, name = loras.check_source(repo, file, name)
+    for card in families.CARDS.values():  # a Fast preset's name keeps its card's file: never another's
+        for lora in card.fast.loras if card.fast else ():
+            if name == lora.name and (repo, file) != (lora.repo, lora.file):
+                raise InvalidInput(key="err_lora_fetch_reserved", name=shown(name), repo=lora.repo, file=lora.file)
     return [(repo, file, name)]

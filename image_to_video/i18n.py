@@ -604,11 +604,33 @@ TEXT: dict[str, dict[str, str]] = {
     "err_lora_fetch_disk": {"en": "LoRA {name} ({size} GB) does not fit on the disk of the models folder. Free some "
                                   "space and download it again.",
                             "zh-CN": "LoRA {name}（{size} GB）放不进模型文件夹所在的磁盘。请腾出空间后重新下载。"},
+    # hostile-client review of the LoRA downloads
+    "err_lora_fetch_name_plain": {"en": "{value} cannot name a LoRA: as a file name it would be over 255 bytes, or it "
+                                        "holds a control or text-direction character. Give a shorter, plain name.",
+                                  "zh-CN": "{value} 不能用作 LoRA 名称：作为文件名超过 255 字节，或含控制字符、文字方向字符。"
+                                           "请换一个更短、普通的名称。"},
+    "err_lora_fetch_reserved": {"en": "{name} is the name of a Fast preset's LoRA ({file} of {repo}); a download "
+                                      "from elsewhere cannot take it. Give it another name.",
+                                "zh-CN": "{name} 是“极速”预设的 LoRA 名称（{repo} 中的 {file}）；其他来源的下载不能使用它。"
+                                         "请换一个名称。"},
+    "err_lora_fetch_overrun": {"en": "LoRA {name}: the hub sent more than the {size} bytes it announced (LoRA "
+                                     "downloads stop at {limit} GB), so the download was stopped and nothing was "
+                                     "kept. Check the repo and file, or download the file yourself into the LoRA "
+                                     "folder.",
+                               "zh-CN": "LoRA {name}：Hub 发送的数据超过了它声明的 {size} 字节（LoRA 下载上限为 {limit} GB），"
+                                        "因此已停止下载，未保留任何内容。请检查仓库和文件，或自行下载该文件放入 LoRA 文件夹。"},
     "err_lora_fetch_busy": {"en": "{count} LoRA downloads are already waiting. Wait for them to end, then ask again.",
                             "zh-CN": "已有 {count} 个 LoRA 下载在排队。请等它们结束后再试。"},
     "err_lora_fetch_what": {"en": "Say what to download: fast=<model> (its Fast preset's LoRAs), or repo and file "
                                   "(and optionally name).",
                             "zh-CN": "请说明要下载什么：fast=<模型>（其“极速”预设的 LoRA），或 repo 和 file（可选 name）。"},
+    "err_lora_fetch_failed": {"en": "Downloading {file} from {repo} failed: {error}. Check the network (or set "
+                                    "HF_ENDPOINT to a mirror such as https://hf-mirror.com) and try again: a cut-off "
+                                    "download goes on where it stopped. Or download the file yourself and put it in "
+                                    "{folder} as {name}.safetensors.",
+                              "zh-CN": "从 {repo} 下载 {file} 失败：{error}。请检查网络（或把 HF_ENDPOINT 设为镜像，例如 "
+                                       "https://hf-mirror.com）后重试：中断的下载会从断点继续。也可以自行下载该文件，放到 "
+                                       "{folder} 中并命名为 {name}.safetensors。"},
     "err_lora_fetch_no_fast": {"en": "{model} has no Fast preset. Models with one: {allowed}.",
                                "zh-CN": "{model} 没有“极速”预设。有该预设的模型：{allowed}。"},
     "lora_picker": {"en": "LoRAs on this server", "zh-CN": "本服务器上的 LoRA"},
@@ -626,6 +648,7 @@ TEXT: dict[str, dict[str, str]] = {
                               "`python main.py loras fetch --fast {model}`）。"},
     "fast_ready": {"en": "✅ The Fast LoRAs are downloaded: Generate uses them.",
                    "zh-CN": "✅ “极速”LoRA 已下载：点击生成即可使用。"},
+    "fast_failed_too": {"en": "(Also not downloaded: {names}.)", "zh-CN": "（同样未下载：{names}。）"},
     "fast_waiting": {"en": "{name}: waiting", "zh-CN": "{name}：等待中"},
     "fast_starting": {"en": "{name}: starting", "zh-CN": "{name}：开始下载"},
     "fast_progress": {"en": "{name}: {done} of {total} MB", "zh-CN": "{name}：已下载 {done} / {total} MB"},

@@ -154,6 +154,8 @@ def weights_gb(value: Any, models_dir: Path, *, bytes_per_value: int) -> float:
         wanted = _parse(value)
     except InvalidInput:
         return 0.0
+    if len(wanted) > MAX_LORAS:  # refused by the check: not thousands of header reads for a page's estimate
+        return 0.0
     on_disk, total = available(models_dir), 0
     for given, _strength in wanted:
         path = on_disk.get(_expert(given)[0])
@@ -273,12 +275,16 @@ _PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 
 def fetched(models_dir: Path) -> dict[str, dict[str, str]]:
-    """name -> {"repo", "file", "sha256"} of the LoRAs ``fetch`` downloaded into ``models_dir``'s folder."""
+    """name -> {"repo", "file", "sha256"} of the LoRAs ``fetch`` downloaded into ``models_dir``'s folder (an
+    entry that does not read so, in a damaged or hand-edited file, is left out: that LoRA counts as yours)."""
     try:
         record = json.loads((folder(models_dir) / FETCHED_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) else {}
+    if not isinstance(record, dict):
+        return {}
+    return {name: entry for name, entry in record.items()
+            if isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("repo", "file", "sha256"))}
 
 
 def check_source(repo: Any, file: Any, name: Any) -> tuple[str, str, str]:
@@ -292,6 +298,8 @@ def check_source(repo: Any, file: Any, name: Any) -> tuple[str, str, str]:
     name = str(name or "").strip() or file.rsplit("/", 1)[-1][:-len(SUFFIX)]
     if not valid_name(name):
         raise InvalidInput(key="err_lora_fetch_name", value=shown(name))
+    if not name.isprintable() or len((name + SUFFIX).encode()) > 255:  # a file name the disk and page can hold
+        raise InvalidInput(key="err_lora_fetch_name_plain", value=shown(name))
     return repo, file, name
 
 
@@ -300,13 +308,27 @@ def fetch(repo: str, file: str, name: str, models_dir: Path, *, revision: str | 
     """Download ``file`` of hub repo ``repo`` into ``models_dir``'s LoRA folder as ``<name>.safetensors``
     and return its path. Already fetched from there: returned as it is. Another file of that name is
     never replaced (``InvalidInput``); a file over ``max_bytes``, or bigger than the free disk, is not
-    fetched; ``ModelUnavailable`` says why a download failed (offline, not found, network)."""
+    fetched; ``ModelUnavailable`` says why a download failed (offline, not found, network). One fetch of a
+    name at a time, across processes too (the command line beside the server): a later one finds it done."""
+    from filelock import FileLock  # huggingface_hub's own dependency
+
+    repo, file, name = check_source(repo, file, name)
+    waiting = folder(models_dir) / ".fetching"
+    waiting.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(waiting / f".{name}.lock")):  # a name never starts with ".": never a partial folder's
+        return _fetch(repo, file, name, models_dir, revision=revision, progress=progress, max_bytes=max_bytes)
+
+
+def _fetch(repo: str, file: str, name: str, models_dir: Path, *, revision: str | None,
+           progress: Callable[[int, int], None] | None, max_bytes: int) -> Path:
+    """``fetch``'s download, with the name's lock held."""
     import shutil
 
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    repo, file, name = check_source(repo, file, name)
+    from .model_store import plain_network_error
+
     place = folder(models_dir)
     target = place / f"{name}{SUFFIX}"
     known = fetched(models_dir).get(name)
@@ -329,14 +351,20 @@ def fetch(repo: str, file: str, name: str, models_dir: Path, *, revision: str | 
         if size > shutil.disk_usage(place).free - 2**30:
             raise InvalidInput(key="err_lora_fetch_disk", name=shown(name), size=f"{size / 1e9:.1f}")
         log.info("Downloading LoRA %s from %s/%s", name, repo, file)
+        limit = min(size, max_bytes) if size else max_bytes  # what the hub announced, no more
         path = Path(hf_hub_download(repo, file, revision=revision, local_dir=partial,
-                                    tqdm_class=_bytes_reporter(progress)))
+                                    tqdm_class=_bytes_reporter(progress, limit)))
+    except _Overrun:  # a hub that sends more than it said: stopped, and its bytes are not kept
+        shutil.rmtree(partial, ignore_errors=True)
+        raise InvalidInput(key="err_lora_fetch_overrun", name=shown(name), size=size,
+                           limit=f"{max_bytes / 1e9:g}") from None
     except (HfHubHTTPError, LocalEntryNotFoundError, httpx2.HTTPError, OSError, ValueError) as error:
-        raise ModelUnavailable(key="err_model_download", repo=f"{repo}/{file}", error=str(error),
-                               folder=str(place)) from error
-    if path.stat().st_size > max_bytes:
-        path.unlink()
-        raise InvalidInput(key="err_lora_fetch_big", name=shown(name), size=f"{path.stat().st_size / 1e9:.1f}",
+        raise ModelUnavailable(key="err_lora_fetch_failed", repo=repo, file=file, folder=str(place), name=name,
+                               error=plain_network_error(str(error))) from error
+    got = path.stat().st_size
+    if got > max_bytes:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise InvalidInput(key="err_lora_fetch_big", name=shown(name), size=f"{got / 1e9:.1f}",
                            limit=f"{max_bytes / 1e9:g}")
     try:
         digest = _readable(name, path)
@@ -357,8 +385,13 @@ def fetch(repo: str, file: str, name: str, models_dir: Path, *, revision: str | 
     return target
 
 
-def _bytes_reporter(progress: Callable[[int, int], None] | None):
-    """A tqdm class that hands ``progress`` (bytes done, bytes in all) each update of a download."""
+class _Overrun(Exception):
+    """A download went past the bytes it may take (``_bytes_reporter``'s limit)."""
+
+
+def _bytes_reporter(progress: Callable[[int, int], None] | None, limit: int | None = None):
+    """A tqdm class that hands ``progress`` (bytes done, bytes in all) each update of a download, and stops
+    it (``_Overrun``) once more than ``limit`` bytes came: huggingface_hub checks the size only at the end."""
     from tqdm.auto import tqdm
 
     class _Reporter(tqdm):
@@ -370,6 +403,8 @@ def _bytes_reporter(progress: Callable[[int, int], None] | None):
 
         def update(self, n=1):
             self._done += n or 0
+            if limit is not None and self._done > limit:
+                raise _Overrun(self._done)
             if progress and self.total:
                 progress(int(self._done), int(self.total))
             return super().update(n)
@@ -398,14 +433,17 @@ class Fetches:
         on_disk, done = available(self.models_dir), fetched(self.models_dir)
         with self._lock:
             active = [item for item in self._items if item["state"] in ("waiting", "downloading")]
+            queued = len(self._items)  # a source refused below takes back the ones queued before it
             for repo, file, name in checked:
                 if name in on_disk:
                     if (done.get(name, {}).get("repo"), done.get(name, {}).get("file")) != (repo, file):
+                        del self._items[queued:]
                         raise InvalidInput(key="err_lora_fetch_taken", name=shown(name))
                     continue
                 if any(item["name"] == name for item in active):
                     continue
                 if len(active) >= self.MAX_WAITING:
+                    del self._items[queued:]
                     raise InvalidInput(key="err_lora_fetch_busy", count=len(active))
                 item = {"name": name, "repo": repo, "file": file, "state": "waiting", "done_mb": 0.0,
                         "total_mb": None, "error": None}

@@ -157,3 +157,27 @@ def _progress_class(progress: ProgressFn | None):
             return super().update(n)
 
     return _Reporter
+
+
+#: What a download's error says, in plain words, when the network is the cause ("[Errno -2] Name or
+#: service not known" means the hub's address could not be looked up: no network or no DNS).
+_NETWORK_WORDS = (
+    (("Errno -2", "Errno -3", "Errno -5", "Name or service not known", "Temporary failure in name resolution",
+      "nodename nor servname", "getaddrinfo failed", "No address associated"),
+     "no network: this server could not look up the hub's address"),
+    (("Connection refused", "Errno 111"), "no network: the connection was refused"),
+    (("Network is unreachable", "Errno 101", "No route to host"), "no network: the hub cannot be reached"),
+    (("timed out", "Timeout", "ReadTimeout", "ConnectTimeout"),
+     "no network: the hub did not answer in time (timed out)"),
+)
+
+
+def plain_network_error(error: str) -> str:
+    """A download's error for a status message: in plain words when the network is the cause, never a
+    raw ``[Errno -2]``; else its first line, cut short."""
+    text = str(error)
+    for needles, words in _NETWORK_WORDS:
+        if any(needle.lower() in text.lower() for needle in needles):
+            return words
+    text = (text.strip().splitlines() or [""])[0]
+    return text if len(text) <= 200 else text[:200] + "…"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import model_store
+from .model_store import plain_network_error
 from .config import PROJECT_DIR, TranslationSettings
 from .errors import AppError, ModelUnavailable
 from .i18n import t
@@ -252,29 +253,6 @@ def _resolve(source: str) -> str:
     if not path.is_absolute() and (PROJECT_DIR / path).is_dir():
         return str((PROJECT_DIR / path).resolve())
     return str(path) if path.is_absolute() or path.is_dir() else source
-
-
-#: What a download's error says, in plain words, when the network is the cause ("[Errno -2] Name or
-#: service not known" means the hub's address could not be looked up: no network or no DNS).
-_NETWORK_WORDS = (
-    (("Errno -2", "Errno -3", "Errno -5", "Name or service not known", "Temporary failure in name resolution",
-      "nodename nor servname", "getaddrinfo failed", "No address associated"),
-     "no network: this server could not look up the hub's address"),
-    (("Connection refused", "Errno 111"), "no network: the connection was refused"),
-    (("Network is unreachable", "Errno 101", "No route to host"), "no network: the hub cannot be reached"),
-    (("timed out", "Timeout", "ReadTimeout", "ConnectTimeout"),
-     "no network: the hub did not answer in time (timed out)"),
-)
-
-
-def plain_network_error(error: str) -> str:
-    """A download's error for a status message: in plain words when the network is the cause, never a
-    raw ``[Errno -2]``; else its first line, cut short."""
-    text = str(error)
-    for needles, words in _NETWORK_WORDS:
-        if any(needle.lower() in text.lower() for needle in needles):
-            return words
-    return _short(text)
 
 
 def _short(error: str) -> str:

@@ -234,6 +234,14 @@ class HostileClient:
                     answer.attack = attack
                     yield answer
 
+    def event_on(self, elem_id: str, trigger: str) -> dict:
+        """The page's event (private ones too) that ``trigger`` (``"upload"``, ``"click"``) of the component
+        with ``elem_id`` runs: ``{"name", "inputs", "fn_index"}``, from ``/config``."""
+        config = json.loads(self.request("GET", "config").body)
+        (component,) = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id]
+        (event,) = [d for d in config["dependencies"] if [component, trigger] in [list(t) for t in d["targets"]]]
+        return {"name": event.get("api_name"), "inputs": len(event["inputs"]), "fn_index": event["id"]}
+
     def queue_join(self, fn_index: int, data: list, session: str = "hostile") -> Answer:
         """The page's own route: ``/gradio_api/queue/join`` with an event number, then its stream."""
         joined = self.post_json("gradio_api/queue/join", {"data": data, "fn_index": fn_index, "session_hash": session,

@@ -13,7 +13,8 @@ Routes (read from huggingface_hub's hf_api.py, _snapshot_download.py and file_do
 
 Unknown repos, revisions and files get the hub's 404s with its ``X-Error-Code``. Every request is
 recorded (method, path, Range header, status, body bytes sent) so a test can say what was fetched.
-A fault can be planned for one file: send some bytes and drop the connection, then answer an error.
+A fault can be planned for one file: send some bytes and drop the connection, then answer an error;
+``claimed`` makes HEAD announce another size than the bytes a GET sends (a hub that lies).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class HubServer:
         self.hits: list[Hit] = []
         self.faults: dict[str, Fault] = {}
         self.on_request = None  # optional callable(method, path, headers), called before answering
+        self.claimed: dict[str, int] = {}  # path -> the size HEAD announces instead of the true one (a lying hub)
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -127,7 +129,7 @@ class HubServer:
         if self.is_lfs(path):
             sha256 = hashlib.sha256(data).hexdigest()
             headers.update({"ETag": f'"{sha256}"', "X-Linked-Etag": f'"{sha256}"',
-                            "X-Linked-Size": str(len(data))})
+                            "X-Linked-Size": str(self.claimed.get(path, len(data)))})
         else:
             headers["ETag"] = f'"{self.git_oid(data)}"'
         return headers
@@ -176,7 +178,7 @@ def _handler(hub: HubServer):
                 return self._error(name, 404, "EntryNotFound", f"{name} does not exist on \"{hub.sha}\"")
             data, headers = hub.files[name], hub.file_headers(name)
             if head:
-                headers["Content-Length"] = str(len(data))
+                headers["Content-Length"] = str(hub.claimed.get(name, len(data)))
                 return self._send(name, 200, headers, b"", head=True)
             fault = hub.faults.get(name)
             if fault and fault.dropped and fault.then_status:

@@ -86,6 +86,15 @@ def test_a_quarter_turned_phone_video_is_seen_upright():
     assert (header.width, header.height, header.fps, header.duration_s) == (1080, 1920, 30.0, 2.5)
 
 
+def test_a_video_of_a_thousand_frames_a_second_is_read_as_that_not_as_one():
+    """ffmpeg writes 1000 fps as "1k fps": read as 1 fps, a high-speed clip was kept at the model's slowest
+    frame rate instead of the nearest (its fastest)."""
+    said = ("Input #0, mov,mp4, from 'x.mp4':\n  Duration: 00:00:03.00, start: 0.0, bitrate: 1 kb/s\n"
+            "  Stream #0:0[0x1](und): Video: h264 (High), yuv420p(progressive), 320x240, 1k fps, 1k tbr, 16k tbn\n")
+    assert parse_header(said).fps == 1000.0
+    assert parse_header(said.replace("1k fps, 1k tbr", "29.97 fps, 29.97 tbr")).fps == 29.97
+
+
 def test_only_its_owner_continues_it_and_the_job_joins_onto_its_frames(small_config, loaded_engine, tmp_path):
     config = small_config()
     store, live = SQLiteJobStore(tmp_path / "data" / "jobs.sqlite3"), LiveJobs()

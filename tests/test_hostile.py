@@ -188,6 +188,25 @@ def test_the_page_own_queue_route_and_the_run_route_refuse_server_files_too(targ
     assert not files_containing(target["root"] / "gradio", (MARKER, b"SQLite format 3", b"root:x:0:0"))
 
 
+def test_the_own_video_drop_and_the_fast_download_take_no_server_file_through_the_page_own_route(target):
+    """The drop box for a video of one's own and the Fast LoRAs' download button are private events (no
+    ``/call`` name, so the sweeps above pass them by): through the page's own queue route, every slot given
+    each server file (a FIFO among them) is refused or answered with nothing kept, the server never waits."""
+    client, root = target["client"], target["root"]
+    for elem_id, trigger in (("bring-video", "upload"), ("fast-download", "click")):
+        event = client.event_on(elem_id, trigger)
+        for slot in range(event["inputs"]):
+            for path in target["paths"]:
+                data = [None] * event["inputs"]
+                data[slot] = file_data(path)
+                answer = client.queue_join(event["fn_index"], data, session=uuid.uuid4().hex)
+                assert answer.refused_cleanly or answer.accepted, (elem_id, slot, path, str(answer))
+                assert client.healthy_within(2.0), (elem_id, slot, path)
+    assert not list((root / "data" / "brought").glob("*.mp4"))  # no server file became a video to continue
+    assert not files_containing(root / "gradio", (MARKER, b"SQLite format 3", b"root:x:0:0"))
+    assert "Traceback" not in target["app"].log()
+
+
 @pytest.mark.soak
 def test_junk_in_every_slot_of_every_page_event_gets_words_not_a_crash(target):
     client = target["client"]

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from peft.tuners.tuners_utils import BaseTunerLayer
 from PIL import Image
 
-from image_to_video import batch, cli, families, gpu, loras
+from image_to_video import batch, catalogue, cli, families, gpu, loras
 from image_to_video.config import load_config
 from image_to_video.errors import InvalidInput
 from image_to_video.families.wan import demo
@@ -502,3 +502,135 @@ def test_the_estimate_counts_the_loras_weights(wan_a14b, tmp_path):
         2 * weights * 4 / 2**30)  # once in each expert
     assert loras.weights_gb("gone:1", models, bytes_per_value=2) == loras.weights_gb("::", models,
                                                                                     bytes_per_value=2) == 0
+
+
+def _tiny_lora() -> bytes:
+    """A .safetensors file holding one LoRA weight (written by hand: no model needed)."""
+    header = json.dumps({"transformer.a.lora_A.weight": {"dtype": "F32", "shape": [1, 1],
+                                                          "data_offsets": [0, 4]}}).encode()
+    return len(header).to_bytes(8, "little") + header + bytes(4)
+
+
+def test_a_hub_that_sends_more_than_it_announced_is_cut_off_and_nothing_is_kept(tmp_path, monkeypatch):
+    """A hub whose HEAD claims a small LoRA but whose GET streams far more: the download stops there, says
+    so, and leaves neither the LoRA nor its partial file (no disk filled by a lying hub)."""
+    lora = _tiny_lora()
+    published = lora + bytes(3_000_000)
+    models = tmp_path / "models"
+    with HubServer("owner/repo", {"big.safetensors": published}) as hub:
+        hub.claimed["big.safetensors"] = len(lora)
+        point_hub_at(monkeypatch, tmp_path, hub.url)
+        with pytest.raises(InvalidInput, match="the hub sent more than the") as refused:
+            loras.fetch("owner/repo", "big.safetensors", "big", models)
+    assert "big" not in loras.available(models)
+    assert "Consistency" not in str(refused.value) and str(models) not in str(refused.value)
+    assert not (loras.folder(models) / ".fetching" / "big").exists()  # its partial download is gone
+
+
+def test_a_refused_fetch_request_queues_none_of_its_downloads(tmp_path):
+    """``POST /api/loras`` with fast=<model> whose second file's name the user already has (from elsewhere):
+    refused, and the first is not left queued either (a refused request changes nothing)."""
+    models = tmp_path / "models"
+    card = families.CARDS["wan2.2-i2v-a14b"]
+    loras.folder(models).mkdir(parents=True)
+    (loras.folder(models) / f"{card.fast.loras[1].name}.safetensors").write_bytes(_tiny_lora())
+    fetches = loras.Fetches(models)
+    with pytest.raises(InvalidInput, match="is already in the LoRA folder"):
+        fetches.start(catalogue.lora_sources(card.name, None, None, None))
+    assert fetches.state() == []
+
+
+@pytest.mark.parametrize("name", ["é" * 200, "a\x00b", "new\nline", "evil\u202etxt", "a\tb"])
+def test_a_fetch_name_the_disk_cannot_hold_or_a_page_cannot_show_is_refused_at_once(tmp_path, name):
+    """A download's name becomes a file name: one over the file system's 255 bytes, or with a control or
+    direction character, is refused when asked (not a failed download naming server paths later)."""
+    fetches = loras.Fetches(tmp_path / "models")
+    with pytest.raises(InvalidInput, match="cannot name a LoRA"):
+        fetches.start([("owner/repo", "dir/lora.safetensors", name)])
+    assert fetches.state() == []
+
+
+def test_the_fast_download_button_says_why_it_failed_once_and_names_the_others(tmp_path, monkeypatch):
+    from image_to_video.ui import lora_picker
+
+    models = tmp_path / "models"
+    card = families.CARDS["wan2.2-i2v-a14b"]
+    box = lora_picker.LoraBox(box="box", picker="picker", text="text", note="note", download="download")
+    events = lora_picker.LoraEvents(box, models, lambda model: card, loras.Fetches(models),
+                                    lambda model: card.generation.presets)
+    monkeypatch.setattr(lora_picker, "PROGRESS_EVERY_S", 0.05)
+    with HubServer(card.fast.loras[0].repo, {}) as hub:  # the hub has neither file
+        point_hub_at(monkeypatch, tmp_path, hub.url)
+        said = list(events.download(card.name, "en", card.fast.loras_text()))
+    high, low = card.fast.names()
+    note = said[-1]["note"]
+    assert note.startswith(f"⚠️ {high}: Downloading ") and "HF_ENDPOINT" in note
+    assert note.endswith(f"(Also not downloaded: {low}.)") and note.count("Downloading") == 1
+    assert said[-1]["download"]["interactive"] is True  # it can be tried again
+    assert not loras.available(models)
+
+
+def test_the_same_lora_fetched_at_once_by_several_callers_is_downloaded_once_and_each_gets_it(tmp_path, monkeypatch):
+    """The command line's ``loras fetch`` while the server fetches the same file (three callers at once
+    here): each gets the LoRA, none a made-up network failure naming a lock file, and the file is
+    downloaded once."""
+    import threading
+
+    published = _tiny_lora() + bytes(2_000_000)
+    models, answers = tmp_path / "models", []
+
+    def fetch():
+        try:
+            answers.append(loras.fetch("owner/repo", "a.safetensors", "same", models))
+        except Exception as error:  # what a caller would see
+            answers.append(f"{type(error).__name__}: {error}")
+
+    with HubServer("owner/repo", {"a.safetensors": published}) as hub:
+        point_hub_at(monkeypatch, tmp_path, hub.url)
+        callers = [threading.Thread(target=fetch) for _ in range(3)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(60)
+        gets = [hit for hit in hub.take_hits() if hit.method == "GET" and hit.path == "a.safetensors"]
+    assert answers == [loras.folder(models) / "same.safetensors"] * 3, answers
+    assert len(gets) == 1 and (loras.folder(models) / "same.safetensors").read_bytes() == published
+    assert not (loras.folder(models) / ".fetching" / "same").exists()
+
+
+def test_a_download_cannot_take_the_name_of_a_fast_presets_lora_from_another_source(tmp_path):
+    """``POST /api/loras`` with repo+file of anyone's and name=<a Fast preset's LoRA>: refused, so every
+    creator's Fast jobs keep the card's own file (and the preset's own download is not blocked later)."""
+    fast = families.CARDS["wan2.2-i2v-a14b"].fast.loras[0]
+    with pytest.raises(InvalidInput, match="is the name of a Fast preset's LoRA"):
+        catalogue.lora_sources(None, "someone/else", "weights.safetensors", fast.name)
+    with pytest.raises(InvalidInput, match="is the name of a Fast preset's LoRA"):  # the name from the file's
+        catalogue.lora_sources(None, "someone/else", f"dir/{fast.name}.safetensors", "")
+    assert catalogue.lora_sources(None, fast.repo, fast.file, fast.name) == [(fast.repo, fast.file, fast.name)]
+
+
+def test_the_estimate_of_thousands_of_loras_reads_no_file_thousands_of_times(tmp_path):
+    """The page's estimate counts the LoRAs' weights from each file's header: a box naming one LoRA twenty
+    thousand times (a job refuses more than ``MAX_LORAS``) counts nothing and answers at once, instead of
+    reading a real-sized header twenty thousand times."""
+    import time
+
+    header = json.dumps({f"transformer.blocks.{n}.lora_A.weight": {"dtype": "BF16", "shape": [64, 5120],
+                                                                   "data_offsets": [0, 0]} for n in range(2000)})
+    loras.folder(tmp_path).mkdir()
+    (loras.folder(tmp_path) / "style.safetensors").write_bytes(len(header).to_bytes(8, "little") + header.encode())
+    assert loras.weights_gb("style", tmp_path, bytes_per_value=2) > 1  # one LoRA counts (the check works)
+    started = time.monotonic()
+    assert loras.weights_gb(",".join(["style@high"] * 20_000), tmp_path, bytes_per_value=2) == 0.0
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_damaged_record_of_fetched_loras_counts_its_files_as_the_users(tmp_path):
+    models = tmp_path / "models"
+    loras.folder(models).mkdir(parents=True)
+    (loras.folder(models) / loras.FETCHED_FILE).write_text(json.dumps(
+        {"a": "not a dict", "b": {"repo": 5}, "c": {"repo": "o/r", "file": "c.safetensors", "sha256": "ab"}}))
+    assert list(loras.fetched(models)) == ["c"]
+    (loras.folder(models) / "a.safetensors").write_bytes(b"mine")
+    with pytest.raises(InvalidInput, match="A LoRA named 'a' is already in the LoRA folder"):
+        loras.Fetches(models).start([("o/r", "a.safetensors", "a")])

@@ -138,8 +138,10 @@ class LoraEvents:
                 break
             yield {self.ui.note: "⏬ " + "; ".join(_progress(item, lang) for item in items)}
             time.sleep(PROGRESS_EVERY_S)
-        if failed:
-            yield {self.ui.note: "⚠️ " + " ".join(f"{item['name']}: {item['error']}" for item in failed),
+        if failed:  # the first one's reason in full (the others' is most often the same), the others named
+            first, others = failed[0], [item["name"] for item in failed[1:]]
+            text = f"⚠️ {first['name']}: {first['error']}"
+            yield {self.ui.note: text + (" " + t("fast_failed_too", lang, names=", ".join(others)) if others else ""),
                    self.ui.download: gr.update(interactive=True)}
             return
         yield {**self.for_model(model, lang, text), self.ui.download: gr.update(visible=False, interactive=True),
