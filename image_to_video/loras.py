@@ -127,7 +127,7 @@ def check(value: Any, models_dir: Path, card: Any) -> tuple[dict[str, Any], ...]
     on_disk = available(models_dir)
     checked, seen = [], set()
     for given, strength in wanted:
-        name, expert = _expert(given)
+        name, expert = split_expert(given)
         if expert and len(card.denoisers) < 2:
             raise InvalidInput(key="err_lora_expert_one", name=shown(given), model=card.title)
         if (name, expert) in seen:
@@ -158,7 +158,7 @@ def weights_gb(value: Any, models_dir: Path, *, bytes_per_value: int) -> float:
         return 0.0
     on_disk, total = available(models_dir), 0
     for given, _strength in wanted:
-        path = on_disk.get(_expert(given)[0])
+        path = on_disk.get(split_expert(given)[0])
         if path is not None:
             total += _weight_count(path) * bytes_per_value
     return total / 2**30
@@ -166,16 +166,16 @@ def weights_gb(value: Any, models_dir: Path, *, bytes_per_value: int) -> float:
 
 def _weight_count(path: Path) -> int:
     """How many weights the safetensors file at ``path`` holds (its header only; 0 if unreadable)."""
+    from .model_store import safetensors_header
+
     try:
-        with open(path, "rb") as file:
-            size = int.from_bytes(file.read(8), "little")
-            header = json.loads(file.read(size)) if 2 <= size <= 100_000_000 else {}
+        header = safetensors_header(path)
         return sum(math.prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
     except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
         return 0
 
 
-def _expert(given: str) -> tuple[str, str | None]:
+def split_expert(given: str) -> tuple[str, str | None]:
     """``"style@low"`` -> ("style", "low"); a name without an expert -> (name, None)."""
     name, at, expert = given.rpartition("@")
     return (name.strip(), expert) if at and expert in EXPERTS and name.strip() else (given, None)
@@ -228,14 +228,10 @@ def _strength(name: str, value: Any) -> float:
 def _readable(name: str, path: Path) -> str:
     """The file's sha256, once its header reads as safetensors holding LoRA weights (the weights themselves
     are checked against the model when the job starts)."""
+    from .model_store import safetensors_header
+
     try:
-        with open(path, "rb") as file:
-            size = int.from_bytes(file.read(8), "little")
-            if not 2 <= size <= min(100_000_000, os.fstat(file.fileno()).st_size - 8):
-                raise ValueError("no safetensors header")
-            header = json.loads(file.read(size))
-        tensors = [key for key in header if key != "__metadata__"] if isinstance(header, dict) else []
-        if not tensors:
+        if not [key for key in safetensors_header(path) if key != "__metadata__"]:
             raise ValueError("no tensors")
     except (OSError, ValueError, UnicodeDecodeError):
         raise InvalidInput(key="err_lora_unreadable", name=shown(name)) from None
@@ -327,7 +323,7 @@ def _fetch(repo: str, file: str, name: str, models_dir: Path, *, revision: str |
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    from .model_store import plain_network_error
+    from .model_store import DownloadOverrun, plain_network_error, progress_class
 
     place = folder(models_dir)
     target = place / f"{name}{SUFFIX}"
@@ -353,8 +349,8 @@ def _fetch(repo: str, file: str, name: str, models_dir: Path, *, revision: str |
         log.info("Downloading LoRA %s from %s/%s", name, repo, file)
         limit = min(size, max_bytes) if size else max_bytes  # what the hub announced, no more
         path = Path(hf_hub_download(repo, file, revision=revision, local_dir=partial,
-                                    tqdm_class=_bytes_reporter(progress, limit)))
-    except _Overrun:  # a hub that sends more than it said: stopped, and its bytes are not kept
+                                    tqdm_class=progress_class(progress, limit)))
+    except DownloadOverrun:  # a hub that sends more than it said: stopped, and its bytes are not kept
         shutil.rmtree(partial, ignore_errors=True)
         raise InvalidInput(key="err_lora_fetch_overrun", name=shown(name), size=size,
                            limit=f"{max_bytes / 1e9:g}") from None
@@ -383,33 +379,6 @@ def _fetch(repo: str, file: str, name: str, models_dir: Path, *, revision: str |
     shutil.rmtree(partial, ignore_errors=True)
     log.info("LoRA %s is in %s", name, target)
     return target
-
-
-class _Overrun(Exception):
-    """A download went past the bytes it may take (``_bytes_reporter``'s limit)."""
-
-
-def _bytes_reporter(progress: Callable[[int, int], None] | None, limit: int | None = None):
-    """A tqdm class that hands ``progress`` (bytes done, bytes in all) each update of a download, and stops
-    it (``_Overrun``) once more than ``limit`` bytes came: huggingface_hub checks the size only at the end."""
-    from tqdm.auto import tqdm
-
-    class _Reporter(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("mininterval", 5.0)
-            kwargs["disable"] = False
-            super().__init__(*args, **kwargs)
-            self._done = kwargs.get("initial") or 0
-
-        def update(self, n=1):
-            self._done += n or 0
-            if limit is not None and self._done > limit:
-                raise _Overrun(self._done)
-            if progress and self.total:
-                progress(int(self._done), int(self.total))
-            return super().update(n)
-
-    return _Reporter
 
 
 class Fetches:

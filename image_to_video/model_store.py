@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from fnmatch import fnmatch
 from pathlib import Path
@@ -43,6 +44,23 @@ def has_variant(folder: Path, variant: str) -> bool:
     return bool(variant) and any(Path(folder).glob(f"*/*.{variant}.safetensors"))
 
 
+#: The largest safetensors header read (safetensors itself refuses headers of 100 MB or more).
+MAX_HEADER_BYTES = 100_000_000
+
+
+def safetensors_header(path: Path) -> dict:
+    """A safetensors file's header (the JSON before its weights, read alone: no weight is read). Raises
+    ``ValueError`` for a file that has none, ``OSError`` for one that cannot be read."""
+    with open(path, "rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        if not 2 <= size <= min(MAX_HEADER_BYTES, os.fstat(file.fileno()).st_size - 8):
+            raise ValueError("no safetensors header")
+        header = json.loads(file.read(size))
+    if not isinstance(header, dict):
+        raise ValueError("no safetensors header")
+    return header
+
+
 #: Bytes per value of the safetensors dtypes that loading does not convert (floats take the pipeline's dtype).
 _FIXED_BYTES = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
@@ -56,10 +74,8 @@ def component_sizes_gb(folder: Path, variant: str | None, *, bytes_per_value: in
         parts = path.name.split(".")
         if (parts[1].split("-")[0] if len(parts) == 3 else None) != (variant or None):
             continue
-        with path.open("rb") as file:
-            header = json.loads(file.read(int.from_bytes(file.read(8), "little")))
         total = 0
-        for name, entry in header.items():
+        for name, entry in safetensors_header(path).items():
             if name == "__metadata__":
                 continue
             count = 1
@@ -125,7 +141,7 @@ def _download(repo_id: str, folder: Path, *, variant: str, revision: str,
         weights = _weight_patterns(variant, [s.rfilename for s in info.siblings or []])
         snapshot_download(repo_id, revision=sha or revision, local_dir=folder,
                           allow_patterns=["*.json", "*.txt", *weights, *extra_patterns],
-                          tqdm_class=_progress_class(progress))
+                          tqdm_class=progress_class(progress))
     except (HfHubHTTPError, LocalEntryNotFoundError, httpx2.HTTPError, OSError, ValueError) as error:
         raise ModelUnavailable(key="err_model_download", repo=repo_id, error=str(error),
                                folder=str(folder)) from error
@@ -134,8 +150,14 @@ def _download(repo_id: str, folder: Path, *, variant: str, revision: str,
     return sha
 
 
-def _progress_class(progress: ProgressFn | None):
-    """A tqdm class that forwards the byte counts of snapshot_download to ``progress``.
+class DownloadOverrun(Exception):
+    """A download went past the bytes it may take (``progress_class``'s ``limit``)."""
+
+
+def progress_class(progress: ProgressFn | None, limit: int | None = None):
+    """A tqdm class that forwards the byte counts of snapshot_download or hf_hub_download to ``progress``,
+    and stops the download (``DownloadOverrun``) once more than ``limit`` bytes came: huggingface_hub
+    checks a file's size only at its end.
 
     snapshot_download keeps two byte bars (received and written); the received one
     is reported. Counts are kept here because a disabled tqdm does not count.
@@ -152,6 +174,8 @@ def _progress_class(progress: ProgressFn | None):
 
         def update(self, n=1):
             self._done += n or 0
+            if self._reports and limit is not None and self._done > limit:
+                raise DownloadOverrun(self._done)
             if progress and self._reports and self.total:
                 progress(int(self._done), int(self.total))
             return super().update(n)

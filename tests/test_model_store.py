@@ -149,7 +149,7 @@ def test_a_connection_dropped_mid_file_is_resumed_with_a_range_request(tmp_path,
 
 def test_download_progress_is_reported_in_bytes():
     seen = []
-    reporter = model_store._progress_class(lambda done, total: seen.append((done, total)))
+    reporter = model_store.progress_class(lambda done, total: seen.append((done, total)))
     bar = reporter(total=1000, unit="B", disable=True)
     bar.update(250)
     bar.update(750)

@@ -37,7 +37,7 @@ from ..outputs import DERIVED, OutputFolder, VideoFiles, everything_zip
 from ..progress import Progress
 from ..request import QUALITIES, clean_prompt
 from . import views
-from .components import Outputs, Page, uploaded_file
+from .components import Inputs, Outputs, Page, uploaded_file
 
 log = logging.getLogger(__name__)
 
@@ -547,9 +547,15 @@ class Settings:
     def plain_video(self, lang) -> dict:
         """"Plain video": a random seed, no continuation, none of the steps after the model."""
         form = self.inputs
-        continue_from, segments, loop, interpolate, formats, upscale = form.finishing
-        return {form.random_seed: True, continue_from: "", segments: 1, loop: "none", interpolate: 0, formats: [],
-                upscale: 1, form.continuing: "", form.stop_continuing: gr.Button(visible=False)}
+        return {form.random_seed: True, form.finishing[0]: "", **plain_finishing(form), form.continuing: "",
+                form.stop_continuing: gr.Button(visible=False)}
+
+
+def plain_finishing(form: Inputs) -> dict:
+    """The steps after the model (``form.finishing`` but the continuation) as a plain video has them: one
+    segment, no loop, no interpolation, no other format, no upscale."""
+    _continue_from, segments, loop, interpolate, formats, upscale = form.finishing
+    return {segments: 1, loop: "none", interpolate: 0, formats: [], upscale: 1}
 
 
 class Generation:
@@ -817,7 +823,7 @@ class Bringing:
         filled = {form.image: picture, by_name["fps"]: p["fps"], by_name["resolution"]: p["resolution"],
                   form.finishing[0]: record["video"], form.continuing: text,
                   form.stop_continuing: gr.Button(visible=True), form.bring: None}
-        filled.update(dict(zip(form.finishing[1:], (1, "none", 0, [], 1))))  # it starts plain, as Continue does
+        filled.update(plain_finishing(form))  # it starts plain, as Continue does
         if form.aspect is not None:
             filled[form.aspect] = p["aspect"]
         return filled
@@ -914,7 +920,7 @@ class HistoryActions:
         except (AppError, TypeError):
             raise gr.Error(t("err_continue_missing", lang, value=record["video"]), print_exception=False) from None
         if form.finishing:  # a continuation starts plain: whatever finishing it gets, the summary names
-            filled.update(dict(zip(form.finishing[1:], (1, "none", 0, [], 1))))
+            filled.update(plain_finishing(form))
         filled.update({form.finishing[0]: record["video"], form.continuing: t("continuing", lang, video=record["video"]),
                        form.stop_continuing: gr.Button(visible=True), form.finishing_box: gr.Accordion(open=True),
                        self.page.history.message: t("continuing", lang, video=record["video"])})

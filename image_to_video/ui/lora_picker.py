@@ -20,7 +20,7 @@ from typing import Any
 
 import gradio as gr
 
-from .. import families, loras
+from .. import catalogue, families, loras
 from ..errors import AppError
 from ..i18n import localized, t
 
@@ -89,7 +89,7 @@ class LoraEvents:
         on_disk = list(loras.available(self.models_dir))
         chosen = [name for name in dict.fromkeys(_file_of(name) for name, _ in _entries(text)) if name in on_disk]
         return {self.ui.box: gr.update(visible=card.loras), self.ui.picker: gr.update(choices=on_disk, value=chosen),
-                **self.note(model, lang, text)}
+                **self.note(model, lang, text, on_disk)}
 
     def preset(self, name, model, text, lang) -> dict:
         """The box after a preset was picked: the Fast preset adds its LoRAs at full strength (keeping the
@@ -104,11 +104,11 @@ class LoraEvents:
         text = ",".join(f"{entry}:{strength}" for entry, strength in others)
         return {self.ui.text: text, **self.for_model(model, lang, text)}
 
-    def note(self, model, lang, text="") -> dict:
+    def note(self, model, lang, text="", on_disk=None) -> dict:
         """Under the box: the Fast preset's LoRAs when the box names them and they are not downloaded yet,
-        with the button that fetches them."""
+        with the button that fetches them (``on_disk``: the LoRA names there, when just read)."""
         card = self.cards(model)
-        missing = _missing_fast(card, text, self.models_dir)
+        missing = _missing_fast(card, text, loras.available(self.models_dir) if on_disk is None else on_disk)
         if not missing:
             return {self.ui.note: "", self.ui.download: gr.update(visible=False)}
         size = f"{card.fast.size_gb():.1f}"
@@ -119,12 +119,8 @@ class LoraEvents:
         """Fetch the picked model's Fast LoRAs (the server's ``loras.Fetches``), showing the progress until
         each is on disk or failed."""
         card = self.cards(model)
-        if card.fast is None:
-            yield {self.ui.note: t("err_lora_fetch_no_fast", lang, model=card.title, allowed=", ".join(
-                one.name for one in families.CARDS.values() if one.fast))}
-            return
-        try:
-            self.fetches.start([(lora.repo, lora.file, lora.name) for lora in card.fast.loras])
+        try:  # a model without a Fast preset is said so there
+            self.fetches.start(catalogue.lora_sources(card.name, None, None, None))
         except AppError as error:
             yield {self.ui.note: "⚠️ " + localized(error, lang)}
             return
@@ -162,16 +158,14 @@ def _entries(text) -> list[tuple[str, str]]:
 
 def _file_of(entry: str) -> str:
     """``"style@low"`` -> ``"style"``: the LoRA file an entry names."""
-    name, at, expert = entry.rpartition("@")
-    return name if at and expert in loras.EXPERTS else entry
+    return loras.split_expert(entry)[0]
 
 
-def _missing_fast(card: families.Card, text, models_dir: Path) -> list[str]:
-    """The Fast preset's LoRAs the box names that are not on disk."""
+def _missing_fast(card: families.Card, text, on_disk) -> list[str]:
+    """The Fast preset's LoRAs the box names that are not ``on_disk``."""
     if card.fast is None:
         return []
     named = {_file_of(entry) for entry, _ in _entries(text)}
-    on_disk = loras.available(models_dir)
     return [name for name in card.fast.names() if name in named and name not in on_disk]
 
 
